@@ -1,0 +1,588 @@
+/**
+ * The WebGPU device layer every kernel goes through.
+ *
+ * - {@linkcode acquireGpu} finds an adapter headlessly (a real GPU, or Mesa's lavapipe Vulkan
+ *   driver on the CPU), asks for the adapter's maxima of the limits that matter for training,
+ *   and says once which adapter it runs on.
+ * - {@linkcode Gpu} owns the device: a pipeline cache keyed by kernel name and compile-time
+ *   constants, a buffer pool by size class, one command encoder that many dispatches are
+ *   recorded into and submitted together, readback, and a GPU timer for benchmarks.
+ * - Errors become exceptions that name the kernel: {@linkcode KernelCompileError} (with the
+ *   WGSL line), {@linkcode KernelValidationError}, {@linkcode DeviceLostError} (never a hang),
+ *   and {@linkcode NoAdapterError} (with what to install).
+ *
+ * @module
+ */
+
+/** How a kernel binds one buffer, in binding order within group 0. */
+export type BindingKind = "read" | "write" | "uniform";
+
+/**
+ * A compute kernel: its name, how it binds buffers, and a WGSL builder that takes only
+ * compile-time constants (workgroup and tile sizes, head size). Runtime sizes go in a uniform.
+ */
+export interface Kernel<C extends KernelConstants = KernelConstants> {
+  /** Unique name; it labels the pipeline and every error about it. */
+  readonly name: string;
+  /** One entry per `@binding(i)` of `@group(0)`, in order. */
+  readonly bindings: readonly BindingKind[];
+  /** Builds the WGSL source from the compile-time constants. */
+  readonly wgsl: (constants: C) => string;
+}
+
+/** Compile-time constants of a kernel; they and the name form the pipeline cache key. */
+export type KernelConstants = Record<string, number | string | boolean>;
+
+/** A buffer bound whole, or a window of it (for tensors larger than the binding limit). */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** What the adapter is, as said once at start. */
+export interface AdapterSummary {
+  /** One line naming backend and adapter, e.g. `Vulkan lavapipe: llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  name: string;
+  /** The adapter's own description, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  description: string;
+  /** The graphics backend the adapter was found on: `vulkan`, `metal`, `dx12` or `gl`. */
+  backend: string;
+  /** True for a software adapter running on the CPU. */
+  isCpu: boolean;
+  /** Optional features the device was created with. */
+  features: string[];
+}
+
+/** No WebGPU adapter could be found; the message says what to install. */
+export class NoAdapterError extends Error {
+  override name = "NoAdapterError";
+}
+
+/** A kernel's WGSL failed to compile; names the kernel and the first bad line. */
+export class KernelCompileError extends Error {
+  override name = "KernelCompileError";
+  constructor(readonly kernel: string, readonly line: number, detail: string) {
+    super(`Kernel "${kernel}" failed to compile at WGSL line ${line}: ${detail}`);
+  }
+}
+
+/** WebGPU rejected a binding, dispatch or submission; names the kernel(s) involved. */
+export class KernelValidationError extends Error {
+  override name = "KernelValidationError";
+  constructor(readonly kernel: string, detail: string) {
+    super(`Kernel "${kernel}" was rejected by WebGPU: ${detail}`);
+  }
+}
+
+/** The device was lost (driver reset, out of memory, destroyed); pending work is gone. */
+export class DeviceLostError extends Error {
+  override name = "DeviceLostError";
+}
+
+/** The limits asked for at their adapter maxima: training needs big buffers and workgroups. */
+const MAXED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxStorageBuffersPerShaderStage",
+] as const;
+
+const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+
+/** Backends tried when the user has not chosen: the native ones, not the slower GL path. */
+const DEFAULT_BACKENDS = "vulkan,metal,dx12";
+
+/** Options of {@linkcode acquireGpu}. */
+export interface AcquireOptions {
+  /** The WebGPU entry point; tests pass a stand-in to force the no-adapter path. */
+  gpu?: GPU;
+  /** Print the adapter line (once per process). Default true. */
+  announce?: boolean;
+}
+
+let announced = false;
+
+/**
+ * Acquires a headless WebGPU adapter and device.
+ *
+ * The backends come from `DENO_WEBGPU_BACKEND` (e.g. `gl` for the OpenGL path); by default only
+ * the native ones (Vulkan, Metal, D3D12), so that a machine without a GPU uses lavapipe, which is
+ * 4-5x faster than llvmpipe through GL.
+ *
+ * @throws {NoAdapterError} when no adapter is found; its message says what to install.
+ * @example
+ * ```ts
+ * const gpu = await acquireGpu();
+ * console.log(gpu.adapter.description);
+ * ```
+ */
+export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
+  if (!Deno.env.get("DENO_WEBGPU_BACKEND")) Deno.env.set("DENO_WEBGPU_BACKEND", DEFAULT_BACKENDS);
+  const backends = Deno.env.get("DENO_WEBGPU_BACKEND")!;
+  const entry = options.gpu ?? (navigator as Navigator & { gpu?: GPU }).gpu;
+  const adapter = entry
+    ? await entry.requestAdapter({ powerPreference: "high-performance" })
+    : null;
+  if (!adapter) throw new NoAdapterError(noAdapterMessage(backends));
+
+  const requiredLimits: Record<string, number> = {};
+  for (const name of MAXED_LIMITS) requiredLimits[name] = adapter.limits[name];
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f));
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+
+  const info = adapter.info;
+  const description = info.description || info.device || info.vendor || "unknown adapter";
+  const backend = backendOf(backends);
+  // Mesa's Vulkan driver on the CPU is lavapipe; its device is named after llvmpipe.
+  const driver = backend === "vulkan" && /llvmpipe/.test(description) ? "Vulkan lavapipe" : backend;
+  const summary: AdapterSummary = {
+    name: `${driver}: ${description}`,
+    description,
+    backend,
+    isCpu: info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader|software/i.test(description),
+    features: requiredFeatures,
+  };
+  if ((options.announce ?? true) && !announced) {
+    announced = true;
+    const features = summary.features.length ? ` [${summary.features.join(", ")}]` : "";
+    console.error(`webgpu: ${summary.name}${features}`);
+    if (summary.isCpu) {
+      console.error(
+        "webgpu: warning: this adapter runs on the CPU (no GPU found); kernels will be slow.",
+      );
+    }
+  }
+  return new Gpu(device, summary);
+}
+
+function noAdapterMessage(backends: string): string {
+  return `No WebGPU adapter found (backends tried: ${backends}). ` +
+    "On Debian or Ubuntu without a GPU, run `bash scripts/setup.sh` to install Mesa's lavapipe " +
+    "Vulkan driver (a WebGPU adapter on the CPU); with a GPU, install its Vulkan driver. " +
+    "Set DENO_WEBGPU_BACKEND=gl to try the slower OpenGL path instead.";
+}
+
+/** Names the backend an adapter came from: exact when one was asked for, else by platform. */
+function backendOf(backends: string): string {
+  const asked = backends.split(",").map((b) => b.trim().toLowerCase()).filter((b) => b);
+  if (asked.length === 1) return asked[0];
+  const native = Deno.build.os === "darwin"
+    ? "metal"
+    : Deno.build.os === "windows"
+    ? "dx12"
+    : "vulkan";
+  return asked.includes(native) ? native : asked.join("/");
+}
+
+/** Bytes of a binding: the window's size, or the rest of the buffer from its offset. */
+function bindingEntry(binding: Binding, index: number): GPUBindGroupEntry {
+  if ("buffer" in binding) {
+    const { buffer, offset = 0, size } = binding;
+    return { binding: index, resource: { buffer, offset, size: size ?? buffer.size - offset } };
+  }
+  return { binding: index, resource: { buffer: binding } };
+}
+
+/**
+ * Size classes of the buffer pool: 256 B, then powers of two and their 1.5 multiples, so a
+ * pooled buffer wastes at most a third of its bytes.
+ */
+export function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const pow = 2 ** Math.ceil(Math.log2(bytes));
+  return bytes <= pow * 0.75 ? pow * 0.75 : pow;
+}
+
+const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
+const UNIFORM_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
+const READBACK_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
+
+interface PendingCheck {
+  kernel: string;
+  error: Promise<GPUError | null>;
+}
+
+/**
+ * A WebGPU device with the services kernels need. Get one from {@linkcode acquireGpu}.
+ *
+ * Dispatches are recorded into one command encoder and submitted together by
+ * {@linkcode Gpu.flush} (which {@linkcode Gpu.read} calls). Buffers given back with
+ * {@linkcode Gpu.release} are reused only after the work that used them was submitted.
+ */
+export class Gpu {
+  /** The largest buffer window one binding may cover (128 MiB on lavapipe). */
+  readonly maxBinding: number;
+  readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #layouts = new Map<string, GPUBindGroupLayout>();
+  readonly #free = new Map<string, GPUBuffer[]>();
+  #releasedThisBatch: GPUBuffer[] = [];
+  #encoder: GPUCommandEncoder | null = null;
+  #checks: PendingCheck[] = [];
+  #kernelsThisBatch = new Set<string>();
+  #lost: GPUDeviceLostInfo | null = null;
+  readonly #lostPromise: Promise<never>;
+  #timestamps: { query: GPUQuerySet; resolve: GPUBuffer } | null = null;
+
+  constructor(readonly device: GPUDevice, readonly adapter: AdapterSummary) {
+    this.maxBinding = device.limits.maxStorageBufferBindingSize;
+    this.#lostPromise = device.lost.then((info) => {
+      this.#lost = info;
+      throw this.#lostError();
+    });
+    this.#lostPromise.catch(() => {}); // observed by whoever awaits work; never unhandled
+  }
+
+  #lostError(): DeviceLostError {
+    const info = this.#lost!;
+    return new DeviceLostError(
+      `The WebGPU device was lost (${info.reason}): ${info.message || "no detail"}. ` +
+        "Pending GPU work is gone; restart from the last checkpoint.",
+    );
+  }
+
+  #assertAlive(): void {
+    if (this.#lost) throw this.#lostError();
+  }
+
+  /** Awaits `promise`, or throws {@linkcode DeviceLostError} if the device is lost first. */
+  #unlessLost<T>(promise: Promise<T>): Promise<T> {
+    return Promise.race([promise, this.#lostPromise]);
+  }
+
+  /**
+   * The compute pipeline of `kernel` for `constants`, compiled once and cached by name and
+   * constants.
+   *
+   * @throws {KernelCompileError} naming the kernel and WGSL line when the source is invalid.
+   */
+  pipeline<C extends KernelConstants>(
+    kernel: Kernel<C>,
+    constants: C,
+  ): Promise<GPUComputePipeline> {
+    this.#assertAlive();
+    const key = `${kernel.name}${JSON.stringify(constants)}`;
+    let pipeline = this.#pipelines.get(key);
+    if (!pipeline) {
+      pipeline = this.#compile(kernel, constants);
+      this.#pipelines.set(key, pipeline);
+      pipeline.catch(() => this.#pipelines.delete(key));
+    }
+    return pipeline;
+  }
+
+  async #compile<C extends KernelConstants>(kernel: Kernel<C>, constants: C) {
+    const code = kernel.wgsl(constants);
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ label: kernel.name, code });
+    const scope = this.device.popErrorScope();
+    const info = await this.#unlessLost(module.getCompilationInfo());
+    const firstError = info.messages.find((m) => m.type === "error");
+    const scopeError = await this.#unlessLost(scope);
+    if (firstError || scopeError) {
+      const detail = firstError?.message ?? scopeError!.message;
+      throw new KernelCompileError(kernel.name, firstError?.lineNum ?? 0, detail.trim());
+    }
+    const layout = this.device.createPipelineLayout({
+      label: kernel.name,
+      bindGroupLayouts: [this.#layoutOf(kernel)],
+    });
+    try {
+      return await this.#unlessLost(this.device.createComputePipelineAsync({
+        label: kernel.name,
+        layout,
+        compute: { module, entryPoint: "main" },
+      }));
+    } catch (e) {
+      if (e instanceof DeviceLostError) throw e;
+      throw new KernelValidationError(kernel.name, (e as Error).message);
+    }
+  }
+
+  #layoutOf(kernel: Kernel<never>): GPUBindGroupLayout {
+    const key = kernel.bindings.join(",");
+    let layout = this.#layouts.get(key);
+    if (!layout) {
+      const type = { read: "read-only-storage", write: "storage", uniform: "uniform" } as const;
+      layout = this.device.createBindGroupLayout({
+        label: key,
+        entries: kernel.bindings.map((kind, binding) => ({
+          binding,
+          visibility: GPUShaderStage.COMPUTE,
+          buffer: { type: type[kind] },
+        })),
+      });
+      this.#layouts.set(key, layout);
+    }
+    return layout;
+  }
+
+  /**
+   * Records one dispatch of `kernel` into the current command encoder. Nothing runs until
+   * {@linkcode Gpu.flush}; a bad binding is reported then, naming the kernel.
+   *
+   * @param bindings one per `kernel.bindings` entry, in order.
+   * @param workgroups the grid, `[x, y?, z?]`; see {@linkcode grid2d} for more than 65535.
+   */
+  dispatch(
+    kernel: Kernel<never>,
+    pipeline: GPUComputePipeline,
+    bindings: readonly Binding[],
+    workgroups: readonly [number, number?, number?],
+  ): void {
+    this.#assertAlive();
+    if (bindings.length !== kernel.bindings.length) {
+      throw new KernelValidationError(
+        kernel.name,
+        `expected ${kernel.bindings.length} bindings, got ${bindings.length}`,
+      );
+    }
+    this.device.pushErrorScope("validation");
+    const bindGroup = this.device.createBindGroup({
+      label: kernel.name,
+      layout: pipeline.getBindGroupLayout(0),
+      entries: bindings.map(bindingEntry),
+    });
+    this.#checks.push({ kernel: kernel.name, error: this.device.popErrorScope() });
+    this.#kernelsThisBatch.add(kernel.name);
+    // One labelled pass per dispatch: WebGPU orders passes, and errors name the kernel.
+    const pass = this.encoder.beginComputePass({ label: kernel.name });
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+    pass.end();
+  }
+
+  /**
+   * Compiles (or takes from the cache) and records `kernel` in one call: the usual way a
+   * launcher runs its kernel.
+   */
+  async run<C extends KernelConstants>(
+    kernel: Kernel<C>,
+    constants: C,
+    bindings: readonly Binding[],
+    workgroups: readonly [number, number?, number?],
+  ): Promise<void> {
+    const pipeline = await this.pipeline(kernel, constants);
+    this.dispatch(kernel as Kernel<never>, pipeline, bindings, workgroups);
+  }
+
+  /** The command encoder that dispatches and copies are recorded into until the next flush. */
+  get encoder(): GPUCommandEncoder {
+    this.#assertAlive();
+    return this.#encoder ??= this.device.createCommandEncoder();
+  }
+
+  /**
+   * Submits everything recorded since the last flush, and reports any validation error of that
+   * batch as a {@linkcode KernelValidationError} naming the kernel.
+   */
+  async flush(): Promise<void> {
+    this.#assertAlive();
+    if (this.#encoder) this.#submit();
+    else this.#recycleReleased();
+    const checks = this.#checks;
+    this.#checks = [];
+    for (const check of checks) {
+      const error = await this.#unlessLost(check.error);
+      if (error) throw new KernelValidationError(check.kernel, error.message);
+    }
+  }
+
+  /** Submits the recorded commands; their validation result is checked by the next flush. */
+  #submit(): void {
+    const kernels = [...this.#kernelsThisBatch].join(", ") || "(copies only)";
+    this.#kernelsThisBatch = new Set();
+    this.device.pushErrorScope("validation");
+    this.device.queue.submit([this.#encoder!.finish()]);
+    this.#encoder = null;
+    this.#checks.push({ kernel: kernels, error: this.device.popErrorScope() });
+    this.#recycleReleased();
+  }
+
+  /** What was released in this batch may be reused once the batch is in the queue. */
+  #recycleReleased(): void {
+    for (const buffer of this.#releasedThisBatch) this.#poolOf(buffer).push(buffer);
+    this.#releasedThisBatch = [];
+  }
+
+  /** Flushes, then waits until the GPU has finished all submitted work. */
+  async sync(): Promise<void> {
+    await this.flush();
+    await this.#unlessLost(this.device.queue.onSubmittedWorkDone());
+  }
+
+  #poolOf(buffer: GPUBuffer): GPUBuffer[] {
+    const key = `${buffer.usage}:${buffer.size}`;
+    let pool = this.#free.get(key);
+    if (!pool) this.#free.set(key, pool = []);
+    return pool;
+  }
+
+  /**
+   * A storage buffer of at least `bytes` bytes from the pool (its contents are undefined).
+   * Give it back with {@linkcode Gpu.release}.
+   */
+  acquire(bytes: number, usage: GPUBufferUsageFlags = STORAGE_USAGE, label?: string): GPUBuffer {
+    this.#assertAlive();
+    const size = sizeClass(bytes);
+    const reused = this.#free.get(`${usage}:${size}`)?.pop();
+    if (reused) return reused;
+    if (size > this.device.limits.maxBufferSize) {
+      throw new RangeError(
+        `A buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ` +
+          `(${this.device.limits.maxBufferSize}); use a smaller model or batch.`,
+      );
+    }
+    return this.device.createBuffer({ label, size, usage });
+  }
+
+  /** Gives a buffer back to the pool; it is reused after the current batch is submitted. */
+  release(buffer: GPUBuffer): void {
+    this.#releasedThisBatch.push(buffer);
+  }
+
+  /** A new pooled storage buffer holding `data`. */
+  upload(data: ArrayBufferView, label?: string): GPUBuffer {
+    const buffer = this.acquire(data.byteLength, STORAGE_USAGE, label);
+    this.write(buffer, data);
+    return buffer;
+  }
+
+  /**
+   * Writes `data` into `buffer` at `byteOffset`. Recorded work is flushed first when there is
+   * any, because a queue write takes effect before unsubmitted commands run.
+   */
+  write(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+    this.#assertAlive();
+    if (this.#encoder) this.#submit();
+    // writeBuffer wants a multiple of 4 bytes; pad the tail of odd-sized data.
+    let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0) {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(buffer, byteOffset, bytes);
+  }
+
+  /**
+   * A uniform buffer holding `data` for one dispatch; it returns to the pool after the batch.
+   * Build `data` with {@linkcode uniforms}.
+   */
+  uniform(data: ArrayBuffer): GPUBuffer {
+    const buffer = this.acquire(data.byteLength, UNIFORM_USAGE, "uniform");
+    this.device.queue.writeBuffer(buffer, 0, data);
+    this.release(buffer);
+    return buffer;
+  }
+
+  /**
+   * Copies `byteLength` bytes of `buffer` from `byteOffset` back to the CPU. Flushes recorded
+   * work first; throws {@linkcode DeviceLostError} rather than hang if the device is lost.
+   */
+  async read(
+    buffer: GPUBuffer,
+    byteOffset = 0,
+    byteLength = buffer.size - byteOffset,
+  ): Promise<ArrayBuffer> {
+    const padded = Math.ceil(byteLength / 4) * 4;
+    const staging = this.acquire(padded, READBACK_USAGE, "readback");
+    this.encoder.copyBufferToBuffer(buffer, byteOffset, staging, 0, padded);
+    await this.flush();
+    await this.#unlessLost(staging.mapAsync(GPUMapMode.READ, 0, padded));
+    const copy = staging.getMappedRange(0, padded).slice(0, byteLength);
+    staging.unmap();
+    this.#poolOf(staging).push(staging);
+    return copy;
+  }
+
+  /** Reads a buffer of float32 values (the first `length` of them). */
+  async readF32(buffer: GPUBuffer, length: number, offsetElements = 0): Promise<Float32Array> {
+    return new Float32Array(await this.read(buffer, offsetElements * 4, length * 4));
+  }
+
+  /**
+   * Times `record` on the GPU: runs it once to warm up (compiling pipelines), then `reps` times
+   * in one submission, and returns the mean milliseconds per run. Uses timestamp queries where
+   * the device has them, else wall time around `onSubmittedWorkDone`.
+   */
+  async time(record: () => Promise<void> | void, reps = 10): Promise<GpuTiming> {
+    await record();
+    await this.sync();
+    const stamps = this.#timestampQueries();
+    if (stamps) {
+      this.encoder.beginComputePass({
+        label: "timer start",
+        timestampWrites: { querySet: stamps.query, beginningOfPassWriteIndex: 0 },
+      }).end();
+    }
+    const start = performance.now();
+    for (let i = 0; i < reps; i++) await record();
+    if (stamps) {
+      this.encoder.beginComputePass({
+        label: "timer end",
+        timestampWrites: { querySet: stamps.query, endOfPassWriteIndex: 1 },
+      }).end();
+      this.encoder.resolveQuerySet(stamps.query, 0, 2, stamps.resolve, 0);
+    }
+    await this.sync();
+    const wallMs = (performance.now() - start) / reps;
+    if (!stamps) return { ms: wallMs, source: "wall" };
+    const ticks = new BigInt64Array(await this.read(stamps.resolve, 0, 16));
+    const gpuMs = Number(ticks[1] - ticks[0]) / 1e6 / reps;
+    // Some drivers return zeros or garbage for timestamps; trust the wall clock then.
+    return gpuMs > 0 && gpuMs <= wallMs * 1.5 ? { ms: gpuMs, source: "timestamp" } : {
+      ms: wallMs,
+      source: "wall",
+    };
+  }
+
+  #timestampQueries() {
+    if (!this.device.features.has("timestamp-query")) return null;
+    return this.#timestamps ??= {
+      query: this.device.createQuerySet({ type: "timestamp", count: 2 }),
+      resolve: this.device.createBuffer({
+        size: 16,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      }),
+    };
+  }
+
+  /** Destroys the device; later calls throw {@linkcode DeviceLostError}. */
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+/** The result of {@linkcode Gpu.time}. */
+export interface GpuTiming {
+  /** Mean milliseconds per run. */
+  ms: number;
+  /** `timestamp` when measured with GPU timestamp queries, `wall` for wall-clock time. */
+  source: "timestamp" | "wall";
+}
+
+/**
+ * Packs uniform values into the bytes of a WGSL struct whose fields are all 4-byte scalars, in
+ * order: `uniforms({ n: ["u32", 10], alpha: ["f32", 0.5] })`. The size is padded to 16 bytes.
+ */
+export function uniforms(fields: Record<string, ["u32" | "i32" | "f32", number]>): ArrayBuffer {
+  const entries = Object.values(fields);
+  const bytes = new ArrayBuffer(Math.max(16, Math.ceil(entries.length / 4) * 16));
+  const view = new DataView(bytes);
+  entries.forEach(([type, value], i) => {
+    if (type === "f32") view.setFloat32(i * 4, value, true);
+    else if (type === "i32") view.setInt32(i * 4, value, true);
+    else view.setUint32(i * 4, value, true);
+  });
+  return bytes;
+}
+
+/**
+ * A 2-D grid of at least `workgroups` workgroups that respects the 65535-per-dimension limit.
+ * Kernels recover the linear index as `wid.x + wid.y * num_workgroups.x` and bound-check it.
+ */
+export function grid2d(workgroups: number): [number, number] {
+  const x = Math.min(workgroups, 65535);
+  return [x, Math.ceil(workgroups / x)];
+}

@@ -1,0 +1,22 @@
+/**
+ * An LLM built from scratch on WebGPU, in TypeScript on Deno: hand-written WGSL kernels under a
+ * small autograd engine, GPT-2 layers, a from-scratch byte-level BPE trainer, and the pipeline
+ * from raw English text to a model one can chat with.
+ *
+ * @example
+ * ```ts
+ * import { acquireGpu, scaledAdd } from "./mod.ts";
+ *
+ * const gpu = await acquireGpu();
+ * const a = gpu.upload(new Float32Array([1, 2, 3]));
+ * const b = gpu.upload(new Float32Array([10, 20, 30]));
+ * const out = gpu.acquire(3 * 4);
+ * await scaledAdd(gpu, out, a, b, 0.5, 3);
+ * console.log(await gpu.readF32(out, 3)); // Float32Array [6, 12, 18]
+ * ```
+ *
+ * @module
+ */
+
+export * from "./kernels/device.ts";
+export * from "./kernels/scaled_add.ts";

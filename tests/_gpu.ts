@@ -1,0 +1,62 @@
+/**
+ * The one GPU that GPU tests share, acquired on first use. A machine without an adapter fails
+ * here, loudly, with the message that says what to install: GPU tests are never skipped.
+ */
+
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+
+let shared: Promise<Gpu> | null = null;
+
+/** The shared test GPU; prints the adapter it runs on once per test file. */
+export function testGpu(): Promise<Gpu> {
+  return shared ??= acquireGpu().then((gpu) => {
+    console.log(`GPU tests run on ${gpu.adapter.name}`);
+    return gpu;
+  });
+}
+
+/** A deterministic pseudo-random generator (mulberry32) for test data. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` uniform values in [-1, 1) from `seed`. */
+export function randomArray(n: number, seed: number): Float32Array {
+  const random = seededRandom(seed);
+  return Float32Array.from({ length: n }, () => random() * 2 - 1);
+}
+
+/**
+ * Asserts `actual` is within `atol + rtol * |expected|` of `expected` everywhere, reporting
+ * the worst element.
+ */
+export function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  { atol = 1e-5, rtol = 1e-5 }: { atol?: number; rtol?: number } = {},
+): void {
+  if (actual.length !== expected.length) {
+    throw new Error(`Length ${actual.length} differs from the expected ${expected.length}.`);
+  }
+  let worst = -1, worstExcess = 0;
+  for (let i = 0; i < actual.length; i++) {
+    const excess = Math.abs(actual[i] - expected[i]) - (atol + rtol * Math.abs(expected[i]));
+    if (!(excess <= 0) && (worst < 0 || !(excess <= worstExcess))) {
+      worst = i;
+      worstExcess = excess;
+    }
+  }
+  if (worst >= 0) {
+    throw new Error(
+      `Element ${worst} is ${actual[worst]}, expected ${expected[worst]} ` +
+        `(atol ${atol}, rtol ${rtol}).`,
+    );
+  }
+}

@@ -1,0 +1,144 @@
+import assert from "node:assert/strict";
+import {
+  acquireGpu,
+  DeviceLostError,
+  grid2d,
+  type Kernel,
+  KernelCompileError,
+  KernelValidationError,
+  NoAdapterError,
+  sizeClass,
+  uniforms,
+} from "../../kernels/device.ts";
+import { scaledAddKernel } from "../../kernels/scaled_add.ts";
+import { testGpu } from "../_gpu.ts";
+
+const brokenKernel: Kernel<Record<string, never>> = {
+  name: "broken_on_purpose",
+  bindings: [],
+  // Line 3 lacks its semicolon.
+  wgsl: () => "@compute @workgroup_size(1)\nfn main() {\n  let x = 1\n}\n",
+};
+
+Deno.test("a WGSL syntax error surfaces as an exception naming the kernel and line", async () => {
+  const gpu = await testGpu();
+  const error = await gpu.pipeline(brokenKernel, {}).then(() => null, (e) => e);
+  assert.ok(error instanceof KernelCompileError, `expected KernelCompileError, got ${error}`);
+  assert.equal(error.kernel, "broken_on_purpose");
+  assert.equal(error.line, 4); // WGSL reports the error where the `;` was expected
+  assert.match(error.message, /Kernel "broken_on_purpose" failed to compile at WGSL line 4/);
+});
+
+Deno.test("a buffer bound with the wrong usage is a validation error naming the kernel", async () => {
+  const gpu = await testGpu();
+  const storage = gpu.acquire(64);
+  const notStorage = gpu.acquire(64, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+  const params = gpu.uniform(uniforms({ n: ["u32", 4], alpha: ["f32", 1] }));
+  await gpu.run(scaledAddKernel, { workgroupSize: 64 }, [storage, notStorage, storage, params], [
+    1,
+  ]);
+  await assert.rejects(gpu.flush(), (e) => {
+    assert.ok(e instanceof KernelValidationError);
+    assert.match(e.message, /Kernel "scaled_add" was rejected by WebGPU/);
+    return true;
+  });
+});
+
+Deno.test("no adapter gives one error that says what to install", async () => {
+  const noGpu = { requestAdapter: () => Promise.resolve(null) } as unknown as GPU;
+  await assert.rejects(acquireGpu({ gpu: noGpu, announce: false }), (e) => {
+    assert.ok(e instanceof NoAdapterError);
+    assert.match(e.message, /No WebGPU adapter found/);
+    assert.match(e.message, /scripts\/setup\.sh/);
+    return true;
+  });
+});
+
+Deno.test("a command run where no backend has an adapter exits non-zero with the message", async () => {
+  // A backend this operating system does not have, so the real request finds nothing.
+  const absent = Deno.build.os === "darwin" ? "dx12" : "metal";
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", new URL("../../bench/adapter.ts", import.meta.url).pathname],
+    env: { DENO_WEBGPU_BACKEND: absent },
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const message = new TextDecoder().decode(stderr);
+  assert.equal(code, 1);
+  assert.match(
+    message,
+    new RegExp(`^error: No WebGPU adapter found \\(backends tried: ${absent}\\)`),
+  );
+  assert.match(message, /install Mesa's lavapipe Vulkan driver/);
+});
+
+Deno.test("a lost device makes work throw DeviceLostError instead of hanging", async () => {
+  const gpu = await acquireGpu({ announce: false });
+  const buffer = gpu.upload(new Float32Array([1, 2, 3]));
+  gpu.destroy();
+  await assert.rejects(
+    (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      await gpu.readF32(buffer, 3);
+    })(),
+    DeviceLostError,
+  );
+});
+
+Deno.test("the pipeline cache keys on kernel name and compile-time constants", async () => {
+  const gpu = await testGpu();
+  const a = await gpu.pipeline(scaledAddKernel, { workgroupSize: 64 });
+  const b = await gpu.pipeline(scaledAddKernel, { workgroupSize: 64 });
+  const c = await gpu.pipeline(scaledAddKernel, { workgroupSize: 128 });
+  assert.equal(a, b);
+  assert.notEqual(a, c);
+});
+
+Deno.test("the buffer pool reuses a released buffer only after the batch is submitted", async () => {
+  const gpu = await testGpu();
+  const first = gpu.acquire(1000);
+  assert.equal(first.size, 1024);
+  gpu.release(first);
+  const during = gpu.acquire(1000);
+  assert.notEqual(during, first, "a buffer released in this batch may still be read by it");
+  await gpu.flush();
+  assert.equal(gpu.acquire(1000), first);
+  gpu.release(during);
+});
+
+Deno.test("sizeClass() rounds up to powers of two and their 1.5 multiples", () => {
+  assert.equal(sizeClass(1), 256);
+  assert.equal(sizeClass(256), 256);
+  assert.equal(sizeClass(257), 384);
+  assert.equal(sizeClass(385), 512);
+  assert.equal(sizeClass(3 << 20), 3 << 20);
+  for (const bytes of [300, 5000, 123_456_789]) {
+    assert.ok(sizeClass(bytes) >= bytes && sizeClass(bytes) <= bytes * 1.5);
+  }
+});
+
+Deno.test("grid2d() covers every workgroup within the 65535 limit per dimension", () => {
+  assert.deepEqual(grid2d(10), [10, 1]);
+  const [x, y] = grid2d(200_000);
+  assert.ok(x <= 65535 && x * y >= 200_000);
+});
+
+Deno.test("uniforms() packs u32, i32 and f32 fields in order, padded to 16 bytes", () => {
+  const view = new DataView(uniforms({ n: ["u32", 7], k: ["i32", -2], a: ["f32", 0.5] }));
+  assert.equal(view.byteLength, 16);
+  assert.equal(view.getUint32(0, true), 7);
+  assert.equal(view.getInt32(4, true), -2);
+  assert.equal(view.getFloat32(8, true), 0.5);
+});
+
+Deno.test("the GPU timer measures a positive time per run", async () => {
+  const gpu = await testGpu();
+  const n = 1 << 16;
+  const a = gpu.acquire(n * 4), out = gpu.acquire(n * 4);
+  const timing = await gpu.time(async () => {
+    const params = gpu.uniform(uniforms({ n: ["u32", n], alpha: ["f32", 2] }));
+    await gpu.run(scaledAddKernel, { workgroupSize: 256 }, [a, a, out, params], [n / 256]);
+  }, 5);
+  assert.ok(timing.ms > 0 && Number.isFinite(timing.ms), `got ${timing.ms} ms`);
+  console.log(`scaled add of 2^16 floats: ${timing.ms.toFixed(3)} ms (${timing.source})`);
+});
