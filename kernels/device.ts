@@ -586,3 +586,37 @@ export function grid2d(workgroups: number): [number, number] {
   const x = Math.min(workgroups, 65535);
   return [x, Math.ceil(workgroups / x)];
 }
+
+/** A window of a buffer to bind, and where the wanted elements start inside it. */
+export interface BufferWindow {
+  /** The binding: a byte range that starts on the device's storage offset alignment. */
+  binding: { buffer: GPUBuffer; offset: number; size: number };
+  /** Index, in elements, of the first wanted element within the bound window. */
+  elementOffset: number;
+}
+
+/**
+ * Binds elements `[first, first + count)` of `buffer`. Binding offsets must be aligned
+ * (256 bytes), so the window starts at the aligned byte at or before `first`, and the kernel adds
+ * `elementOffset` to its indices. This is how tensors larger than `maxStorageBufferBindingSize`
+ * are processed: the launcher splits the work into parts whose windows fit one binding.
+ */
+export function bufferWindow(
+  gpu: Gpu,
+  buffer: GPUBuffer,
+  first: number,
+  count: number,
+  elementBytes = 4,
+): BufferWindow {
+  const alignment = gpu.device.limits.minStorageBufferOffsetAlignment;
+  const startByte = first * elementBytes;
+  const offset = Math.floor(startByte / alignment) * alignment;
+  const size = Math.ceil((startByte - offset + count * elementBytes) / 4) * 4;
+  if (size > gpu.maxBinding) {
+    throw new RangeError(
+      `A window of ${count} elements (${size} bytes) exceeds the binding limit ` +
+        `(${gpu.maxBinding} bytes); split the work into smaller parts.`,
+    );
+  }
+  return { binding: { buffer, offset, size }, elementOffset: (startByte - offset) / elementBytes };
+}

@@ -1,0 +1,83 @@
+/**
+ * What every kernel benchmark shares: a case (set up buffers, record one run), timing on the
+ * GPU, and the two output formats (a human table, or one JSON record per line).
+ */
+
+import type { Gpu } from "../kernels/device.ts";
+
+/** One benchmark: a kernel at one shape, with the work it does to turn time into a rate. */
+export interface BenchCase {
+  /** Kernel name as shown, e.g. `matmul` or `matmul (naive)` for a baseline. */
+  kernel: string;
+  /** The shape, e.g. `1024x768 @ 768x2304`. */
+  shape: string;
+  /** Floating-point operations per run, for compute-bound kernels (GFLOP/s). */
+  flops?: number;
+  /** Bytes moved to or from memory per run, for memory-bound kernels (GB/s). */
+  bytes?: number;
+  /** Allocates inputs; returns how to record one run and how to free what it made. */
+  setup: (gpu: Gpu) => Promise<BenchRun> | BenchRun;
+  /** Runs to average over; slow cases on a CPU adapter want few. Default 5. */
+  reps?: number;
+}
+
+/** A set-up benchmark case. */
+export interface BenchRun {
+  /** Records one run of the kernel(s) into the GPU's encoder. */
+  run: () => Promise<void> | void;
+  /** Frees the buffers `setup` made. */
+  dispose: () => void;
+}
+
+/** One measurement, as printed with `--json`. */
+export interface BenchRecord {
+  kernel: string;
+  shape: string;
+  ms: number;
+  gflops?: number;
+  gbps?: number;
+  adapter: string;
+}
+
+/** Runs one case and returns its measurement. */
+export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> {
+  const { run, dispose } = await bench.setup(gpu);
+  try {
+    const { ms } = await gpu.time(run, bench.reps ?? 5);
+    const record: BenchRecord = {
+      kernel: bench.kernel,
+      shape: bench.shape,
+      ms: round(ms, 3),
+      adapter: gpu.adapter.name,
+    };
+    if (bench.flops) record.gflops = round(bench.flops / ms / 1e6, 2);
+    if (bench.bytes) record.gbps = round(bench.bytes / ms / 1e6, 2);
+    return record;
+  } finally {
+    dispose();
+    await gpu.flush();
+  }
+}
+
+function round(x: number, digits: number): number {
+  const scale = 10 ** digits;
+  return Math.round(x * scale) / scale;
+}
+
+/** One line of the human table. */
+export function formatRow(r: BenchRecord): string {
+  const rate = r.gflops !== undefined
+    ? `${r.gflops.toFixed(2)} GFLOP/s`
+    : r.gbps !== undefined
+    ? `${r.gbps.toFixed(2)} GB/s`
+    : "";
+  return `${r.kernel.padEnd(28)} ${r.shape.padEnd(34)} ${r.ms.toFixed(3).padStart(10)} ms ` +
+    rate.padStart(16);
+}
+
+/** Header of the human table. */
+export function formatHeader(adapter: string): string {
+  return `adapter: ${adapter}\n${"kernel".padEnd(28)} ${"shape".padEnd(34)} ${
+    "time".padStart(13)
+  } ${"rate".padStart(16)}`;
+}
