@@ -1,0 +1,130 @@
+import assert from "node:assert/strict";
+import { parquetWriteBuffer } from "hyparquet-writer";
+import { prepareDataset } from "../../pipeline/prepare_dataset.ts";
+import { seededRandom } from "../_gpu.ts";
+import { serveFakeHub } from "./_fake_hub.ts";
+
+/** A Parquet file shaped like FineWeb's: an `id` column, then `text`. */
+function fineWebLike(texts: string[], rowGroupSize = texts.length): Uint8Array {
+  return new Uint8Array(parquetWriteBuffer({
+    columnData: [
+      { name: "id", data: texts.map((_, i) => `<urn:${i}>`), type: "STRING" },
+      { name: "text", data: texts, type: "STRING" },
+    ],
+    rowGroupSize,
+  }));
+}
+
+async function readJsonLines(path: string): Promise<string[]> {
+  const lines = (await Deno.readTextFile(path)).split("\n").filter((l) => l);
+  return lines.map((line) => JSON.parse(line).text);
+}
+
+Deno.test("prepareDataset() samples the hub's Parquet files in order, by byte ranges", async () => {
+  const dir = await Deno.makeTempDir();
+  // Long, incompressible later row groups (4 MB) that a 5-row sample must not download.
+  const random = seededRandom(7);
+  const big = Array.from(
+    { length: 400 },
+    () => Array.from({ length: 1000 }, () => (random() * 1e9).toString(36)).join(" "),
+  );
+  const first = fineWebLike(["One.", "Two.", "Three."]);
+  const second = fineWebLike(["Four.", "Five.", "Six.", ...big], 3);
+  const hub = serveFakeHub("HuggingFaceFW/fineweb", {
+    "sample/10BT/000_00000.parquet": first,
+    "sample/10BT/001_00000.parquet": second,
+    "sample/100BT/000_00000.parquet": fineWebLike(["Not this subset."]),
+  });
+  try {
+    const result = await prepareDataset({
+      hub: { repo: "HuggingFaceFW/fineweb", folder: "sample/10BT", hubUrl: hub.url },
+      rows: 5,
+      out: `${dir}/sample.jsonl`,
+      quiet: true,
+    });
+    assert.equal(result.rows, 5);
+    assert.deepEqual(await readJsonLines(`${dir}/sample.jsonl`), [
+      "One.",
+      "Two.",
+      "Three.",
+      "Four.",
+      "Five.",
+    ]);
+    assert.ok(
+      hub.bytesServed() < (first.length + second.length) / 4,
+      `served ${hub.bytesServed()} bytes of ${first.length + second.length}`,
+    );
+  } finally {
+    await hub.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prepareDataset() reads local Parquet, JSON Lines, JSON and text files", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(`${dir}/a.parquet`, fineWebLike(["From Parquet."]));
+    await Deno.writeTextFile(`${dir}/b.jsonl`, '{"text": "From JSON Lines."}\n\n{"text": ""}\n');
+    await Deno.writeTextFile(`${dir}/c.json`, '[{"text": "From JSON."}]');
+    await Deno.writeTextFile(`${dir}/d.txt`, "From text, line one.\r\n\nLine two.\n");
+    const result = await prepareDataset({ data: dir, out: `${dir}/out/all.jsonl`, quiet: true });
+    assert.equal(result.rows, 5);
+    assert.deepEqual(await readJsonLines(`${dir}/out/all.jsonl`), [
+      "From Parquet.",
+      "From JSON Lines.",
+      "From JSON.",
+      "From text, line one.",
+      "Line two.",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prepareDataset() names a missing path and says what it accepts", async () => {
+  await assert.rejects(
+    prepareDataset({ data: "/no/such/corpus.parquet", out: "/tmp/unused.jsonl", quiet: true }),
+    /No such file or folder: \/no\/such\/corpus\.parquet\. Pass a Parquet, JSON Lines/,
+  );
+});
+
+Deno.test("prepareDataset() rejects a corrupt Parquet file and leaves no output behind", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const truncated = fineWebLike(["Some text."]).slice(0, 40);
+    await Deno.writeFile(`${dir}/bad.parquet`, truncated);
+    await assert.rejects(
+      prepareDataset({ data: `${dir}/bad.parquet`, out: `${dir}/out.jsonl`, quiet: true }),
+      /bad\.parquet is not a readable Parquet file .* download it again/,
+    );
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name);
+    assert.deepEqual(left, ["bad.parquet"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prepareDataset() says which column to pick when the text column is missing", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeFile(
+      `${dir}/other.parquet`,
+      new Uint8Array(parquetWriteBuffer({
+        columnData: [{ name: "content", data: ["x"], type: "STRING" }],
+      })),
+    );
+    await assert.rejects(
+      prepareDataset({ data: `${dir}/other.parquet`, out: `${dir}/o.jsonl`, quiet: true }),
+      /has no column "text" \(it has: content\); choose the text column with --text-field/,
+    );
+    const result = await prepareDataset({
+      data: `${dir}/other.parquet`,
+      out: `${dir}/o.jsonl`,
+      textField: "content",
+      quiet: true,
+    });
+    assert.equal(result.rows, 1);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
