@@ -24,3 +24,5 @@ export * from "./kernels/scaled_add.ts";
 export * from "./pipeline/text_source.ts";
 export * from "./pipeline/hub.ts";
 export * from "./pipeline/prepare_dataset.ts";
+export * from "./nn/config.ts";
+export * from "./pipeline/compute_params.ts";

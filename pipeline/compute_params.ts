@@ -1,0 +1,120 @@
+/**
+ * Stage 4 of the pipeline: size a GPT-2 model to its data. Chinchilla (Hoffmann et al., 2022)
+ * found compute-optimal training at about 20 tokens per parameter, so a dataset of D tokens
+ * wants a model of about D / 20 parameters; training costs about 6·N·D floating-point
+ * operations (forward 2ND, backward 4ND).
+ *
+ *     deno task params --tokens 20000000
+ *     deno task params --tokens 20000000 --vocab-size 16384 --context 512
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  type GPT2Config,
+  gpt2ParameterCount,
+  MAX_CONTEXT_LENGTH,
+  MAX_PARAMETERS,
+  validateConfig,
+} from "../nn/config.ts";
+import { runCli } from "./_cli.ts";
+
+/** Chinchilla's compute-optimal ratio of training tokens to parameters. */
+export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
+
+/** Head size of every suggested model, as in GPT-2. */
+const HEAD_SIZE = 64;
+
+/** A model suggested for a dataset, with the numbers behind the choice. */
+export interface ModelSizing {
+  config: GPT2Config;
+  parameters: number;
+  /** The parameter count Chinchilla's rule asks for. */
+  targetParameters: number;
+  /** Dataset tokens per model parameter (20 is compute-optimal). */
+  tokensPerParameter: number;
+  /** Training FLOPs for one pass over the data, 6·N·D. */
+  trainingFlops: number;
+}
+
+/**
+ * Suggests the GPT-2 shape whose parameter count is nearest (in ratio) to `tokens / 20`.
+ * Candidates keep GPT-2's proportions: heads of 64, width between 32 and 128 times the depth
+ * (GPT-2 small is 64x; deeper-and-narrower or wide-and-shallow models train worse), and at most
+ * one billion parameters.
+ */
+export function suggestModel(
+  tokens: number,
+  { vocabSize = 50257, contextLength = MAX_CONTEXT_LENGTH } = {},
+): ModelSizing {
+  if (!(tokens > 0)) throw new Error(`The dataset must have tokens, got ${tokens}.`);
+  const target = tokens / CHINCHILLA_TOKENS_PER_PARAMETER;
+  let best: { config: GPT2Config; parameters: number; score: number } | null = null;
+  for (let nLayer = 1; nLayer <= 48; nLayer++) {
+    for (let nHead = 1; nHead <= 32; nHead++) {
+      const nEmbd = nHead * HEAD_SIZE;
+      if (nEmbd < 32 * nLayer || nEmbd > 128 * nLayer) continue;
+      const config = { vocabSize, contextLength, nLayer, nHead, nEmbd };
+      const parameters = gpt2ParameterCount(config).total;
+      if (parameters > MAX_PARAMETERS) continue;
+      // Distance in log-ratio, then prefer GPT-2's own aspect ratio (C = 64 L).
+      const score = Math.abs(Math.log(parameters / target)) +
+        0.01 * Math.abs(Math.log(nEmbd / (64 * nLayer)));
+      if (!best || score < best.score) best = { config, parameters, score };
+    }
+  }
+  const { config, parameters } = best!;
+  validateConfig(config);
+  return {
+    config,
+    parameters,
+    targetParameters: Math.round(target),
+    tokensPerParameter: tokens / parameters,
+    trainingFlops: 6 * parameters * tokens,
+  };
+}
+
+/** A human summary of a sizing, one fact per line. */
+export function formatSizing(tokens: number, sizing: ModelSizing): string {
+  const { config, parameters } = sizing;
+  const breakdown = gpt2ParameterCount(config);
+  return [
+    `dataset tokens:        ${tokens.toLocaleString("en-US")}`,
+    `Chinchilla target:     ${sizing.targetParameters.toLocaleString("en-US")} parameters ` +
+    `(${CHINCHILLA_TOKENS_PER_PARAMETER} tokens each)`,
+    `suggested model:       n_layer=${config.nLayer} n_head=${config.nHead} ` +
+    `n_embd=${config.nEmbd} vocab=${config.vocabSize} context=${config.contextLength}`,
+    `parameters:            ${parameters.toLocaleString("en-US")} ` +
+    `(embeddings ${(breakdown.wte + breakdown.wpe).toLocaleString("en-US")}, ` +
+    `blocks ${(config.nLayer * breakdown.perBlock).toLocaleString("en-US")})`,
+    `tokens per parameter:  ${sizing.tokensPerParameter.toFixed(1)}`,
+    `training compute:      ${sizing.trainingFlops.toExponential(2)} FLOPs per epoch (6·N·D)`,
+    ...(sizing.tokensPerParameter < CHINCHILLA_TOKENS_PER_PARAMETER / 2
+      ? [
+        "warning: the dataset has fewer tokens than even the smallest model wants; expect " +
+        "overfitting: gather more text, or use a smaller vocabulary or context.",
+      ]
+      : []),
+  ].join("\n");
+}
+
+if (import.meta.main) {
+  await runCli(() => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        tokens: { type: "string" },
+        "vocab-size": { type: "string", default: "50257" },
+        context: { type: "string", default: String(MAX_CONTEXT_LENGTH) },
+      },
+    });
+    if (!values.tokens) throw new Error("Pass the dataset size with --tokens N.");
+    const tokens = Number(values.tokens);
+    const sizing = suggestModel(tokens, {
+      vocabSize: Number(values["vocab-size"]),
+      contextLength: Number(values.context),
+    });
+    console.log(formatSizing(tokens, sizing));
+  });
+}
