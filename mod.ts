@@ -26,3 +26,6 @@ export * from "./pipeline/hub.ts";
 export * from "./pipeline/prepare_dataset.ts";
 export * from "./nn/config.ts";
 export * from "./pipeline/compute_params.ts";
+export * from "./tokenizer/mod.ts";
+export * from "./pipeline/train_tokenizer.ts";
+export * from "./pipeline/tokenize_dataset.ts";

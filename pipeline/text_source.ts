@@ -19,6 +19,12 @@ export interface TextSourceOptions {
   batchSize?: number;
   /** The Parquet column or JSON field holding the text. Default `text`. */
   textField?: string;
+  /**
+   * Plain text: yield every line with its line ending, blank lines included, as Hugging Face's
+   * file trainer sees them (a tokenizer trained without them learns other merges). Default
+   * false: lines without endings, blank lines skipped.
+   */
+  keepLineEndings?: boolean;
 }
 
 const SUPPORTED = /\.(parquet|jsonl|ndjson|json|txt|text|md)$/i;
@@ -57,7 +63,7 @@ export async function* readTextBatches(
   } else if (/\.json$/i.test(path)) {
     yield* jsonArrayBatches(path, options);
   } else {
-    yield* plainTextBatches(path, options.batchSize ?? 1000);
+    yield* plainTextBatches(path, options);
   }
 }
 
@@ -164,10 +170,13 @@ function textOf(record: unknown, textField: string, where: string): string {
   return text;
 }
 
-async function* plainTextBatches(path: string, batchSize: number): AsyncGenerator<string[]> {
+async function* plainTextBatches(
+  path: string,
+  { batchSize = 1000, keepLineEndings = false }: TextSourceOptions,
+): AsyncGenerator<string[]> {
   let batch: string[] = [];
-  for await (const line of readLines(path)) {
-    if (line.trim() === "") continue;
+  for await (const line of readLines(path, keepLineEndings)) {
+    if (!keepLineEndings && line.trim() === "") continue;
     batch.push(line);
     if (batch.length >= batchSize) {
       yield batch;
@@ -177,15 +186,20 @@ async function* plainTextBatches(path: string, batchSize: number): AsyncGenerato
   if (batch.length > 0) yield batch;
 }
 
-/** Yields the lines of a UTF-8 file without their line endings. */
-export async function* readLines(path: string): AsyncGenerator<string> {
+/**
+ * Yields the lines of a UTF-8 file: without their line endings, or with them (`\n` or `\r\n`;
+ * the last line may lack one) when `keepEndings` is true.
+ */
+export async function* readLines(path: string, keepEndings = false): AsyncGenerator<string> {
   using file = await Deno.open(path);
   let pending = "";
   for await (const chunk of file.readable.pipeThrough(new TextDecoderStream())) {
     pending += chunk;
     let start = 0;
     for (let end; (end = pending.indexOf("\n", start)) >= 0; start = end + 1) {
-      yield pending.slice(start, end).replace(/\r$/, "");
+      yield keepEndings
+        ? pending.slice(start, end + 1)
+        : pending.slice(start, end).replace(/\r$/, "");
     }
     pending = pending.slice(start);
   }

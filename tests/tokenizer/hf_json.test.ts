@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { BpeTokenizer } from "../../tokenizer/bpe.ts";
+import {
+  fromHfTokenizerJson,
+  type HfTokenizerJson,
+  loadHfTokenizer,
+  saveHfTokenizer,
+  toHfTokenizerJson,
+} from "../../tokenizer/hf_json.ts";
+import { trainBpe } from "../../tokenizer/train_bpe.ts";
+import { fixturePath } from "./_helpers.ts";
+
+interface Expected {
+  expected: Array<{ text: string; ids: number[] }>;
+}
+
+Deno.test("a tokenizer.json written by HF tokenizers loads and encodes to HF's ids", async () => {
+  const tokenizer = await loadHfTokenizer(fixturePath("hf_bpe.json"));
+  const { expected } = JSON.parse(
+    await Deno.readTextFile(fixturePath("hf_bpe_expected.json")),
+  ) as Expected;
+  for (const { text, ids } of expected) {
+    assert.deepEqual(tokenizer.encode(text), ids, `encoding ${JSON.stringify(text)}`);
+  }
+});
+
+Deno.test('merges written as "a b" strings load like ["a", "b"] pairs', async () => {
+  const json = JSON.parse(await Deno.readTextFile(fixturePath("hf_bpe.json"))) as HfTokenizerJson;
+  const pairs = fromHfTokenizerJson(json);
+  json.model.merges = json.model.merges.map((m) => (m as string[]).join(" "));
+  const strings = fromHfTokenizerJson(json);
+  assert.deepEqual(strings.merges, pairs.merges);
+  assert.deepEqual(strings.encode("The quick brown fox"), pairs.encode("The quick brown fox"));
+});
+
+Deno.test("saving and loading a tokenizer.json keeps vocabulary, merges and added tokens", async () => {
+  const counts = new Map([["hug", 10], [" hugs", 5], ["pun", 12]]);
+  const tokenizer = BpeTokenizer.fromTrained(trainBpe(counts, { vocabSize: 270 }));
+  tokenizer.addTokens(["<|im_start|>", "<|im_end|>"]);
+  const path = await Deno.makeTempFile({ suffix: ".json" });
+  try {
+    await saveHfTokenizer(tokenizer, path);
+    const loaded = await loadHfTokenizer(path);
+    // JSON objects list integer-like keys ("0".."9") first, so compare as sets of entries.
+    assert.deepEqual(Object.fromEntries(loaded.vocab), Object.fromEntries(tokenizer.vocab));
+    assert.deepEqual(loaded.merges, tokenizer.merges);
+    assert.deepEqual(loaded.addedTokens, tokenizer.addedTokens);
+    const text = "<s>hug hugs<|im_start|>pun</s>";
+    assert.deepEqual(loaded.encode(text), tokenizer.encode(text));
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("the saved tokenizer.json has HF's model, pre-tokenizer and decoder sections", () => {
+  const tokenizer = BpeTokenizer.fromTrained(trainBpe(new Map([["ab", 2]]), { vocabSize: 262 }));
+  const json = toHfTokenizerJson(tokenizer);
+  assert.equal(json.model.type, "BPE");
+  assert.deepEqual(json.model.merges, [["a", "b"]]);
+  assert.deepEqual(json.pre_tokenizer, {
+    type: "ByteLevel",
+    add_prefix_space: false,
+    trim_offsets: true,
+    use_regex: true,
+  });
+  assert.equal((json.decoder as { type: string }).type, "ByteLevel");
+  assert.deepEqual(json.added_tokens.map((t) => [t.id, t.content, t.special]), [
+    [0, "<s>", true],
+    [1, "<pad>", true],
+    [2, "</s>", true],
+    [3, "<unk>", true],
+    [4, "<mask>", true],
+  ]);
+});
+
+Deno.test("loading refuses a tokenizer.json that is not byte-level BPE", async () => {
+  const json = JSON.parse(await Deno.readTextFile(fixturePath("hf_bpe.json"))) as HfTokenizerJson;
+  assert.throws(
+    () => fromHfTokenizerJson({ ...json, model: { ...json.model, type: "WordPiece" } }),
+    /does not support/,
+  );
+  assert.throws(() => fromHfTokenizerJson({ ...json, normalizer: { type: "NFC" } }), /normalizer/);
+});
