@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { BpeTokenizer } from "../../tokenizer/bpe.ts";
+import { countWords } from "../../tokenizer/word_counts.ts";
+import { trainBpe } from "../../tokenizer/train_bpe.ts";
+import {
+  loadTokenizedDataset,
+  tokenizeDataset,
+  type TokenizeMethod,
+} from "../../pipeline/tokenize_dataset.ts";
+
+const documents = [
+  "The cat sat on the mat.",
+  "A dog ran.",
+  "",
+  "Birds sing in the morning, and the cats listen to the birds from the mat.",
+];
+
+async function tokenizerFor(texts: string[]): Promise<BpeTokenizer> {
+  const counts = await countWords([texts]);
+  return BpeTokenizer.fromTrained(trainBpe(counts, { vocabSize: 300 }));
+}
+
+async function tokenize(method: TokenizeMethod, context: number) {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/docs.jsonl`,
+    documents.map((text) => JSON.stringify({ text })).join("\n"),
+  );
+  const tokenizer = await tokenizerFor(documents);
+  const meta = await tokenizeDataset({
+    data: `${dir}/docs.jsonl`,
+    tokenizer,
+    method,
+    contextLength: context,
+    batchSize: 2, // several batches, so state carried between them is exercised
+    out: `${dir}/tokenized`,
+    quiet: true,
+  });
+  const dataset = await loadTokenizedDataset(`${dir}/tokenized`);
+  await Deno.remove(dir, { recursive: true });
+  const rows = Array.from(
+    { length: dataset.meta.rows },
+    (_, i) => [...dataset.tokens.subarray(i * context, i * context + dataset.lengths[i])],
+  );
+  return { tokenizer, meta, dataset, rows, encoded: tokenizer.encodeBatch(documents) };
+}
+
+Deno.test("tokenizeDataset() truncates each document to one padded row", async () => {
+  const { meta, dataset, rows, encoded } = await tokenize("truncate", 8);
+  const nonEmpty = encoded.filter((ids) => ids.length > 0);
+  assert.deepEqual(rows, nonEmpty.map((ids) => ids.slice(0, 8)));
+  assert.equal(meta.documents, documents.length);
+  // "A dog ran." is shorter than 8 tokens: the rest of its row is <pad>.
+  const short = nonEmpty.findIndex((ids) => ids.length < 8);
+  assert.ok(short >= 0);
+  const padding = dataset.tokens.subarray(short * 8 + nonEmpty[short].length, (short + 1) * 8);
+  assert.ok(padding.every((id) => id === meta.padId));
+});
+
+Deno.test("tokenizeDataset() splits documents into full rows and drops remainders", async () => {
+  const { rows, encoded } = await tokenize("split", 5);
+  const expected = encoded.flatMap((ids) =>
+    Array.from({ length: Math.floor(ids.length / 5) }, (_, i) => ids.slice(i * 5, i * 5 + 5))
+  );
+  assert.deepEqual(rows, expected);
+  assert.ok(rows.every((row) => row.length === 5));
+});
+
+Deno.test("tokenizeDataset() concatenates documents with </s> between, then chunks", async () => {
+  const { meta, rows, encoded } = await tokenize("concat", 6);
+  // The empty document adds nothing, not even a separator.
+  const stream = encoded.filter((ids) => ids.length > 0)
+    .flatMap((ids, i) => i === 0 ? ids : [meta.eosId, ...ids]);
+  const full = Math.floor(stream.length / 6);
+  assert.equal(meta.rows, full);
+  assert.deepEqual(rows.flat(), stream.slice(0, full * 6));
+  assert.equal(meta.tokens, full * 6);
+});
+
+Deno.test("tokenizeDataset() refuses a context over 1024 and an unknown method", async () => {
+  const tokenizer = await tokenizerFor(documents);
+  const base = { data: "unused.jsonl", tokenizer, out: "/tmp/unused", quiet: true };
+  await assert.rejects(
+    tokenizeDataset({ ...base, contextLength: 2048 }),
+    /context length must be a whole number from 2 to 1024/,
+  );
+  await assert.rejects(
+    tokenizeDataset({ ...base, method: "pack" as TokenizeMethod }),
+    /Unknown method "pack"; use truncate, split or concat/,
+  );
+});
+
+Deno.test("tokenizeDataset() explains when no full row comes out", async () => {
+  await assert.rejects(tokenize("split", 1000), /No full rows of 1000 tokens/);
+});
