@@ -29,3 +29,8 @@ export * from "./pipeline/compute_params.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./pipeline/train_tokenizer.ts";
 export * from "./pipeline/tokenize_dataset.ts";
+export * from "./nn/random.ts";
+export * from "./nn/safetensors.ts";
+export * from "./nn/schedule.ts";
+export * from "./nn/sampling.ts";
+export * from "./pipeline/batches.ts";

@@ -1,0 +1,122 @@
+/**
+ * Reading and writing the safetensors format (Hugging Face's file of named tensors): an 8-byte
+ * little-endian header length, a JSON header of `{name: {dtype, shape, data_offsets}}` (plus
+ * string `__metadata__`), then the tensors' bytes. Checkpoints use it, so Hugging Face tools
+ * can read the weights, and GPT-2's own `model.safetensors` can be loaded.
+ *
+ * @module
+ */
+
+/** A named float32 tensor. */
+export interface NamedTensor {
+  name: string;
+  shape: number[];
+  data: Float32Array;
+}
+
+/** A safetensors file read into memory, every tensor converted to float32. */
+export interface SafetensorsFile {
+  metadata: Record<string, string>;
+  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+}
+
+/**
+ * Writes tensors (float32) and string metadata to `path`. The file is written under a temporary
+ * name and renamed when complete, so a crash mid-write never corrupts an existing checkpoint.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: readonly NamedTensor[],
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const { name, shape, data } of tensors) {
+    const elements = shape.reduce((a, b) => a * b, 1);
+    if (elements !== data.length) {
+      throw new Error(`Tensor ${name} has ${data.length} values but shape [${shape}].`);
+    }
+    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + data.byteLength] };
+    offset += data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length + 8) % 8) % 8); // pad so the data starts 8-aligned
+  const headerBytes = new TextEncoder().encode(json);
+  const prefix = new Uint8Array(8);
+  new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+
+  const temporary = `${path}.partial`;
+  const file = await Deno.open(temporary, { write: true, create: true, truncate: true });
+  try {
+    await writeAll(file, prefix);
+    await writeAll(file, headerBytes);
+    for (const { data } of tensors) {
+      await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    await file.syncData();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(temporary, path);
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) {
+    written += await file.write(bytes.subarray(written));
+  }
+}
+
+/** Reads a safetensors file; F32, F16 and BF16 tensors become float32. */
+export async function readSafetensors(path: string): Promise<SafetensorsFile> {
+  const bytes = await Deno.readFile(path).catch((e: Error) => {
+    throw new Error(`Could not read ${path}: ${e.message}.`);
+  });
+  const corrupt = (why: string) =>
+    new Error(`${path} is not a valid safetensors file (${why}); write it again.`);
+  if (bytes.length < 8) throw corrupt("shorter than its 8-byte header length");
+  const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  if (8 + headerLength > bytes.length) throw corrupt("the header runs past the end");
+  let header: Record<string, unknown>;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLength)));
+  } catch {
+    throw corrupt("its header is not JSON");
+  }
+  const data = bytes.subarray(8 + headerLength);
+  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === "__metadata__") continue;
+    const { dtype, shape, data_offsets: [begin, end] } = entry as {
+      dtype: string;
+      shape: number[];
+      data_offsets: [number, number];
+    };
+    if (end > data.length || begin > end) throw corrupt(`tensor ${name} lies past the end`);
+    tensors.set(name, { shape, data: toFloat32(data.slice(begin, end), dtype, name, path) });
+  }
+  return { metadata: (header.__metadata__ ?? {}) as Record<string, string>, tensors };
+}
+
+function toFloat32(raw: Uint8Array, dtype: string, name: string, path: string): Float32Array {
+  if (dtype === "F32") return new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+  const halves = new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2);
+  const out = new Float32Array(halves.length);
+  if (dtype === "BF16") {
+    const bits = new Uint32Array(out.buffer);
+    for (let i = 0; i < halves.length; i++) bits[i] = halves[i] << 16;
+  } else if (dtype === "F16") {
+    for (let i = 0; i < halves.length; i++) out[i] = halfToFloat(halves[i]);
+  } else {
+    throw new Error(`Tensor ${name} of ${path} has dtype ${dtype}; only F32, F16, BF16 load.`);
+  }
+  return out;
+}
+
+function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exponent = (h >> 10) & 0x1f;
+  const fraction = h & 0x3ff;
+  if (exponent === 0) return sign * 2 ** -14 * (fraction / 1024);
+  if (exponent === 31) return fraction ? NaN : sign * Infinity;
+  return sign * 2 ** (exponent - 15) * (1 + fraction / 1024);
+}

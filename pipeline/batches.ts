@@ -1,0 +1,99 @@
+/**
+ * Training batches from a tokenized dataset: rows in a shuffled order that is fixed by the seed
+ * and the epoch, so a run resumed from a checkpoint sees exactly the batches it would have seen.
+ *
+ * A row of T tokens gives T inputs and the T next tokens as targets; the last target (past the
+ * row) and every target inside the row's `<pad>` tail are masked out of the loss.
+ *
+ * @module
+ */
+
+import { Random } from "../nn/random.ts";
+import type { TokenizedDataset } from "./tokenize_dataset.ts";
+
+/** One batch of B rows of T positions. */
+export interface Batch {
+  /** (B, T) input token ids. */
+  inputs: Int32Array;
+  /** (B, T) the token each position must predict. */
+  targets: Int32Array;
+  /** (B, T) 1 where the target counts in the loss, 0 for padding and row ends. */
+  mask: Uint32Array;
+}
+
+/** Where a {@linkcode BatchSampler} is, saved in checkpoints. */
+export interface SamplerState {
+  epoch: number;
+  /** Rows of this epoch already served. */
+  position: number;
+}
+
+/** Serves batches of rows, reshuffled each epoch under a seed. */
+export class BatchSampler {
+  readonly #dataset: TokenizedDataset;
+  readonly #batchSize: number;
+  readonly #seed: number;
+  #order: Uint32Array;
+  #state: SamplerState;
+
+  constructor(
+    dataset: TokenizedDataset,
+    batchSize: number,
+    seed: number,
+    state: SamplerState = { epoch: 0, position: 0 },
+  ) {
+    if (dataset.meta.rows < batchSize) {
+      throw new Error(
+        `The dataset has ${dataset.meta.rows} rows, fewer than a batch of ${batchSize}; ` +
+          "lower --batch-size or tokenize more text.",
+      );
+    }
+    this.#dataset = dataset;
+    this.#batchSize = batchSize;
+    this.#seed = seed;
+    this.#state = { ...state };
+    this.#order = this.#orderOf(state.epoch);
+  }
+
+  /** The position to save in a checkpoint. */
+  get state(): SamplerState {
+    return { ...this.#state };
+  }
+
+  /** Positions per row (the dataset's context length). */
+  get sequenceLength(): number {
+    return this.#dataset.meta.contextLength;
+  }
+
+  #orderOf(epoch: number): Uint32Array {
+    return new Random(this.#seed * 1000003 + epoch).permutation(this.#dataset.meta.rows);
+  }
+
+  /** The next batch; a new epoch (and a new order) starts when too few rows are left. */
+  next(): Batch {
+    const { meta, tokens, lengths } = this.#dataset;
+    const B = this.#batchSize, T = meta.contextLength;
+    if (this.#state.position + B > meta.rows) {
+      this.#state = { epoch: this.#state.epoch + 1, position: 0 };
+      this.#order = this.#orderOf(this.#state.epoch);
+    }
+    const batch: Batch = {
+      inputs: new Int32Array(B * T),
+      targets: new Int32Array(B * T),
+      mask: new Uint32Array(B * T),
+    };
+    for (let b = 0; b < B; b++) {
+      const row = this.#order[this.#state.position + b];
+      const ids = tokens.subarray(row * T, (row + 1) * T);
+      const length = lengths[row];
+      for (let t = 0; t < T; t++) {
+        batch.inputs[b * T + t] = ids[t];
+        const hasTarget = t + 1 < length;
+        batch.targets[b * T + t] = hasTarget ? ids[t + 1] : meta.padId;
+        batch.mask[b * T + t] = hasTarget ? 1 : 0;
+      }
+    }
+    this.#state.position += B;
+    return batch;
+  }
+}

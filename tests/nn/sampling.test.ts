@@ -1,0 +1,35 @@
+import assert from "node:assert/strict";
+import { argmax, sampleToken } from "../../nn/sampling.ts";
+import { Random } from "../../nn/random.ts";
+
+const logits = new Float32Array([0.1, 3, -1, 2.5, 0]);
+
+Deno.test("sampleToken() at temperature 0 is greedy", () => {
+  assert.equal(sampleToken(logits, { temperature: 0 }, new Random(1)), 1);
+  assert.equal(argmax(logits), 1);
+});
+
+Deno.test("sampleToken() with top-k only draws the k most likely tokens", () => {
+  const random = new Random(5);
+  const seen = new Set<number>();
+  for (let i = 0; i < 500; i++) seen.add(sampleToken(logits, { topK: 2 }, random));
+  assert.deepEqual([...seen].sort(), [1, 3]);
+});
+
+Deno.test("sampleToken() follows softmax probabilities", () => {
+  const random = new Random(9);
+  const counts = new Array(logits.length).fill(0);
+  const n = 20000;
+  for (let i = 0; i < n; i++) counts[sampleToken(logits, {}, random)]++;
+  const exps = [...logits].map(Math.exp);
+  const total = exps.reduce((a, b) => a + b);
+  exps.forEach((e, i) => assert.ok(Math.abs(counts[i] / n - e / total) < 0.015, `token ${i}`));
+});
+
+Deno.test("sampleToken() with top-p keeps the smallest set holding that mass", () => {
+  // Probabilities about 0.57, 0.35, 0.05, ...: p = 0.6 keeps the first two.
+  const random = new Random(2);
+  const seen = new Set<number>();
+  for (let i = 0; i < 500; i++) seen.add(sampleToken(logits, { topP: 0.6 }, random));
+  assert.deepEqual([...seen].sort(), [1, 3]);
+});
