@@ -1,0 +1,285 @@
+/**
+ * Benchmarks of the smaller training kernels at GPT-2 small shapes (B·T = 1024 positions,
+ * C = 768, V = 50257, 124M parameters), with naive baselines for layernorm and AdamW in the
+ * same run. All are memory-bound, so each case reports GB/s: the bytes the op must move at
+ * least (every input read once, every output written once), over its time. A kernel that reads
+ * a tensor twice (the layernorm backward's two passes, cross-entropy's two sweeps) is charged
+ * only once, so its rate is an effective bandwidth.
+ *
+ * `opsCases` is meant for `bench/main.ts`'s list; alone:
+ *
+ *     deno run --allow-all bench/ops.ts            # a human table
+ *     deno run --allow-all bench/ops.ts --json     # one JSON record per line
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { adamwUpdate, type ParameterRange } from "../kernels/adamw.ts";
+import { crossEntropy } from "../kernels/cross_entropy.ts";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
+import { geluBackward, geluForward } from "../kernels/gelu.ts";
+import { globalNorm } from "../kernels/grad_norm.ts";
+import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
+import { residualBackward, residualForward } from "../kernels/residual.ts";
+import { runCli } from "../pipeline/_cli.ts";
+import { type BenchCase, formatHeader, formatRow, measure } from "./_harness.ts";
+
+const N = 1024, C = 768, V = 50257, MAX_T = 1024;
+
+/** Deterministic values in [-1, 1) without a generator per element. */
+function pattern(n: number, period = 1009): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < Math.min(period, n); i++) x[i] = (2 * i) / period - 1;
+  for (let filled = period; filled < n; filled *= 2) x.copyWithin(filled, 0, filled);
+  return x;
+}
+
+/** Buffers made by a case, freed by its `dispose`. */
+function owned(gpu: Gpu, buffers: GPUBuffer[]): () => void {
+  return () => buffers.forEach((b) => gpu.release(b));
+}
+
+function layernormCases(): BenchCase[] {
+  const bytes = (2 * N * C + 2 * C + 2 * N) * 4;
+  const forward = (naive: boolean): BenchCase => ({
+    kernel: naive ? "layernorm fwd (naive)" : "layernorm fwd",
+    shape: `${N}x${C}`,
+    bytes,
+    setup: (gpu) => {
+      const inp = gpu.upload(pattern(N * C)), w = gpu.upload(pattern(C, 7));
+      const b = gpu.upload(pattern(C, 11)), out = gpu.acquire(N * C * 4);
+      const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
+      return {
+        run: () => layernormForward(gpu, out, mean, rstd, inp, w, b, N, C, { naive }),
+        dispose: owned(gpu, [inp, w, b, out, mean, rstd]),
+      };
+    },
+  });
+  return [forward(false), forward(true), {
+    kernel: "layernorm bwd",
+    shape: `${N}x${C}`,
+    // Read dout, inp, dinp; write dinp; the (C) and (N) vectors.
+    bytes: (4 * N * C + 5 * C + 2 * N) * 4,
+    setup: async (gpu) => {
+      const inp = gpu.upload(pattern(N * C)), w = gpu.upload(pattern(C, 7));
+      const b = gpu.upload(pattern(C, 11)), out = gpu.acquire(N * C * 4);
+      const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
+      await layernormForward(gpu, out, mean, rstd, inp, w, b, N, C);
+      const dout = gpu.upload(pattern(N * C, 613)), dinp = gpu.acquire(N * C * 4);
+      const dw = gpu.acquire(C * 4), db = gpu.acquire(C * 4);
+      for (const x of [dinp, dw, db]) gpu.encoder.clearBuffer(x);
+      return {
+        run: () => layernormBackward(gpu, dinp, dw, db, dout, inp, w, mean, rstd, N, C),
+        dispose: owned(gpu, [inp, w, b, out, mean, rstd, dout, dinp, dw, db]),
+      };
+    },
+  }];
+}
+
+function geluCases(): BenchCase[] {
+  return [4 * C, C].flatMap((width) => {
+    const n = N * width;
+    return [{
+      kernel: "gelu fwd",
+      shape: `${N}x${width}`,
+      bytes: 2 * n * 4,
+      setup: (gpu: Gpu) => {
+        const inp = gpu.upload(pattern(n)), out = gpu.acquire(n * 4);
+        return { run: () => geluForward(gpu, out, inp, n), dispose: owned(gpu, [inp, out]) };
+      },
+    }, {
+      kernel: "gelu bwd",
+      shape: `${N}x${width}`,
+      bytes: 3 * n * 4,
+      setup: (gpu: Gpu) => {
+        const inp = gpu.upload(pattern(n)), dout = gpu.upload(pattern(n, 313));
+        const dinp = gpu.acquire(n * 4);
+        return {
+          run: () => geluBackward(gpu, dinp, inp, dout, n),
+          dispose: owned(gpu, [inp, dout, dinp]),
+        };
+      },
+    }];
+  });
+}
+
+function residualCases(): BenchCase[] {
+  const n = N * C;
+  return [{
+    kernel: "residual fwd",
+    shape: `${N}x${C}`,
+    bytes: 3 * n * 4,
+    setup: (gpu) => {
+      const a = gpu.upload(pattern(n)), b = gpu.upload(pattern(n, 31)), out = gpu.acquire(n * 4);
+      return { run: () => residualForward(gpu, out, a, b, n), dispose: owned(gpu, [a, b, out]) };
+    },
+  }, {
+    kernel: "residual bwd",
+    shape: `${N}x${C}`,
+    bytes: 5 * n * 4,
+    setup: (gpu) => {
+      const da = gpu.upload(pattern(n)), db = gpu.upload(pattern(n, 31));
+      const dout = gpu.upload(pattern(n, 37));
+      return {
+        run: () => residualBackward(gpu, da, db, dout, n),
+        dispose: owned(gpu, [da, db, dout]),
+      };
+    },
+  }];
+}
+
+function crossEntropyCase(): BenchCase {
+  return {
+    kernel: "cross-entropy fwd+bwd",
+    shape: `${N}x${V} in place`,
+    // Read the logits, write dlogits over them, plus targets and losses.
+    bytes: (2 * N * V + 2 * N) * 4,
+    reps: 3,
+    setup: (gpu) => {
+      const logits = gpu.upload(pattern(N * V, 4099).map((x) => x * 4));
+      const targets = gpu.upload(Int32Array.from({ length: N }, (_, i) => (i * 7919) % V));
+      const losses = gpu.acquire(N * 4);
+      return {
+        run: () => crossEntropy(gpu, losses, logits, logits, targets, null, 1 / N, N, V),
+        dispose: owned(gpu, [logits, targets, losses]),
+      };
+    },
+  };
+}
+
+function embeddingCases(): BenchCase[] {
+  // GPT-2-like token ids: some repeats, spread over the vocabulary.
+  const tokens = Int32Array.from({ length: N }, (_, i) => i % 5 === 0 ? 13 : (i * 7919) % V);
+  return [{
+    kernel: "embedding fwd",
+    shape: `B*T=${N}, C=${C}`,
+    bytes: (3 * N * C + N) * 4,
+    setup: (gpu) => {
+      const tokensBuf = gpu.upload(tokens), wte = gpu.upload(pattern(V * C));
+      const wpe = gpu.upload(pattern(MAX_T * C, 101)), out = gpu.acquire(N * C * 4);
+      return {
+        run: () => embeddingForward(gpu, out, tokensBuf, wte, wpe, 1, N, C, V, MAX_T),
+        dispose: owned(gpu, [tokensBuf, wte, wpe, out]),
+      };
+    },
+  }, {
+    kernel: "embedding bwd",
+    shape: `B*T=${N}, C=${C}`,
+    // Read dout; read and write the touched dwte rows and dwpe (at most N rows each).
+    bytes: 5 * N * C * 4,
+    setup: (gpu) => {
+      const dout = gpu.upload(pattern(N * C)), dwte = gpu.acquire(V * C * 4);
+      const dwpe = gpu.acquire(MAX_T * C * 4);
+      gpu.encoder.clearBuffer(dwte);
+      gpu.encoder.clearBuffer(dwpe);
+      return {
+        // Includes grouping the tokens on the CPU and uploading the groups, as in training.
+        run: () => embeddingBackward(gpu, dwte, dwpe, dout, tokens, 1, N, C, V, MAX_T),
+        dispose: owned(gpu, [dout, dwte, dwpe]),
+      };
+    },
+  }];
+}
+
+/** GPT-2 small's parameter tensors in checkpoint order, as ranges of one flat buffer. */
+export function gpt2ParameterRanges(layers = 12, c = C, v = V, maxT = MAX_T): ParameterRange[] {
+  const ranges: ParameterRange[] = [];
+  let first = 0;
+  const layer: [number, boolean][] = [
+    [c, false],
+    [c, false], // ln_1 weight, bias
+    [c * 3 * c, true],
+    [3 * c, false], // attn.c_attn
+    [c * c, true],
+    [c, false], // attn.c_proj
+    [c, false],
+    [c, false], // ln_2
+    [c * 4 * c, true],
+    [4 * c, false], // mlp.c_fc
+    [4 * c * c, true],
+    [c, false], // mlp.c_proj
+  ];
+  const tensors: [number, boolean][] = [
+    [v * c, true], // wte
+    [maxT * c, true], // wpe
+    ...Array.from({ length: layers }, () => layer).flat(),
+    [c, false],
+    [c, false], // ln_f
+  ];
+  for (const [count, decay] of tensors) {
+    ranges.push({ first, count, decay });
+    first += count;
+  }
+  return ranges;
+}
+
+function optimizerCases(): BenchCase[] {
+  const ranges = gpt2ParameterRanges();
+  const total = ranges.reduce((n, r) => n + r.count, 0);
+  const millions = `${(total / 1e6).toFixed(1)}M params`;
+  const adamw = (scalar: boolean): BenchCase => ({
+    kernel: scalar ? "adamw (naive scalar)" : "adamw",
+    shape: `${millions}, 148 tensors, flat`,
+    // Read params, grads, m, v; write params, m, v.
+    bytes: 7 * total * 4,
+    reps: 2,
+    setup: (gpu) => {
+      // One flat buffer each (496 MB, windowed); grads filled, the rest zeros.
+      const params = gpu.acquire(total * 4), m = gpu.acquire(total * 4);
+      const v = gpu.acquire(total * 4), grads = gpu.acquire(total * 4);
+      for (const b of [params, m, v, grads]) gpu.encoder.clearBuffer(b);
+      const hyper = { lr: 6e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1 };
+      const norm = gpu.upload(new Float32Array([2]));
+      return {
+        run: () =>
+          adamwUpdate(gpu, params, m, v, grads, ranges, { ...hyper, maxNorm: 1 }, norm, {
+            scalar,
+          }),
+        dispose: owned(gpu, [params, m, v, grads, norm]),
+      };
+    },
+  });
+  return [adamw(false), adamw(true), {
+    kernel: "grad norm",
+    shape: `${millions}, flat`,
+    bytes: total * 4,
+    reps: 3,
+    setup: (gpu) => {
+      const grads = gpu.acquire(total * 4), out = gpu.acquire(4);
+      gpu.encoder.clearBuffer(grads);
+      return {
+        run: () => globalNorm(gpu, out, [{ buffer: grads, count: total }]),
+        dispose: owned(gpu, [grads, out]),
+      };
+    },
+  }];
+}
+
+/** The smaller training kernels at GPT-2 small shapes, with naive baselines. */
+export const opsCases: BenchCase[] = [
+  ...layernormCases(),
+  ...geluCases(),
+  ...residualCases(),
+  crossEntropyCase(),
+  ...embeddingCases(),
+  ...optimizerCases(),
+];
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
+    });
+    const cases = opsCases.filter((c) => !values.filter || c.kernel.includes(values.filter));
+    if (cases.length === 0) throw new Error(`No benchmark matches --filter "${values.filter}".`);
+    const gpu = await acquireGpu({ announce: !values.json });
+    if (!values.json) console.log(formatHeader(gpu.adapter.name));
+    for (const bench of cases) {
+      const record = await measure(gpu, bench);
+      console.log(values.json ? JSON.stringify(record) : formatRow(record));
+    }
+  });
+}

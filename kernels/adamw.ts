@@ -1,0 +1,255 @@
+/**
+ * AdamW (Loshchilov & Hutter, decoupled weight decay), one fused elementwise update over all
+ * parameters, with global-norm gradient clipping folded in:
+ *
+ *     s  = min(1, maxNorm / (‖g‖ + 1e-6))       (1 when maxNorm <= 0: no clipping)
+ *     m  = β1·m + (1 − β1)·g·s
+ *     v  = β2·v + (1 − β2)·(g·s)²
+ *     p -= lr · (m̂ / (√v̂ + eps) + wd·p)         m̂ = m / (1 − β1ᵗ), v̂ = v / (1 − β2ᵗ)
+ *
+ * `‖g‖` is read by the kernel from a 1-element GPU buffer written by `globalNorm`
+ * (`kernels/grad_norm.ts`), so clipping costs neither a CPU readback nor an extra pass over the
+ * gradients. The 1e-6 is PyTorch's `clip_grad_norm_` guard against a zero norm.
+ *
+ * Weight decay is decoupled and applied per range: GPT-2 decays the matrices (and embeddings)
+ * but not biases and layernorm parameters, so each range says whether it decays. Parameters may
+ * live in per-tensor buffers or one flat buffer (124M floats = 496 MB for GPT-2) given as
+ * ranges; ranges over one binding are processed in windows ({@linkcode bufferWindow}).
+ *
+ * `params`, `m` and `v` are updated in place; `grads` is only read (zero it for the next step).
+ * The fast kernel handles four floats per invocation as a `vec4<f32>`; the scalar kernel handles
+ * ranges that do not start on a multiple of 4, tails, and is the benchmark's naive baseline.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { assertFits, rowParts } from "./_parts.ts";
+
+/** Compile-time constants of the AdamW kernels. */
+export interface AdamWConstants extends Record<string, number> {
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+}
+
+const WORKGROUP_SIZE = 256;
+
+function adamwWgsl(type: "f32" | "vec4f", wg: number): string {
+  return /* wgsl */ `
+struct Params {
+  n: u32, pOffset: u32, mOffset: u32, vOffset: u32, gOffset: u32,
+  lr: f32, beta1: f32, beta2: f32, eps: f32, weightDecay: f32,
+  biasCorrection1: f32, biasCorrection2: f32, maxNorm: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> p: array<${type}>;
+@group(0) @binding(1) var<storage, read_write> m: array<${type}>;
+@group(0) @binding(2) var<storage, read_write> v: array<${type}>;
+@group(0) @binding(3) var<storage, read> g: array<${type}>;
+@group(0) @binding(4) var<storage, read> gradNorm: array<f32>;  // (1); unread without clipping
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  if (i >= params.n) { return; }
+  var scale = 1.0;
+  if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (gradNorm[0] + 1e-6)); }
+  let grad = g[params.gOffset + i] * scale;
+  let mNew = params.beta1 * m[params.mOffset + i] + (1.0 - params.beta1) * grad;
+  let vNew = params.beta2 * v[params.vOffset + i] + (1.0 - params.beta2) * grad * grad;
+  m[params.mOffset + i] = mNew;
+  v[params.vOffset + i] = vNew;
+  let mHat = mNew * params.biasCorrection1;
+  let vHat = vNew * params.biasCorrection2;
+  let old = p[params.pOffset + i];
+  p[params.pOffset + i] = old -
+    params.lr * (mHat / (sqrt(vHat) + params.eps) + params.weightDecay * old);
+}
+`;
+}
+
+/** WGSL of the update, four parameters per invocation. */
+export const adamwKernel: Kernel<AdamWConstants> = {
+  name: "adamw_vec4",
+  bindings: ["write", "write", "write", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize }) => adamwWgsl("vec4f", workgroupSize),
+};
+
+/** WGSL of the update, one parameter per invocation (tails, misaligned ranges, baseline). */
+export const adamwScalarKernel: Kernel<AdamWConstants> = {
+  name: "adamw_scalar",
+  bindings: adamwKernel.bindings,
+  wgsl: ({ workgroupSize }) => adamwWgsl("f32", workgroupSize),
+};
+
+/** AdamW's hyperparameters for one step. */
+export interface AdamWHyperparameters {
+  /** Learning rate of this step (after any schedule). */
+  lr: number;
+  /** First-moment decay, e.g. 0.9. */
+  beta1: number;
+  /** Second-moment decay, e.g. 0.95 or 0.999. */
+  beta2: number;
+  /** Added to √v̂, e.g. 1e-8. */
+  eps: number;
+  /** Decoupled weight decay of the ranges that decay, e.g. 0.1. */
+  weightDecay: number;
+  /** The step number t, from 1, for the bias corrections. */
+  step: number;
+  /** Clip the global gradient norm to this; 0 or absent for no clipping. */
+  maxNorm?: number;
+}
+
+/** A range of the parameter buffers updated with one decay setting. */
+export interface ParameterRange {
+  /** Index of the first parameter. */
+  first: number;
+  /** Number of parameters. */
+  count: number;
+  /** Whether weight decay applies (matrices and embeddings: yes; biases, layernorms: no). */
+  decay: boolean;
+}
+
+/** Options of {@linkcode adamwUpdate}. */
+export interface AdamWOptions {
+  /** Use the one-float-per-invocation kernel everywhere (the benchmark baseline). */
+  scalar?: boolean;
+}
+
+/** Joins neighbouring ranges with the same decay, so a flat buffer takes few launches. */
+function mergeRanges(ranges: readonly ParameterRange[]): ParameterRange[] {
+  const sorted = [...ranges].filter((r) => r.count > 0).sort((a, b) => a.first - b.first);
+  const merged: ParameterRange[] = [];
+  for (const range of sorted) {
+    const last = merged.at(-1);
+    if (last && last.first + last.count > range.first) {
+      throw new RangeError(
+        `Parameter ranges [${last.first}, ${last.first + last.count}) and ` +
+          `[${range.first}, ${range.first + range.count}) overlap; give each parameter once.`,
+      );
+    }
+    if (last && last.decay === range.decay && last.first + last.count === range.first) {
+      last.count += range.count;
+    } else merged.push({ ...range });
+  }
+  return merged;
+}
+
+/**
+ * Records one AdamW step over `ranges` of the parameter buffers, updating `params`, `m` and `v`
+ * in place.
+ *
+ * @param params parameters, updated.
+ * @param m first moments, updated (zeros before step 1).
+ * @param v second moments, updated (zeros before step 1).
+ * @param grads gradients, read.
+ * @param ranges which parameters to update and whether each decays; for per-tensor buffers, one
+ *   range `{ first: 0, count, decay }`.
+ * @param gradNorm (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`.
+ */
+export async function adamwUpdate(
+  gpu: Gpu,
+  params: GPUBuffer,
+  m: GPUBuffer,
+  v: GPUBuffer,
+  grads: GPUBuffer,
+  ranges: readonly ParameterRange[],
+  hyper: AdamWHyperparameters,
+  gradNorm: GPUBuffer | null = null,
+  options: AdamWOptions = {},
+): Promise<void> {
+  const clip = (hyper.maxNorm ?? 0) > 0;
+  if (clip && !gradNorm) {
+    throw new Error(
+      "AdamW was asked to clip (maxNorm > 0) without a gradient-norm buffer; pass the buffer " +
+        "globalNorm() wrote, or maxNorm 0.",
+    );
+  }
+  if (!(hyper.step >= 1)) {
+    throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
+  }
+  const merged = mergeRanges(ranges);
+  const end = merged.reduce((e, r) => Math.max(e, r.first + r.count), 0);
+  for (
+    const [name, buffer] of [["params", params], ["m", m], ["v", v], ["grads", grads]] as const
+  ) {
+    assertFits(name, buffer, end);
+  }
+  const common: Record<string, ["f32", number]> = {
+    lr: ["f32", hyper.lr],
+    beta1: ["f32", hyper.beta1],
+    beta2: ["f32", hyper.beta2],
+    eps: ["f32", hyper.eps],
+  };
+  const biasCorrection1 = 1 / (1 - hyper.beta1 ** hyper.step);
+  const biasCorrection2 = 1 / (1 - hyper.beta2 ** hyper.step);
+
+  /** Records one kernel over `count` elements of `bytes` each from element `first`. */
+  const launch = async (first: number, count: number, decay: boolean, vec4: boolean) => {
+    const bytes = vec4 ? 16 : 4;
+    // Parts in multiples of 256 bytes, so every window after the first starts aligned.
+    for (const part of rowParts(gpu, count, bytes / 4, 256 / bytes)) {
+      const at = first + part.first;
+      const [pw, mw, vw, gw] = [params, m, v, grads].map((buffer) =>
+        bufferWindow(gpu, buffer, at, part.count, bytes)
+      );
+      const uniform = gpu.uniform(uniforms({
+        n: ["u32", part.count],
+        pOffset: ["u32", pw.elementOffset],
+        mOffset: ["u32", mw.elementOffset],
+        vOffset: ["u32", vw.elementOffset],
+        gOffset: ["u32", gw.elementOffset],
+        ...common,
+        weightDecay: ["f32", decay ? hyper.weightDecay : 0],
+        biasCorrection1: ["f32", biasCorrection1],
+        biasCorrection2: ["f32", biasCorrection2],
+        maxNorm: ["f32", clip ? hyper.maxNorm! : 0],
+      }));
+      // Without clipping the norm is not read; the gradient window stands in for its binding.
+      const norm = gradNorm ? { buffer: gradNorm, offset: 0, size: 4 } : gw.binding;
+      await gpu.run(
+        vec4 ? adamwKernel : adamwScalarKernel,
+        { workgroupSize: WORKGROUP_SIZE },
+        [pw.binding, mw.binding, vw.binding, gw.binding, norm, uniform],
+        grid2d(Math.ceil(part.count / WORKGROUP_SIZE)),
+      );
+    }
+  };
+
+  for (const { first, count, decay } of merged) {
+    const vectors = options.scalar || first % 4 !== 0 ? 0 : Math.floor(count / 4);
+    if (vectors > 0) await launch(first / 4, vectors, decay, true);
+    if (count > vectors * 4) await launch(first + vectors * 4, count - vectors * 4, decay, false);
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/**
+ * CPU reference of {@linkcode adamwUpdate} for one range: updates `params`, `m`, `v` in place.
+ *
+ * @param gradNorm the global gradient norm, used when `hyper.maxNorm > 0`.
+ */
+export function adamwUpdateCpu(
+  params: Floats,
+  m: Floats,
+  v: Floats,
+  grads: Floats,
+  hyper: AdamWHyperparameters,
+  decay: boolean,
+  gradNorm = 0,
+): void {
+  const { lr, beta1, beta2, eps, step } = hyper;
+  const maxNorm = hyper.maxNorm ?? 0;
+  const scale = maxNorm > 0 ? Math.min(1, maxNorm / (gradNorm + 1e-6)) : 1;
+  const wd = decay ? hyper.weightDecay : 0;
+  for (let i = 0; i < params.length; i++) {
+    const g = grads[i] * scale;
+    m[i] = beta1 * m[i] + (1 - beta1) * g;
+    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+    const mHat = m[i] / (1 - beta1 ** step), vHat = v[i] / (1 - beta2 ** step);
+    params[i] -= lr * (mHat / (Math.sqrt(vHat) + eps) + wd * params[i]);
+  }
+}

@@ -1,0 +1,267 @@
+/**
+ * Fused softmax and cross-entropy over the vocabulary, forward and backward in one pass over
+ * the (N, V) logits (N = B·T positions):
+ *
+ * - `losses[n] = logsumexp(logits[n]) - logits[n, targets[n]]`, the per-position loss (N);
+ * - `dlogits[n] = (softmax(logits[n]) - onehot(targets[n])) · dlossScale`, (N, V).
+ *
+ * `dlossScale` is the gradient of the mean loss with respect to each counted position's loss,
+ * i.e. `1 / (number of counted positions)`; see {@linkcode countedPositions}.
+ *
+ * Masking: a position does not count when its target is negative (e.g. -1 for padding) or, when
+ * a `mask` (N, u32) is given, when its mask entry is 0 (e.g. the prompt tokens of instruction
+ * tuning). Such positions get loss 0 and dlogits 0. A target >= V is a caller bug: its loss is
+ * NaN (so the mean loss shows it) and its dlogits are 0.
+ *
+ * Gradient convention: `dlogits` is WRITTEN (=). It may be the logits buffer itself (in place,
+ * saving the (N, V) buffer, 206 MB at GPT-2's N=1024), or null for the loss alone.
+ *
+ * Numerics: one workgroup per row keeps a running (max, sum of exp(x - max)) per invocation
+ * (online softmax), merges them in a tree, then a second sweep writes the gradient; no exp can
+ * overflow. Logits over one binding (1024 × 50257 floats is 206 MB > 128 MiB) are processed in
+ * parts of rows through {@linkcode bufferWindow}.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+
+/** Compile-time constants of the cross-entropy kernels. */
+export interface CrossEntropyConstants extends Record<string, number> {
+  /** Invocations per workgroup (one workgroup per row); a power of two. */
+  workgroupSize: number;
+}
+
+/** Where the gradient goes: a separate buffer, over the logits, or nowhere. */
+type Mode = "separate" | "in_place" | "loss_only";
+
+function crossEntropyWgsl(mode: Mode, wg: number): string {
+  const logitsAccess = mode === "in_place" ? "read_write" : "read";
+  const bindings = [
+    "@group(0) @binding(0) var<storage, read_write> losses: array<f32>;  // (N)",
+    ...(mode === "separate"
+      ? ["var<storage, read_write> dlogits: array<f32>;  // (rows, V) window"]
+      : []),
+    `var<storage, ${logitsAccess}> logits: array<f32>;  // (rows, V) window`,
+    "var<storage, read> targets: array<i32>;  // (N)",
+    "var<storage, read> mask: array<u32>;  // (N), read when useMask is 1",
+    "var<uniform> params: Params;",
+  ].map((line, i) => i === 0 ? line : `@group(0) @binding(${i}) ${line}`).join("\n");
+  const gradOut = mode === "separate" ? "dlogits" : "logits";
+  const gradOffset = mode === "separate" ? "params.dlogitsOffset" : "params.logitsOffset";
+  return /* wgsl */ `
+struct Params {
+  rows: u32, v: u32, rowOffset: u32, logitsOffset: u32, dlogitsOffset: u32,
+  scale: f32, useMask: u32, nanBits: u32,
+}
+
+${bindings}
+
+var<workgroup> partial: array<vec2f, ${wg}>;  // (running max, sum of exp(x - max))
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * groups.x;
+  if (row >= params.rows) { return; }
+  let v = params.v;
+  let n = params.rowOffset + row;
+  let tgt = targets[n];
+  let valid = tgt < 0 || u32(tgt) < v;
+  let counted = tgt >= 0 && valid && (params.useMask == 0u || mask[n] != 0u);
+  let base = params.logitsOffset + row * v;
+  // Read before the barriers below: in place, another invocation later overwrites it.
+  var targetLogit = 0.0;
+  if (lid == 0u && counted) { targetLogit = logits[base + u32(tgt)]; }
+
+  var m = -3.0e38;
+  var s = 0.0;
+  for (var i = lid; i < v; i += ${wg}u) {
+    let x = logits[base + i];
+    if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s += exp(x - m); }
+  }
+  partial[lid] = vec2f(m, s);
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) {
+      let a = partial[lid];
+      let b = partial[lid + stride];
+      let mx = max(a.x, b.x);
+      partial[lid] = vec2f(mx, a.y * exp(a.x - mx) + b.y * exp(b.x - mx));
+    }
+    workgroupBarrier();
+  }
+  let rowMax = partial[0].x;
+  let sum = partial[0].y;
+  if (lid == 0u) {
+    let loss = select(0.0, log(sum) + rowMax - targetLogit, counted);
+    losses[n] = select(bitcast<f32>(params.nanBits), loss, valid);
+  }
+${
+    mode === "loss_only" ? "" : /* wgsl */ `
+  let inv = 1.0 / sum;
+  let g = ${gradOffset} + row * v;
+  let t = u32(tgt);
+  for (var i = lid; i < v; i += ${wg}u) {
+    var d = 0.0;
+    if (counted) {
+      let p = exp(logits[base + i] - rowMax) * inv;
+      d = (p - select(0.0, 1.0, i == t)) * params.scale;
+    }
+    ${gradOut}[g + i] = d;
+  }`
+  }
+}
+`;
+}
+
+function crossEntropyKernel(mode: Mode): Kernel<CrossEntropyConstants> {
+  const bindings: Kernel["bindings"] = mode === "separate"
+    ? ["write", "write", "read", "read", "read", "uniform"]
+    : [
+      "write",
+      mode === "in_place" ? "write" : "read",
+      "read",
+      "read",
+      "uniform",
+    ];
+  return {
+    name: `cross_entropy_${mode}`,
+    bindings,
+    wgsl: ({ workgroupSize }) => crossEntropyWgsl(mode, workgroupSize),
+  };
+}
+
+/** WGSL of the fused forward and backward, the gradient into a separate buffer. */
+export const crossEntropyKernelSeparate: Kernel<CrossEntropyConstants> = crossEntropyKernel(
+  "separate",
+);
+/** WGSL of the fused forward and backward, the gradient over the logits. */
+export const crossEntropyKernelInPlace: Kernel<CrossEntropyConstants> = crossEntropyKernel(
+  "in_place",
+);
+/** WGSL of the forward alone (evaluation). */
+export const crossEntropyKernelLossOnly: Kernel<CrossEntropyConstants> = crossEntropyKernel(
+  "loss_only",
+);
+
+const WORKGROUP_SIZE = 256;
+const NAN_BITS = 0x7fc00000;
+
+/**
+ * How many positions count towards the mean loss: a non-negative target and, with a mask, a
+ * non-zero mask entry. The gradient scale of a mean loss is `1 / countedPositions(...)`.
+ */
+export function countedPositions(targets: Int32Array, mask?: Uint32Array | null): number {
+  let count = 0;
+  for (let n = 0; n < targets.length; n++) {
+    if (targets[n] >= 0 && (!mask || mask[n] !== 0)) count++;
+  }
+  return count;
+}
+
+/**
+ * Records the fused softmax + cross-entropy forward and backward.
+ *
+ * @param losses (N) per-position loss, WRITTEN; 0 where the position does not count.
+ * @param dlogits (N, V) WRITTEN `(softmax - onehot) · dlossScale`, 0 where the position does not
+ *   count; may be `logits` itself (in place), or null to compute the losses alone.
+ * @param logits (N, V) unnormalized scores.
+ * @param targets (N) int32 next-token ids; negative means the position does not count.
+ * @param mask (N) u32, 0 where the position does not count; null to count every position.
+ * @param dlossScale gradient of the mean loss per counted position, `1 / counted`.
+ *
+ * @example
+ * ```ts
+ * const scale = 1 / countedPositions(targetIds, maskBits);
+ * await crossEntropy(gpu, losses, logits, logits, targets, mask, scale, B * T, V); // in place
+ * ```
+ */
+export async function crossEntropy(
+  gpu: Gpu,
+  losses: GPUBuffer,
+  dlogits: GPUBuffer | null,
+  logits: GPUBuffer,
+  targets: GPUBuffer,
+  mask: GPUBuffer | null,
+  dlossScale: number,
+  n: number,
+  v: number,
+): Promise<void> {
+  if (!Number.isInteger(n) || !Number.isInteger(v) || n < 0 || v < 1) {
+    throw new RangeError(
+      `Cross-entropy needs whole sizes N >= 0 and V >= 1, got N=${n}, V=${v}; pass the shape ` +
+        "of the (N, V) logits.",
+    );
+  }
+  if (n === 0) return;
+  assertFits("losses", losses, n);
+  assertFits("logits", logits, n * v);
+  assertFits("targets", targets, n);
+  if (dlogits) assertFits("dlogits", dlogits, n * v);
+  if (mask) assertFits("mask", mask, n);
+  const mode: Mode = !dlogits ? "loss_only" : dlogits === logits ? "in_place" : "separate";
+  const kernel = mode === "separate"
+    ? crossEntropyKernelSeparate
+    : mode === "in_place"
+    ? crossEntropyKernelInPlace
+    : crossEntropyKernelLossOnly;
+  for (const { first, count } of rowParts(gpu, n, v)) {
+    const x = bufferWindow(gpu, logits, first * v, count * v);
+    const d = dlogits && mode === "separate"
+      ? bufferWindow(gpu, dlogits, first * v, count * v)
+      : null;
+    const params = gpu.uniform(uniforms({
+      rows: ["u32", count],
+      v: ["u32", v],
+      rowOffset: ["u32", first],
+      logitsOffset: ["u32", x.elementOffset],
+      dlogitsOffset: ["u32", d?.elementOffset ?? 0],
+      scale: ["f32", dlossScale],
+      useMask: ["u32", mask ? 1 : 0],
+      nanBits: ["u32", NAN_BITS],
+    }));
+    // Without a mask the targets stand in for it: the kernel does not read it then.
+    const tail = [head(targets, n), head(mask ?? targets, n), params];
+    await gpu.run(
+      kernel,
+      { workgroupSize: reductionWorkgroup(gpu, WORKGROUP_SIZE, 32) },
+      d ? [head(losses, n), d.binding, x.binding, ...tail] : [head(losses, n), x.binding, ...tail],
+      grid2d(count),
+    );
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/**
+ * CPU reference of {@linkcode crossEntropy}: WRITES `losses` and, unless null, `dlogits`
+ * (which may be `logits` itself).
+ */
+export function crossEntropyCpu(
+  losses: Floats,
+  dlogits: Floats | null,
+  logits: Floats,
+  targets: Int32Array,
+  mask: Uint32Array | null,
+  dlossScale: number,
+  n: number,
+  v: number,
+): void {
+  for (let row = 0; row < n; row++) {
+    const base = row * v, target = targets[row];
+    const valid = target < v;
+    const counted = target >= 0 && valid && (!mask || mask[row] !== 0);
+    let max = -Infinity;
+    for (let i = 0; i < v; i++) max = Math.max(max, logits[base + i]);
+    let sum = 0;
+    for (let i = 0; i < v; i++) sum += Math.exp(logits[base + i] - max);
+    losses[row] = !valid ? NaN : counted ? Math.log(sum) + max - logits[base + target] : 0;
+    if (!dlogits) continue;
+    for (let i = 0; i < v; i++) {
+      const p = Math.exp(logits[base + i] - max) / sum;
+      dlogits[base + i] = counted ? (p - (i === target ? 1 : 0)) * dlossScale : 0;
+    }
+  }
+}

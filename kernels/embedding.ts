@@ -1,0 +1,376 @@
+/**
+ * GPT-2's input embedding, token plus position: `out[b, t] = wte[tokens[b, t]] + wpe[t]`.
+ *
+ * Gradient convention: both parameter gradients ACCUMULATE (`dwte +=`, `dwpe +=`).
+ *
+ * Determinism (same bits every run, with no float atomics): `dwpe[t] += dout[0, t] + ... +
+ * dout[B-1, t]`, added in order of b by one invocation per (t, c). For `dwte`, several positions
+ * can hold the same token; the tokens are on the CPU, so the launcher groups positions by token
+ * there ({@linkcode groupPositionsByToken}: a CSR of distinct tokens, offsets and positions in
+ * ascending order), uploads it, and one invocation per (distinct token, c) adds its positions'
+ * rows into `dwte[token]` in that order. Both sums are then the same float32 sequence as the CPU
+ * reference's plain loop over positions, whatever the split into parts.
+ *
+ * Tensors over one binding (GPT-2's wte is 50257 × 768 floats = 154 MB) are processed in parts:
+ * vocabulary ranges of `wte`/`dwte` and row ranges of `out`/`dout`, through
+ * {@linkcode bufferWindow}.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { assertFits, head, rowParts } from "./_parts.ts";
+
+/** Compile-time constants of the embedding kernels. */
+export interface EmbeddingConstants extends Record<string, number> {
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+}
+
+const WORKGROUP_SIZE = 64;
+
+/**
+ * WGSL of the forward for one part of rows and one vocabulary range: invocation (position, c)
+ * writes its element when the position's token lies in the range. A token outside [0, V) writes
+ * NaN (in the launch of the first range), so a bad token shows in the loss.
+ */
+export const embeddingForwardKernel: Kernel<EmbeddingConstants> = {
+  name: "embedding_forward",
+  bindings: ["write", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params {
+  n: u32, t: u32, c: u32, v: u32, rowOffset: u32, outOffset: u32,
+  vocabStart: u32, vocabEnd: u32, wteOffset: u32, nanBits: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (rows, C) window of (B*T, C)
+@group(0) @binding(1) var<storage, read> tokens: array<i32>;     // (B*T)
+@group(0) @binding(2) var<storage, read> wte: array<f32>;        // (vocabEnd - vocabStart, C) window
+@group(0) @binding(3) var<storage, read> wpe: array<f32>;        // (maxT, C)
+@group(0) @binding(4) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  let c = params.c;
+  if (i >= params.n * c) { return; }
+  let row = i / c;
+  let col = i % c;
+  let pos = params.rowOffset + row;
+  let token = tokens[pos];
+  let y = params.outOffset + i;
+  if (token < 0 || u32(token) >= params.v) {
+    if (params.vocabStart == 0u) { out[y] = bitcast<f32>(params.nanBits); }
+    return;
+  }
+  let tok = u32(token);
+  if (tok < params.vocabStart || tok >= params.vocabEnd) { return; }
+  let t = pos % params.t;
+  out[y] = wte[params.wteOffset + (tok - params.vocabStart) * c + col] + wpe[t * c + col];
+}
+`,
+};
+
+/** WGSL of `dwpe += sum over b of dout[b]`: invocation (t, c) adds the batch rows in order. */
+export const embeddingBackwardPositionKernel: Kernel<EmbeddingConstants> = {
+  name: "embedding_backward_position",
+  bindings: ["write", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params { batches: u32, t: u32, c: u32, doutOffset: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dwpe: array<f32>;  // (maxT, C)
+@group(0) @binding(1) var<storage, read> dout: array<f32>;        // (batches, T, C) window
+@group(0) @binding(2) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  let tc = params.t * params.c;
+  if (i >= tc) { return; }
+  var acc = dwpe[i];
+  for (var b = 0u; b < params.batches; b++) { acc += dout[params.doutOffset + b * tc + i]; }
+  dwpe[i] = acc;
+}
+`,
+};
+
+/**
+ * WGSL of `dwte[token] += dout[positions of token]`: invocation (distinct token u, c) adds the
+ * rows listed in `positions[offsets[u] .. offsets[u + 1]]` in order.
+ */
+export const embeddingBackwardTokenKernel: Kernel<EmbeddingConstants> = {
+  name: "embedding_backward_token",
+  bindings: ["write", "read", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params {
+  groupStart: u32, groupCount: u32, c: u32, vocabStart: u32, dwteOffset: u32, doutOffset: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> dwte: array<f32>;  // (vocab range, C) window
+@group(0) @binding(1) var<storage, read> dout: array<f32>;        // (rows, C) window
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;      // (U) distinct, ascending
+@group(0) @binding(3) var<storage, read> offsets: array<u32>;     // (U + 1)
+@group(0) @binding(4) var<storage, read> positions: array<u32>;   // (rows), relative to the part
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  let c = params.c;
+  if (i >= params.groupCount * c) { return; }
+  let u = params.groupStart + i / c;
+  let col = i % c;
+  let d = params.dwteOffset + (tokens[u] - params.vocabStart) * c + col;
+  var acc = dwte[d];
+  for (var k = offsets[u]; k < offsets[u + 1u]; k++) {
+    acc += dout[params.doutOffset + positions[k] * c + col];
+  }
+  dwte[d] = acc;
+}
+`,
+};
+
+/** Positions grouped by token, as a CSR. */
+export interface TokenGroups {
+  /** (U) the distinct tokens, ascending. */
+  tokens: Uint32Array;
+  /** (U + 1) where each token's positions start in `positions`. */
+  offsets: Uint32Array;
+  /** (count) positions relative to `first`, grouped by token, ascending within a token. */
+  positions: Uint32Array;
+}
+
+/**
+ * Groups positions `[first, first + count)` of `tokens` by token value, on the CPU.
+ *
+ * @throws {RangeError} for a token outside `[0, v)`.
+ */
+export function groupPositionsByToken(
+  tokens: Int32Array,
+  v: number,
+  first = 0,
+  count = tokens.length - first,
+): TokenGroups {
+  // A counting sort by token: stable, so positions stay ascending within a token.
+  const counts = new Map<number, number>();
+  for (let p = first; p < first + count; p++) {
+    const token = tokens[p];
+    if (!(token >= 0 && token < v)) {
+      throw new RangeError(
+        `Token ${token} at position ${p} is outside the vocabulary [0, ${v}); check the ` +
+          "tokenizer and the model's vocab size.",
+      );
+    }
+    counts.set(token, (counts.get(token) ?? 0) + 1);
+  }
+  const distinct = Uint32Array.from(counts.keys()).sort();
+  const offsets = new Uint32Array(distinct.length + 1);
+  const start = new Map<number, number>();
+  distinct.forEach((token, u) => {
+    start.set(token, offsets[u]);
+    offsets[u + 1] = offsets[u] + counts.get(token)!;
+  });
+  const positions = new Uint32Array(count);
+  for (let p = first; p < first + count; p++) {
+    const at = start.get(tokens[p])!;
+    positions[at] = p - first;
+    start.set(tokens[p], at + 1);
+  }
+  return { tokens: distinct, offsets, positions };
+}
+
+function checkShapes(b: number, t: number, c: number, v: number, maxT: number): void {
+  if ([b, t, c, v, maxT].some((x) => !Number.isInteger(x) || x < 0) || c < 1 || t > maxT) {
+    throw new RangeError(
+      `Embedding needs whole sizes with C >= 1 and T <= maxT, got B=${b}, T=${t}, C=${c}, ` +
+        `V=${v}, maxT=${maxT}; pass the shapes of tokens (B, T), wte (V, C) and wpe (maxT, C).`,
+    );
+  }
+}
+
+/** Index of the first distinct token `>= value` in the ascending `tokens`. */
+function lowerBound(tokens: Uint32Array, value: number): number {
+  let lo = 0, hi = tokens.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tokens[mid] < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Records the embedding forward, `out[b, t] = wte[tokens[b, t]] + wpe[t]`, WRITTEN.
+ *
+ * @param out (B, T, C) output.
+ * @param tokens (B, T) int32 token ids on the GPU.
+ * @param wte (V, C) token embeddings.
+ * @param wpe (maxT, C) position embeddings, maxT >= T.
+ */
+export async function embeddingForward(
+  gpu: Gpu,
+  out: GPUBuffer,
+  tokens: GPUBuffer,
+  wte: GPUBuffer,
+  wpe: GPUBuffer,
+  b: number,
+  t: number,
+  c: number,
+  v: number,
+  maxT: number = t,
+): Promise<void> {
+  checkShapes(b, t, c, v, maxT);
+  const n = b * t;
+  if (n === 0) return;
+  assertFits("out", out, n * c);
+  assertFits("tokens", tokens, n);
+  assertFits("wte", wte, v * c);
+  assertFits("wpe", wpe, maxT * c);
+  const vocabParts = rowParts(gpu, v, c);
+  for (const rows of rowParts(gpu, n, c)) {
+    const y = bufferWindow(gpu, out, rows.first * c, rows.count * c);
+    for (const vocab of vocabParts) {
+      const w = bufferWindow(gpu, wte, vocab.first * c, vocab.count * c);
+      const params = gpu.uniform(uniforms({
+        n: ["u32", rows.count],
+        t: ["u32", t],
+        c: ["u32", c],
+        v: ["u32", v],
+        rowOffset: ["u32", rows.first],
+        outOffset: ["u32", y.elementOffset],
+        vocabStart: ["u32", vocab.first],
+        vocabEnd: ["u32", vocab.first + vocab.count],
+        wteOffset: ["u32", w.elementOffset],
+        nanBits: ["u32", 0x7fc00000],
+      }));
+      await gpu.run(
+        embeddingForwardKernel,
+        { workgroupSize: WORKGROUP_SIZE },
+        [y.binding, head(tokens, n), w.binding, head(wpe, maxT * c), params],
+        grid2d(Math.ceil(rows.count * c / WORKGROUP_SIZE)),
+      );
+    }
+  }
+}
+
+/**
+ * Records the embedding backward, ACCUMULATING into `dwte` and `dwpe`, deterministically.
+ * Uploads the positions grouped by token (built here on the CPU from `tokens`).
+ *
+ * @param dwte (V, C) gradient of the token embeddings, accumulated.
+ * @param dwpe (maxT, C) gradient of the position embeddings, accumulated (rows < T).
+ * @param dout (B, T, C) gradient of the output.
+ * @param tokens (B, T) the forward's token ids, on the CPU.
+ * @throws {RangeError} for a token outside `[0, V)`.
+ */
+export async function embeddingBackward(
+  gpu: Gpu,
+  dwte: GPUBuffer,
+  dwpe: GPUBuffer,
+  dout: GPUBuffer,
+  tokens: Int32Array,
+  b: number,
+  t: number,
+  c: number,
+  v: number,
+  maxT: number = t,
+): Promise<void> {
+  checkShapes(b, t, c, v, maxT);
+  const n = b * t;
+  if (n === 0) return;
+  if (tokens.length < n) {
+    throw new RangeError(`Got ${tokens.length} tokens for B*T = ${n}; pass all B*T tokens.`);
+  }
+  assertFits("dwte", dwte, v * c);
+  assertFits("dwpe", dwpe, maxT * c);
+  assertFits("dout", dout, n * c);
+
+  // dwpe: parts of whole batch rows, so each part adds its b's in order after the previous part.
+  for (const batches of rowParts(gpu, b, t * c)) {
+    const g = bufferWindow(gpu, dout, batches.first * t * c, batches.count * t * c);
+    const params = gpu.uniform(uniforms({
+      batches: ["u32", batches.count],
+      t: ["u32", t],
+      c: ["u32", c],
+      doutOffset: ["u32", g.elementOffset],
+    }));
+    await gpu.run(
+      embeddingBackwardPositionKernel,
+      { workgroupSize: WORKGROUP_SIZE },
+      [head(dwpe, t * c), g.binding, params],
+      grid2d(Math.ceil(t * c / WORKGROUP_SIZE)),
+    );
+  }
+
+  // dwte: per part of dout rows, the CSR of that part; per vocabulary range, its tokens.
+  const vocabParts = rowParts(gpu, v, c);
+  for (const rows of rowParts(gpu, n, c)) {
+    const groups = groupPositionsByToken(tokens, v, rows.first, rows.count);
+    const g = bufferWindow(gpu, dout, rows.first * c, rows.count * c);
+    const csr = [groups.tokens, groups.offsets, groups.positions].map((a) => gpu.upload(a));
+    for (const vocab of vocabParts) {
+      const groupStart = lowerBound(groups.tokens, vocab.first);
+      const groupCount = lowerBound(groups.tokens, vocab.first + vocab.count) - groupStart;
+      if (groupCount === 0) continue;
+      const w = bufferWindow(gpu, dwte, vocab.first * c, vocab.count * c);
+      const params = gpu.uniform(uniforms({
+        groupStart: ["u32", groupStart],
+        groupCount: ["u32", groupCount],
+        c: ["u32", c],
+        vocabStart: ["u32", vocab.first],
+        dwteOffset: ["u32", w.elementOffset],
+        doutOffset: ["u32", g.elementOffset],
+      }));
+      await gpu.run(
+        embeddingBackwardTokenKernel,
+        { workgroupSize: WORKGROUP_SIZE },
+        [w.binding, g.binding, ...csr, params],
+        grid2d(Math.ceil(groupCount * c / WORKGROUP_SIZE)),
+      );
+    }
+    for (const buffer of csr) gpu.release(buffer);
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/** CPU reference of {@linkcode embeddingForward}: WRITES `out`. */
+export function embeddingForwardCpu(
+  out: Floats,
+  tokens: Int32Array,
+  wte: Floats,
+  wpe: Floats,
+  b: number,
+  t: number,
+  c: number,
+): void {
+  for (let pos = 0; pos < b * t; pos++) {
+    const token = tokens[pos], time = pos % t;
+    for (let i = 0; i < c; i++) out[pos * c + i] = wte[token * c + i] + wpe[time * c + i];
+  }
+}
+
+/**
+ * CPU reference of {@linkcode embeddingBackward}: ACCUMULATES into `dwte` and `dwpe`, position
+ * by position in order (the order the GPU kernels add in).
+ */
+export function embeddingBackwardCpu(
+  dwte: Floats,
+  dwpe: Floats,
+  dout: Floats,
+  tokens: Int32Array,
+  b: number,
+  t: number,
+  c: number,
+): void {
+  for (let pos = 0; pos < b * t; pos++) {
+    const token = tokens[pos], time = pos % t;
+    for (let i = 0; i < c; i++) {
+      dwte[token * c + i] += dout[pos * c + i];
+      dwpe[time * c + i] += dout[pos * c + i];
+    }
+  }
+}

@@ -1,0 +1,223 @@
+/**
+ * GELU with GPT-2's tanh approximation, elementwise:
+ * `gelu(x) = 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`.
+ *
+ * Gradient convention: the backward WRITES `dinp = gelu'(inp) · dout` (an activation gradient,
+ * and in GPT-2 the GELU input, the MLP's first matmul output, has no other consumer). Passing
+ * the same buffer as `dinp` and `dout` computes it in place, saving the (B, T, 4C) buffer.
+ *
+ * Tensors over one binding are processed in parts through {@linkcode bufferWindow}.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { assertFits, rowParts } from "./_parts.ts";
+
+/** √(2/π), the tanh approximation's scale. */
+const GELU_SCALE = Math.sqrt(2 / Math.PI);
+const GELU_CUBIC = 0.044715;
+
+/** Compile-time constants of the GELU kernels. */
+export interface GeluConstants extends Record<string, number> {
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+}
+
+const WORKGROUP_SIZE = 256;
+
+// 0.5 · (1 + tanh(u)) is computed as the logistic sigmoid of 2u: in float32 tanh(u) rounds to
+// -1 for u below about -9, and 1 + tanh(u) would cancel to 0 where the gradient is still ~1e-6.
+// Clamping 2u to ±80 keeps exp finite; the sigmoid is then below 1e-34 or 1 to float32.
+const WGSL_GELU = /* wgsl */ `
+const SCALE = ${GELU_SCALE};
+const CUBIC = ${GELU_CUBIC};
+fn halfOnePlusTanh(x: f32) -> f32 {
+  let u2 = clamp(2.0 * SCALE * (x + CUBIC * x * x * x), -80.0, 80.0);
+  return 1.0 / (1.0 + exp(-u2));
+}
+fn gelu(x: f32) -> f32 { return x * halfOnePlusTanh(x); }
+// d/dx [x · s(x)] with s = (1 + tanh u) / 2 and ds/du = (1 - tanh² u) / 2 = 2s(1 - s).
+fn geluGrad(x: f32) -> f32 {
+  let s = halfOnePlusTanh(x);
+  return s + 2.0 * x * s * (1.0 - s) * SCALE * (1.0 + 3.0 * CUBIC * x * x);
+}`;
+
+const INDEX = "let i = (wid.x + wid.y * groups.x) * WG + lid;";
+
+/** WGSL of the forward, one element per invocation. */
+export const geluForwardKernel: Kernel<GeluConstants> = {
+  name: "gelu_forward",
+  bindings: ["write", "read", "uniform"],
+  wgsl: ({ workgroupSize }) => /* wgsl */ `
+struct Params { n: u32, outOffset: u32, inOffset: u32 }
+const WG = ${workgroupSize}u;
+${WGSL_GELU}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  ${INDEX}
+  if (i >= params.n) { return; }
+  out[params.outOffset + i] = gelu(inp[params.inOffset + i]);
+}
+`,
+};
+
+/** WGSL of the backward into a separate `dinp`. */
+export const geluBackwardKernel: Kernel<GeluConstants> = {
+  name: "gelu_backward",
+  bindings: ["write", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize }) => /* wgsl */ `
+struct Params { n: u32, dinpOffset: u32, inOffset: u32, doutOffset: u32 }
+const WG = ${workgroupSize}u;
+${WGSL_GELU}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  ${INDEX}
+  if (i >= params.n) { return; }
+  dinp[params.dinpOffset + i] = geluGrad(inp[params.inOffset + i]) * dout[params.doutOffset + i];
+}
+`,
+};
+
+/** WGSL of the backward in place: `grad` holds `dout` on entry and `dinp` on exit. */
+export const geluBackwardInPlaceKernel: Kernel<GeluConstants> = {
+  name: "gelu_backward_in_place",
+  bindings: ["write", "read", "uniform"],
+  wgsl: ({ workgroupSize }) => /* wgsl */ `
+struct Params { n: u32, gradOffset: u32, inOffset: u32 }
+const WG = ${workgroupSize}u;
+${WGSL_GELU}
+
+@group(0) @binding(0) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(1) var<storage, read> inp: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  ${INDEX}
+  if (i >= params.n) { return; }
+  let g = params.gradOffset + i;
+  grad[g] = geluGrad(inp[params.inOffset + i]) * grad[g];
+}
+`,
+};
+
+/** Parts of at most one binding each, in multiples of 64 elements (256-byte aligned). */
+function elementParts(gpu: Gpu, n: number) {
+  return rowParts(gpu, n, 1, 64);
+}
+
+/**
+ * Records `out = gelu(inp)` over `n` elements.
+ *
+ * @param out (n) output; e.g. (B, T, 4C) in GPT-2's MLP.
+ * @param inp (n) input.
+ */
+export async function geluForward(
+  gpu: Gpu,
+  out: GPUBuffer,
+  inp: GPUBuffer,
+  n: number,
+): Promise<void> {
+  assertFits("out", out, n);
+  assertFits("inp", inp, n);
+  for (const { first, count } of elementParts(gpu, n)) {
+    const y = bufferWindow(gpu, out, first, count), x = bufferWindow(gpu, inp, first, count);
+    const params = gpu.uniform(uniforms({
+      n: ["u32", count],
+      outOffset: ["u32", y.elementOffset],
+      inOffset: ["u32", x.elementOffset],
+    }));
+    await gpu.run(
+      geluForwardKernel,
+      { workgroupSize: WORKGROUP_SIZE },
+      [y.binding, x.binding, params],
+      grid2d(Math.ceil(count / WORKGROUP_SIZE)),
+    );
+  }
+}
+
+/**
+ * Records `dinp = gelu'(inp) · dout` over `n` elements: WRITTEN, not accumulated. `dinp` may be
+ * the same buffer as `dout` (in place).
+ *
+ * @param dinp (n) gradient of the input.
+ * @param inp (n) the forward's input.
+ * @param dout (n) gradient of the output.
+ */
+export async function geluBackward(
+  gpu: Gpu,
+  dinp: GPUBuffer,
+  inp: GPUBuffer,
+  dout: GPUBuffer,
+  n: number,
+): Promise<void> {
+  for (const [name, b] of [["dinp", dinp], ["inp", inp], ["dout", dout]] as const) {
+    assertFits(name, b, n);
+  }
+  for (const { first, count } of elementParts(gpu, n)) {
+    const d = bufferWindow(gpu, dinp, first, count), x = bufferWindow(gpu, inp, first, count);
+    const groups = grid2d(Math.ceil(count / WORKGROUP_SIZE));
+    if (dinp === dout) {
+      const params = gpu.uniform(uniforms({
+        n: ["u32", count],
+        gradOffset: ["u32", d.elementOffset],
+        inOffset: ["u32", x.elementOffset],
+      }));
+      await gpu.run(
+        geluBackwardInPlaceKernel,
+        { workgroupSize: WORKGROUP_SIZE },
+        [d.binding, x.binding, params],
+        groups,
+      );
+      continue;
+    }
+    const g = bufferWindow(gpu, dout, first, count);
+    const params = gpu.uniform(uniforms({
+      n: ["u32", count],
+      dinpOffset: ["u32", d.elementOffset],
+      inOffset: ["u32", x.elementOffset],
+      doutOffset: ["u32", g.elementOffset],
+    }));
+    await gpu.run(
+      geluBackwardKernel,
+      { workgroupSize: WORKGROUP_SIZE },
+      [d.binding, x.binding, g.binding, params],
+      groups,
+    );
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/** CPU reference of {@linkcode geluForward}. */
+export function geluForwardCpu(out: Floats, inp: Floats): void {
+  for (let i = 0; i < inp.length; i++) {
+    const x = inp[i];
+    out[i] = 0.5 * x * (1 + Math.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));
+  }
+}
+
+/** CPU reference of {@linkcode geluBackward}: WRITES `dinp = gelu'(inp) · dout`. */
+export function geluBackwardCpu(dinp: Floats, inp: Floats, dout: Floats): void {
+  for (let i = 0; i < inp.length; i++) {
+    const x = inp[i];
+    const t = Math.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
+    const local = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_SCALE * (1 + 3 * GELU_CUBIC * x * x);
+    dinp[i] = local * dout[i];
+  }
+}

@@ -1,0 +1,472 @@
+/**
+ * Layer normalization over the last dimension C of an (N, C) tensor (N = B·T positions), as in
+ * GPT-2: `out = (x - mean) · rstd · weight + bias` with `rstd = 1 / sqrt(var + 1e-5)` and the
+ * biased variance. The forward saves `mean` and `rstd` (N) for the backward.
+ *
+ * Gradient convention (llm.c): every gradient the backward produces is ACCUMULATED:
+ * `dinp +=`, `dweight +=`, `dbias +=`. `dinp` accumulates because in GPT-2 the layernorm input is
+ * the residual stream, whose gradient already holds the residual branch's contribution; zero it
+ * first when that is not wanted.
+ *
+ * Determinism: `dweight` and `dbias` are sums over N rows. WGSL has no float atomics, and a
+ * reduction in a fixed order gives the same bits every run: per-block partial sums over fixed
+ * blocks of rows (one invocation per column walks its block's rows in order), then a second pass
+ * that adds the blocks in order.
+ *
+ * Tensors over one binding (128 MiB on lavapipe) are processed in parts of rows through
+ * {@linkcode bufferWindow}.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+
+/** The epsilon GPT-2 adds to the variance. */
+export const LAYERNORM_EPS = 1e-5;
+
+/** Compile-time constants of the layernorm kernels. */
+export interface LayernormConstants extends Record<string, number> {
+  /** Invocations per workgroup; a power of two for the tree reductions. */
+  workgroupSize: number;
+}
+
+/** Invocations per row on a GPU; see `reductionWorkgroup` for CPU adapters. */
+const ROW_WORKGROUP = 128;
+const COLUMN_WORKGROUP = 64;
+
+/** Linear workgroup index over a grid made by {@linkcode grid2d}. */
+const ROW_INDEX = "let row = wid.x + wid.y * groups.x;";
+
+/** WGSL of the forward: one workgroup per row, two tree reductions (mean, then variance). */
+export const layernormForwardKernel: Kernel<LayernormConstants> = {
+  name: "layernorm_forward",
+  bindings: ["write", "write", "write", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32, eps: f32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;   // (rows, C) window
+@group(0) @binding(1) var<storage, read_write> mean: array<f32>;  // (N)
+@group(0) @binding(2) var<storage, read_write> rstd: array<f32>;  // (N)
+@group(0) @binding(3) var<storage, read> inp: array<f32>;         // (rows, C) window
+@group(0) @binding(4) var<storage, read> weight: array<f32>;      // (C)
+@group(0) @binding(5) var<storage, read> bias: array<f32>;        // (C)
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> partial: array<f32, ${wg}>;
+
+fn workgroupSum(lid: u32, value: f32) -> f32 {
+  partial[lid] = value;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  let total = partial[0];
+  workgroupBarrier();
+  return total;
+}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  ${ROW_INDEX}
+  if (row >= params.rows) { return; }
+  let c = params.c;
+  let x = params.inOffset + row * c;
+  let y = params.outOffset + row * c;
+  var sum = 0.0;
+  for (var i = lid; i < c; i += ${wg}u) { sum += inp[x + i]; }
+  let m = workgroupSum(lid, sum) / f32(c);
+  // Two passes (mean, then squared deviations) rather than E[x^2] - m^2, which cancels badly.
+  var sq = 0.0;
+  for (var i = lid; i < c; i += ${wg}u) { let d = inp[x + i] - m; sq += d * d; }
+  let s = inverseSqrt(workgroupSum(lid, sq) / f32(c) + params.eps);
+  for (var i = lid; i < c; i += ${wg}u) {
+    out[y + i] = (inp[x + i] - m) * s * weight[i] + bias[i];
+  }
+  if (lid == 0u) {
+    mean[params.rowOffset + row] = m;
+    rstd[params.rowOffset + row] = s;
+  }
+}
+`,
+};
+
+/**
+ * WGSL of a naive forward, the benchmark baseline: one invocation per row walks the row three
+ * times on its own, so neighbouring invocations read addresses C floats apart.
+ */
+export const layernormForwardNaiveKernel: Kernel<LayernormConstants> = {
+  name: "layernorm_forward_naive",
+  bindings: layernormForwardKernel.bindings,
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32, eps: f32 }
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> mean: array<f32>;
+@group(0) @binding(2) var<storage, read_write> rstd: array<f32>;
+@group(0) @binding(3) var<storage, read> inp: array<f32>;
+@group(0) @binding(4) var<storage, read> weight: array<f32>;
+@group(0) @binding(5) var<storage, read> bias: array<f32>;
+@group(0) @binding(6) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  if (row >= params.rows) { return; }
+  let c = params.c;
+  let x = params.inOffset + row * c;
+  let y = params.outOffset + row * c;
+  var sum = 0.0;
+  for (var i = 0u; i < c; i++) { sum += inp[x + i]; }
+  let m = sum / f32(c);
+  var sq = 0.0;
+  for (var i = 0u; i < c; i++) { let d = inp[x + i] - m; sq += d * d; }
+  let s = inverseSqrt(sq / f32(c) + params.eps);
+  for (var i = 0u; i < c; i++) { out[y + i] = (inp[x + i] - m) * s * weight[i] + bias[i]; }
+  mean[params.rowOffset + row] = m;
+  rstd[params.rowOffset + row] = s;
+}
+`,
+};
+
+/** WGSL of the backward's `dinp +=`: one workgroup per row, one paired tree reduction. */
+export const layernormBackwardInputKernel: Kernel<LayernormConstants> = {
+  name: "layernorm_backward_input",
+  bindings: ["write", "read", "read", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, doutOffset: u32, dinpOffset: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;  // (rows, C) window
+@group(0) @binding(1) var<storage, read> dout: array<f32>;        // (rows, C) window
+@group(0) @binding(2) var<storage, read> inp: array<f32>;         // (rows, C) window
+@group(0) @binding(3) var<storage, read> weight: array<f32>;      // (C)
+@group(0) @binding(4) var<storage, read> mean: array<f32>;        // (N)
+@group(0) @binding(5) var<storage, read> rstd: array<f32>;        // (N)
+@group(0) @binding(6) var<uniform> params: Params;
+
+var<workgroup> partial: array<vec2f, ${wg}>;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  ${ROW_INDEX}
+  if (row >= params.rows) { return; }
+  let c = params.c;
+  let m = mean[params.rowOffset + row];
+  let s = rstd[params.rowOffset + row];
+  let x = params.inOffset + row * c;
+  let g = params.doutOffset + row * c;
+  // Both row means the input gradient needs: of dnorm = dout * weight, and of dnorm * norm.
+  var sums = vec2f(0.0);
+  for (var i = lid; i < c; i += ${wg}u) {
+    let dnorm = dout[g + i] * weight[i];
+    sums += vec2f(dnorm, dnorm * (inp[x + i] - m) * s);
+  }
+  partial[lid] = sums;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  let means = partial[0] / f32(c);
+  let d = params.dinpOffset + row * c;
+  for (var i = lid; i < c; i += ${wg}u) {
+    let norm = (inp[x + i] - m) * s;
+    let dnorm = dout[g + i] * weight[i];
+    dinp[d + i] += (dnorm - means.x - norm * means.y) * s;
+  }
+}
+`,
+};
+
+/**
+ * WGSL of the backward's parameter partial sums: invocation (block, c) walks the rows of its
+ * block in order and writes `partials[block] = (sum dout·norm, sum dout)` for column c.
+ */
+export const layernormBackwardPartialsKernel: Kernel<LayernormConstants> = {
+  name: "layernorm_backward_partials",
+  bindings: ["write", "read", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params {
+  rows: u32, c: u32, rowOffset: u32, inOffset: u32, doutOffset: u32,
+  rowsPerBlock: u32, blockOffset: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> partials: array<f32>;  // (blocks, 2, C)
+@group(0) @binding(1) var<storage, read> dout: array<f32>;            // (rows, C) window
+@group(0) @binding(2) var<storage, read> inp: array<f32>;             // (rows, C) window
+@group(0) @binding(3) var<storage, read> mean: array<f32>;            // (N)
+@group(0) @binding(4) var<storage, read> rstd: array<f32>;            // (N)
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let col = gid.x;
+  let c = params.c;
+  if (col >= c) { return; }
+  let block = gid.y;
+  let start = block * params.rowsPerBlock;
+  let end = min(start + params.rowsPerBlock, params.rows);
+  var dw = 0.0;
+  var db = 0.0;
+  for (var row = start; row < end; row++) {
+    let n = params.rowOffset + row;
+    let g = dout[params.doutOffset + row * c + col];
+    dw += g * (inp[params.inOffset + row * c + col] - mean[n]) * rstd[n];
+    db += g;
+  }
+  let p = (params.blockOffset + block) * 2u * c + col;
+  partials[p] = dw;
+  partials[p + c] = db;
+}
+`,
+};
+
+/** WGSL of the backward's final pass: adds the blocks' partial sums in block order. */
+export const layernormBackwardParamsKernel: Kernel<LayernormConstants> = {
+  name: "layernorm_backward_params",
+  bindings: ["write", "write", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+struct Params { c: u32, blocks: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dweight: array<f32>;  // (C)
+@group(0) @binding(1) var<storage, read_write> dbias: array<f32>;    // (C)
+@group(0) @binding(2) var<storage, read> partials: array<f32>;       // (blocks, 2, C)
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let col = gid.x;
+  let c = params.c;
+  if (col >= c) { return; }
+  var dw = 0.0;
+  var db = 0.0;
+  for (var b = 0u; b < params.blocks; b++) {
+    dw += partials[b * 2u * c + col];
+    db += partials[b * 2u * c + c + col];
+  }
+  dweight[col] += dw;
+  dbias[col] += db;
+}
+`,
+};
+
+function checkShapes(n: number, c: number): void {
+  if (!Number.isInteger(n) || !Number.isInteger(c) || n < 0 || c < 1) {
+    throw new RangeError(
+      `Layernorm needs whole sizes N >= 0 and C >= 1, got N=${n}, C=${c}; pass the shape of ` +
+        "the (N, C) input.",
+    );
+  }
+}
+
+/** Options of {@linkcode layernormForward}. */
+export interface LayernormForwardOptions {
+  /** Use the one-invocation-per-row baseline (for benchmarks). Default false. */
+  naive?: boolean;
+}
+
+/**
+ * Records the layernorm forward over the last dim of `inp`.
+ *
+ * @param out (N, C) normalized, scaled and shifted output.
+ * @param mean (N) row means, saved for the backward.
+ * @param rstd (N) reciprocal standard deviations, saved for the backward.
+ * @param inp (N, C) input.
+ * @param weight (C) scale.
+ * @param bias (C) shift.
+ */
+export async function layernormForward(
+  gpu: Gpu,
+  out: GPUBuffer,
+  mean: GPUBuffer,
+  rstd: GPUBuffer,
+  inp: GPUBuffer,
+  weight: GPUBuffer,
+  bias: GPUBuffer,
+  n: number,
+  c: number,
+  options: LayernormForwardOptions = {},
+): Promise<void> {
+  checkShapes(n, c);
+  if (n === 0) return;
+  assertFits("out", out, n * c);
+  assertFits("inp", inp, n * c);
+  for (
+    const [name, b, size] of [["mean", mean, n], ["rstd", rstd, n], ["weight", weight, c], [
+      "bias",
+      bias,
+      c,
+    ]] as const
+  ) assertFits(name, b, size);
+  const kernel = options.naive ? layernormForwardNaiveKernel : layernormForwardKernel;
+  const wg = options.naive ? 64 : reductionWorkgroup(gpu, ROW_WORKGROUP);
+  for (const { first, count } of rowParts(gpu, n, c)) {
+    const x = bufferWindow(gpu, inp, first * c, count * c);
+    const y = bufferWindow(gpu, out, first * c, count * c);
+    const params = gpu.uniform(uniforms({
+      rows: ["u32", count],
+      c: ["u32", c],
+      rowOffset: ["u32", first],
+      inOffset: ["u32", x.elementOffset],
+      outOffset: ["u32", y.elementOffset],
+      eps: ["f32", LAYERNORM_EPS],
+    }));
+    await gpu.run(
+      kernel,
+      { workgroupSize: wg },
+      [y.binding, head(mean, n), head(rstd, n), x.binding, head(weight, c), head(bias, c), params],
+      grid2d(options.naive ? Math.ceil(count / wg) : count),
+    );
+  }
+}
+
+/**
+ * Records the layernorm backward. Every output ACCUMULATES (llm.c): `dinp +=`, `dweight +=`,
+ * `dbias +=`; the parameter sums are deterministic (fixed blocks, fixed order).
+ *
+ * @param dinp (N, C) gradient of the input, accumulated.
+ * @param dweight (C) gradient of the scale, accumulated.
+ * @param dbias (C) gradient of the shift, accumulated.
+ * @param dout (N, C) gradient of the output.
+ * @param inp (N, C) the forward's input.
+ * @param weight (C) the forward's scale.
+ * @param mean (N) saved by the forward.
+ * @param rstd (N) saved by the forward.
+ */
+export async function layernormBackward(
+  gpu: Gpu,
+  dinp: GPUBuffer,
+  dweight: GPUBuffer,
+  dbias: GPUBuffer,
+  dout: GPUBuffer,
+  inp: GPUBuffer,
+  weight: GPUBuffer,
+  mean: GPUBuffer,
+  rstd: GPUBuffer,
+  n: number,
+  c: number,
+): Promise<void> {
+  checkShapes(n, c);
+  if (n === 0) return;
+  for (const [name, b] of [["dinp", dinp], ["dout", dout], ["inp", inp]] as const) {
+    assertFits(name, b, n * c);
+  }
+  for (const [name, b] of [["dweight", dweight], ["dbias", dbias], ["weight", weight]] as const) {
+    assertFits(name, b, c);
+  }
+  assertFits("mean", mean, n);
+  assertFits("rstd", rstd, n);
+
+  // At most 1024 row blocks, so the partials stay small for any N.
+  const rowsPerBlock = Math.max(32, Math.ceil(n / 1024));
+  const blocks = Math.ceil(n / rowsPerBlock);
+  const partials = gpu.acquire(blocks * 2 * c * 4);
+  for (const { first, count } of rowParts(gpu, n, c, rowsPerBlock)) {
+    const x = bufferWindow(gpu, inp, first * c, count * c);
+    const g = bufferWindow(gpu, dout, first * c, count * c);
+    const d = bufferWindow(gpu, dinp, first * c, count * c);
+    const inputParams = gpu.uniform(uniforms({
+      rows: ["u32", count],
+      c: ["u32", c],
+      rowOffset: ["u32", first],
+      inOffset: ["u32", x.elementOffset],
+      doutOffset: ["u32", g.elementOffset],
+      dinpOffset: ["u32", d.elementOffset],
+    }));
+    await gpu.run(
+      layernormBackwardInputKernel,
+      { workgroupSize: reductionWorkgroup(gpu, ROW_WORKGROUP) },
+      [d.binding, g.binding, x.binding, head(weight, c), head(mean, n), head(rstd, n), inputParams],
+      grid2d(count),
+    );
+    const partialParams = gpu.uniform(uniforms({
+      rows: ["u32", count],
+      c: ["u32", c],
+      rowOffset: ["u32", first],
+      inOffset: ["u32", x.elementOffset],
+      doutOffset: ["u32", g.elementOffset],
+      rowsPerBlock: ["u32", rowsPerBlock],
+      blockOffset: ["u32", first / rowsPerBlock],
+    }));
+    await gpu.run(
+      layernormBackwardPartialsKernel,
+      { workgroupSize: COLUMN_WORKGROUP },
+      [partials, g.binding, x.binding, head(mean, n), head(rstd, n), partialParams],
+      [Math.ceil(c / COLUMN_WORKGROUP), Math.ceil(count / rowsPerBlock)],
+    );
+  }
+  const params = gpu.uniform(uniforms({ c: ["u32", c], blocks: ["u32", blocks] }));
+  await gpu.run(
+    layernormBackwardParamsKernel,
+    { workgroupSize: COLUMN_WORKGROUP },
+    [head(dweight, c), head(dbias, c), partials, params],
+    [Math.ceil(c / COLUMN_WORKGROUP)],
+  );
+  gpu.release(partials);
+}
+
+type Floats = Float32Array | Float64Array;
+
+/** CPU reference of {@linkcode layernormForward}; arithmetic in float64, stored in `out`'s type. */
+export function layernormForwardCpu(
+  out: Floats,
+  mean: Floats,
+  rstd: Floats,
+  inp: Floats,
+  weight: Floats,
+  bias: Floats,
+  n: number,
+  c: number,
+): void {
+  for (let row = 0; row < n; row++) {
+    const x = row * c;
+    let sum = 0;
+    for (let i = 0; i < c; i++) sum += inp[x + i];
+    const m = sum / c;
+    let sq = 0;
+    for (let i = 0; i < c; i++) sq += (inp[x + i] - m) ** 2;
+    const s = 1 / Math.sqrt(sq / c + LAYERNORM_EPS);
+    for (let i = 0; i < c; i++) out[x + i] = (inp[x + i] - m) * s * weight[i] + bias[i];
+    mean[row] = m;
+    rstd[row] = s;
+  }
+}
+
+/**
+ * CPU reference of {@linkcode layernormBackward}: accumulates into `dinp`, `dweight`, `dbias`.
+ */
+export function layernormBackwardCpu(
+  dinp: Floats,
+  dweight: Floats,
+  dbias: Floats,
+  dout: Floats,
+  inp: Floats,
+  weight: Floats,
+  mean: Floats,
+  rstd: Floats,
+  n: number,
+  c: number,
+): void {
+  for (let row = 0; row < n; row++) {
+    const x = row * c, m = mean[row], s = rstd[row];
+    let dnormMean = 0, dnormNormMean = 0;
+    for (let i = 0; i < c; i++) {
+      const dnorm = dout[x + i] * weight[i];
+      dnormMean += dnorm;
+      dnormNormMean += dnorm * (inp[x + i] - m) * s;
+    }
+    dnormMean /= c;
+    dnormNormMean /= c;
+    for (let i = 0; i < c; i++) {
+      const norm = (inp[x + i] - m) * s;
+      const dnorm = dout[x + i] * weight[i];
+      dinp[x + i] += (dnorm - dnormMean - norm * dnormNormMean) * s;
+      dweight[i] += dout[x + i] * norm;
+      dbias[i] += dout[x + i];
+    }
+  }
+}

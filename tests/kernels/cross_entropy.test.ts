@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { countedPositions, crossEntropy, crossEntropyCpu } from "../../kernels/cross_entropy.ts";
+import { assertGradientMatches } from "../_finite_diff.ts";
+import { assertClose, randomArray, seededRandom, testGpu } from "../_gpu.ts";
+
+/** Logits of spread ±8, with one row dominated by a huge value (a naive softmax overflows). */
+function makeLogits(n: number, v: number, seed: number): Float32Array {
+  const logits = randomArray(n * v, seed).map((x) => x * 8);
+  if (n > 2) logits[2 * v + 5] = 1e4;
+  return logits;
+}
+
+function makeTargets(n: number, v: number, seed: number): Int32Array {
+  const random = seededRandom(seed);
+  const targets = Int32Array.from({ length: n }, () => Math.floor(random() * v));
+  for (let i = 3; i < n; i += 10) targets[i] = -1; // padding
+  if (n > 2) targets[2] = 5; // the huge logit is the target: loss ~0
+  return targets;
+}
+
+const N = 3 * 37, V = 1000;
+
+for (const mode of ["separate", "in place", "loss only"] as const) {
+  for (const masked of [false, true]) {
+    Deno.test(
+      `crossEntropy() matches its CPU reference (${mode}${masked ? ", with a mask" : ""})`,
+      async () => {
+        const gpu = await testGpu();
+        const logits = makeLogits(N, V, 1), targets = makeTargets(N, V, 2);
+        // The first 40 positions are a "prompt" that does not count.
+        const mask = masked ? Uint32Array.from({ length: N }, (_, i) => i < 40 ? 0 : 1) : null;
+        const scale = 1 / countedPositions(targets, mask);
+        const losses = new Float32Array(N), dlogits = new Float32Array(N * V);
+        crossEntropyCpu(losses, dlogits, logits, targets, mask, scale, N, V);
+
+        const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
+        const maskBuf = mask ? gpu.upload(mask) : null, lossesBuf = gpu.acquire(N * 4);
+        const dBuf = mode === "separate"
+          ? gpu.upload(randomArray(N * V, 3))
+          : mode === "in place"
+          ? logitsBuf
+          : null;
+        await crossEntropy(gpu, lossesBuf, dBuf, logitsBuf, targetsBuf, maskBuf, scale, N, V);
+        assertClose(await gpu.readF32(lossesBuf, N), losses, { atol: 2e-5, rtol: 1e-5 });
+        if (dBuf) assertClose(await gpu.readF32(dBuf, N * V), dlogits, { atol: 1e-8, rtol: 1e-4 });
+        else assertClose(await gpu.readF32(logitsBuf, N * V), logits, { atol: 0, rtol: 0 });
+        for (const b of [logitsBuf, targetsBuf, lossesBuf, maskBuf, dBuf]) {
+          if (b && b !== logitsBuf) gpu.release(b);
+        }
+        gpu.release(logitsBuf);
+      },
+    );
+  }
+}
+
+Deno.test("crossEntropy() gives NaN loss and zero gradient for a target past the vocabulary", async () => {
+  const gpu = await testGpu();
+  const n = 2, v = 7;
+  const logits = gpu.upload(randomArray(n * v, 4)), targets = gpu.upload(new Int32Array([3, 7]));
+  const losses = gpu.acquire(n * 4), dlogits = gpu.acquire(n * v * 4);
+  await crossEntropy(gpu, losses, dlogits, logits, targets, null, 0.5, n, v);
+  const l = await gpu.readF32(losses, n), d = await gpu.readF32(dlogits, n * v);
+  assert.ok(l[0] > 0 && Number.isNaN(l[1]), `losses were ${l}`);
+  assert.deepEqual([...d.subarray(v)], new Array(v).fill(0));
+  for (const b of [logits, targets, losses, dlogits]) gpu.release(b);
+});
+
+Deno.test("crossEntropy() backward matches finite differences of the masked mean loss", () => {
+  const n = 5, v = 7;
+  const logits = Float64Array.from(randomArray(n * v, 5), (x) => x * 3);
+  const targets = new Int32Array([1, -1, 6, 0, 3]);
+  const mask = new Uint32Array([1, 1, 1, 0, 1]);
+  const scale = 1 / countedPositions(targets, mask);
+  assert.equal(scale, 1 / 3);
+  const losses = new Float64Array(n);
+  const meanLoss = () => {
+    crossEntropyCpu(losses, null, logits, targets, mask, scale, n, v);
+    return losses.reduce((a, b) => a + b, 0) * scale;
+  };
+  const dlogits = new Float64Array(n * v);
+  crossEntropyCpu(losses, dlogits, logits, targets, mask, scale, n, v);
+  assertGradientMatches(dlogits, meanLoss, logits);
+});
+
+Deno.test("crossEntropy() handles logits over the 128 MiB binding limit in row parts", async () => {
+  const gpu = await testGpu();
+  // 700 × 50257 floats = 140.7 MB: two parts of rows (667 rows fit one binding).
+  const n = 700, v = 50257;
+  const logits = new Float32Array(n * v);
+  const random = seededRandom(6);
+  for (let i = 0; i < logits.length; i++) logits[i] = random() * 16 - 8;
+  const targets = makeTargets(n, v, 7);
+  const scale = 1 / countedPositions(targets);
+  const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
+  const lossesBuf = gpu.acquire(n * 4);
+  await crossEntropy(gpu, lossesBuf, logitsBuf, logitsBuf, targetsBuf, null, scale, n, v);
+  const gotLosses = await gpu.readF32(lossesBuf, n);
+  // Rows on both sides of the part boundary, and the first and last.
+  for (const row of [0, 1, 665, 666, 667, 668, n - 1]) {
+    const loss = new Float32Array(1), dlogits = new Float32Array(v);
+    const rowLogits = logits.subarray(row * v, (row + 1) * v);
+    crossEntropyCpu(loss, dlogits, rowLogits, targets.subarray(row, row + 1), null, scale, 1, v);
+    assertClose(gotLosses.subarray(row, row + 1), loss, { atol: 2e-5, rtol: 1e-5 });
+    assertClose(await gpu.readF32(logitsBuf, v, row * v), dlogits, { atol: 1e-9, rtol: 1e-4 });
+  }
+  for (const b of [logitsBuf, targetsBuf, lossesBuf]) gpu.release(b);
+});

@@ -1,0 +1,109 @@
+import assert from "node:assert/strict";
+import {
+  layernormBackward,
+  layernormBackwardCpu,
+  layernormForward,
+  layernormForwardCpu,
+} from "../../kernels/layernorm.ts";
+import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
+import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+
+/** Inputs with a per-row offset and scale, so mean and variance matter. */
+function layernormInput(n: number, c: number, seed: number): Float32Array {
+  const x = randomArray(n * c, seed);
+  for (let row = 0; row < n; row++) {
+    for (let i = 0; i < c; i++) x[row * c + i] = x[row * c + i] * (1 + row % 5) + (row % 7) - 3;
+  }
+  return x;
+}
+
+// N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides).
+for (const [n, c] of [[111, 48], [1, 3], [37, 769]]) {
+  Deno.test(`layernormForward() matches its CPU reference for N=${n}, C=${c}`, async () => {
+    const gpu = await testGpu();
+    const inp = layernormInput(n, c, 1), weight = randomArray(c, 2), bias = randomArray(c, 3);
+    const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
+    layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
+    for (const naive of [false, true]) {
+      const bufs = [inp, weight, bias].map((a) => gpu.upload(a));
+      const outBuf = gpu.acquire(n * c * 4), meanBuf = gpu.acquire(n * 4);
+      const rstdBuf = gpu.acquire(n * 4);
+      await layernormForward(gpu, outBuf, meanBuf, rstdBuf, bufs[0], bufs[1], bufs[2], n, c, {
+        naive,
+      });
+      assertClose(await gpu.readF32(outBuf, n * c), out, { atol: 1e-5, rtol: 1e-4 });
+      assertClose(await gpu.readF32(meanBuf, n), mean, { atol: 1e-5, rtol: 1e-5 });
+      assertClose(await gpu.readF32(rstdBuf, n), rstd, { atol: 1e-5, rtol: 1e-4 });
+      for (const b of [...bufs, outBuf, meanBuf, rstdBuf]) gpu.release(b);
+    }
+  });
+
+  Deno.test(`layernormBackward() accumulates like its CPU reference for N=${n}, C=${c}`, async () => {
+    const gpu = await testGpu();
+    const inp = layernormInput(n, c, 4), weight = randomArray(c, 5), bias = randomArray(c, 6);
+    const dout = randomArray(n * c, 7);
+    const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
+    layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
+    // Non-zero starting gradients: every output must be accumulated into, not overwritten.
+    const dinp = randomArray(n * c, 8), dweight = randomArray(c, 9), dbias = randomArray(c, 10);
+    const bufs = [dinp, dweight, dbias, dout, inp, weight, mean, rstd].map((a) => gpu.upload(a));
+    const [dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB] = bufs;
+    await layernormBackward(gpu, dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB, n, c);
+    layernormBackwardCpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c);
+    assertClose(await gpu.readF32(bufs[0], n * c), dinp, { atol: 1e-4, rtol: 1e-4 });
+    assertClose(await gpu.readF32(bufs[1], c), dweight, { atol: 1e-4, rtol: 1e-4 });
+    assertClose(await gpu.readF32(bufs[2], c), dbias, { atol: 1e-4, rtol: 1e-4 });
+    for (const b of bufs) gpu.release(b);
+  });
+}
+
+Deno.test("layernormBackward() gives the same parameter-gradient bits every run", async () => {
+  const gpu = await testGpu();
+  const n = 111, c = 48;
+  const inp = layernormInput(n, c, 11), weight = randomArray(c, 12), bias = randomArray(c, 13);
+  const dout = randomArray(n * c, 14);
+  const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
+  layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
+  const runs: Uint32Array[] = [];
+  for (let run = 0; run < 2; run++) {
+    const bufs = [new Float32Array(n * c), new Float32Array(c), new Float32Array(c), dout, inp]
+      .map((a) => gpu.upload(a));
+    const [w, m, r] = [weight, mean, rstd].map((a) => gpu.upload(a));
+    await layernormBackward(gpu, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], w, m, r, n, c);
+    const dweight = await gpu.readF32(bufs[1], c), dbias = await gpu.readF32(bufs[2], c);
+    runs.push(
+      new Uint32Array([...new Uint32Array(dweight.buffer), ...new Uint32Array(dbias.buffer)]),
+    );
+    for (const b of [...bufs, w, m, r]) gpu.release(b);
+  }
+  assert.deepEqual(runs[0], runs[1]);
+});
+
+Deno.test("layernormBackward() matches finite differences", () => {
+  const n = 3, c = 5;
+  const inp = Float64Array.from(layernormInput(n, c, 21));
+  const weight = Float64Array.from(randomArray(c, 22)),
+    bias = Float64Array.from(randomArray(c, 23));
+  const projection = Float64Array.from(randomArray(n * c, 24));
+  const out = new Float64Array(n * c), mean = new Float64Array(n), rstd = new Float64Array(n);
+  const loss = () => {
+    layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
+    return projectedLoss(out, projection);
+  };
+  loss();
+  const dinp = new Float64Array(n * c), dweight = new Float64Array(c), dbias = new Float64Array(c);
+  layernormBackwardCpu(dinp, dweight, dbias, projection, inp, weight, mean, rstd, n, c);
+  assertGradientMatches(dinp, loss, inp);
+  assertGradientMatches(dweight, loss, weight);
+  assertGradientMatches(dbias, loss, bias);
+});
+
+Deno.test("layernormForward() rejects a buffer too small for the shape", async () => {
+  const gpu = await testGpu();
+  const small = gpu.acquire(16);
+  await assert.rejects(
+    layernormForward(gpu, small, small, small, small, small, small, 10, 48),
+    /The out buffer holds 256 bytes but the shape needs 1920/,
+  );
+  gpu.release(small);
+});
