@@ -11,9 +11,10 @@ import { parseArgs } from "node:util";
 import { acquireGpu } from "../kernels/device.ts";
 import { runCli } from "../pipeline/_cli.ts";
 import { type BenchCase, formatHeader, formatRow, measure } from "./_harness.ts";
+import { opsCases } from "./ops.ts";
 
 /** Every benchmark case, in the order printed. */
-export const allCases: BenchCase[] = [];
+export const allCases: BenchCase[] = [...opsCases];
 
 if (import.meta.main) {
   await runCli(async () => {

@@ -1,0 +1,91 @@
+/**
+ * The autograd engine: a tape of operations recorded during the forward pass, and a backward
+ * pass that is a topological sort from the loss and a reverse sweep (as in micrograd).
+ *
+ * Each operation (see `nn/ops.ts`) runs its forward kernels and records a closure that runs its
+ * backward kernels. Gradients follow llm.c's convention through {@linkcode Tensor}: a kernel
+ * that accumulates gets a zero-filled gradient; a kernel that writes gets the buffer directly
+ * when it is the first to contribute, else a scratch buffer that is then accumulated.
+ *
+ * @module
+ */
+
+import { accumulate } from "../kernels/accumulate.ts";
+import type { Gpu } from "../kernels/device.ts";
+import { Tensor } from "./tensor.ts";
+
+/** One recorded operation. */
+export interface TapeNode {
+  /** The operation's name, for errors and profiles. */
+  name: string;
+  /** The tensors its backward sends gradients to (and whose producers must run after it). */
+  inputs: readonly Tensor[];
+  /** Runs the backward kernels: reads the output's gradient, adds to the inputs'. */
+  backward: () => Promise<void>;
+}
+
+/** Records operations and runs their backward; owns the activations it made. */
+export class Tape {
+  readonly #owned: Tensor[] = [];
+
+  constructor(readonly gpu: Gpu) {}
+
+  /** A new activation tensor, freed by {@linkcode Tape.dispose}. */
+  tensor(shape: readonly number[], name = ""): Tensor {
+    const tensor = Tensor.empty(this.gpu, shape, name);
+    this.#owned.push(tensor);
+    return tensor;
+  }
+
+  /** A scratch buffer of `elements` floats, freed by {@linkcode Tape.dispose}. */
+  scratch(elements: number, name = ""): GPUBuffer {
+    return this.tensor([elements], name).buffer;
+  }
+
+  /** Records that `output` was made by `name` from `inputs`, with its backward. */
+  record(
+    name: string,
+    inputs: readonly Tensor[],
+    output: Tensor,
+    backward: () => Promise<void>,
+  ): void {
+    output.producer = { name, inputs, backward };
+  }
+
+  /**
+   * Gives a WRITING kernel somewhere to write `target`'s gradient contribution, then makes
+   * sure the contribution lands in `target`'s gradient.
+   */
+  async writeGrad(target: Tensor, write: (into: GPUBuffer) => Promise<void>): Promise<void> {
+    const direct = target.gradForWrite();
+    if (direct) return await write(direct);
+    const scratch = this.gpu.acquire(target.size * 4);
+    await write(scratch);
+    await accumulate(this.gpu, target.grad, scratch, target.size);
+    this.gpu.release(scratch);
+  }
+
+  /**
+   * Runs the backward of every operation `root` depends on, in reverse topological order.
+   * The root's own operation seeds the gradient (a loss op knows d(mean loss) = 1).
+   */
+  async backward(root: Tensor): Promise<void> {
+    if (!root.producer) throw new Error("backward() needs a tensor made by a recorded operation.");
+    const order: TapeNode[] = [];
+    const visited = new Set<TapeNode>();
+    const visit = (node: TapeNode) => {
+      if (visited.has(node)) return;
+      visited.add(node);
+      for (const input of node.inputs) if (input.producer) visit(input.producer);
+      order.push(node);
+    };
+    visit(root.producer);
+    for (const node of order.reverse()) await node.backward();
+  }
+
+  /** Frees every activation (and its gradient) the tape made. */
+  dispose(): void {
+    for (const tensor of this.#owned) tensor.dispose();
+    this.#owned.length = 0;
+  }
+}

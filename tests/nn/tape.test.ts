@@ -1,0 +1,59 @@
+import assert from "node:assert/strict";
+import { crossEntropyCpu } from "../../kernels/cross_entropy.ts";
+import { geluForwardCpu } from "../../kernels/gelu.ts";
+import { layernormForwardCpu } from "../../kernels/layernorm.ts";
+import { add, crossEntropyLoss, gelu, layernorm } from "../../nn/ops.ts";
+import { Tape } from "../../nn/tape.ts";
+import { Tensor } from "../../nn/tensor.ts";
+import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import { finiteDifferenceGradient } from "../_finite_diff.ts";
+
+const N = 3, C = 7;
+const targets = new Int32Array([2, 0, 6]);
+const mask = new Uint32Array([1, 0, 1]); // the middle position does not count
+
+/** mean over counted positions of CE(gelu(layernorm(x)) + x): x feeds two branches. */
+function lossCpu(x: Float64Array, weight: Float64Array, bias: Float64Array): number {
+  const h = new Float64Array(N * C), g = new Float64Array(N * C);
+  layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), x, weight, bias, N, C);
+  geluForwardCpu(g, h);
+  for (let i = 0; i < N * C; i++) g[i] += x[i];
+  const losses = new Float64Array(N);
+  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
+  return losses.reduce((s, l) => s + l, 0) / 2;
+}
+
+Deno.test("Tape.backward() gives finite-difference gradients through a branching graph", async () => {
+  const gpu = await testGpu();
+  const x64 = Float64Array.from(randomArray(N * C, 11));
+  const w64 = Float64Array.from(randomArray(C, 12), (w) => 1 + 0.5 * w);
+  const b64 = Float64Array.from(randomArray(C, 13));
+  const x = Tensor.from(gpu, Float32Array.from(x64), [N, C], "x");
+  const weight = Tensor.from(gpu, Float32Array.from(w64), [C], "weight");
+  const bias = Tensor.from(gpu, Float32Array.from(b64), [C], "bias");
+  const tape = new Tape(gpu);
+  const logits = await add(tape, await gelu(tape, await layernorm(tape, x, weight, bias)), x);
+  const losses = await crossEntropyLoss(tape, logits, {
+    targets: gpu.upload(targets),
+    mask: gpu.upload(mask),
+    counted: 2,
+  });
+  await tape.backward(losses);
+
+  const meanLoss = (await losses.read()).reduce((s, l) => s + l, 0) / 2;
+  assert.ok(Math.abs(meanLoss - lossCpu(x64, w64, b64)) < 1e-5);
+  const tolerance = { atol: 2e-4, rtol: 1e-3 };
+  const loss = () => lossCpu(x64, w64, b64);
+  assertClose(await x.readGrad(), finiteDifferenceGradient(loss, x64), tolerance);
+  assertClose(await weight.readGrad(), finiteDifferenceGradient(loss, w64), tolerance);
+  assertClose(await bias.readGrad(), finiteDifferenceGradient(loss, b64), tolerance);
+  tape.dispose();
+  for (const t of [x, weight, bias]) t.dispose();
+});
+
+Deno.test("a tensor's gradient must exist before it is read", async () => {
+  const gpu = await testGpu();
+  const x = Tensor.from(gpu, new Float32Array(4), [4], "x");
+  assert.throws(() => x.grad, /Tensor x has no gradient yet; call backward/);
+  x.dispose();
+});
