@@ -1,0 +1,362 @@
+/**
+ * Texture plumbing for the matmul: kernels that bind `rgba32float` textures (which
+ * {@linkcode Kernel} in `device.ts` does not describe), a pool of scratch operand textures, and
+ * staging of a row-major matrix block into one. Private to the matmul.
+ *
+ * Why textures: on lavapipe (the CPU adapter) every storage-buffer load is scalarized per lane
+ * with a bounds check and a branch (about ten instructions per float), while a `textureLoad` of an
+ * `rgba32float` texel fetches four floats per lane at once. A matmul whose operands are read as
+ * texels runs about three times faster there; see `kernels/matmul.ts`.
+ *
+ * A staged operand is the stored matrix as rows of vec4s: element `(r, c)` of layer `l` is
+ * component `c % 4` of texel `(c / 4, r)` in array layer `l`. Texels past the last column and rows
+ * past the last are zero when `padRows` asks for it (the reduction dimension must be zero-padded
+ * to a multiple of 4; the others are clamped by the kernel and need no padding).
+ *
+ * @module
+ */
+
+import {
+  type Binding,
+  bufferWindow,
+  type Gpu,
+  grid2d,
+  KernelCompileError,
+  KernelValidationError,
+  uniforms,
+} from "./device.ts";
+
+/** How a texture kernel binds one resource, in binding order within group 0. */
+export type TextureBindingKind = "read" | "write" | "uniform" | "texture" | "storage-texture";
+
+/** A compute kernel that may bind `rgba32float` 2-D array textures; entry point `main`. */
+export interface TextureKernel<C extends Record<string, number | boolean>> {
+  /** Unique name; it labels the pipeline and every error about it. */
+  readonly name: string;
+  /** One entry per `@binding(i)` of `@group(0)`, in order; may depend on the constants. */
+  readonly bindings: (constants: C) => readonly TextureBindingKind[];
+  /** Builds the WGSL source from the compile-time constants. */
+  readonly wgsl: (constants: C) => string;
+}
+
+/** A bound resource: a buffer (or window of one), or a whole 2-D array texture. */
+export type TextureKernelBinding = Binding | GPUTexture;
+
+const pipelines = new WeakMap<Gpu, Map<string, Promise<GPUComputePipeline>>>();
+
+/** The pipeline of `kernel` for `constants`, compiled once per device and cached. */
+export function texturePipeline<C extends Record<string, number | boolean>>(
+  gpu: Gpu,
+  kernel: TextureKernel<C>,
+  constants: C,
+): Promise<GPUComputePipeline> {
+  let cache = pipelines.get(gpu);
+  if (!cache) pipelines.set(gpu, cache = new Map());
+  const key = `${kernel.name}${JSON.stringify(constants)}`;
+  let pipeline = cache.get(key);
+  if (!pipeline) {
+    pipeline = compile(gpu, kernel, constants);
+    cache.set(key, pipeline);
+    pipeline.catch(() => cache.delete(key));
+  }
+  return pipeline;
+}
+
+async function compile<C extends Record<string, number | boolean>>(
+  gpu: Gpu,
+  kernel: TextureKernel<C>,
+  constants: C,
+): Promise<GPUComputePipeline> {
+  const device = gpu.device;
+  const code = kernel.wgsl(constants);
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ label: kernel.name, code });
+  const scope = device.popErrorScope();
+  const info = await module.getCompilationInfo();
+  const firstError = info.messages.find((m) => m.type === "error");
+  const scopeError = await scope;
+  if (firstError || scopeError) {
+    const detail = firstError?.message ?? scopeError!.message;
+    throw new KernelCompileError(kernel.name, firstError?.lineNum ?? 0, detail.trim());
+  }
+  const entries = kernel.bindings(constants).map((kind, binding): GPUBindGroupLayoutEntry => {
+    const base = { binding, visibility: GPUShaderStage.COMPUTE };
+    switch (kind) {
+      case "texture":
+        return {
+          ...base,
+          texture: { sampleType: "unfilterable-float", viewDimension: "2d-array" },
+        };
+      case "storage-texture":
+        return {
+          ...base,
+          storageTexture: {
+            access: "write-only",
+            format: "rgba32float",
+            viewDimension: "2d-array",
+          },
+        };
+      case "read":
+        return { ...base, buffer: { type: "read-only-storage" } };
+      case "write":
+        return { ...base, buffer: { type: "storage" } };
+      case "uniform":
+        return { ...base, buffer: { type: "uniform" } };
+    }
+  });
+  device.pushErrorScope("validation");
+  const layout = device.createPipelineLayout({
+    label: kernel.name,
+    bindGroupLayouts: [device.createBindGroupLayout({ label: kernel.name, entries })],
+  });
+  const layoutError = await device.popErrorScope();
+  if (layoutError) throw new KernelValidationError(kernel.name, layoutError.message);
+  try {
+    return await device.createComputePipelineAsync({
+      label: kernel.name,
+      layout,
+      compute: { module, entryPoint: "main" },
+    });
+  } catch (e) {
+    throw new KernelValidationError(kernel.name, (e as Error).message);
+  }
+}
+
+/**
+ * Compiles (or takes from the cache) and records one dispatch of a texture kernel into the
+ * GPU's command encoder. A bad binding is reported at once, naming the kernel.
+ */
+export async function runTextureKernel<C extends Record<string, number | boolean>>(
+  gpu: Gpu,
+  kernel: TextureKernel<C>,
+  constants: C,
+  bindings: readonly TextureKernelBinding[],
+  workgroups: readonly [number, number?, number?],
+): Promise<void> {
+  const pipeline = await texturePipeline(gpu, kernel, constants);
+  const device = gpu.device;
+  device.pushErrorScope("validation");
+  const bindGroup = device.createBindGroup({
+    label: kernel.name,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: bindings.map((b, binding): GPUBindGroupEntry => {
+      if (b instanceof GPUTexture) {
+        return { binding, resource: b.createView({ dimension: "2d-array" }) };
+      }
+      if ("buffer" in b) {
+        const { buffer, offset = 0, size } = b;
+        return { binding, resource: { buffer, offset, size: size ?? buffer.size - offset } };
+      }
+      return { binding, resource: { buffer: b } };
+    }),
+  });
+  const error = await device.popErrorScope();
+  if (error) throw new KernelValidationError(kernel.name, error.message);
+  const pass = gpu.encoder.beginComputePass({ label: kernel.name });
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
+  pass.end();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch operand textures
+
+const scratch = new WeakMap<Gpu, Map<string, GPUTexture>>();
+
+/**
+ * A scratch `rgba32float` array texture of at least `width` x `height` texels and `layers`
+ * layers for `role` ("a" or "b"). Sizes are rounded up to multiples of 64 so that few distinct
+ * textures exist; one is reused by later matmuls, which is safe because every use is recorded in
+ * order into the command stream (WebGPU orders copies and passes that touch the same texture).
+ */
+export function scratchTexture(
+  gpu: Gpu,
+  role: string,
+  width: number,
+  height: number,
+  layers: number,
+): GPUTexture {
+  const max = gpu.device.limits.maxTextureDimension2D;
+  const w = Math.min(max, Math.ceil(width / 64) * 64);
+  const h = Math.min(max, Math.ceil(height / 64) * 64);
+  let pool = scratch.get(gpu);
+  if (!pool) scratch.set(gpu, pool = new Map());
+  const key = `${role}:${w}x${h}x${layers}`;
+  let texture = pool.get(key);
+  if (!texture) {
+    texture = gpu.device.createTexture({
+      label: `matmul operand ${role} ${w}x${h}x${layers}`,
+      size: [w, h, layers],
+      format: "rgba32float",
+      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+        GPUTextureUsage.COPY_DST,
+    });
+    pool.set(key, texture);
+  }
+  return texture;
+}
+
+/**
+ * Destroys the scratch textures the matmul keeps for `gpu` (the largest, for GPT-2's lm head, is
+ * about 25 MB). Call after a flush, when no recorded matmul is pending.
+ */
+export function releaseScratchTextures(gpu: Gpu): void {
+  const pool = scratch.get(gpu);
+  if (!pool) return;
+  for (const texture of pool.values()) texture.destroy();
+  pool.clear();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Staging: a block of a row-major matrix (or a batch of them) into a texture
+
+/** A block of a row-major float32 matrix (per batch layer) in a buffer. */
+export interface MatrixBlock {
+  /** The buffer holding the matrix. */
+  buffer: GPUBuffer;
+  /** Element index of element (0, 0) of layer 0. */
+  offset: number;
+  /** Elements between consecutive rows (the stored row length). */
+  ld: number;
+  /** Elements between consecutive batch layers. */
+  batchStride: number;
+  /** First row of the block. */
+  row0: number;
+  /** Rows of the block. */
+  rows: number;
+  /** First column of the block. */
+  col0: number;
+  /** Columns of the block. */
+  cols: number;
+  /** First layer of the block. */
+  layer0: number;
+  /** Layers of the block. */
+  layers: number;
+}
+
+/** Compile-time constants of {@linkcode packKernel}. */
+export interface PackConstants extends Record<string, number> {
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+}
+
+/**
+ * Writes a block of a row-major matrix into a texture, four columns per texel, with zeros past
+ * the block's last column and row. Each invocation writes one texel; `wid.z` is the layer.
+ */
+export const packKernel: TextureKernel<PackConstants> = {
+  name: "matmul_pack",
+  bindings: () => ["read", "storage-texture", "uniform"],
+  wgsl: ({ workgroupSize }) => /* wgsl */ `
+struct Params {
+  rows: u32,         // rows of the block with data
+  cols: u32,         // columns of the block with data
+  ld: u32,           // elements between source rows
+  offset: u32,       // element of (row 0, col 0, layer 0) in the bound window
+  batch_stride: u32, // elements between source layers
+  width: u32,        // texels to write per row
+  height: u32,       // rows to write (rows with data, then zero rows)
+  row_base: u32,     // texture row of block row 0
+  layer_base: u32,   // texture layer of block layer 0
+}
+
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var dst: texture_storage_2d_array<rgba32float, write>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${workgroupSize}u + lid;
+  if (i >= p.width * p.height) {
+    return;
+  }
+  let x = i % p.width;
+  let y = i / p.width;
+  let base = p.offset + wid.z * p.batch_stride + y * p.ld + 4u * x;
+  var v = vec4f(0.0);
+  if (y < p.rows) {
+    for (var q = 0u; q < 4u; q++) {
+      if (4u * x + q < p.cols) {
+        v[q] = src[base + q];
+      }
+    }
+  }
+  textureStore(dst, vec2u(x, p.row_base + y), p.layer_base + wid.z, v);
+}
+`,
+};
+
+const PACK_WORKGROUP = 64;
+
+/**
+ * Records the staging of `block` into `texture` (rows at texture row 0, layers at layer 0). Rows
+ * are padded with zero rows up to `paddedRows`. Uses a plain copy when the layout allows it
+ * (row length a multiple of 256 bytes, aligned start, whole texels, no padding), else the pack
+ * kernel, split so that each source window fits one binding.
+ */
+export async function stageBlock(
+  gpu: Gpu,
+  texture: GPUTexture,
+  block: MatrixBlock,
+  paddedRows = block.rows,
+  maxBinding = gpu.maxBinding,
+): Promise<void> {
+  const { buffer, ld, batchStride, rows, cols, layers } = block;
+  const first = block.offset + block.layer0 * batchStride + block.row0 * ld + block.col0;
+  const width = Math.ceil(cols / 4);
+  const rowBytes = ld * 4;
+  const imageRows = layers > 1 ? batchStride / ld : rows;
+  const copyable = rowBytes % 256 === 0 && (first * 4) % 16 === 0 && cols % 4 === 0 &&
+    paddedRows === rows && Number.isInteger(imageRows) && imageRows >= rows;
+  if (copyable) {
+    gpu.encoder.copyBufferToTexture(
+      { buffer, offset: first * 4, bytesPerRow: rowBytes, rowsPerImage: imageRows },
+      { texture },
+      [width, rows, layers],
+    );
+    return;
+  }
+  // Pack: all layers in one dispatch when their window fits one binding, else layer by layer
+  // and, within a layer, in row chunks.
+  const span = (nLayers: number, nRows: number) =>
+    (nLayers - 1) * batchStride + Math.max(0, nRows - 1) * ld + cols;
+  const fits = (elements: number) => elements * 4 + 256 <= maxBinding;
+  const jobs: { layer: number; layers: number; row: number; rows: number }[] = [];
+  if (fits(span(layers, rows))) {
+    jobs.push({ layer: 0, layers, row: 0, rows: paddedRows });
+  } else {
+    const chunk = Math.max(1, Math.floor((maxBinding - 256) / 4 / ld) - 1);
+    for (let layer = 0; layer < layers; layer++) {
+      for (let row = 0; row < paddedRows; row += chunk) {
+        jobs.push({ layer, layers: 1, row, rows: Math.min(chunk, paddedRows - row) });
+      }
+    }
+  }
+  for (const job of jobs) {
+    const dataRows = Math.max(0, Math.min(job.rows, rows - job.row));
+    // A chunk of only zero rows binds the block's start: any in-range window will do.
+    const start = dataRows > 0 ? first + job.layer * batchStride + job.row * ld : first;
+    const window = bufferWindow(gpu, buffer, start, Math.max(1, span(job.layers, dataRows)));
+    const params = gpu.uniform(uniforms({
+      rows: ["u32", dataRows],
+      cols: ["u32", cols],
+      ld: ["u32", ld],
+      offset: ["u32", window.elementOffset],
+      batch_stride: ["u32", batchStride],
+      width: ["u32", width],
+      height: ["u32", job.rows],
+      row_base: ["u32", job.row],
+      layer_base: ["u32", job.layer],
+    }));
+    const [x, y] = grid2d(Math.ceil(width * job.rows / PACK_WORKGROUP));
+    await runTextureKernel(
+      gpu,
+      packKernel,
+      { workgroupSize: PACK_WORKGROUP },
+      [window.binding, texture, params],
+      [x, y, job.layers],
+    );
+  }
+}

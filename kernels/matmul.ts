@@ -1,0 +1,614 @@
+/**
+ * Matrix multiply, the products a linear layer needs forward and backward, row-major float32:
+ *
+ * - `out = A · B`, `A · Bᵀ` or `Aᵀ · B` (flags `transA`, `transB`), batched over `batch` layers
+ *   with element strides (attention-style batched products; a stride of 0 broadcasts);
+ * - epilogues fused into the store: `+ bias` (one per output column), GPT-2's tanh GELU, and
+ *   `accumulate` (`out += ...`, for parameter gradients: llm.c's convention is that parameter
+ *   gradients accumulate (+=) and activation gradients are written (=));
+ * - operands and outputs larger than one binding (GPT-2's wte, 50257 x 768 = 154 MB, and the
+ *   1024 x 50257 logits, 206 MB): the launch is split into parts.
+ *
+ * Layout convention (llm.c): a weight is `(OC, C)` row-major and a linear layer computes
+ * `out (BT, OC) = inp (BT, C) · weightᵀ + bias`; see {@linkcode linearForward} and
+ * {@linkcode linearBackward}. GPT-2's tied lm head is `logits (BT, V) = x (BT, C) · wteᵀ`.
+ *
+ * How it is fast on lavapipe (Mesa's Vulkan driver on the CPU, where a workgroup runs as a loop
+ * over SIMD groups of 8 invocations, one per AVX lane): every storage-buffer load there is
+ * scalarized per lane with a bounds check and a branch (~10 instructions per float, even when
+ * the address is the same for all lanes), so a matmul that reads its operands from storage
+ * buffers is load-bound at 3-4.5 GFLOP/s however it is register-blocked (measured: rows per lane
+ * with uniform columns, 8-16 outputs per invocation, vec4 loads, K unrolled). A `textureLoad` of
+ * an `rgba32float` texel is one call into a texel-fetch routine that brings four floats to each
+ * of the 8 lanes. So the operands are first staged into `rgba32float` array textures (a plain
+ * buffer-to-texture copy when rows are a multiple of 64 floats, else a small pack kernel; either
+ * costs a few percent of a 1024³ product), and the product kernel reads texels: each invocation
+ * holds an 8 x 16 register tile and, per four steps of the reduction, fetches 8 texels of A and
+ * 16 of B for 512 multiply-adds. No workgroup memory and no barriers (on a CPU workgroup memory
+ * is just memory, and a barrier switches coroutines). The output is stored through a storage
+ * buffer with bounds checks, once per output, so any M, N, K work. Tiles measured at 1024³ in
+ * one run (GFLOP/s, best of 4, busy CPU): 4x12 9.0, 8x12 11.3, 12x12 12.7, 16x16 9.8, 8x16 13.3
+ * (and 20-24 when the CPU was quieter), with 4 x 8 invocations per workgroup (a 64 x 64 tile).
+ * That is 3-9x TensorFlow.js's WebGPU matmul and ~10x the naive kernel on the same adapter; see
+ * bench/matmul.ts.
+ *
+ * @module
+ */
+
+import { biasGrad, biasGradCpu } from "./bias_grad.ts";
+import { bufferWindow, type Gpu } from "./device.ts";
+import {
+  type MatrixBlock,
+  releaseScratchTextures,
+  runTextureKernel,
+  scratchTexture,
+  stageBlock,
+  type TextureKernel,
+} from "./_matmul_texture.ts";
+
+export { releaseScratchTextures as releaseMatmulScratch };
+
+/** The shape and epilogue of a (batched) matmul; shared by the GPU launcher and CPU reference. */
+export interface MatmulShape {
+  /** Rows of the output (and of `op(A)`). */
+  m: number;
+  /** Columns of the output (and of `op(B)`). */
+  n: number;
+  /** The reduction length: columns of `op(A)`, rows of `op(B)`. */
+  k: number;
+  /** A is stored `(K, M)` and used transposed. Default false: stored `(M, K)`. */
+  transA?: boolean;
+  /** B is stored `(N, K)` and used transposed. Default false: stored `(K, N)`. */
+  transB?: boolean;
+  /** Number of independent products. Default 1. */
+  batch?: number;
+  /** Elements between consecutive A matrices; 0 uses one A for all. Default `M·K`. */
+  strideA?: number;
+  /** Elements between consecutive B matrices; 0 uses one B for all. Default `K·N`. */
+  strideB?: number;
+  /** Elements between consecutive outputs. Default `M·N`. */
+  strideOut?: number;
+  /** Element index where A starts in its buffer. Default 0. */
+  offsetA?: number;
+  /** Element index where B starts in its buffer. Default 0. */
+  offsetB?: number;
+  /** Element index where the output starts in its buffer. Default 0. */
+  offsetOut?: number;
+  /** `out += op(A)·op(B) (+ bias)` instead of `out = ...`. Not with `gelu`. */
+  accumulate?: boolean;
+  /** Apply GPT-2's tanh GELU to `op(A)·op(B) + bias` before storing. */
+  gelu?: boolean;
+}
+
+/** Options of {@linkcode matmul}: the shape, plus the epilogue's buffers. */
+export interface MatmulOptions extends MatmulShape {
+  /** `(N)`: added to every row of the output. */
+  bias?: GPUBuffer;
+  /** With `gelu`: also store the pre-activation (same layout as the output) for the backward. */
+  pre?: GPUBuffer;
+}
+
+/** Compile-time constants of {@linkcode matmulKernel}. */
+export interface MatmulConstants extends Record<string, number | boolean> {
+  /** Output rows per invocation (a multiple of 4). */
+  tm: number;
+  /** Output columns per invocation (a multiple of 4). */
+  tn: number;
+  /** Workgroup size along columns. */
+  wx: number;
+  /** Workgroup size along rows. */
+  wy: number;
+  /** A's texture holds A stored `(K, M)`; else `(M, K)`. */
+  transA: boolean;
+  /** B's texture holds B stored `(N, K)`; else `(K, N)`. */
+  transB: boolean;
+  /** A bias buffer is bound. */
+  bias: boolean;
+  /** A pre-activation output buffer is bound. */
+  pre: boolean;
+}
+
+/** The default register tile and workgroup: the fastest measured at 1024³ on lavapipe. */
+export const MATMUL_TILE = { tm: 8, tn: 16, wx: 4, wy: 8 } as const;
+
+/**
+ * WGSL of the product of two staged operands (see `_matmul_texture.ts`: an operand stored
+ * `(R, C)` is a texture of `C/4` x `R` texels). Invocation `(x, y)` of layer `z` computes the
+ * `tm x tn` output block at rows `y·tm`, columns `x·tn`; coordinates past the edge are clamped
+ * (so loads stay in range and unconditional) and the store is bounds-checked.
+ */
+export const matmulKernel: TextureKernel<MatmulConstants> = {
+  name: "matmul",
+  bindings: (c) => [
+    "texture",
+    "texture",
+    "write",
+    ...(c.bias ? ["read" as const] : []),
+    ...(c.pre ? ["write" as const] : []),
+    "uniform",
+  ],
+  wgsl: (c) => {
+    const { tm, tn, wx, wy, transA, transB } = c;
+    const tn4 = tn / 4;
+    const lines: string[] = [];
+    const emit = (s: string) => lines.push(s);
+    // Loop-invariant, clamped texel coordinates of this invocation's rows and columns.
+    if (transA) {
+      for (let i = 0; i < tm / 4; i++) {
+        emit(`  let xa${i} = min(r0 / 4u + ${i}u, (p.m - 1u) / 4u);`);
+      }
+    } else {
+      for (let i = 0; i < tm; i++) emit(`  let ya${i} = min(r0 + ${i}u, p.m - 1u);`);
+    }
+    if (transB) {
+      for (let j = 0; j < tn; j++) emit(`  let yb${j} = min(c0 + ${j}u, p.n - 1u);`);
+    } else {
+      for (let j = 0; j < tn4; j++) emit(`  let xb${j} = min(c0 / 4u + ${j}u, (p.n - 1u) / 4u);`);
+    }
+    for (let i = 0; i < tm; i++) {
+      for (let j = 0; j < tn4; j++) emit(`  var acc${i}_${j} = vec4f(0.0);`);
+    }
+    emit(`  for (var kb = 0u; kb < p.kb; kb++) {`);
+    // a(i, kk): element (row i, reduction step 4·kb + kk) of this block of op(A).
+    let a: (i: number, kk: number) => string;
+    if (transA) {
+      for (let kk = 0; kk < 4; kk++) {
+        for (let i = 0; i < tm / 4; i++) {
+          emit(`    let a${i}_${kk} = textureLoad(ta, vec2u(xa${i}, 4u * kb + ${kk}u), la, 0);`);
+        }
+      }
+      a = (i, kk) => `a${i >> 2}_${kk}[${i & 3}]`;
+    } else {
+      for (let i = 0; i < tm; i++) {
+        emit(`    let a${i} = textureLoad(ta, vec2u(kb, ya${i}), la, 0);`);
+      }
+      a = (i, kk) => `a${i}[${kk}]`;
+    }
+    // b(j4, kk): columns 4·j4 .. 4·j4+3 of reduction step 4·kb + kk of op(B), as a vec4.
+    let b: (j4: number, kk: number) => string;
+    if (transB) {
+      for (let j = 0; j < tn; j++) {
+        emit(`    let b${j} = textureLoad(tb, vec2u(kb, yb${j}), lb, 0);`);
+      }
+      b = (j4, kk) =>
+        `vec4f(b${4 * j4}[${kk}], b${4 * j4 + 1}[${kk}], b${4 * j4 + 2}[${kk}], b${
+          4 * j4 + 3
+        }[${kk}])`;
+    } else {
+      for (let kk = 0; kk < 4; kk++) {
+        for (let j = 0; j < tn4; j++) {
+          emit(`    let b${j}_${kk} = textureLoad(tb, vec2u(xb${j}, 4u * kb + ${kk}u), lb, 0);`);
+        }
+      }
+      b = (j4, kk) => `b${j4}_${kk}`;
+    }
+    for (let kk = 0; kk < 4; kk++) {
+      for (let i = 0; i < tm; i++) {
+        for (let j = 0; j < tn4; j++) emit(`    acc${i}_${j} += ${a(i, kk)} * ${b(j, kk)};`);
+      }
+    }
+    emit(`  }`);
+    // Epilogue: one bounds-checked scalar store per output (N need not be a multiple of 4). It
+    // is a loop over a private copy of the tile, not unrolled: lavapipe expands each storage
+    // access into ~100 instructions, and an unrolled epilogue of 128 stores with bias and GELU
+    // took LLVM tens of seconds to compile.
+    const accs: string[] = [];
+    for (let i = 0; i < tm; i++) for (let j = 0; j < tn4; j++) accs.push(`acc${i}_${j}`);
+    emit(`  let tile = array<vec4f, ${tm * tn4}>(${accs.join(", ")});`);
+    emit(`  for (var i = 0u; i < ${tm}u; i++) {`);
+    emit(`    let row = p.c_offset + wid.z * p.c_batch + (r0 + i) * p.ldc;`);
+    emit(`    for (var j = 0u; j < ${tn}u; j++) {`);
+    emit(`      if (r0 + i < p.m && c0 + j < p.n) {`);
+    emit(`        store(row, c0 + j, tile[i * ${tn4}u + j / 4u][j % 4u]);`);
+    emit(`      }`);
+    emit(`    }`);
+    emit(`  }`);
+    const bindings = matmulKernel.bindings(c);
+    const at = (kind: string, nth = 0) => {
+      let seen = 0;
+      return bindings.findIndex((k) => k === kind && seen++ === nth);
+    };
+    return /* wgsl */ `
+struct Params {
+  m: u32,           // rows of this part of the output
+  n: u32,           // columns of this part of the output
+  kb: u32,          // reduction length of this part in texels (ceil(K / 4); zero-padded)
+  ldc: u32,         // elements between output rows
+  c_offset: u32,    // element of output (row 0, col 0, layer 0) in the bound window
+  c_batch: u32,     // elements between output layers
+  pre_offset: u32,  // as c_offset, for the pre-activation window
+  bias_offset: u32, // element of bias[col 0]
+  a_layer: u32,     // 1 when A has a layer per batch entry, 0 when one A is shared
+  b_layer: u32,     // as a_layer, for B
+  accumulate: u32,  // add the output's previous value
+  final_part: u32,  // last part of the reduction: apply bias and GELU
+  gelu: u32,        // apply GELU in the final part
+}
+
+@group(0) @binding(0) var ta: texture_2d_array<f32>;
+@group(0) @binding(1) var tb: texture_2d_array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<f32>;` : ""}
+${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<f32>;` : ""}
+@group(0) @binding(${bindings.length - 1}) var<uniform> p: Params;
+
+// GPT-2's tanh GELU; 0.5·(1 + tanh(u)) is the logistic sigmoid of 2u, clamped so exp stays finite.
+fn gelu(x: f32) -> f32 {
+  let u2 = 2.0 * 0.7978845608028654 * (x + 0.044715 * x * x * x);
+  return x / (1.0 + exp(-clamp(u2, -80.0, 80.0)));
+}
+
+fn store(row: u32, col: u32, value: f32) {
+  var x = value;
+  if (p.accumulate != 0u) {
+    x += c[row + col];
+  }
+  if (p.final_part != 0u) {
+    ${c.bias ? "x += bias[p.bias_offset + col];" : ""}
+    ${c.pre ? "pre[row + col - p.c_offset + p.pre_offset] = x;" : ""}
+    if (p.gelu != 0u) {
+      x = gelu(x);
+    }
+  }
+  c[row + col] = x;
+}
+
+@compute @workgroup_size(${wx}, ${wy})
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let r0 = gid.y * ${tm}u;
+  let c0 = gid.x * ${tn}u;
+  let la = wid.z * p.a_layer;
+  let lb = wid.z * p.b_layer;
+${lines.join("\n")}
+}
+`;
+  },
+};
+
+interface Range {
+  first: number;
+  count: number;
+}
+
+function ranges(total: number, chunk: number): Range[] {
+  const out: Range[] = [];
+  for (let first = 0; first < total; first += chunk) {
+    out.push({ first, count: Math.min(chunk, total - first) });
+  }
+  return out;
+}
+
+/**
+ * A part length from a limit: a multiple of 64 (whole workgroup tiles) when the limit allows,
+ * else of 4 (whole texels, which is what correctness needs).
+ */
+const chunkOf = (limit: number) =>
+  limit >= 64 ? Math.floor(limit / 64) * 64 : Math.floor(limit / 4) * 4;
+
+function checkShape(shape: MatmulShape): void {
+  for (const key of ["m", "n", "k"] as const) {
+    if (!Number.isInteger(shape[key]) || shape[key] < 1) {
+      throw new RangeError(`Matmul size ${key} is ${shape[key]}; give a positive integer.`);
+    }
+  }
+  if (shape.gelu && shape.accumulate) {
+    throw new Error(
+      "Matmul with both gelu and accumulate is ambiguous; apply GELU in a separate pass.",
+    );
+  }
+}
+
+/** Tests lower the limits to exercise the split launch on small tensors. */
+export interface MatmulLimits {
+  /** Largest texture width or height, in texels. Default: the device's. */
+  maxTextureDimension?: number;
+  /** Largest binding window, in bytes. Default: the device's. */
+  maxBinding?: number;
+  /** The register tile and workgroup. Default {@linkcode MATMUL_TILE}. */
+  tile?: { tm: number; tn: number; wx: number; wy: number };
+}
+
+/**
+ * Records `out = op(A) · op(B)` (+ bias, GELU; or `+=` with `accumulate`), where `op(A)` is
+ * `(M, K)` and `op(B)` is `(K, N)`, for each of `batch` layers.
+ *
+ * Works for any sizes and for buffers larger than one binding: the work is split into parts
+ * along M and N whose output window and operand textures fit the device's limits, and along K
+ * when a texture would be too wide (later K parts accumulate).
+ *
+ * @example
+ * ```ts
+ * // out (2, 2) = A (2, 3) · B (3, 2)
+ * const a = gpu.upload(new Float32Array([1, 2, 3, 4, 5, 6]));
+ * const b = gpu.upload(new Float32Array([1, 0, 0, 1, 1, 1]));
+ * const out = gpu.acquire(16);
+ * await matmul(gpu, out, a, b, { m: 2, n: 2, k: 3 });
+ * console.log(await gpu.readF32(out, 4)); // [4, 5, 10, 11]
+ * ```
+ */
+export async function matmul(
+  gpu: Gpu,
+  out: GPUBuffer,
+  a: GPUBuffer,
+  b: GPUBuffer,
+  options: MatmulOptions,
+  limits: MatmulLimits = {},
+): Promise<void> {
+  checkShape(options);
+  const { m, n, k, transA = false, transB = false, batch = 1 } = options;
+  if (options.pre && !options.gelu) {
+    throw new Error("Matmul was given a pre-activation buffer without gelu; drop pre or set gelu.");
+  }
+  const strideA = options.strideA ?? m * k;
+  const strideB = options.strideB ?? k * n;
+  const strideOut = options.strideOut ?? m * n;
+  if (batch > 1 && strideOut < m * n) {
+    throw new RangeError(
+      `Matmul output stride ${strideOut} is below one output (${m * n} elements); ` +
+        "batched outputs must not overlap.",
+    );
+  }
+  const tile = limits.tile ?? MATMUL_TILE;
+  const maxDim = limits.maxTextureDimension ?? gpu.device.limits.maxTextureDimension2D;
+  const maxBinding = Math.min(limits.maxBinding ?? gpu.maxBinding, gpu.maxBinding);
+  const maxLayers = gpu.device.limits.maxTextureArrayLayers;
+
+  // Part sizes along each dimension. A dimension stored along a texture row (4 per texel) may be
+  // 4x longer than one stored down a column. Parts are multiples of 64 so that every part starts
+  // on a whole texel and (for M and N) on a whole tile.
+  const dimLimit = (alongRow: boolean) => (alongRow ? 4 : 1) * maxDim;
+  const mTex = dimLimit(transA);
+  const nTex = dimLimit(!transB);
+  const kTex = Math.min(dimLimit(!transA), dimLimit(transB));
+  const maxElements = Math.floor((maxBinding - 256) / 4);
+  let layersPerPart = Math.min(batch, maxLayers);
+  if (layersPerPart > 1) {
+    const fit = m * n <= maxElements ? Math.floor((maxElements - m * n) / strideOut) + 1 : 1;
+    layersPerPart = Math.max(1, Math.min(layersPerPart, fit));
+  }
+  const mChunk = chunkOf(Math.min(mTex, Math.floor(maxElements / n)));
+  const nChunk = chunkOf(nTex);
+  const kChunk = chunkOf(kTex);
+  if (mChunk < 1 || nChunk < 1 || kChunk < 1) {
+    throw new RangeError(
+      `A matmul output row of ${n} floats leaves no room for a 4-row part within one binding ` +
+        `(${maxBinding} bytes); split the product along N yourself.`,
+    );
+  }
+  const layerParts = ranges(batch, layersPerPart);
+  const mParts = ranges(m, m <= mChunk ? m : mChunk);
+  const nParts = ranges(n, n <= nChunk ? n : nChunk);
+  const kParts = ranges(k, k <= kChunk ? k : kChunk);
+
+  const constants: MatmulConstants = {
+    ...tile,
+    transA,
+    transB,
+    bias: !!options.bias,
+    pre: !!options.pre,
+  };
+  const staged: Record<string, string> = {};
+  const stage = async (role: string, block: MatrixBlock, kRows: boolean) => {
+    const rows = kRows ? Math.ceil(block.rows / 4) * 4 : block.rows;
+    const texture = scratchTexture(gpu, role, Math.ceil(block.cols / 4), rows, block.layers);
+    // Within one call a role always reads the same buffer, so the block's numbers identify it.
+    const key = `${texture.label}:${JSON.stringify({ ...block, buffer: undefined })}`;
+    if (staged[role] !== key) {
+      await stageBlock(gpu, texture, block, rows, maxBinding);
+      staged[role] = key;
+    }
+    return texture;
+  };
+
+  // N parts outermost: when both M and N are split (the lm head), the big B part (a slice of
+  // wte) is staged once and the small A part is restaged for each M part.
+  for (const lp of layerParts) {
+    for (const np of nParts) {
+      for (const mp of mParts) {
+        // The output window: rows mp of layers lp, whole rows (columns np are inside).
+        const outFirst = (options.offsetOut ?? 0) + lp.first * strideOut + mp.first * n;
+        const outCount = (lp.count - 1) * strideOut + mp.count * n;
+        const outWindow = bufferWindow(gpu, out, outFirst, outCount);
+        const preWindow = options.pre ? bufferWindow(gpu, options.pre, outFirst, outCount) : null;
+        for (const [kIndex, kp] of kParts.entries()) {
+          const aLayers = strideA === 0 ? 1 : lp.count;
+          const bLayers = strideB === 0 ? 1 : lp.count;
+          const aBlock: MatrixBlock = {
+            buffer: a,
+            offset: options.offsetA ?? 0,
+            ld: transA ? m : k,
+            batchStride: strideA,
+            row0: transA ? kp.first : mp.first,
+            rows: transA ? kp.count : mp.count,
+            col0: transA ? mp.first : kp.first,
+            cols: transA ? mp.count : kp.count,
+            layer0: strideA === 0 ? 0 : lp.first,
+            layers: aLayers,
+          };
+          const bBlock: MatrixBlock = {
+            buffer: b,
+            offset: options.offsetB ?? 0,
+            ld: transB ? k : n,
+            batchStride: strideB,
+            row0: transB ? np.first : kp.first,
+            rows: transB ? np.count : kp.count,
+            col0: transB ? kp.first : np.first,
+            cols: transB ? kp.count : np.count,
+            layer0: strideB === 0 ? 0 : lp.first,
+            layers: bLayers,
+          };
+          const ta = await stage("a", aBlock, transA);
+          const tb = await stage("b", bBlock, !transB);
+          const last = kIndex === kParts.length - 1;
+          const params = gpu.uniform(uniformsOf({
+            m: mp.count,
+            n: np.count,
+            kb: Math.ceil(kp.count / 4),
+            ldc: n,
+            c_offset: outWindow.elementOffset + np.first,
+            c_batch: strideOut,
+            pre_offset: (preWindow?.elementOffset ?? 0) + np.first,
+            bias_offset: np.first,
+            a_layer: strideA === 0 ? 0 : 1,
+            b_layer: strideB === 0 ? 0 : 1,
+            accumulate: options.accumulate || kIndex > 0 ? 1 : 0,
+            final_part: last ? 1 : 0,
+            gelu: options.gelu ? 1 : 0,
+          }));
+          const bindings = [
+            ta,
+            tb,
+            outWindow.binding,
+            ...(options.bias ? [options.bias] : []),
+            ...(preWindow ? [preWindow.binding] : []),
+            params,
+          ];
+          await runTextureKernel(gpu, matmulKernel, constants, bindings, [
+            Math.ceil(np.count / (tile.tn * tile.wx)),
+            Math.ceil(mp.count / (tile.tm * tile.wy)),
+            lp.count,
+          ]);
+        }
+      }
+    }
+  }
+}
+
+/** Packs u32 fields into the bytes of a WGSL uniform struct (16-byte padded). */
+function uniformsOf(fields: Record<string, number>): ArrayBuffer {
+  const values = Object.values(fields);
+  const bytes = new ArrayBuffer(Math.ceil(values.length / 4) * 16);
+  const view = new DataView(bytes);
+  values.forEach((v, i) => view.setUint32(i * 4, v, true));
+  return bytes;
+}
+
+/** GPT-2's tanh GELU in float64: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. */
+export function geluScalar(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
+}
+
+/**
+ * CPU reference of {@linkcode matmul}, summing in float64. `bias` and `pre` are arrays here.
+ */
+export function matmulCpu<T extends Float32Array | Float64Array>(
+  out: T,
+  a: T,
+  b: T,
+  shape: MatmulShape & { bias?: T; pre?: T },
+): void {
+  checkShape(shape);
+  const { m, n, k, transA = false, transB = false, batch = 1 } = shape;
+  const strideA = shape.strideA ?? m * k;
+  const strideB = shape.strideB ?? k * n;
+  const strideOut = shape.strideOut ?? m * n;
+  for (let l = 0; l < batch; l++) {
+    const oa = (shape.offsetA ?? 0) + l * strideA;
+    const ob = (shape.offsetB ?? 0) + l * strideB;
+    const oc = (shape.offsetOut ?? 0) + l * strideOut;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let sum = 0;
+        for (let p = 0; p < k; p++) {
+          const av = transA ? a[oa + p * m + i] : a[oa + i * k + p];
+          const bv = transB ? b[ob + j * k + p] : b[ob + p * n + j];
+          sum += av * bv;
+        }
+        if (shape.accumulate) sum += out[oc + i * n + j];
+        if (shape.bias) sum += shape.bias[j];
+        if (shape.pre) shape.pre[oc + i * n + j] = sum;
+        out[oc + i * n + j] = shape.gelu ? geluScalar(sum) : sum;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The linear layer (llm.c's matmul_forward / matmul_backward)
+
+/**
+ * Records a linear layer, `out (BT, OC) = inp (BT, C) · weightᵀ + bias`, with `weight (OC, C)`
+ * and `bias (OC)` (or none), optionally followed by GELU (then `pre`, if given, receives the
+ * pre-activation for the backward).
+ */
+export async function linearForward(
+  gpu: Gpu,
+  out: GPUBuffer,
+  inp: GPUBuffer,
+  weight: GPUBuffer,
+  bias: GPUBuffer | null,
+  BT: number,
+  C: number,
+  OC: number,
+  options: { gelu?: boolean; pre?: GPUBuffer; limits?: MatmulLimits } = {},
+): Promise<void> {
+  await matmul(gpu, out, inp, weight, {
+    m: BT,
+    n: OC,
+    k: C,
+    transB: true,
+    bias: bias ?? undefined,
+    gelu: options.gelu,
+    pre: options.pre,
+  }, options.limits);
+}
+
+/**
+ * Records the backward of {@linkcode linearForward} (without GELU):
+ * `dinp (BT, C) = dout (BT, OC) · weight` (written), `dweight (OC, C) += doutᵀ · inp` and
+ * `dbias (OC) += column sums of dout` (accumulated; pass `null` for a layer without bias).
+ */
+export async function linearBackward(
+  gpu: Gpu,
+  dinp: GPUBuffer,
+  dweight: GPUBuffer,
+  dbias: GPUBuffer | null,
+  dout: GPUBuffer,
+  inp: GPUBuffer,
+  weight: GPUBuffer,
+  BT: number,
+  C: number,
+  OC: number,
+  limits?: MatmulLimits,
+): Promise<void> {
+  await matmul(gpu, dinp, dout, weight, { m: BT, n: C, k: OC }, limits);
+  await matmul(
+    gpu,
+    dweight,
+    dout,
+    inp,
+    { m: OC, n: C, k: BT, transA: true, accumulate: true },
+    limits,
+  );
+  if (dbias) await biasGrad(gpu, dbias, dout, BT, OC);
+}
+
+/** CPU reference of {@linkcode linearForward}. */
+export function linearForwardCpu<T extends Float32Array | Float64Array>(
+  out: T,
+  inp: T,
+  weight: T,
+  bias: T | null,
+  BT: number,
+  C: number,
+  OC: number,
+): void {
+  matmulCpu(out, inp, weight, { m: BT, n: OC, k: C, transB: true, bias: bias ?? undefined });
+}
+
+/** CPU reference of {@linkcode linearBackward}: `dinp =`, `dweight +=`, `dbias +=`. */
+export function linearBackwardCpu<T extends Float32Array | Float64Array>(
+  dinp: T,
+  dweight: T,
+  dbias: T | null,
+  dout: T,
+  inp: T,
+  weight: T,
+  BT: number,
+  C: number,
+  OC: number,
+): void {
+  matmulCpu(dinp, dout, weight, { m: BT, n: C, k: OC });
+  matmulCpu(dweight, dout, inp, { m: OC, n: C, k: BT, transA: true, accumulate: true });
+  if (dbias) biasGradCpu(dbias, dout, BT, OC);
+}

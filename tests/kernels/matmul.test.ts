@@ -1,0 +1,245 @@
+import assert from "node:assert/strict";
+import { biasGrad, biasGradCpu } from "../../kernels/bias_grad.ts";
+import {
+  linearBackward,
+  linearBackwardCpu,
+  linearForward,
+  linearForwardCpu,
+  matmul,
+  matmulCpu,
+  type MatmulLimits,
+  type MatmulShape,
+} from "../../kernels/matmul.ts";
+import { matmulNaive } from "../../kernels/matmul_naive.ts";
+import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
+import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+
+// Float32 products of values in [-1, 1) summed over K <= ~300 terms: the GPU sums in a different
+// order than the float64 reference, so errors stay below ~K · 2^-24 · (typical partial sum).
+const TOLERANCE = { atol: 1e-4, rtol: 1e-4 };
+
+/** Elements a matmul reads or writes, with its batch and strides. */
+function extents(s: MatmulShape) {
+  const batch = s.batch ?? 1;
+  const strideA = s.strideA ?? s.m * s.k, strideB = s.strideB ?? s.k * s.n;
+  const strideOut = s.strideOut ?? s.m * s.n;
+  return {
+    a: (s.offsetA ?? 0) + (batch - 1) * strideA + s.m * s.k,
+    b: (s.offsetB ?? 0) + (batch - 1) * strideB + s.k * s.n,
+    out: (s.offsetOut ?? 0) + (batch - 1) * strideOut + s.m * s.n,
+  };
+}
+
+/** Runs `matmul` on random data (and a random previous output) and compares with matmulCpu. */
+async function checkMatmul(
+  shape: MatmulShape,
+  { bias = false, pre = false, limits }: { bias?: boolean; pre?: boolean; limits?: MatmulLimits } =
+    {},
+) {
+  const gpu = await testGpu();
+  const size = extents(shape);
+  const a = randomArray(size.a, 1), b = randomArray(size.b, 2);
+  const biasData = bias ? randomArray(shape.n, 3) : undefined;
+  const expected = randomArray(size.out, 4); // also the previous output when accumulating
+  const expectedPre = pre ? new Float32Array(size.out) : undefined;
+  const aBuf = gpu.upload(a), bBuf = gpu.upload(b), out = gpu.upload(expected);
+  const biasBuf = biasData && gpu.upload(biasData);
+  const preBuf = expectedPre && gpu.upload(expectedPre);
+  matmulCpu(expected, a, b, { ...shape, bias: biasData, pre: expectedPre });
+  await matmul(gpu, out, aBuf, bBuf, { ...shape, bias: biasBuf, pre: preBuf }, limits);
+  assertClose(await gpu.readF32(out, size.out), expected, TOLERANCE);
+  if (preBuf) assertClose(await gpu.readF32(preBuf, size.out), expectedPre!, TOLERANCE);
+  for (const buffer of [aBuf, bBuf, out, biasBuf, preBuf]) if (buffer) gpu.release(buffer);
+}
+
+const LAYOUTS = [
+  { name: "A·B", transA: false, transB: false },
+  { name: "A·Bᵀ", transA: false, transB: true },
+  { name: "Aᵀ·B", transA: true, transB: false },
+];
+
+// Awkward sizes (no multiple of the 64 x 64 workgroup tile, K not a multiple of 4) go through
+// the pack kernel; the 64-multiples take the plain buffer-to-texture copy.
+for (const { name, transA, transB } of LAYOUTS) {
+  for (const [m, n, k] of [[67, 129, 33], [1, 1, 1], [130, 70, 257], [64, 192, 128]]) {
+    Deno.test(`matmul() computes ${name} like its CPU reference for M,N,K = ${m},${n},${k}`, () =>
+      checkMatmul({ m, n, k, transA, transB }));
+  }
+}
+
+Deno.test("matmul() adds the bias and applies GELU, also storing the pre-activation", async () => {
+  await checkMatmul({ m: 37, n: 50, k: 48, transB: true, gelu: true }, { bias: true, pre: true });
+  await checkMatmul({ m: 64, n: 128, k: 64, transB: true }, { bias: true });
+});
+
+Deno.test("matmul() accumulates into the output with accumulate", async () => {
+  for (const { transA, transB } of LAYOUTS) {
+    await checkMatmul({ m: 45, n: 70, k: 37, transA, transB, accumulate: true }, { bias: true });
+  }
+});
+
+Deno.test("matmul() runs batched products with strides, offsets and a shared operand", async () => {
+  // Attention-like: (B·NH) products of (T, hs) · (T, hs)ᵀ, with gaps between the matrices.
+  await checkMatmul({
+    m: 37,
+    n: 37,
+    k: 16,
+    transB: true,
+    batch: 6,
+    strideA: 37 * 16 + 5,
+    strideB: 37 * 16 + 3,
+    strideOut: 37 * 37 + 7,
+    offsetA: 2,
+    offsetB: 9,
+    offsetOut: 1,
+  });
+  // One B for every batch entry (stride 0), and the aligned copy path with batches.
+  await checkMatmul({ m: 20, n: 64, k: 64, batch: 3, strideB: 0 });
+  await checkMatmul({ m: 64, n: 64, k: 64, batch: 4, transA: true });
+});
+
+Deno.test("matmul() splits along M, N and K when textures and bindings are limited", async () => {
+  // Textures of at most 64 texels a side and 64 KiB bindings force several parts along every
+  // dimension (K parts accumulate; bias and GELU apply once, in the last K part).
+  const limits = { maxTextureDimension: 64, maxBinding: 65536 };
+  for (const { transA, transB } of LAYOUTS) {
+    await checkMatmul({ m: 200, n: 300, k: 290, transA, transB }, { limits });
+  }
+  await checkMatmul({ m: 150, n: 270, k: 300, transB: true, gelu: true }, {
+    bias: true,
+    pre: true,
+    limits,
+  });
+  await checkMatmul({ m: 70, n: 260, k: 260, transA: true, accumulate: true }, { limits });
+  await checkMatmul({ m: 20, n: 30, k: 20, batch: 3 }, { limits: { maxBinding: 4096 } });
+});
+
+Deno.test("matmul() handles operands and outputs larger than one binding", async () => {
+  const gpu = await testGpu();
+  // The lm head's shape with a smaller M: B (45000, 768) is 138 MB, over the 128 MiB limit.
+  const N = 45_000, C = 768;
+  const big = randomArray(N * C, 5);
+  assert.ok(big.byteLength > gpu.maxBinding, "the test tensor must exceed the binding limit");
+  const bigBuf = gpu.upload(big);
+  const x = randomArray(3 * C, 6), xBuf = gpu.upload(x);
+  const logits = new Float32Array(3 * N), logitsBuf = gpu.acquire(logits.byteLength);
+  matmulCpu(logits, x, big, { m: 3, n: N, k: C, transB: true });
+  await matmul(gpu, logitsBuf, xBuf, bigBuf, { m: 3, n: N, k: C, transB: true });
+  assertClose(await gpu.readF32(logitsBuf, 3 * N), logits, TOLERANCE);
+  // The wte gradient's shape: dW (45000, 768) += dlogitsᵀ (45000, 3) · x (3, 768), an output
+  // over the limit (written in row parts), from an A stored (3, 45000) that is packed.
+  const dlogits = randomArray(3 * N, 7), dlogitsBuf = gpu.upload(dlogits);
+  matmulCpu(big, dlogits, x, { m: N, n: C, k: 3, transA: true, accumulate: true });
+  await matmul(gpu, bigBuf, dlogitsBuf, xBuf, {
+    m: N,
+    n: C,
+    k: 3,
+    transA: true,
+    accumulate: true,
+  });
+  assertClose(await gpu.readF32(bigBuf, N * C), big, TOLERANCE);
+  for (const buffer of [bigBuf, xBuf, logitsBuf, dlogitsBuf]) gpu.release(buffer);
+});
+
+Deno.test("matmul() rejects gelu with accumulate, and pre without gelu", async () => {
+  const gpu = await testGpu();
+  const buf = gpu.acquire(64);
+  await assert.rejects(
+    () => matmul(gpu, buf, buf, buf, { m: 2, n: 2, k: 2, gelu: true, accumulate: true }),
+    /gelu and accumulate is ambiguous/,
+  );
+  await assert.rejects(
+    () => matmul(gpu, buf, buf, buf, { m: 2, n: 2, k: 2, pre: buf }),
+    /pre-activation buffer without gelu/,
+  );
+  await assert.rejects(() => matmul(gpu, buf, buf, buf, { m: 0, n: 2, k: 2 }), /size m is 0/);
+  gpu.release(buf);
+});
+
+Deno.test("matmulNaive() matches the CPU reference in all three layouts", async () => {
+  const gpu = await testGpu();
+  const [m, n, k] = [33, 45, 19];
+  for (const { transA, transB } of LAYOUTS) {
+    const a = randomArray(m * k, 1), b = randomArray(k * n, 2);
+    const expected = new Float32Array(m * n);
+    matmulCpu(expected, a, b, { m, n, k, transA, transB });
+    const aBuf = gpu.upload(a), bBuf = gpu.upload(b), out = gpu.acquire(m * n * 4);
+    await matmulNaive(gpu, out, aBuf, bBuf, { m, n, k, transA, transB });
+    assertClose(await gpu.readF32(out, m * n), expected, TOLERANCE);
+    for (const buffer of [aBuf, bBuf, out]) gpu.release(buffer);
+  }
+});
+
+Deno.test("linearBackwardCpu() matches finite differences", () => {
+  const [BT, C, OC] = [3, 4, 5];
+  const inp = Float64Array.from(randomArray(BT * C, 1));
+  const weight = Float64Array.from(randomArray(OC * C, 2));
+  const bias = Float64Array.from(randomArray(OC, 3));
+  const weights = Float64Array.from(randomArray(BT * OC, 4)); // dloss/dout
+  const loss = () => {
+    const out = new Float64Array(BT * OC);
+    linearForwardCpu(out, inp, weight, bias, BT, C, OC);
+    return projectedLoss(out, weights);
+  };
+  const dinp = new Float64Array(BT * C);
+  const dweight = new Float64Array(OC * C).fill(0.25); // accumulates onto what is there
+  const dbias = new Float64Array(OC).fill(-0.5);
+  linearBackwardCpu(dinp, dweight, dbias, weights, inp, weight, BT, C, OC);
+  assertGradientMatches(dinp, loss, inp);
+  assertGradientMatches(dweight.map((g) => g - 0.25), loss, weight);
+  assertGradientMatches(dbias.map((g) => g + 0.5), loss, bias);
+});
+
+Deno.test("linearForward() and linearBackward() match their CPU references", async () => {
+  const gpu = await testGpu();
+  const [BT, C, OC] = [37, 48, 50];
+  const inp = randomArray(BT * C, 1), weight = randomArray(OC * C, 2), bias = randomArray(OC, 3);
+  const dout = randomArray(BT * OC, 4);
+  const out = new Float32Array(BT * OC);
+  const dinp = new Float32Array(BT * C);
+  const dweight = randomArray(OC * C, 5), dbias = randomArray(OC, 6);
+  const bufs = {
+    inp: gpu.upload(inp),
+    weight: gpu.upload(weight),
+    bias: gpu.upload(bias),
+    dout: gpu.upload(dout),
+    out: gpu.acquire(out.byteLength),
+    dinp: gpu.acquire(dinp.byteLength),
+    dweight: gpu.upload(dweight),
+    dbias: gpu.upload(dbias),
+  };
+  linearForwardCpu(out, inp, weight, bias, BT, C, OC);
+  linearBackwardCpu(dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
+  await linearForward(gpu, bufs.out, bufs.inp, bufs.weight, bufs.bias, BT, C, OC);
+  await linearBackward(
+    gpu,
+    bufs.dinp,
+    bufs.dweight,
+    bufs.dbias,
+    bufs.dout,
+    bufs.inp,
+    bufs.weight,
+    BT,
+    C,
+    OC,
+  );
+  assertClose(await gpu.readF32(bufs.out, BT * OC), out, TOLERANCE);
+  assertClose(await gpu.readF32(bufs.dinp, BT * C), dinp, TOLERANCE);
+  assertClose(await gpu.readF32(bufs.dweight, OC * C), dweight, TOLERANCE);
+  assertClose(await gpu.readF32(bufs.dbias, OC), dbias, TOLERANCE);
+  for (const buffer of Object.values(bufs)) gpu.release(buffer);
+});
+
+Deno.test("biasGrad() accumulates column sums like its CPU reference, also in row parts", async () => {
+  const gpu = await testGpu();
+  for (const [rows, cols, maxBinding] of [[37, 50, undefined], [300, 70, 4096]]) {
+    const dout = randomArray(rows! * cols!, 1);
+    const dbias = randomArray(cols!, 2);
+    const doutBuf = gpu.upload(dout), dbiasBuf = gpu.upload(dbias);
+    biasGradCpu(dbias, dout, rows!, cols!);
+    await biasGrad(gpu, dbiasBuf, doutBuf, rows!, cols!, maxBinding);
+    assertClose(await gpu.readF32(dbiasBuf, cols!), dbias, TOLERANCE);
+    gpu.release(doutBuf);
+    gpu.release(dbiasBuf);
+  }
+});
