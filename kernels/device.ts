@@ -85,6 +85,8 @@ const MAXED_LIMITS = [
   "maxComputeWorkgroupSizeX",
   "maxComputeWorkgroupSizeY",
   "maxStorageBuffersPerShaderStage",
+  "maxTextureDimension2D",
+  "maxTextureArrayLayers",
 ] as const;
 
 const WANTED_FEATURES: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
