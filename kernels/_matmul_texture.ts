@@ -1,6 +1,5 @@
 /**
- * Texture plumbing for the matmul: kernels that bind `rgba32float` textures (which
- * {@linkcode Kernel} in `device.ts` does not describe), a pool of scratch operand textures, and
+ * Texture staging for the matmul: a pool of scratch `rgba32float` operand textures, and the
  * staging of a row-major matrix block into one. Private to the matmul.
  *
  * Why textures: on lavapipe (the CPU adapter) every storage-buffer load is scalarized per lane
@@ -16,148 +15,7 @@
  * @module
  */
 
-import {
-  type Binding,
-  bufferWindow,
-  type Gpu,
-  grid2d,
-  KernelCompileError,
-  KernelValidationError,
-  uniforms,
-} from "./device.ts";
-
-/** How a texture kernel binds one resource, in binding order within group 0. */
-export type TextureBindingKind = "read" | "write" | "uniform" | "texture" | "storage-texture";
-
-/** A compute kernel that may bind `rgba32float` 2-D array textures; entry point `main`. */
-export interface TextureKernel<C extends Record<string, number | boolean>> {
-  /** Unique name; it labels the pipeline and every error about it. */
-  readonly name: string;
-  /** One entry per `@binding(i)` of `@group(0)`, in order; may depend on the constants. */
-  readonly bindings: (constants: C) => readonly TextureBindingKind[];
-  /** Builds the WGSL source from the compile-time constants. */
-  readonly wgsl: (constants: C) => string;
-}
-
-/** A bound resource: a buffer (or window of one), or a whole 2-D array texture. */
-export type TextureKernelBinding = Binding | GPUTexture;
-
-const pipelines = new WeakMap<Gpu, Map<string, Promise<GPUComputePipeline>>>();
-
-/** The pipeline of `kernel` for `constants`, compiled once per device and cached. */
-export function texturePipeline<C extends Record<string, number | boolean>>(
-  gpu: Gpu,
-  kernel: TextureKernel<C>,
-  constants: C,
-): Promise<GPUComputePipeline> {
-  let cache = pipelines.get(gpu);
-  if (!cache) pipelines.set(gpu, cache = new Map());
-  const key = `${kernel.name}${JSON.stringify(constants)}`;
-  let pipeline = cache.get(key);
-  if (!pipeline) {
-    pipeline = compile(gpu, kernel, constants);
-    cache.set(key, pipeline);
-    pipeline.catch(() => cache.delete(key));
-  }
-  return pipeline;
-}
-
-async function compile<C extends Record<string, number | boolean>>(
-  gpu: Gpu,
-  kernel: TextureKernel<C>,
-  constants: C,
-): Promise<GPUComputePipeline> {
-  const device = gpu.device;
-  const code = kernel.wgsl(constants);
-  device.pushErrorScope("validation");
-  const module = device.createShaderModule({ label: kernel.name, code });
-  const scope = device.popErrorScope();
-  const info = await module.getCompilationInfo();
-  const firstError = info.messages.find((m) => m.type === "error");
-  const scopeError = await scope;
-  if (firstError || scopeError) {
-    const detail = firstError?.message ?? scopeError!.message;
-    throw new KernelCompileError(kernel.name, firstError?.lineNum ?? 0, detail.trim());
-  }
-  const entries = kernel.bindings(constants).map((kind, binding): GPUBindGroupLayoutEntry => {
-    const base = { binding, visibility: GPUShaderStage.COMPUTE };
-    switch (kind) {
-      case "texture":
-        return {
-          ...base,
-          texture: { sampleType: "unfilterable-float", viewDimension: "2d-array" },
-        };
-      case "storage-texture":
-        return {
-          ...base,
-          storageTexture: {
-            access: "write-only",
-            format: "rgba32float",
-            viewDimension: "2d-array",
-          },
-        };
-      case "read":
-        return { ...base, buffer: { type: "read-only-storage" } };
-      case "write":
-        return { ...base, buffer: { type: "storage" } };
-      case "uniform":
-        return { ...base, buffer: { type: "uniform" } };
-    }
-  });
-  device.pushErrorScope("validation");
-  const layout = device.createPipelineLayout({
-    label: kernel.name,
-    bindGroupLayouts: [device.createBindGroupLayout({ label: kernel.name, entries })],
-  });
-  const layoutError = await device.popErrorScope();
-  if (layoutError) throw new KernelValidationError(kernel.name, layoutError.message);
-  try {
-    return await device.createComputePipelineAsync({
-      label: kernel.name,
-      layout,
-      compute: { module, entryPoint: "main" },
-    });
-  } catch (e) {
-    throw new KernelValidationError(kernel.name, (e as Error).message);
-  }
-}
-
-/**
- * Compiles (or takes from the cache) and records one dispatch of a texture kernel into the
- * GPU's command encoder. A bad binding is reported at once, naming the kernel.
- */
-export async function runTextureKernel<C extends Record<string, number | boolean>>(
-  gpu: Gpu,
-  kernel: TextureKernel<C>,
-  constants: C,
-  bindings: readonly TextureKernelBinding[],
-  workgroups: readonly [number, number?, number?],
-): Promise<void> {
-  const pipeline = await texturePipeline(gpu, kernel, constants);
-  const device = gpu.device;
-  device.pushErrorScope("validation");
-  const bindGroup = device.createBindGroup({
-    label: kernel.name,
-    layout: pipeline.getBindGroupLayout(0),
-    entries: bindings.map((b, binding): GPUBindGroupEntry => {
-      if (b instanceof GPUTexture) {
-        return { binding, resource: b.createView({ dimension: "2d-array" }) };
-      }
-      if ("buffer" in b) {
-        const { buffer, offset = 0, size } = b;
-        return { binding, resource: { buffer, offset, size: size ?? buffer.size - offset } };
-      }
-      return { binding, resource: { buffer: b } };
-    }),
-  });
-  const error = await device.popErrorScope();
-  if (error) throw new KernelValidationError(kernel.name, error.message);
-  const pass = gpu.encoder.beginComputePass({ label: kernel.name });
-  pass.setPipeline(pipeline);
-  pass.setBindGroup(0, bindGroup);
-  pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
-  pass.end();
-}
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Scratch operand textures
@@ -245,7 +103,7 @@ export interface PackConstants extends Record<string, number> {
  * Writes a block of a row-major matrix into a texture, four columns per texel, with zeros past
  * the block's last column and row. Each invocation writes one texel; `wid.z` is the layer.
  */
-export const packKernel: TextureKernel<PackConstants> = {
+export const packKernel: Kernel<PackConstants> = {
   name: "matmul_pack",
   bindings: () => ["read", "storage-texture", "uniform"],
   wgsl: ({ workgroupSize }) => /* wgsl */ `
@@ -351,8 +209,7 @@ export async function stageBlock(
       layer_base: ["u32", job.layer],
     }));
     const [x, y] = grid2d(Math.ceil(width * job.rows / PACK_WORKGROUP));
-    await runTextureKernel(
-      gpu,
+    await gpu.run(
       packKernel,
       { workgroupSize: PACK_WORKGROUP },
       [window.binding, texture, params],

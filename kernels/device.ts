@@ -14,8 +14,12 @@
  * @module
  */
 
-/** How a kernel binds one buffer, in binding order within group 0. */
-export type BindingKind = "read" | "write" | "uniform";
+/**
+ * How a kernel binds one resource, in binding order within group 0: a read-only or writable
+ * storage buffer, a uniform buffer, or an `rgba32float` 2-D array texture to load from or store
+ * to (the matmul reads its operands as texels: four floats per load on every adapter).
+ */
+export type BindingKind = "read" | "write" | "uniform" | "texture" | "storage-texture";
 
 /**
  * A compute kernel: its name, how it binds buffers, and a WGSL builder that takes only
@@ -24,17 +28,28 @@ export type BindingKind = "read" | "write" | "uniform";
 export interface Kernel<C extends KernelConstants = KernelConstants> {
   /** Unique name; it labels the pipeline and every error about it. */
   readonly name: string;
-  /** One entry per `@binding(i)` of `@group(0)`, in order. */
-  readonly bindings: readonly BindingKind[];
+  /** One entry per `@binding(i)` of `@group(0)`, in order; may depend on the constants. */
+  readonly bindings: readonly BindingKind[] | ((constants: C) => readonly BindingKind[]);
   /** Builds the WGSL source from the compile-time constants. */
   readonly wgsl: (constants: C) => string;
+}
+
+/** The binding kinds of `kernel` for `constants`. */
+function bindingKinds<C extends KernelConstants>(kernel: Kernel<C>, constants: C) {
+  return typeof kernel.bindings === "function" ? kernel.bindings(constants) : kernel.bindings;
 }
 
 /** Compile-time constants of a kernel; they and the name form the pipeline cache key. */
 export type KernelConstants = Record<string, number | string | boolean>;
 
-/** A buffer bound whole, or a window of it (for tensors larger than the binding limit). */
-export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+/**
+ * A buffer bound whole, a window of one (for tensors larger than the binding limit), or a 2-D
+ * array texture (bound as a `2d-array` view).
+ */
+export type Binding =
+  | GPUBuffer
+  | { buffer: GPUBuffer; offset?: number; size?: number }
+  | GPUTexture;
 
 /** What the adapter is, as said once at start. */
 export interface AdapterSummary {
@@ -178,6 +193,9 @@ function backendOf(backends: string): string {
 
 /** Bytes of a binding: the window's size, or the rest of the buffer from its offset. */
 function bindingEntry(binding: Binding, index: number): GPUBindGroupEntry {
+  if (binding instanceof GPUTexture) {
+    return { binding: index, resource: binding.createView({ dimension: "2d-array" }) };
+  }
   if ("buffer" in binding) {
     const { buffer, offset = 0, size } = binding;
     return { binding: index, resource: { buffer, offset, size: size ?? buffer.size - offset } };
@@ -194,6 +212,17 @@ export function sizeClass(bytes: number): number {
   const pow = 2 ** Math.ceil(Math.log2(bytes));
   return bytes <= pow * 0.75 ? pow * 0.75 : pow;
 }
+
+/** The bind-group layout entry of each binding kind. */
+const LAYOUT_ENTRY: Record<BindingKind, Omit<GPUBindGroupLayoutEntry, "binding" | "visibility">> = {
+  read: { buffer: { type: "read-only-storage" } },
+  write: { buffer: { type: "storage" } },
+  uniform: { buffer: { type: "uniform" } },
+  texture: { texture: { sampleType: "unfilterable-float", viewDimension: "2d-array" } },
+  "storage-texture": {
+    storageTexture: { access: "write-only", format: "rgba32float", viewDimension: "2d-array" },
+  },
+};
 
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const UNIFORM_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
@@ -286,7 +315,7 @@ export class Gpu {
     }
     const layout = this.device.createPipelineLayout({
       label: kernel.name,
-      bindGroupLayouts: [this.#layoutOf(kernel)],
+      bindGroupLayouts: [this.#layoutOf(bindingKinds(kernel, constants))],
     });
     try {
       return await this.#unlessLost(this.device.createComputePipelineAsync({
@@ -300,17 +329,16 @@ export class Gpu {
     }
   }
 
-  #layoutOf(kernel: Kernel<never>): GPUBindGroupLayout {
-    const key = kernel.bindings.join(",");
+  #layoutOf(kinds: readonly BindingKind[]): GPUBindGroupLayout {
+    const key = kinds.join(",");
     let layout = this.#layouts.get(key);
     if (!layout) {
-      const type = { read: "read-only-storage", write: "storage", uniform: "uniform" } as const;
       layout = this.device.createBindGroupLayout({
         label: key,
-        entries: kernel.bindings.map((kind, binding) => ({
+        entries: kinds.map((kind, binding) => ({
           binding,
           visibility: GPUShaderStage.COMPUTE,
-          buffer: { type: type[kind] },
+          ...LAYOUT_ENTRY[kind],
         })),
       });
       this.#layouts.set(key, layout);
@@ -326,28 +354,29 @@ export class Gpu {
    * @param workgroups the grid, `[x, y?, z?]`; see {@linkcode grid2d} for more than 65535.
    */
   dispatch(
-    kernel: Kernel<never>,
+    name: string,
+    kinds: readonly BindingKind[],
     pipeline: GPUComputePipeline,
     bindings: readonly Binding[],
     workgroups: readonly [number, number?, number?],
   ): void {
     this.#assertAlive();
-    if (bindings.length !== kernel.bindings.length) {
+    if (bindings.length !== kinds.length) {
       throw new KernelValidationError(
-        kernel.name,
-        `expected ${kernel.bindings.length} bindings, got ${bindings.length}`,
+        name,
+        `expected ${kinds.length} bindings, got ${bindings.length}`,
       );
     }
     this.device.pushErrorScope("validation");
     const bindGroup = this.device.createBindGroup({
-      label: kernel.name,
+      label: name,
       layout: pipeline.getBindGroupLayout(0),
       entries: bindings.map(bindingEntry),
     });
-    this.#checks.push({ kernel: kernel.name, error: this.device.popErrorScope() });
-    this.#kernelsThisBatch.add(kernel.name);
+    this.#checks.push({ kernel: name, error: this.device.popErrorScope() });
+    this.#kernelsThisBatch.add(name);
     // One labelled pass per dispatch: WebGPU orders passes, and errors name the kernel.
-    const pass = this.encoder.beginComputePass({ label: kernel.name });
+    const pass = this.encoder.beginComputePass({ label: name });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
@@ -365,7 +394,7 @@ export class Gpu {
     workgroups: readonly [number, number?, number?],
   ): Promise<void> {
     const pipeline = await this.pipeline(kernel, constants);
-    this.dispatch(kernel as Kernel<never>, pipeline, bindings, workgroups);
+    this.dispatch(kernel.name, bindingKinds(kernel, constants), pipeline, bindings, workgroups);
   }
 
   /** The command encoder that dispatches and copies are recorded into until the next flush. */

@@ -36,14 +36,12 @@
  */
 
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
-import { bufferWindow, type Gpu } from "./device.ts";
+import { type BindingKind, bufferWindow, type Gpu, type Kernel } from "./device.ts";
 import {
   type MatrixBlock,
   releaseScratchTextures,
-  runTextureKernel,
   scratchTexture,
   stageBlock,
-  type TextureKernel,
 } from "./_matmul_texture.ts";
 
 export { releaseScratchTextures as releaseMatmulScratch };
@@ -111,22 +109,27 @@ export interface MatmulConstants extends Record<string, number | boolean> {
 /** The default register tile and workgroup: the fastest measured at 1024³ on lavapipe. */
 export const MATMUL_TILE = { tm: 8, tn: 16, wx: 4, wy: 8 } as const;
 
-/**
- * WGSL of the product of two staged operands (see `_matmul_texture.ts`: an operand stored
- * `(R, C)` is a texture of `C/4` x `R` texels). Invocation `(x, y)` of layer `z` computes the
- * `tm x tn` output block at rows `y·tm`, columns `x·tn`; coordinates past the edge are clamped
- * (so loads stay in range and unconditional) and the store is bounds-checked.
- */
-export const matmulKernel: TextureKernel<MatmulConstants> = {
-  name: "matmul",
-  bindings: (c) => [
+/** The bindings of {@linkcode matmulKernel}: A and B textures, the output, then the optional ones. */
+function matmulBindings(c: MatmulConstants): BindingKind[] {
+  return [
     "texture",
     "texture",
     "write",
     ...(c.bias ? ["read" as const] : []),
     ...(c.pre ? ["write" as const] : []),
     "uniform",
-  ],
+  ];
+}
+
+/**
+ * WGSL of the product of two staged operands (see `_matmul_texture.ts`: an operand stored
+ * `(R, C)` is a texture of `C/4` x `R` texels). Invocation `(x, y)` of layer `z` computes the
+ * `tm x tn` output block at rows `y·tm`, columns `x·tn`; coordinates past the edge are clamped
+ * (so loads stay in range and unconditional) and the store is bounds-checked.
+ */
+export const matmulKernel: Kernel<MatmulConstants> = {
+  name: "matmul",
+  bindings: matmulBindings,
   wgsl: (c) => {
     const { tm, tn, wx, wy, transA, transB } = c;
     const tn4 = tn / 4;
@@ -203,7 +206,7 @@ export const matmulKernel: TextureKernel<MatmulConstants> = {
     emit(`      }`);
     emit(`    }`);
     emit(`  }`);
-    const bindings = matmulKernel.bindings(c);
+    const bindings = matmulBindings(c);
     const at = (kind: string, nth = 0) => {
       let seen = 0;
       return bindings.findIndex((k) => k === kind && seen++ === nth);
@@ -463,7 +466,7 @@ export async function matmul(
             ...(preWindow ? [preWindow.binding] : []),
             params,
           ];
-          await runTextureKernel(gpu, matmulKernel, constants, bindings, [
+          await gpu.run(matmulKernel, constants, bindings, [
             Math.ceil(np.count / (tile.tn * tile.wx)),
             Math.ceil(mp.count / (tile.tm * tile.wy)),
             lp.count,
