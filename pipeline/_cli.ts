@@ -17,3 +17,24 @@ export async function runCli(main: () => Promise<void> | void): Promise<void> {
     Deno.exit(1);
   }
 }
+
+/**
+ * A whole-number flag: `--name value` parsed and checked to be at least `min`; the error names
+ * the flag and what it got.
+ */
+export function intFlag(name: string, value: string, min = 1): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed < min) {
+    throw new Error(`--${name} must be a whole number of at least ${min}, got "${value}".`);
+  }
+  return parsed;
+}
+
+/** A number flag that must be finite and greater than `above`. */
+export function numberFlag(name: string, value: string, above = 0): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed <= above) {
+    throw new Error(`--${name} must be a number above ${above}, got "${value}".`);
+  }
+  return parsed;
+}

@@ -30,6 +30,7 @@ export class ProgressBar {
   readonly #start = performance.now();
   #lastDraw = -Infinity;
   #done = 0;
+  #status = "";
 
   /** @param total the amount of work; 0 when unknown (no bar, no ETA) */
   constructor(label: string, total: number, options: ProgressBarOptions = {}) {
@@ -41,10 +42,14 @@ export class ProgressBar {
     this.#interactive = Deno.stderr.isTerminal();
   }
 
-  /** Sets the amount done (and, optionally, a revised total) and redraws if due. */
-  update(done: number, total: number = this.#total): void {
+  /**
+   * Sets the amount done (and, optionally, a revised total and a short status such as the
+   * current loss) and redraws if due.
+   */
+  update(done: number, total: number = this.#total, status?: string): void {
     this.#done = done;
     this.#total = total;
+    if (status !== undefined) this.#status = status;
     const now = performance.now();
     if (now - this.#lastDraw < (this.#interactive ? 100 : 5000)) return;
     this.#lastDraw = now;
@@ -75,6 +80,7 @@ export class ProgressBar {
       line += `${this.#done} `;
     }
     line += `${formatCount(rate)} ${this.#unit}/s`;
+    if (this.#status) line += ` ${this.#status}`;
     if (final) {
       line += ` in ${formatDuration(seconds)}`;
     } else if (this.#total > 0 && rate > 0) {

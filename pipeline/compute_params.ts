@@ -18,7 +18,7 @@ import {
   MAX_PARAMETERS,
   validateConfig,
 } from "../nn/config.ts";
-import { runCli } from "./_cli.ts";
+import { intFlag, runCli } from "./_cli.ts";
 
 /** Chinchilla's compute-optimal ratio of training tokens to parameters. */
 export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
@@ -110,10 +110,10 @@ if (import.meta.main) {
       },
     });
     if (!values.tokens) throw new Error("Pass the dataset size with --tokens N.");
-    const tokens = Number(values.tokens);
+    const tokens = intFlag("tokens", values.tokens);
     const sizing = suggestModel(tokens, {
-      vocabSize: Number(values["vocab-size"]),
-      contextLength: Number(values.context),
+      vocabSize: intFlag("vocab-size", values["vocab-size"]),
+      contextLength: intFlag("context", values.context),
     });
     console.log(formatSizing(tokens, sizing));
   });

@@ -15,7 +15,7 @@ import { dirname } from "node:path";
 import { type HubDataset, hubFileBuffer, listHubParquetFiles } from "./hub.ts";
 import { parquetTextBatches, readTextBatches } from "./text_source.ts";
 import { ProgressBar } from "./_progress.ts";
-import { runCli } from "./_cli.ts";
+import { intFlag, runCli } from "./_cli.ts";
 
 /** FineWeb's 10-billion-token sample, the default source. */
 export const FINEWEB_SAMPLE_10BT: HubDataset = {
@@ -121,7 +121,7 @@ if (import.meta.main) {
     const result = await prepareDataset({
       data: values.data,
       hub: { repo: values.repo, folder: values.folder },
-      rows: Number(values.rows),
+      rows: intFlag("rows", values.rows),
       out: values.out,
       textField: values["text-field"],
       quiet: values.quiet,

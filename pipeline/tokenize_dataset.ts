@@ -23,7 +23,7 @@ import { type BpeTokenizer } from "../tokenizer/bpe.ts";
 import { loadHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
 import { ProgressBar } from "./_progress.ts";
-import { runCli } from "./_cli.ts";
+import { intFlag, runCli } from "./_cli.ts";
 
 /** How documents become rows; see the module documentation. */
 export type TokenizeMethod = "truncate" | "split" | "concat";
@@ -231,8 +231,8 @@ if (import.meta.main) {
       data: values.data,
       tokenizer: values.tokenizer,
       method: values.method as TokenizeMethod,
-      contextLength: Number(values.context),
-      batchSize: Number(values["batch-size"]),
+      contextLength: intFlag("context", values.context, 2),
+      batchSize: intFlag("batch-size", values["batch-size"]),
       out: values.out,
       quiet: values.quiet,
     });

@@ -21,7 +21,7 @@ import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import { DEFAULT_SPECIAL_TOKENS, trainBpe } from "../tokenizer/train_bpe.ts";
 import { countWords } from "../tokenizer/word_counts.ts";
 import { ProgressBar } from "./_progress.ts";
-import { runCli } from "./_cli.ts";
+import { intFlag, runCli } from "./_cli.ts";
 import { readTextBatches } from "./text_source.ts";
 
 /** Settings for {@link trainTokenizer}. */
@@ -115,16 +115,8 @@ if (import.meta.main) {
     if (!values.data) {
       throw new Error("No corpus given; pass --data FILE (text, JSON Lines or Parquet).");
     }
-    const vocabSize = Number(values["vocab-size"]);
-    const minFrequency = Number(values["min-frequency"]);
-    if (!Number.isInteger(vocabSize) || vocabSize < 1) {
-      throw new Error(`--vocab-size must be a positive integer, got "${values["vocab-size"]}".`);
-    }
-    if (!Number.isInteger(minFrequency) || minFrequency < 0) {
-      throw new Error(
-        `--min-frequency must be a non-negative integer, got "${values["min-frequency"]}".`,
-      );
-    }
+    const vocabSize = intFlag("vocab-size", values["vocab-size"]);
+    const minFrequency = intFlag("min-frequency", values["min-frequency"], 0);
     if (values.alphabet !== "bytes" && values.alphabet !== "seen") {
       throw new Error(`--alphabet must be "bytes" or "seen", got "${values.alphabet}".`);
     }
