@@ -11,11 +11,12 @@ import { parseArgs } from "node:util";
 import { acquireGpu } from "../kernels/device.ts";
 import { runCli } from "../pipeline/_cli.ts";
 import { type BenchCase, formatHeader, formatRow, measure } from "./_harness.ts";
+import { attentionCases } from "./attention.ts";
 import { matmulCases } from "./matmul.ts";
 import { opsCases } from "./ops.ts";
 
 /** Every benchmark case, in the order printed. */
-export const allCases: BenchCase[] = [...matmulCases, ...opsCases];
+export const allCases: BenchCase[] = [...matmulCases, ...attentionCases, ...opsCases];
 
 if (import.meta.main) {
   await runCli(async () => {

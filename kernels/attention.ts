@@ -1,0 +1,641 @@
+/**
+ * Fused causal self-attention, forward and backward (FlashAttention-style): the T x T score
+ * matrix is never written to memory, so the extra memory is O(T) per head (one log-sum-exp per
+ * row, plus one float per row during the backward) instead of O(T^2).
+ *
+ * Layout: q, k, v, o and their gradients are (B, NH, T, HS) row-major float32, i.e. each head's
+ * T rows of HS are contiguous (see `attention_layout.ts` for the permutes from and to the qkv
+ * matmul's (B, T, 3C)). `lse` is (B, NH, T): row i's log-sum-exp L_i = m_i + ln(l_i) of its
+ * scaled scores S_ij = q_i . k_j / sqrt(HS), j <= i.
+ *
+ * - Forward: each invocation owns `perLane` query rows of one (batch, head) and walks the keys
+ *   0..(the workgroup's last row) with an online softmax: per key a row computes its score,
+ *   raises its running max m, rescales its running sum l and its HS-vector accumulator, and adds
+ *   p_j v_j; the row's L is saved at the end. Keys after the workgroup's last row are never
+ *   visited (causal skipping halves the work); within the workgroup's rows, later keys score
+ *   MASKED.
+ * - Backward (FlashAttention-2 split, deterministic, no atomics): D_i = dO_i . O_i per row, then
+ *   one kernel owns key rows and loops over the query rows i >= (its first key) accumulating
+ *   dK_j and dV_j, and another owns query rows and loops over keys j <= (its last row)
+ *   accumulating dQ_i. Both recompute P_ij = exp(S_ij - L_i); dS_ij = P_ij (dP_ij - D_i) with
+ *   dP_ij = dO_i . V_j. Every gradient element is written by exactly one invocation.
+ *
+ * Gradients dq, dk, dv are activation gradients: written (`=`), never accumulated.
+ *
+ * Why this shape of kernel (measured on lavapipe, Mesa 25.0, the CPU adapter this project
+ * develops on): an invocation is one lane of an 8-wide SIMD vector, and there every load from a
+ * storage buffer whose index is not a constant is compiled into a scalar load per lane with a
+ * branch around each (workgroup ids and loop counters count as varying), so a load costs tens
+ * of times an arithmetic vector instruction. Workgroup memory would not help (its loads are
+ * per-lane too) and its barriers are costly. What helps is reuse in registers: each invocation
+ * owns 4 rows, so one key row (k_j and v_j, 2 HS loads) serves 4 query rows (8 HS multiply-adds);
+ * this measured 4-5x faster than the unfused path (bench/attention.ts).
+ * The HS loop is unrolled at compile time (HS is a constant: the row vectors live in
+ * registers). Scores are kept in base 2 (q is pre-scaled by log2(e) / sqrt(HS)) so the forward
+ * needs one exp2 per score. On a real GPU the same kernels run with one row per invocation and
+ * 64 invocations per workgroup ({@linkcode GPU_TILES}); a shared-memory tiled variant would be
+ * the next step there.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { batchParts } from "./attention_layout.ts";
+
+/** Compile-time constants of the fused attention kernels. */
+export interface AttentionConstants extends Record<string, number> {
+  /** Head size HS (at most 128); the per-row vectors are unrolled over it. */
+  headSize: number;
+  /** Invocations per workgroup. */
+  lanes: number;
+  /** Rows (queries, or keys for dK/dV) each invocation owns, strided by `lanes`. */
+  perLane: number;
+}
+
+/**
+ * The tile sizes of the fused kernels: invocations per workgroup, and rows per invocation for
+ * each kernel (see {@linkcode AttentionConstants}).
+ */
+export interface AttentionTiles {
+  /** Invocations per workgroup. */
+  lanes: number;
+  /** Query rows per invocation in the forward. */
+  forward: number;
+  /** Query rows per invocation in the dQ kernel. */
+  query: number;
+  /** Key rows per invocation in the dK, dV kernel. */
+  keyValue: number;
+}
+
+/** The largest head size: q, the accumulator and friends live in registers per invocation. */
+export const MAX_HEAD_SIZE = 128;
+
+const LOG2E = Math.LOG2E;
+
+/**
+ * Tile sizes for a CPU adapter (lavapipe), measured at B=4, NH=12, T=1024, HS=64: one 8-wide
+ * SIMD vector of invocations. Every load from a storage buffer there costs a scalar load per
+ * lane, so each invocation owns several rows and a key (or query) row loaded once serves all of
+ * them; more rows than these spilled too much to gain, and took minutes to compile.
+ */
+export const CPU_TILES: AttentionTiles = { lanes: 8, forward: 4, query: 4, keyValue: 4 };
+
+/**
+ * Tile sizes for a real GPU: one row per invocation keeps the register count of HS=64 rows
+ * reasonable, and 64 invocations share each key row through the cache.
+ */
+export const GPU_TILES: AttentionTiles = { lanes: 64, forward: 1, query: 1, keyValue: 1 };
+
+/** Options of the fused attention launchers. */
+export interface AttentionOptions {
+  /** Tile sizes (default: {@linkcode defaultTiles}); benchmarks try others. */
+  tiles?: AttentionTiles;
+  /** Bytes one binding may hold (default: the adapter's limit); tests pass less. */
+  bindingLimit?: number;
+}
+
+/** The tile sizes for `gpu`'s adapter. */
+export function defaultTiles(gpu: Gpu): AttentionTiles {
+  return gpu.adapter.isCpu ? CPU_TILES : GPU_TILES;
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+/** `n` lines of `line(i)`, for unrolling. */
+function unroll(n: number, line: (i: number) => string): string {
+  return range(n).map(line).join("\n");
+}
+
+/** `f(0) + f(1) + ... + f(n - 1)`. */
+function sumOf(n: number, term: (i: number) => string): string {
+  return range(n).map(term).join(" + ");
+}
+
+/**
+ * How a row of HS floats is held: as HS/4 vec4s when HS is a multiple of 4 (then every row and
+ * every batch window start on a vec4), else as HS scalars.
+ */
+function rowType(headSize: number) {
+  const width = headSize % 4 === 0 ? 4 : 1;
+  return {
+    width,
+    n: headSize / width,
+    type: width === 4 ? "vec4f" : "f32",
+    zero: width === 4 ? "vec4f(0.0)" : "0.0",
+    dot: (a: string, b: string) => (width === 4 ? `dot(${a}, ${b})` : `${a} * ${b}`),
+    sum: (a: string) => (width === 4 ? `dot(${a}, vec4f(1.0))` : a),
+  };
+}
+
+function checkConstants({ headSize, lanes, perLane }: AttentionConstants): void {
+  if (!(headSize >= 1 && headSize <= MAX_HEAD_SIZE && Number.isInteger(headSize))) {
+    throw new RangeError(`Head size ${headSize} is not an integer in 1..${MAX_HEAD_SIZE}.`);
+  }
+  if (!(Number.isInteger(lanes) && lanes >= 1 && Number.isInteger(perLane) && perLane >= 1)) {
+    throw new RangeError(
+      `Attention tiles lanes=${lanes}, perLane=${perLane} are invalid; use positive integers.`,
+    );
+  }
+}
+
+// A score that loses every max and whose exp2 is 0; finite, since WGSL leaves inf arithmetic
+// to the implementation.
+const MASKED = "-1e30f";
+
+/**
+ * WGSL that reads row `row` of a head-major tensor into `let` names `${name}_0..` (times
+ * `scale`), through the private array `buf`. The copy loop runs to `params.vecs` (= HS / width,
+ * a uniform) rather than a constant so that the driver cannot unroll it: unrolled, each of the
+ * HS per-lane loads becomes branchy code, and lavapipe took minutes instead of seconds to
+ * compile the backward kernels. Rows are read once per invocation, so the loop costs nothing.
+ */
+function loadRow(tensor: string, row: string, name: string, n: number, scale = ""): string {
+  return `  for (var n = 0u; n < params.vecs; n++) { buf[n] = ${tensor}[hb + ${row} * ${n}u + n]; }
+${unroll(n, (x) => `  let ${name}_${x} = buf[${x}]${scale};`)}`;
+}
+
+/** WGSL that writes `let`/`var` names `${name}_0..` (times `scale`) to row `row` of `tensor`. */
+function storeRow(tensor: string, row: string, name: string, n: number, scale = ""): string {
+  return `${unroll(n, (x) => `    buf[${x}] = ${name}_${x}${scale};`)}
+    for (var n = 0u; n < params.vecs; n++) { ${tensor}[hb + ${row} * ${n}u + n] = buf[n]; }`;
+}
+
+/**
+ * The prologue every fused kernel shares: which head, which rows. Invocation `lid` owns rows
+ * `r0 + t * lanes + lid`, t < perLane; rows past T compute row T-1 and store nothing.
+ */
+function rowsPrologue(n: number, lanes: number, perLane: number, type: string): string {
+  return `  let T = params.T;
+  let head = wid.z * groups.y + wid.y;  // (batch, head) within this batch part
+  let hb = params.base + head * T * ${n}u;  // first vector of this head
+  let r0 = wid.x * ${lanes * perLane}u;
+${unroll(perLane, (t) => `  let row${t} = min(r0 + ${t * lanes}u + lid, T - 1u);`)}
+  var buf: array<${type}, ${n}>;`;
+}
+
+/** WGSL of the fused forward; see the module doc. */
+export const attentionForwardKernel: Kernel<AttentionConstants> = {
+  name: "attention_forward",
+  bindings: ["write", "write", "read", "read", "read", "uniform"],
+  wgsl: (constants) => {
+    checkConstants(constants);
+    const { headSize, lanes, perLane: R } = constants;
+    const { n: N, type, zero, dot } = rowType(headSize);
+    return /* wgsl */ `
+struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+
+@group(0) @binding(0) var<storage, read_write> o: array<${type}>;
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(2) var<storage, read> q: array<${type}>;
+@group(0) @binding(3) var<storage, read> k: array<${type}>;
+@group(0) @binding(4) var<storage, read> v: array<${type}>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size(${lanes})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+${rowsPrologue(N, lanes, R, type)}
+${unroll(R, (t) => loadRow("q", `row${t}`, `q${t}`, N, " * params.scale"))}
+${unroll(R, (t) => unroll(N, (x) => `  var a${t}_${x} = ${zero};`))}
+${unroll(R, (t) => `  var m${t} = ${MASKED};\n  var l${t} = 0.0;`)}
+  // Keys up to the workgroup's last row; later keys are skipped entirely (causal).
+  let end = min(r0 + ${lanes * R}u, T);
+  for (var j = 0u; j < end; j++) {
+    let kb = hb + j * ${N}u;
+${unroll(N, (x) => `    let k_${x} = k[kb + ${x}u];`)}
+${unroll(N, (x) => `    let v_${x} = v[kb + ${x}u];`)}
+${
+      unroll(R, (t) =>
+        `    {
+      let s = select(${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))}, ${MASKED}, j > row${t});
+      // Online softmax with one exp2: whichever of s and m is larger gets weight 1.
+      let e = exp2(-abs(s - m${t}));
+      let up = s > m${t};
+      let alpha = select(1.0, e, up);
+      let p = select(e, 1.0, up);
+      m${t} = max(m${t}, s);
+      l${t} = l${t} * alpha + p;
+${unroll(N, (x) => `      a${t}_${x} = a${t}_${x} * alpha + p * v_${x};`)}
+    }`)
+    }
+  }
+${
+      unroll(R, (t) =>
+        `  if (r0 + ${t * lanes}u + lid < T) {
+    let inv = 1.0 / l${t};
+${storeRow("o", `row${t}`, `a${t}`, N, " * inv")}
+    lse[params.baseL + head * T + row${t}] = (m${t} + log2(l${t})) * ${Math.LN2};
+  }`)
+    }
+}
+`;
+  },
+};
+
+/** WGSL of the backward's first step: D_i = dO_i . O_i per row, into a (rows) scratch. */
+export const attentionBackwardDotKernel: Kernel<Pick<AttentionConstants, "headSize">> = {
+  name: "attention_backward_dot",
+  bindings: ["write", "read", "read", "uniform"],
+  wgsl: ({ headSize }) => {
+    const { n: N, type, zero, sum } = rowType(headSize);
+    return /* wgsl */ `
+struct Params { rows: u32, base: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dsum: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<${type}>;
+@group(0) @binding(2) var<storage, read> o: array<${type}>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let r = (wid.x + wid.y * groups.x) * 64u + lid;
+  if (r >= params.rows) { return; }
+  let b = params.base + r * ${N}u;
+  var acc = ${zero};
+  for (var n = 0u; n < ${N}u; n++) { acc += dout[b + n] * o[b + n]; }
+  dsum[r] = ${sum("acc")};
+}
+`;
+  },
+};
+
+/** WGSL of dQ: each invocation owns query rows and loops over keys j <= i. */
+export const attentionBackwardQueryKernel: Kernel<AttentionConstants> = {
+  name: "attention_backward_query",
+  bindings: ["write", "read", "read", "read", "read", "read", "read", "uniform"],
+  wgsl: (constants) => {
+    checkConstants(constants);
+    const { headSize, lanes, perLane: R } = constants;
+    const { n: N, type, zero, dot } = rowType(headSize);
+    return /* wgsl */ `
+struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dq: array<${type}>;
+@group(0) @binding(1) var<storage, read> q: array<${type}>;
+@group(0) @binding(2) var<storage, read> k: array<${type}>;
+@group(0) @binding(3) var<storage, read> v: array<${type}>;
+@group(0) @binding(4) var<storage, read> dout: array<${type}>;
+@group(0) @binding(5) var<storage, read> lse: array<f32>;
+@group(0) @binding(6) var<storage, read> dsum: array<f32>;
+@group(0) @binding(7) var<uniform> params: Params;
+
+@compute @workgroup_size(${lanes})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+${rowsPrologue(N, lanes, R, type)}
+${unroll(R, (t) => loadRow("q", `row${t}`, `q${t}`, N, " * params.scale"))}
+${unroll(R, (t) => loadRow("dout", `row${t}`, `do${t}`, N))}
+${
+      unroll(R, (t) =>
+        `  let li${t} = lse[params.baseL + head * T + row${t}] * ${LOG2E};  // base 2, like s\n` +
+        `  let di${t} = dsum[head * T + row${t}];`)
+    }
+${unroll(R, (t) => unroll(N, (x) => `  var g${t}_${x} = ${zero};`))}
+  let end = min(r0 + ${lanes * R}u, T);
+  for (var j = 0u; j < end; j++) {
+    let kb = hb + j * ${N}u;
+${unroll(N, (x) => `    let k_${x} = k[kb + ${x}u];`)}
+${unroll(N, (x) => `    let v_${x} = v[kb + ${x}u];`)}
+${
+      unroll(R, (t) =>
+        `    {
+      let s = ${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))};
+      let dp = ${sumOf(N, (x) => dot(`do${t}_${x}`, `v_${x}`))};
+      let p = select(exp2(s - li${t}), 0.0, j > row${t});
+      let ds = p * (dp - di${t});
+${unroll(N, (x) => `      g${t}_${x} += ds * k_${x};`)}
+    }`)
+    }
+  }
+${
+      unroll(R, (t) =>
+        `  if (r0 + ${t * lanes}u + lid < T) {
+${storeRow("dq", `row${t}`, `g${t}`, N, " * params.invSqrt")}
+  }`)
+    }
+}
+`;
+  },
+};
+
+/** WGSL of dK and dV: each invocation owns key rows and loops over queries i >= j. */
+export const attentionBackwardKeyValueKernel: Kernel<AttentionConstants> = {
+  name: "attention_backward_key_value",
+  bindings: ["write", "write", "read", "read", "read", "read", "read", "read", "uniform"],
+  wgsl: (constants) => {
+    checkConstants(constants);
+    const { headSize, lanes, perLane: R } = constants;
+    const { n: N, type, zero, dot } = rowType(headSize);
+    return /* wgsl */ `
+struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+
+@group(0) @binding(0) var<storage, read_write> dk: array<${type}>;
+@group(0) @binding(1) var<storage, read_write> dv: array<${type}>;
+@group(0) @binding(2) var<storage, read> q: array<${type}>;
+@group(0) @binding(3) var<storage, read> k: array<${type}>;
+@group(0) @binding(4) var<storage, read> v: array<${type}>;
+@group(0) @binding(5) var<storage, read> dout: array<${type}>;
+@group(0) @binding(6) var<storage, read> lse: array<f32>;
+@group(0) @binding(7) var<storage, read> dsum: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+@compute @workgroup_size(${lanes})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+${rowsPrologue(N, lanes, R, type)}
+${unroll(R, (t) => loadRow("k", `row${t}`, `k${t}`, N, " * params.scale"))}
+${unroll(R, (t) => loadRow("v", `row${t}`, `v${t}`, N))}
+${unroll(R, (t) => unroll(N, (x) => `  var gk${t}_${x} = ${zero};\n  var gv${t}_${x} = ${zero};`))}
+  // Queries from the workgroup's first key row on; earlier queries never see these keys.
+  for (var i = r0; i < T; i++) {
+    let qb = hb + i * ${N}u;
+${unroll(N, (x) => `    let q_${x} = q[qb + ${x}u];`)}
+${unroll(N, (x) => `    let do_${x} = dout[qb + ${x}u];`)}
+    let li = lse[params.baseL + head * T + i] * ${LOG2E};
+    let di = dsum[head * T + i];
+${
+      unroll(R, (t) =>
+        `    {
+      let s = ${sumOf(N, (x) => dot(`k${t}_${x}`, `q_${x}`))};
+      let dp = ${sumOf(N, (x) => dot(`v${t}_${x}`, `do_${x}`))};
+      let p = select(exp2(s - li), 0.0, i < row${t});
+      let ds = p * (dp - di);
+${unroll(N, (x) => `      gv${t}_${x} += p * do_${x};\n      gk${t}_${x} += ds * q_${x};`)}
+    }`)
+    }
+  }
+${
+      unroll(R, (t) =>
+        `  if (r0 + ${t * lanes}u + lid < T) {
+${storeRow("dk", `row${t}`, `gk${t}`, N, " * params.invSqrt")}
+${storeRow("dv", `row${t}`, `gv${t}`, N)}
+  }`)
+    }
+}
+`;
+  },
+};
+
+function checkShapes(
+  gpu: Gpu,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+  tiles: AttentionTiles,
+  bindingLimit?: number,
+) {
+  for (const [name, value] of [["B", B], ["NH", NH], ["T", T], ["HS", HS]] as const) {
+    if (!Number.isInteger(value) || value < 0) {
+      throw new RangeError(`Attention size ${name}=${value} is not a non-negative integer.`);
+    }
+  }
+  if (HS > MAX_HEAD_SIZE) {
+    throw new RangeError(
+      `Head size ${HS} is over the fused attention's maximum of ${MAX_HEAD_SIZE}; use more heads.`,
+    );
+  }
+  const fewestRows = tiles.lanes * Math.min(tiles.forward, tiles.query, tiles.keyValue);
+  if (NH > 65535 || Math.ceil(T / fewestRows) > 65535) {
+    throw new RangeError(`Attention with NH=${NH}, T=${T} needs more than 65535 workgroups a row.`);
+  }
+  return batchParts(gpu, B, NH * T * HS, bindingLimit);
+}
+
+/** Binds the same element window of several (B, NH, T, HS) tensors. */
+function windows(gpu: Gpu, buffers: GPUBuffer[], first: number, count: number) {
+  const views = buffers.map((b) => bufferWindow(gpu, b, first, count));
+  return { bindings: views.map((w) => w.binding), elementOffset: views[0].elementOffset };
+}
+
+/**
+ * Records the fused causal attention forward: `o` = softmax(q k^T / sqrt(HS), causal) v per head,
+ * and `lse` (B, NH, T) the log-sum-exp of each row's scores, for the backward.
+ *
+ * @param o output (B, NH, T, HS)
+ * @param lse output (B, NH, T)
+ * @param q queries (B, NH, T, HS); `k`, `v` likewise
+ * @param options tile sizes and binding limit, for benchmarks and tests
+ */
+export async function attentionForward(
+  gpu: Gpu,
+  o: GPUBuffer,
+  lse: GPUBuffer,
+  q: GPUBuffer,
+  k: GPUBuffer,
+  v: GPUBuffer,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+  options: AttentionOptions = {},
+): Promise<void> {
+  const tiles = options.tiles ?? defaultTiles(gpu);
+  const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
+  if (B * NH * T * HS === 0) return;
+  const { width } = rowType(HS);
+  for (const { first, count } of parts) {
+    const n = NH * T * HS;
+    const w = windows(gpu, [o, q, k, v], first * n, count * n);
+    const l = bufferWindow(gpu, lse, first * NH * T, count * NH * T);
+    const params = gpu.uniform(uniforms({
+      T: ["u32", T],
+      base: ["u32", w.elementOffset / width],
+      baseL: ["u32", l.elementOffset],
+      scale: ["f32", LOG2E / Math.sqrt(HS)],
+      invSqrt: ["f32", 1 / Math.sqrt(HS)],
+      vecs: ["u32", HS / width],
+    }));
+    const [ow, qw, kw, vw] = w.bindings;
+    await gpu.run(
+      attentionForwardKernel,
+      { headSize: HS, lanes: tiles.lanes, perLane: tiles.forward },
+      [ow, l.binding, qw, kw, vw, params],
+      [Math.ceil(T / (tiles.lanes * tiles.forward)), NH, count],
+    );
+  }
+}
+
+/**
+ * Records the fused causal attention backward. Needs the forward's `o` and `lse`; writes (`=`)
+ * `dq`, `dk`, `dv`. Uses a (B, NH, T) float scratch for D_i = dO_i . O_i.
+ *
+ * @param dq output (B, NH, T, HS); `dk`, `dv` likewise
+ * @param dout gradient of the loss with respect to `o`, (B, NH, T, HS)
+ * @param q the forward's inputs (B, NH, T, HS); `k`, `v`, and its output `o`, likewise
+ * @param lse the forward's log-sum-exps (B, NH, T)
+ * @param options tile sizes and binding limit, for benchmarks and tests
+ */
+export async function attentionBackward(
+  gpu: Gpu,
+  dq: GPUBuffer,
+  dk: GPUBuffer,
+  dv: GPUBuffer,
+  dout: GPUBuffer,
+  q: GPUBuffer,
+  k: GPUBuffer,
+  v: GPUBuffer,
+  o: GPUBuffer,
+  lse: GPUBuffer,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+  options: AttentionOptions = {},
+): Promise<void> {
+  const tiles = options.tiles ?? defaultTiles(gpu);
+  const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
+  if (B * NH * T * HS === 0) return;
+  const { width } = rowType(HS);
+  for (const { first, count } of parts) {
+    const n = NH * T * HS;
+    const w = windows(gpu, [dq, dk, dv, dout, q, k, v, o], first * n, count * n);
+    const [dqw, dkw, dvw, dow, qw, kw, vw, ow] = w.bindings;
+    const l = bufferWindow(gpu, lse, first * NH * T, count * NH * T);
+    const rows = count * NH * T;
+    const dsum = gpu.acquire(rows * 4, undefined, "attention D");
+    const base = w.elementOffset / width;
+    await gpu.run(
+      attentionBackwardDotKernel,
+      { headSize: HS },
+      [dsum, dow, ow, gpu.uniform(uniforms({ rows: ["u32", rows], base: ["u32", base] }))],
+      grid2d(Math.ceil(rows / 64)),
+    );
+    const params = gpu.uniform(uniforms({
+      T: ["u32", T],
+      base: ["u32", base],
+      baseL: ["u32", l.elementOffset],
+      scale: ["f32", LOG2E / Math.sqrt(HS)],
+      invSqrt: ["f32", 1 / Math.sqrt(HS)],
+      vecs: ["u32", HS / width],
+    }));
+    const { lanes, keyValue, query } = tiles;
+    await gpu.run(
+      attentionBackwardKeyValueKernel,
+      { headSize: HS, lanes, perLane: keyValue },
+      [dkw, dvw, qw, kw, vw, dow, l.binding, dsum, params],
+      [Math.ceil(T / (lanes * keyValue)), NH, count],
+    );
+    await gpu.run(
+      attentionBackwardQueryKernel,
+      { headSize: HS, lanes, perLane: query },
+      [dqw, qw, kw, vw, dow, l.binding, dsum, params],
+      [Math.ceil(T / (lanes * query)), NH, count],
+    );
+    gpu.release(dsum);
+  }
+}
+
+type Floats = Float32Array | Float64Array;
+
+/**
+ * The causal softmax of one head's scaled scores into `att` (T, T) (zeros above the diagonal),
+ * and each row's log-sum-exp into `lse` at `lseBase`. Computed in float64.
+ */
+function causalSoftmax(
+  att: Float64Array,
+  lse: Floats | null,
+  lseBase: number,
+  q: Floats,
+  k: Floats,
+  base: number,
+  T: number,
+  HS: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  att.fill(0);
+  for (let i = 0; i < T; i++) {
+    let max = -Infinity;
+    for (let j = 0; j <= i; j++) {
+      let s = 0;
+      for (let d = 0; d < HS; d++) s += q[base + i * HS + d] * k[base + j * HS + d];
+      att[i * T + j] = s * scale;
+      max = Math.max(max, s * scale);
+    }
+    let sum = 0;
+    for (let j = 0; j <= i; j++) sum += Math.exp(att[i * T + j] - max);
+    for (let j = 0; j <= i; j++) att[i * T + j] = Math.exp(att[i * T + j] - max) / sum;
+    if (lse) lse[lseBase + i] = max + Math.log(sum);
+  }
+}
+
+/**
+ * CPU reference of {@linkcode attentionForward}, naive: materializes each head's T x T
+ * probabilities, in float64 whatever the array type.
+ */
+export function attentionForwardCpu(
+  o: Floats,
+  lse: Floats,
+  q: Floats,
+  k: Floats,
+  v: Floats,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+): void {
+  const att = new Float64Array(T * T);
+  for (let bh = 0; bh < B * NH; bh++) {
+    const base = bh * T * HS;
+    causalSoftmax(att, lse, bh * T, q, k, base, T, HS);
+    for (let i = 0; i < T; i++) {
+      for (let d = 0; d < HS; d++) {
+        let sum = 0;
+        for (let j = 0; j <= i; j++) sum += att[i * T + j] * v[base + j * HS + d];
+        o[base + i * HS + d] = sum;
+      }
+    }
+  }
+}
+
+/**
+ * CPU reference of {@linkcode attentionBackward}, naive (llm.c's formulation, independent of the
+ * GPU's): recomputes each head's probabilities P, then dP = dO V^T, dV = P^T dO,
+ * dS = P (dP - rowsum(P dP)), dQ = dS K / sqrt(HS), dK = dS^T Q / sqrt(HS). Writes (`=`).
+ */
+export function attentionBackwardCpu(
+  dq: Floats,
+  dk: Floats,
+  dv: Floats,
+  dout: Floats,
+  q: Floats,
+  k: Floats,
+  v: Floats,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+): void {
+  const scale = 1 / Math.sqrt(HS);
+  const att = new Float64Array(T * T), dAtt = new Float64Array(T * T);
+  // One head's gradients, summed in float64 and then written out.
+  const gq = new Float64Array(T * HS), gk = new Float64Array(T * HS), gv = new Float64Array(T * HS);
+  for (let bh = 0; bh < B * NH; bh++) {
+    const base = bh * T * HS;
+    causalSoftmax(att, null, 0, q, k, base, T, HS);
+    gq.fill(0), gk.fill(0), gv.fill(0);
+    for (let i = 0; i < T; i++) {
+      let rowDot = 0;
+      for (let j = 0; j <= i; j++) {
+        let dp = 0;
+        for (let d = 0; d < HS; d++) {
+          dp += dout[base + i * HS + d] * v[base + j * HS + d];
+          gv[j * HS + d] += att[i * T + j] * dout[base + i * HS + d];
+        }
+        dAtt[i * T + j] = dp;
+        rowDot += att[i * T + j] * dp;
+      }
+      for (let j = 0; j <= i; j++) {
+        const ds = att[i * T + j] * (dAtt[i * T + j] - rowDot) * scale;
+        for (let d = 0; d < HS; d++) {
+          gq[i * HS + d] += ds * k[base + j * HS + d];
+          gk[j * HS + d] += ds * q[base + i * HS + d];
+        }
+      }
+    }
+    dq.set(gq, base), dk.set(gk, base), dv.set(gv, base);
+  }
+}

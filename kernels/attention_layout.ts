@@ -1,0 +1,350 @@
+/**
+ * The head layout permutes around attention, forward and backward.
+ *
+ * The qkv matmul writes tokens-major rows, `qkv` (B, T, 3C) with C = NH * HS: for token t the
+ * row holds q (C), then k (C), then v (C), and each of those is NH heads of HS. Attention wants
+ * head-major tensors, (B, NH, T, HS) row-major, so that one head's T rows of HS are contiguous:
+ *
+ * - {@linkcode splitHeadsForward}: qkv (B, T, 3C) -> q, k, v (B, NH, T, HS), and
+ *   {@linkcode splitHeadsBackward}: dq, dk, dv (B, NH, T, HS) -> dqkv (B, T, 3C).
+ * - {@linkcode mergeHeadsForward}: y (B, NH, T, HS) -> (B, T, C), the input of the projection, and
+ *   {@linkcode mergeHeadsBackward}: dy (B, T, C) -> (B, NH, T, HS).
+ *
+ * All four are pure permutations, so their gradients are activation gradients: written (`=`),
+ * never accumulated. Tensors larger than one binding (e.g. qkv at B=16, T=1024, C=768 is 144 MiB,
+ * over lavapipe's 128 MiB) are processed in batch parts through buffer windows; see
+ * {@linkcode batchParts}.
+ *
+ * @module
+ */
+
+import { bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
+
+/** Compile-time constants of the head permutes. */
+export interface HeadLayoutConstants extends Record<string, number> {
+  /** Head size HS; a constant so `c / HS` compiles to a multiply, not a per-lane division. */
+  headSize: number;
+}
+
+const WORKGROUP_SIZE = 64;
+
+/**
+ * One invocation per element: `c` indexes the C channels of one token (x), the token is y and
+ * the batch z. The tokens tensor is (B, T, width) and the channels sit at columns
+ * [slot, slot + C); the heads tensor is (B, NH, T, HS).
+ */
+function headPermuteWgsl(headSize: number, toHeads: boolean): string {
+  const tokens = `tokens[params.baseTokens + (b * params.T + t) * params.width + params.slot + c]`;
+  const heads = `heads[params.baseHeads + ((b * params.NH + h) * params.T + t) * ${headSize}u + d]`;
+  return /* wgsl */ `
+struct Params { T: u32, NH: u32, width: u32, slot: u32, baseTokens: u32, baseHeads: u32 }
+
+@group(0) @binding(0) var<storage, read_write> ${toHeads ? "heads" : "tokens"}: array<f32>;
+@group(0) @binding(1) var<storage, read> ${toHeads ? "tokens" : "heads"}: array<f32>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+@compute @workgroup_size(${WORKGROUP_SIZE})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let c = wid.x * ${WORKGROUP_SIZE}u + lid;
+  if (c >= params.NH * ${headSize}u) { return; }
+  let t = wid.y;
+  let b = wid.z;
+  let h = c / ${headSize}u;
+  let d = c % ${headSize}u;
+  ${toHeads ? `${heads} = ${tokens};` : `${tokens} = ${heads};`}
+}
+`;
+}
+
+/** WGSL of the tokens-major (B, T, width) -> head-major (B, NH, T, HS) permute. */
+export const tokensToHeadsKernel: Kernel<HeadLayoutConstants> = {
+  name: "attention_tokens_to_heads",
+  bindings: ["write", "read", "uniform"],
+  wgsl: ({ headSize }) => headPermuteWgsl(headSize, true),
+};
+
+/** WGSL of the head-major (B, NH, T, HS) -> tokens-major (B, T, width) permute. */
+export const headsToTokensKernel: Kernel<HeadLayoutConstants> = {
+  name: "attention_heads_to_tokens",
+  bindings: ["write", "read", "uniform"],
+  wgsl: ({ headSize }) => headPermuteWgsl(headSize, false),
+};
+
+/** A run of whole batches, `[first, first + count)`, whose tensors fit one binding each. */
+export interface BatchPart {
+  /** Index of the first batch of the part. */
+  first: number;
+  /** Number of batches in the part. */
+  count: number;
+}
+
+/**
+ * Splits `batches` into parts small enough that every tensor a kernel binds fits one storage
+ * binding, given the largest tensor's elements per batch (float32). Windows start on a 256-byte
+ * boundary at or before the part's first element, hence the 256 bytes of slack.
+ *
+ * @param bindingLimit bytes one binding may hold; at most the adapter's (tests pass less, to
+ *   exercise the split).
+ * @throws {RangeError} when a single batch is already over the binding limit.
+ */
+export function batchParts(
+  gpu: Gpu,
+  batches: number,
+  elementsPerBatch: number,
+  bindingLimit = gpu.maxBinding,
+): BatchPart[] {
+  const limit = Math.min(bindingLimit, gpu.maxBinding);
+  const bytes = elementsPerBatch * 4;
+  const count = Math.floor((limit - 256) / bytes);
+  if (count < 1) {
+    throw new RangeError(
+      `One batch of ${bytes} bytes is over the binding limit of ${limit} bytes; use a shorter ` +
+        "sequence or a smaller model.",
+    );
+  }
+  const parts: BatchPart[] = [];
+  for (let first = 0; first < batches; first += count) {
+    parts.push({ first, count: Math.min(count, batches - first) });
+  }
+  return parts;
+}
+
+/** Options of the head permutes. */
+export interface HeadLayoutOptions {
+  /** Bytes one binding may hold (default: the adapter's limit); tests pass less. */
+  bindingLimit?: number;
+}
+
+/** Checks that C splits into NH heads; returns the head size. */
+export function headSizeOf(C: number, NH: number): number {
+  const headSize = C / NH;
+  if (!Number.isInteger(headSize) || headSize < 1) {
+    throw new RangeError(
+      `Channels C=${C} do not split into NH=${NH} heads; C must be a multiple of NH.`,
+    );
+  }
+  return headSize;
+}
+
+/**
+ * Records one permute between the tokens tensor (B, T, width), columns [slot, slot + C), and the
+ * heads tensor (B, NH, T, HS), in the direction `kernel` says.
+ */
+async function permuteHeads(
+  gpu: Gpu,
+  kernel: Kernel<HeadLayoutConstants>,
+  tokens: GPUBuffer,
+  heads: GPUBuffer,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  width: number,
+  slot: number,
+  bindingLimit?: number,
+): Promise<void> {
+  const headSize = headSizeOf(C, NH);
+  if (T > 65535) {
+    throw new RangeError(`Sequence length T=${T} is over the 65535 the head permutes take.`);
+  }
+  if (B === 0 || T === 0) return;
+  for (const { first, count } of batchParts(gpu, B, T * width, bindingLimit)) {
+    const tok = bufferWindow(gpu, tokens, first * T * width, count * T * width);
+    const hd = bufferWindow(gpu, heads, first * T * C, count * T * C);
+    const params = gpu.uniform(uniforms({
+      T: ["u32", T],
+      NH: ["u32", NH],
+      width: ["u32", width],
+      slot: ["u32", slot],
+      baseTokens: ["u32", tok.elementOffset],
+      baseHeads: ["u32", hd.elementOffset],
+    }));
+    const [out, input] = kernel === tokensToHeadsKernel
+      ? [hd.binding, tok.binding]
+      : [tok.binding, hd.binding];
+    await gpu.run(kernel, { headSize }, [out, input, params], [
+      Math.ceil(C / WORKGROUP_SIZE),
+      T,
+      count,
+    ]);
+  }
+}
+
+/**
+ * Records the split of the qkv matmul's output into heads: `qkv` (B, T, 3C) -> `q`, `k`, `v`
+ * (B, NH, T, HS), HS = C / NH.
+ */
+export async function splitHeadsForward(
+  gpu: Gpu,
+  q: GPUBuffer,
+  k: GPUBuffer,
+  v: GPUBuffer,
+  qkv: GPUBuffer,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  options: HeadLayoutOptions = {},
+): Promise<void> {
+  const outs = [q, k, v];
+  for (let s = 0; s < 3; s++) {
+    await permuteHeads(
+      gpu,
+      tokensToHeadsKernel,
+      qkv,
+      outs[s],
+      B,
+      T,
+      C,
+      NH,
+      3 * C,
+      s * C,
+      options.bindingLimit,
+    );
+  }
+}
+
+/**
+ * Records the backward of {@linkcode splitHeadsForward}: `dq`, `dk`, `dv` (B, NH, T, HS) ->
+ * `dqkv` (B, T, 3C), written (`=`).
+ */
+export async function splitHeadsBackward(
+  gpu: Gpu,
+  dqkv: GPUBuffer,
+  dq: GPUBuffer,
+  dk: GPUBuffer,
+  dv: GPUBuffer,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  options: HeadLayoutOptions = {},
+): Promise<void> {
+  const ins = [dq, dk, dv];
+  for (let s = 0; s < 3; s++) {
+    await permuteHeads(
+      gpu,
+      headsToTokensKernel,
+      dqkv,
+      ins[s],
+      B,
+      T,
+      C,
+      NH,
+      3 * C,
+      s * C,
+      options.bindingLimit,
+    );
+  }
+}
+
+/** Records the merge of attention's output heads: `o` (B, NH, T, HS) -> `y` (B, T, C). */
+export async function mergeHeadsForward(
+  gpu: Gpu,
+  y: GPUBuffer,
+  o: GPUBuffer,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  options: HeadLayoutOptions = {},
+): Promise<void> {
+  await permuteHeads(gpu, headsToTokensKernel, y, o, B, T, C, NH, C, 0, options.bindingLimit);
+}
+
+/**
+ * Records the backward of {@linkcode mergeHeadsForward}: `dy` (B, T, C) -> `dout`
+ * (B, NH, T, HS), written (`=`).
+ */
+export async function mergeHeadsBackward(
+  gpu: Gpu,
+  dout: GPUBuffer,
+  dy: GPUBuffer,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  options: HeadLayoutOptions = {},
+): Promise<void> {
+  await permuteHeads(gpu, tokensToHeadsKernel, dy, dout, B, T, C, NH, C, 0, options.bindingLimit);
+}
+
+type Floats = Float32Array | Float64Array;
+
+/** Visits every (token-tensor index, head-tensor index) pair of the permute. */
+function forEachHeadElement(
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  width: number,
+  slot: number,
+  visit: (tokenIndex: number, headIndex: number) => void,
+): void {
+  const HS = headSizeOf(C, NH);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      for (let h = 0; h < NH; h++) {
+        for (let d = 0; d < HS; d++) {
+          visit((b * T + t) * width + slot + h * HS + d, ((b * NH + h) * T + t) * HS + d);
+        }
+      }
+    }
+  }
+}
+
+/** CPU reference of {@linkcode splitHeadsForward}. */
+export function splitHeadsForwardCpu(
+  q: Floats,
+  k: Floats,
+  v: Floats,
+  qkv: Floats,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): void {
+  [q, k, v].forEach((out, s) =>
+    forEachHeadElement(B, T, C, NH, 3 * C, s * C, (ti, hi) => out[hi] = qkv[ti])
+  );
+}
+
+/** CPU reference of {@linkcode splitHeadsBackward}. */
+export function splitHeadsBackwardCpu(
+  dqkv: Floats,
+  dq: Floats,
+  dk: Floats,
+  dv: Floats,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): void {
+  [dq, dk, dv].forEach((grad, s) =>
+    forEachHeadElement(B, T, C, NH, 3 * C, s * C, (ti, hi) => dqkv[ti] = grad[hi])
+  );
+}
+
+/** CPU reference of {@linkcode mergeHeadsForward}. */
+export function mergeHeadsForwardCpu(
+  y: Floats,
+  o: Floats,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): void {
+  forEachHeadElement(B, T, C, NH, C, 0, (ti, hi) => y[ti] = o[hi]);
+}
+
+/** CPU reference of {@linkcode mergeHeadsBackward}. */
+export function mergeHeadsBackwardCpu(
+  dout: Floats,
+  dy: Floats,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): void {
+  forEachHeadElement(B, T, C, NH, C, 0, (ti, hi) => dout[hi] = dy[ti]);
+}
