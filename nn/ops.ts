@@ -6,7 +6,15 @@
  * @module
  */
 
+import { attentionBackward, attentionForward } from "../kernels/attention.ts";
+import {
+  mergeHeadsBackward,
+  mergeHeadsForward,
+  splitHeadsBackward,
+  splitHeadsForward,
+} from "../kernels/attention_layout.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
+import { linearBackward, linearForward } from "../kernels/matmul.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 import { geluBackward, geluForward } from "../kernels/gelu.ts";
 import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
@@ -183,4 +191,83 @@ export async function crossEntropyLoss(
     return Promise.resolve(); // dlogits were written with the loss
   });
   return losses;
+}
+
+/**
+ * A linear layer, `out (..., OC) = x (..., C) · weightᵀ + bias`, with `weight (OC, C)` and
+ * `bias (OC)` or none (GPT-2's tied lm head); with `gelu`, GELU is fused into the product's
+ * store (GPT-2's `mlp.c_fc`), keeping the pre-activation for the backward.
+ */
+export async function linear(
+  tape: Tape,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  { gelu = false } = {},
+): Promise<Tensor> {
+  const [OC, C] = weight.shape, BT = x.size / C;
+  if (lastDim(x) !== C) {
+    throw new Error(`linear() got input [${x.shape}] for a weight of [${weight.shape}].`);
+  }
+  const outShape = [...x.shape.slice(0, -1), OC];
+  const out = tape.tensor(outShape, gelu ? "linear_gelu" : "linear");
+  const pre = gelu ? tape.scratch(BT * OC, "pre_gelu") : undefined;
+  await linearForward(
+    tape.gpu,
+    out.buffer,
+    x.buffer,
+    weight.buffer,
+    bias?.buffer ?? null,
+    BT,
+    C,
+    OC,
+    {
+      gelu,
+      pre,
+    },
+  );
+  tape.record(
+    gelu ? "linear_gelu" : "linear",
+    bias ? [x, weight, bias] : [x, weight],
+    out,
+    async () => {
+      const dout = out.grad;
+      if (pre) {
+        // Through the fused GELU first: dpre = gelu'(pre) · dout, in place in out's gradient.
+        await geluBackward(tape.gpu, dout, pre, dout, BT * OC);
+      }
+      const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
+      await tape.writeGrad(
+        x,
+        (dx) =>
+          linearBackward(tape.gpu, dx, dweight, dbias, dout, x.buffer, weight.buffer, BT, C, OC),
+      );
+    },
+  );
+  return out;
+}
+
+/**
+ * Causal multi-head self-attention from the fused `qkv (B, T, 3C)` projection to `y (B, T, C)`:
+ * split into heads (B, NH, T, HS), FlashAttention-style fused attention (no T×T matrix in
+ * memory), and heads merged back.
+ */
+export async function causalSelfAttention(tape: Tape, qkv: Tensor, nHead: number): Promise<Tensor> {
+  const [B, T, C3] = qkv.shape, C = C3 / 3, NH = nHead, HS = C / NH;
+  const gpu = tape.gpu, n = B * T * C;
+  const q = tape.scratch(n, "q"), k = tape.scratch(n, "k"), v = tape.scratch(n, "v");
+  const o = tape.scratch(n, "attn_o"), lse = tape.scratch(B * NH * T, "attn_lse");
+  await splitHeadsForward(gpu, q, k, v, qkv.buffer, B, T, C, NH);
+  await attentionForward(gpu, o, lse, q, k, v, B, NH, T, HS);
+  const y = tape.tensor([B, T, C], "attn_y");
+  await mergeHeadsForward(gpu, y.buffer, o, B, T, C, NH);
+  tape.record("causal_self_attention", [qkv], y, async () => {
+    const dO = gpu.acquire(n * 4), dq = gpu.acquire(n * 4), dk = gpu.acquire(n * 4);
+    const dv = gpu.acquire(n * 4);
+    await mergeHeadsBackward(gpu, dO, y.grad, B, T, C, NH);
+    await attentionBackward(gpu, dq, dk, dv, dO, q, k, v, o, lse, B, NH, T, HS);
+    await tape.writeGrad(qkv, (dqkv) => splitHeadsBackward(gpu, dqkv, dq, dk, dv, B, T, C, NH));
+    for (const buffer of [dO, dq, dk, dv]) gpu.release(buffer);
+  });
+  return y;
 }

@@ -38,3 +38,17 @@ export function numberFlag(name: string, value: string, above = 0): number {
   }
   return parsed;
 }
+
+/**
+ * A signal that the first Ctrl-C aborts, so long work can stop after its current step and save
+ * what it has; a second Ctrl-C quits at once.
+ */
+export function interruptSignal(): AbortSignal {
+  const interrupt = new AbortController();
+  Deno.addSignalListener("SIGINT", () => {
+    if (interrupt.signal.aborted) Deno.exit(130);
+    console.error("\nstopping after this step (a checkpoint will be saved); Ctrl-C again quits");
+    interrupt.abort();
+  });
+  return interrupt.signal;
+}

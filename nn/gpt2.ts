@@ -1,0 +1,170 @@
+/**
+ * GPT-2 (Radford et al., 2019) on the autograd tape. Parameter names follow the GPT-2
+ * checkpoint (`wte`, `wpe`, `h.N.attn.c_attn.weight`, `ln_f.bias`, ...), so loading and exporting
+ * are name maps; weights are stored `(out, in)` as in llm.c (Hugging Face's Conv1D stores the
+ * transpose). The output head is tied to `wte`.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../kernels/device.ts";
+import { type GPT2Config, validateConfig } from "./config.ts";
+import {
+  add,
+  causalSelfAttention,
+  crossEntropyLoss,
+  embed,
+  layernorm,
+  linear,
+  type LossTargets,
+  type TokenBatch,
+} from "./ops.ts";
+import { Random } from "./random.ts";
+import type { Tape } from "./tape.ts";
+import { Tensor } from "./tensor.ts";
+
+/** How a parameter is initialized, and whether AdamW decays it. */
+interface ParameterSpec {
+  name: string;
+  shape: number[];
+  init: "normal" | "zeros" | "ones";
+  /** Standard deviation of a normal initialization. */
+  std?: number;
+  /** Matrices and embeddings decay; biases and layernorm parameters do not. */
+  decay: boolean;
+}
+
+/** Every parameter of a GPT-2 model, in checkpoint order. */
+export function gpt2ParameterSpecs(config: GPT2Config): ParameterSpec[] {
+  const { vocabSize: V, contextLength: T, nLayer: L, nEmbd: C } = config;
+  // GPT-2 scales the init of projections into the residual stream by 1/sqrt(2L): each block adds
+  // two of them, and the stream's variance would otherwise grow with depth.
+  const residualStd = 0.02 / Math.sqrt(2 * L);
+  const specs: ParameterSpec[] = [
+    { name: "wte", shape: [V, C], init: "normal", std: 0.02, decay: true },
+    { name: "wpe", shape: [T, C], init: "normal", std: 0.01, decay: true },
+  ];
+  const norm = (name: string) => [
+    { name: `${name}.weight`, shape: [C], init: "ones" as const, decay: false },
+    { name: `${name}.bias`, shape: [C], init: "zeros" as const, decay: false },
+  ];
+  const dense = (name: string, out: number, inp: number, std: number) => [
+    { name: `${name}.weight`, shape: [out, inp], init: "normal" as const, std, decay: true },
+    { name: `${name}.bias`, shape: [out], init: "zeros" as const, decay: false },
+  ];
+  for (let i = 0; i < L; i++) {
+    specs.push(
+      ...norm(`h.${i}.ln_1`),
+      ...dense(`h.${i}.attn.c_attn`, 3 * C, C, 0.02),
+      ...dense(`h.${i}.attn.c_proj`, C, C, residualStd),
+      ...norm(`h.${i}.ln_2`),
+      ...dense(`h.${i}.mlp.c_fc`, 4 * C, C, 0.02),
+      ...dense(`h.${i}.mlp.c_proj`, C, 4 * C, residualStd),
+    );
+  }
+  specs.push(...norm("ln_f"));
+  return specs;
+}
+
+/** A GPT-2 model: its configuration and its parameters on the GPU. */
+export class GPT2 {
+  /** Parameters by checkpoint name, in checkpoint order. */
+  readonly params: Map<string, Tensor>;
+  /** Names of the parameters AdamW decays. */
+  readonly decayed: Set<string>;
+
+  private constructor(readonly gpu: Gpu, readonly config: GPT2Config, params: Map<string, Tensor>) {
+    this.params = params;
+    this.decayed = new Set(gpt2ParameterSpecs(config).filter((s) => s.decay).map((s) => s.name));
+  }
+
+  /** A new model with GPT-2's initialization, repeatable under `seed`. */
+  static init(gpu: Gpu, config: GPT2Config, seed: number): GPT2 {
+    validateConfig(config);
+    const random = new Random(seed);
+    const params = new Map<string, Tensor>();
+    for (const spec of gpt2ParameterSpecs(config)) {
+      const data = new Float32Array(spec.shape.reduce((a, b) => a * b, 1));
+      if (spec.init === "ones") data.fill(1);
+      if (spec.init === "normal") {
+        for (let i = 0; i < data.length; i++) data[i] = random.normal() * spec.std!;
+      }
+      params.set(spec.name, Tensor.from(gpu, data, spec.shape, spec.name));
+    }
+    return new GPT2(gpu, config, params);
+  }
+
+  /**
+   * A model holding the given weights (from a checkpoint); every parameter must be present with
+   * its shape.
+   */
+  static fromWeights(
+    gpu: Gpu,
+    config: GPT2Config,
+    weights: Map<string, { shape: number[]; data: Float32Array }>,
+  ): GPT2 {
+    validateConfig(config);
+    const params = new Map<string, Tensor>();
+    for (const spec of gpt2ParameterSpecs(config)) {
+      const weight = weights.get(spec.name);
+      if (!weight || weight.shape.join() !== spec.shape.join()) {
+        throw new Error(
+          `The checkpoint's ${spec.name} is ${weight ? `[${weight.shape}]` : "missing"}, but the ` +
+            `configuration needs [${spec.shape}]; check the model settings.`,
+        );
+      }
+      params.set(spec.name, Tensor.from(gpu, weight.data, spec.shape, spec.name));
+    }
+    return new GPT2(gpu, config, params);
+  }
+
+  #p(name: string): Tensor {
+    return this.params.get(name)!;
+  }
+
+  /** Logits (B, T, V) for token ids (B, T). */
+  async forward(tape: Tape, tokens: TokenBatch): Promise<Tensor> {
+    let x = await embed(tape, tokens, this.#p("wte"), this.#p("wpe"));
+    for (let i = 0; i < this.config.nLayer; i++) {
+      const p = (name: string) => this.#p(`h.${i}.${name}`);
+      // x = x + attn(ln_1(x))
+      const h1 = await layernorm(tape, x, p("ln_1.weight"), p("ln_1.bias"));
+      const qkv = await linear(tape, h1, p("attn.c_attn.weight"), p("attn.c_attn.bias"));
+      const y = await causalSelfAttention(tape, qkv, this.config.nHead);
+      x = await add(tape, x, await linear(tape, y, p("attn.c_proj.weight"), p("attn.c_proj.bias")));
+      // x = x + mlp(ln_2(x))
+      const h2 = await layernorm(tape, x, p("ln_2.weight"), p("ln_2.bias"));
+      const hidden = await linear(tape, h2, p("mlp.c_fc.weight"), p("mlp.c_fc.bias"), {
+        gelu: true,
+      });
+      x = await add(
+        tape,
+        x,
+        await linear(tape, hidden, p("mlp.c_proj.weight"), p("mlp.c_proj.bias")),
+      );
+    }
+    x = await layernorm(tape, x, this.#p("ln_f.weight"), this.#p("ln_f.bias"));
+    return await linear(tape, x, this.#p("wte"), null); // the tied output head
+  }
+
+  /** Per-position losses (B·T) of the next-token targets; `withGrad` readies the backward. */
+  async loss(
+    tape: Tape,
+    tokens: TokenBatch,
+    targets: LossTargets,
+    options: { withGrad?: boolean } = {},
+  ): Promise<Tensor> {
+    const logits = await this.forward(tape, tokens);
+    return await crossEntropyLoss(tape, logits, targets, options);
+  }
+
+  /** Forgets every parameter gradient (after an optimizer step). */
+  zeroGrad(): void {
+    for (const param of this.params.values()) param.zeroGrad();
+  }
+
+  /** Frees the parameters and their gradients. */
+  dispose(): void {
+    for (const param of this.params.values()) param.dispose();
+  }
+}

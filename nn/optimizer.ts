@@ -1,0 +1,114 @@
+/**
+ * AdamW over a model's parameters (Loshchilov & Hutter, 2019), with GPT-style settings:
+ * β = (0.9, 0.95), decoupled weight decay on matrices and embeddings only, and the gradient's
+ * global norm clipped to 1. The norm is computed on the GPU and read there by the update, so
+ * clipping costs no readback.
+ *
+ * @module
+ */
+
+import { adamwUpdate } from "../kernels/adamw.ts";
+import type { Gpu } from "../kernels/device.ts";
+import { globalNorm } from "../kernels/grad_norm.ts";
+import type { Tensor } from "./tensor.ts";
+
+/** AdamW's settings. */
+export interface AdamWSettings {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Clip the global gradient norm to this; 0 for no clipping. */
+  maxNorm: number;
+}
+
+/** GPT-3's (and nanoGPT's) settings. */
+export const GPT_ADAMW: AdamWSettings = {
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.1,
+  maxNorm: 1,
+};
+
+/** AdamW state (first and second moments) for a set of named parameters. */
+export class AdamW {
+  /** Updates done so far; the next update is step `steps + 1`. */
+  steps = 0;
+  readonly #m = new Map<string, GPUBuffer>();
+  readonly #v = new Map<string, GPUBuffer>();
+  readonly #norm: GPUBuffer;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly params: Map<string, Tensor>,
+    readonly decayed: Set<string>,
+    readonly settings: AdamWSettings = GPT_ADAMW,
+  ) {
+    for (const [name, param] of params) {
+      for (const moments of [this.#m, this.#v]) {
+        const buffer = gpu.acquire(param.size * 4, undefined, `adam.${name}`);
+        gpu.encoder.clearBuffer(buffer, 0, buffer.size);
+        moments.set(name, buffer);
+      }
+    }
+    this.#norm = gpu.acquire(4, undefined, "grad_norm");
+  }
+
+  /**
+   * Records one update with learning rate `lr` from the parameters' gradients, and returns a
+   * function that reads the gradient's global norm (before clipping) once the work is done.
+   */
+  async step(lr: number): Promise<() => Promise<number>> {
+    const gpu = this.gpu;
+    const params = [...this.params.values()];
+    await globalNorm(gpu, this.#norm, params.map((p) => ({ buffer: p.grad, count: p.size })));
+    this.steps++;
+    for (const [name, param] of this.params) {
+      await adamwUpdate(
+        gpu,
+        param.buffer,
+        this.#m.get(name)!,
+        this.#v.get(name)!,
+        param.grad,
+        [{ first: 0, count: param.size, decay: this.decayed.has(name) }],
+        { ...this.settings, lr, step: this.steps },
+        this.#norm,
+      );
+    }
+    return async () => (await gpu.readF32(this.#norm, 1))[0];
+  }
+
+  /** The moments as named tensors (`adam.m.<name>`, `adam.v.<name>`), for a checkpoint. */
+  async state(): Promise<Array<{ name: string; shape: number[]; data: Float32Array }>> {
+    const out = [];
+    for (const [name, param] of this.params) {
+      for (const [kind, moments] of [["m", this.#m], ["v", this.#v]] as const) {
+        const data = await this.gpu.readF32(moments.get(name)!, param.size);
+        out.push({ name: `adam.${kind}.${name}`, shape: [...param.shape], data });
+      }
+    }
+    return out;
+  }
+
+  /** Restores moments saved by {@linkcode AdamW.state}. */
+  load(tensors: Map<string, { data: Float32Array }>, steps: number): void {
+    for (const [name, param] of this.params) {
+      for (const [kind, moments] of [["m", this.#m], ["v", this.#v]] as const) {
+        const saved = tensors.get(`adam.${kind}.${name}`);
+        if (!saved || saved.data.length !== param.size) {
+          throw new Error(`The checkpoint lacks adam.${kind}.${name}; it cannot resume training.`);
+        }
+        this.gpu.write(moments.get(name)!, saved.data);
+      }
+    }
+    this.steps = steps;
+  }
+
+  /** Frees the moments. */
+  dispose(): void {
+    for (const buffer of [...this.#m.values(), ...this.#v.values(), this.#norm]) {
+      this.gpu.release(buffer);
+    }
+  }
+}

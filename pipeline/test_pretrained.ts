@@ -1,0 +1,101 @@
+/**
+ * Stage 5b of the pipeline: complete a prompt with a pretrained model, to see what it learned.
+ *
+ *     deno task test-pretrained --checkpoint runs/gpt2/checkpoint.safetensors \
+ *       --tokenizer out/tokenizer --prompt "Once upon a time"
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { loadCheckpoint } from "../nn/checkpoint.ts";
+import { generateTokens } from "../nn/generate.ts";
+import type { SamplingOptions } from "../nn/sampling.ts";
+import type { BpeTokenizer } from "../tokenizer/bpe.ts";
+import { resolveTokenizer } from "./tokenize_dataset.ts";
+import { intFlag, numberFlag, runCli } from "./_cli.ts";
+
+/** Options of {@linkcode testPretrained}. */
+export interface TestPretrainedOptions extends SamplingOptions {
+  /** A checkpoint written by train_model. */
+  checkpoint: string;
+  /** The tokenizer the model was trained with (folder or `tokenizer.json`). */
+  tokenizer: BpeTokenizer | string;
+  prompt: string;
+  /** Most tokens to add. Default 100. */
+  maxNewTokens?: number;
+  /** Seed of the sampling. Default 0. */
+  seed?: number;
+  /** Called with each new piece of text as it is generated. */
+  onText?: (text: string) => void;
+  gpu?: Gpu;
+}
+
+/** Completes `prompt` with the checkpoint's model; returns the completion (without the prompt). */
+export async function testPretrained(options: TestPretrainedOptions): Promise<string> {
+  const gpu = options.gpu ?? await acquireGpu();
+  const tokenizer = await resolveTokenizer(options.tokenizer);
+  const { model } = await loadCheckpoint(gpu, options.checkpoint);
+  if (model.config.vocabSize < tokenizer.vocabSize) {
+    throw new Error(
+      `The tokenizer has ${tokenizer.vocabSize} tokens but the model only ${model.config.vocabSize}; ` +
+        "pass the tokenizer the model was trained with.",
+    );
+  }
+  const eos = tokenizer.tokenToId("</s>");
+  const ids: number[] = [];
+  let shown = "";
+  try {
+    await generateTokens(model, tokenizer.encode(options.prompt), {
+      ...options,
+      stopIds: eos === undefined ? [] : [eos],
+      onToken: (id) => {
+        ids.push(id);
+        // Decode the whole completion each time: a character may span several byte tokens.
+        const text = tokenizer.decode(ids, { skipSpecialTokens: true });
+        if (text.length > shown.length && !text.endsWith("\uFFFD")) {
+          options.onText?.(text.slice(shown.length));
+          shown = text;
+        }
+      },
+    });
+  } finally {
+    model.dispose();
+  }
+  return tokenizer.decode(ids, { skipSpecialTokens: true });
+}
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        checkpoint: { type: "string", default: "runs/gpt2/checkpoint.safetensors" },
+        tokenizer: { type: "string", default: "out/tokenizer" },
+        prompt: { type: "string", default: "Once upon a time" },
+        "max-new-tokens": { type: "string", default: "100" },
+        temperature: { type: "string", default: "0.8" },
+        "top-k": { type: "string", default: "50" },
+        "top-p": { type: "string", default: "0.95" },
+        seed: { type: "string", default: "0" },
+      },
+    });
+    const gpu = await acquireGpu();
+    const encoder = new TextEncoder();
+    await Deno.stdout.write(encoder.encode(values.prompt));
+    await testPretrained({
+      gpu,
+      checkpoint: values.checkpoint,
+      tokenizer: values.tokenizer,
+      prompt: values.prompt,
+      maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
+      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      topK: intFlag("top-k", values["top-k"]),
+      topP: numberFlag("top-p", values["top-p"]),
+      seed: intFlag("seed", values.seed, 0),
+      onText: (text) => Deno.stdout.writeSync(encoder.encode(text)),
+    });
+    await Deno.stdout.write(encoder.encode("\n"));
+  });
+}

@@ -1,0 +1,243 @@
+/**
+ * Stage 5 of the pipeline: pretrain a GPT-2 on a tokenized dataset, on WebGPU. AdamW with
+ * GPT-3's settings, linear warmup then cosine decay, gradient clipping at norm 1; a checkpoint
+ * every `--checkpoint-every` steps and at the end, written atomically; a run resumes from its
+ * checkpoint when started again with the same `--out`; the same seed gives the same run.
+ *
+ *     deno task train-model --data data/tokenized --out runs/small --layers 4 --heads 4 \
+ *       --embd 128 --batch-size 8 --steps 2000
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { countedPositions } from "../kernels/cross_entropy.ts";
+import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
+import { loadCheckpoint, saveCheckpoint } from "../nn/checkpoint.ts";
+import { GPT2 } from "../nn/gpt2.ts";
+import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
+import { learningRate } from "../nn/schedule.ts";
+import { Tape } from "../nn/tape.ts";
+import { BatchSampler, type SamplerState } from "./batches.ts";
+import { loadTokenizedDataset } from "./tokenize_dataset.ts";
+import { ProgressBar } from "./_progress.ts";
+import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+
+/** Options of {@linkcode trainModel}. */
+export interface TrainModelOptions {
+  /** A tokenized dataset folder from tokenize_dataset. */
+  data: string;
+  /** The run folder: `checkpoint.safetensors` and `log.jsonl`. */
+  out: string;
+  /** Transformer blocks. Default 4. */
+  nLayer?: number;
+  /** Attention heads. Default 4. */
+  nHead?: number;
+  /** Residual width. Default 128. */
+  nEmbd?: number;
+  /** Rows per step. Default 8. */
+  batchSize?: number;
+  /** Optimizer steps in all (a resumed run continues to this). */
+  steps: number;
+  /** Peak learning rate. Default 1e-3. */
+  lr?: number;
+  /** Warmup steps. Default a tenth of the steps, at most 200. */
+  warmupSteps?: number;
+  /** Save every this many steps (and at the end). Default 100. */
+  checkpointEvery?: number;
+  /** Seed of the initialization and batch order. Default 1337. */
+  seed?: number;
+  /** Continue from `out/checkpoint.safetensors` when it exists. Default true. */
+  resume?: boolean;
+  /** No progress output. */
+  quiet?: boolean;
+  /** The GPU to use; acquired when absent. */
+  gpu?: Gpu;
+  /** Stops training after the current step, saving a checkpoint (Ctrl-C in the CLI). */
+  signal?: AbortSignal;
+  /** Called after every step. */
+  onStep?: (record: StepLog) => void;
+}
+
+/** What a training run did. */
+export interface TrainResult {
+  config: GPT2Config;
+  parameters: number;
+  /** Steps taken in all, including those before a resume. */
+  steps: number;
+  /** Mean training loss of each step this run took. */
+  losses: number[];
+  checkpoint: string;
+}
+
+/** Per-step record appended to `log.jsonl`. */
+export interface StepLog {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  ms: number;
+}
+
+/** Trains (or resumes training) a GPT-2 model; see the module documentation. */
+export async function trainModel(options: TrainModelOptions): Promise<TrainResult> {
+  const gpu = options.gpu ?? await acquireGpu();
+  const dataset = await loadTokenizedDataset(options.data);
+  const seed = options.seed ?? 1337;
+  const batchSize = options.batchSize ?? 8;
+  const T = dataset.meta.contextLength;
+  const checkpoint = `${options.out}/checkpoint.safetensors`;
+  await Deno.mkdir(options.out, { recursive: true });
+
+  const resumable = (options.resume ?? true) &&
+    (await Deno.stat(checkpoint).then(() => true, () => false));
+  let model: GPT2, step = 0, samplerState: SamplerState | undefined;
+  let loaded = null;
+  if (resumable) {
+    loaded = await loadCheckpoint(gpu, checkpoint);
+    model = loaded.model;
+    step = loaded.step;
+    samplerState = loaded.training?.sampler as SamplerState | undefined;
+    if (model.config.vocabSize !== dataset.meta.vocabSize) {
+      throw new Error(
+        `${checkpoint} has a vocabulary of ${model.config.vocabSize} but the data has ` +
+          `${dataset.meta.vocabSize}; use another --out to start a new run.`,
+      );
+    }
+  } else {
+    model = GPT2.init(gpu, {
+      vocabSize: dataset.meta.vocabSize,
+      contextLength: T,
+      nLayer: options.nLayer ?? 4,
+      nHead: options.nHead ?? 4,
+      nEmbd: options.nEmbd ?? 128,
+    }, seed);
+  }
+  const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
+  if (loaded) optimizer.load(loaded.tensors, step);
+  const sampler = new BatchSampler(dataset, batchSize, seed, samplerState);
+  const schedule = {
+    maxLr: options.lr ?? 1e-3,
+    warmupSteps: options.warmupSteps ?? Math.min(200, Math.ceil(options.steps / 10)),
+    totalSteps: options.steps,
+  };
+  const parameters = gpt2ParameterCount(model.config).total;
+  if (!options.quiet) {
+    const { nLayer, nHead, nEmbd } = model.config;
+    console.error(
+      `model: ${(parameters / 1e6).toFixed(2)}M parameters (n_layer=${nLayer} n_head=${nHead} ` +
+        `n_embd=${nEmbd}), batch ${batchSize}x${T} tokens` +
+        (resumable ? `, resuming at step ${step}` : ""),
+    );
+  }
+
+  const save = () =>
+    saveCheckpoint(checkpoint, model, {
+      config: model.config,
+      step,
+      training: { sampler: sampler.state, seed, batchSize },
+    }, optimizer);
+  const log = await Deno.open(`${options.out}/log.jsonl`, { append: true, create: true });
+  const progress = new ProgressBar("train", options.steps, {
+    unit: "steps",
+    silent: options.quiet,
+  });
+  const losses: number[] = [];
+  try {
+    while (step < options.steps) {
+      const started = performance.now();
+      const batch = sampler.next();
+      const tape = new Tape(gpu);
+      const buffers = [
+        gpu.upload(batch.inputs),
+        gpu.upload(batch.targets),
+        gpu.upload(batch.mask),
+      ];
+      const counted = countedPositions(batch.targets, batch.mask);
+      const lossPerPosition = await model.loss(
+        tape,
+        { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
+        { targets: buffers[1], mask: buffers[2], counted },
+      );
+      await tape.backward(lossPerPosition);
+      const lr = learningRate(step, schedule);
+      const readNorm = await optimizer.step(lr);
+      const perPosition = await lossPerPosition.read();
+      const loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
+      const gradNorm = await readNorm();
+      model.zeroGrad();
+      tape.dispose();
+      for (const buffer of buffers) gpu.release(buffer);
+      if (!Number.isFinite(loss)) {
+        throw new Error(
+          `The loss became ${loss} at step ${step + 1}; lower --lr and resume from the last ` +
+            "checkpoint.",
+        );
+      }
+      step++;
+      losses.push(loss);
+      const record: StepLog = { step, loss, lr, gradNorm, ms: performance.now() - started };
+      await log.write(new TextEncoder().encode(JSON.stringify(record) + "\n"));
+      progress.update(step, options.steps, `loss ${loss.toFixed(3)}`);
+      options.onStep?.(record);
+      const stopping = options.signal?.aborted ?? false;
+      if (step % (options.checkpointEvery ?? 100) === 0 || step === options.steps || stopping) {
+        await save();
+      }
+      if (stopping) break;
+    }
+  } finally {
+    log.close();
+  }
+  progress.finish();
+  optimizer.dispose();
+  model.dispose();
+  return { config: model.config, parameters, steps: step, losses, checkpoint };
+}
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        data: { type: "string", default: "data/tokenized" },
+        out: { type: "string", default: "runs/gpt2" },
+        layers: { type: "string", default: "4" },
+        heads: { type: "string", default: "4" },
+        embd: { type: "string", default: "128" },
+        "batch-size": { type: "string", default: "8" },
+        steps: { type: "string", default: "1000" },
+        lr: { type: "string", default: "1e-3" },
+        "checkpoint-every": { type: "string", default: "100" },
+        seed: { type: "string", default: "1337" },
+        fresh: { type: "boolean", default: false },
+        quiet: { type: "boolean", default: false },
+      },
+    });
+    // Ctrl-C finishes the current step and saves a checkpoint; a second Ctrl-C quits at once.
+    const signal = interruptSignal();
+    const result = await trainModel({
+      signal,
+      data: values.data,
+      out: values.out,
+      nLayer: intFlag("layers", values.layers),
+      nHead: intFlag("heads", values.heads),
+      nEmbd: intFlag("embd", values.embd),
+      batchSize: intFlag("batch-size", values["batch-size"]),
+      steps: intFlag("steps", values.steps),
+      lr: numberFlag("lr", values.lr),
+      checkpointEvery: intFlag("checkpoint-every", values["checkpoint-every"]),
+      seed: intFlag("seed", values.seed, 0),
+      resume: !values.fresh,
+      quiet: values.quiet,
+    });
+    if (signal.aborted) console.error("stopped; run the same command again to resume");
+    const last = result.losses.slice(-10);
+    const mean = last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
+    console.log(
+      `trained ${result.steps} steps; mean loss of the last ${last.length}: ${mean.toFixed(3)}; ` +
+        `checkpoint ${result.checkpoint}`,
+    );
+  });
+}
