@@ -3,7 +3,9 @@
  * GPU, and the two output formats (a human table, or one JSON record per line).
  */
 
-import type { Gpu } from "../kernels/device.ts";
+import { parseArgs } from "node:util";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { runCli } from "../pipeline/_cli.ts";
 
 /** One benchmark: a kernel at one shape, with the work it does to turn time into a rate. */
 export interface BenchCase {
@@ -80,4 +82,25 @@ export function formatHeader(adapter: string): string {
   return `adapter: ${adapter}\n${"kernel".padEnd(28)} ${"shape".padEnd(34)} ${
     "time".padStart(13)
   } ${"rate".padStart(16)}`;
+}
+
+/**
+ * The command line of every benchmark entry point: measures `cases` (those whose kernel name
+ * contains `--filter`) and prints a human table, or one JSON record per line with `--json`.
+ */
+export async function runBenchCli(cases: readonly BenchCase[]): Promise<void> {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
+    });
+    const chosen = cases.filter((c) => !values.filter || c.kernel.includes(values.filter));
+    if (chosen.length === 0) throw new Error(`No benchmark matches --filter "${values.filter}".`);
+    const gpu = await acquireGpu({ announce: !values.json });
+    if (!values.json) console.log(formatHeader(gpu.adapter.name));
+    for (const bench of chosen) {
+      const record = await measure(gpu, bench);
+      console.log(values.json ? JSON.stringify(record) : formatRow(record));
+    }
+  });
 }

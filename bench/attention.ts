@@ -12,12 +12,10 @@
  * the recomputed S), counted as 2.5 x the forward. Softmax and exp are not counted.
  */
 
-import { parseArgs } from "node:util";
 import { attentionBackward, attentionForward } from "../kernels/attention.ts";
 import { attentionNaiveBackward, attentionNaiveForward } from "../kernels/attention_naive.ts";
-import { acquireGpu, type Gpu } from "../kernels/device.ts";
-import { runCli } from "../pipeline/_cli.ts";
-import { type BenchCase, type BenchRun, formatHeader, formatRow, measure } from "./_harness.ts";
+import type { Gpu } from "../kernels/device.ts";
+import { type BenchCase, type BenchRun, runBenchCli } from "./_harness.ts";
 
 const [B, NH, T, HS] = [4, 12, 1024, 64];
 const SHAPE = `B=${B} NH=${NH} T=${T} HS=${HS}`;
@@ -87,17 +85,4 @@ export const attentionCases: BenchCase[] = (["forward", "backward", "both"] as c
   pass,
 ) => [benchCase("fused", pass), benchCase("naive", pass)]);
 
-if (import.meta.main) {
-  await runCli(async () => {
-    const { values: flags } = parseArgs({
-      args: Deno.args,
-      options: { json: { type: "boolean", default: false } },
-    });
-    const gpu = await acquireGpu({ announce: !flags.json });
-    if (!flags.json) console.log(formatHeader(gpu.adapter.name));
-    for (const bench of attentionCases) {
-      const record = await measure(gpu, bench);
-      console.log(flags.json ? JSON.stringify(record) : formatRow(record));
-    }
-  });
-}
+if (import.meta.main) await runBenchCli(attentionCases);

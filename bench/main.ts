@@ -7,10 +7,7 @@
  *     deno task bench --filter matmul  # only kernels whose name contains "matmul"
  */
 
-import { parseArgs } from "node:util";
-import { acquireGpu } from "../kernels/device.ts";
-import { runCli } from "../pipeline/_cli.ts";
-import { type BenchCase, formatHeader, formatRow, measure } from "./_harness.ts";
+import { type BenchCase, runBenchCli } from "./_harness.ts";
 import { attentionCases } from "./attention.ts";
 import { matmulCases } from "./matmul.ts";
 import { opsCases } from "./ops.ts";
@@ -18,19 +15,4 @@ import { opsCases } from "./ops.ts";
 /** Every benchmark case, in the order printed. */
 export const allCases: BenchCase[] = [...matmulCases, ...attentionCases, ...opsCases];
 
-if (import.meta.main) {
-  await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
-    });
-    const cases = allCases.filter((c) => !values.filter || c.kernel.includes(values.filter));
-    if (cases.length === 0) throw new Error(`No benchmark matches --filter "${values.filter}".`);
-    const gpu = await acquireGpu({ announce: !values.json });
-    if (!values.json) console.log(formatHeader(gpu.adapter.name));
-    for (const bench of cases) {
-      const record = await measure(gpu, bench);
-      console.log(values.json ? JSON.stringify(record) : formatRow(record));
-    }
-  });
-}
+if (import.meta.main) await runBenchCli(allCases);

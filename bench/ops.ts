@@ -14,17 +14,15 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { adamwUpdate, type ParameterRange } from "../kernels/adamw.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
-import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import type { Gpu } from "../kernels/device.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 import { geluBackward, geluForward } from "../kernels/gelu.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
 import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
 import { residualBackward, residualForward } from "../kernels/residual.ts";
-import { runCli } from "../pipeline/_cli.ts";
-import { type BenchCase, formatHeader, formatRow, measure } from "./_harness.ts";
+import { type BenchCase, runBenchCli } from "./_harness.ts";
 
 const N = 1024, C = 768, V = 50257, MAX_T = 1024;
 
@@ -267,19 +265,4 @@ export const opsCases: BenchCase[] = [
   ...optimizerCases(),
 ];
 
-if (import.meta.main) {
-  await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
-    });
-    const cases = opsCases.filter((c) => !values.filter || c.kernel.includes(values.filter));
-    if (cases.length === 0) throw new Error(`No benchmark matches --filter "${values.filter}".`);
-    const gpu = await acquireGpu({ announce: !values.json });
-    if (!values.json) console.log(formatHeader(gpu.adapter.name));
-    for (const bench of cases) {
-      const record = await measure(gpu, bench);
-      console.log(values.json ? JSON.stringify(record) : formatRow(record));
-    }
-  });
-}
+if (import.meta.main) await runBenchCli(opsCases);

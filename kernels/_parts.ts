@@ -21,18 +21,26 @@ export interface Part {
  * blocked (row blocks, reduction chunks) see the same blocks whether or not the tensor is split,
  * and so give the same bits.
  *
+ * @param bindingLimit bytes one binding may hold; at most the adapter's (tests pass less, to
+ *   exercise the split on small tensors).
  * @throws {RangeError} when a single block of rows is larger than one binding.
  */
-export function rowParts(gpu: Gpu, rows: number, rowElements: number, multiple = 1): Part[] {
+export function rowParts(
+  gpu: Gpu,
+  rows: number,
+  rowElements: number,
+  multiple = 1,
+  bindingLimit = gpu.maxBinding,
+): Part[] {
+  const limit = Math.min(bindingLimit, gpu.maxBinding);
   // A window starts at the aligned byte at or before its first element: leave room for that.
   const slack = gpu.device.limits.minStorageBufferOffsetAlignment;
   const rowBytes = Math.max(1, rowElements) * 4;
-  const maxRows = Math.floor(Math.floor((gpu.maxBinding - slack) / rowBytes) / multiple) *
-    multiple;
+  const maxRows = Math.floor(Math.floor((limit - slack) / rowBytes) / multiple) * multiple;
   if (maxRows < 1) {
     throw new RangeError(
       `A block of ${multiple} rows of ${rowElements} floats does not fit one binding ` +
-        `(${gpu.maxBinding} bytes); use a smaller row width.`,
+        `(${limit} bytes); use a smaller row width, a shorter sequence or a smaller model.`,
     );
   }
   const parts: Part[] = [];

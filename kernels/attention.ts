@@ -40,7 +40,7 @@
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { batchParts } from "./attention_layout.ts";
+import { rowParts } from "./_parts.ts";
 
 /** Compile-time constants of the fused attention kernels. */
 export interface AttentionConstants extends Record<string, number> {
@@ -402,7 +402,7 @@ function checkShapes(
   if (NH > 65535 || Math.ceil(T / fewestRows) > 65535) {
     throw new RangeError(`Attention with NH=${NH}, T=${T} needs more than 65535 workgroups a row.`);
   }
-  return batchParts(gpu, B, NH * T * HS, bindingLimit);
+  return rowParts(gpu, B, NH * T * HS, 1, bindingLimit);
 }
 
 /** Binds the same element window of several (B, NH, T, HS) tensors. */

@@ -13,12 +13,13 @@
  * All four are pure permutations, so their gradients are activation gradients: written (`=`),
  * never accumulated. Tensors larger than one binding (e.g. qkv at B=16, T=1024, C=768 is 144 MiB,
  * over lavapipe's 128 MiB) are processed in batch parts through buffer windows; see
- * {@linkcode batchParts}.
+ * `rowParts`.
  *
  * @module
  */
 
 import { bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
+import { rowParts } from "./_parts.ts";
 
 /** Compile-time constants of the head permutes. */
 export interface HeadLayoutConstants extends Record<string, number> {
@@ -70,45 +71,6 @@ export const headsToTokensKernel: Kernel<HeadLayoutConstants> = {
   wgsl: ({ headSize }) => headPermuteWgsl(headSize, false),
 };
 
-/** A run of whole batches, `[first, first + count)`, whose tensors fit one binding each. */
-export interface BatchPart {
-  /** Index of the first batch of the part. */
-  first: number;
-  /** Number of batches in the part. */
-  count: number;
-}
-
-/**
- * Splits `batches` into parts small enough that every tensor a kernel binds fits one storage
- * binding, given the largest tensor's elements per batch (float32). Windows start on a 256-byte
- * boundary at or before the part's first element, hence the 256 bytes of slack.
- *
- * @param bindingLimit bytes one binding may hold; at most the adapter's (tests pass less, to
- *   exercise the split).
- * @throws {RangeError} when a single batch is already over the binding limit.
- */
-export function batchParts(
-  gpu: Gpu,
-  batches: number,
-  elementsPerBatch: number,
-  bindingLimit = gpu.maxBinding,
-): BatchPart[] {
-  const limit = Math.min(bindingLimit, gpu.maxBinding);
-  const bytes = elementsPerBatch * 4;
-  const count = Math.floor((limit - 256) / bytes);
-  if (count < 1) {
-    throw new RangeError(
-      `One batch of ${bytes} bytes is over the binding limit of ${limit} bytes; use a shorter ` +
-        "sequence or a smaller model.",
-    );
-  }
-  const parts: BatchPart[] = [];
-  for (let first = 0; first < batches; first += count) {
-    parts.push({ first, count: Math.min(count, batches - first) });
-  }
-  return parts;
-}
-
 /** Options of the head permutes. */
 export interface HeadLayoutOptions {
   /** Bytes one binding may hold (default: the adapter's limit); tests pass less. */
@@ -148,7 +110,7 @@ async function permuteHeads(
     throw new RangeError(`Sequence length T=${T} is over the 65535 the head permutes take.`);
   }
   if (B === 0 || T === 0) return;
-  for (const { first, count } of batchParts(gpu, B, T * width, bindingLimit)) {
+  for (const { first, count } of rowParts(gpu, B, T * width, 1, bindingLimit)) {
     const tok = bufferWindow(gpu, tokens, first * T * width, count * T * width);
     const hd = bufferWindow(gpu, heads, first * T * C, count * T * C);
     const params = gpu.uniform(uniforms({

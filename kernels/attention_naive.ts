@@ -19,7 +19,7 @@
  */
 
 import { type Binding, bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { batchParts } from "./attention_layout.ts";
+import { rowParts } from "./_parts.ts";
 
 const WORKGROUP_SIZE = 64;
 
@@ -264,7 +264,7 @@ export async function attentionNaiveForward(
   checkSizes(B, NH, T, HS);
   if (B * NH * T * HS === 0) return;
   const perBatch = NH * T * Math.max(T, HS);
-  for (const { first, count } of batchParts(gpu, B, perBatch, options.bindingLimit)) {
+  for (const { first, count } of rowParts(gpu, B, perBatch, 1, options.bindingLimit)) {
     const w = partWindows(gpu, [o, q, k, v], [att], first, count, NH, T, HS);
     const [ow, qw, kw, vw] = w.heads;
     const [aw] = w.scores;
@@ -304,7 +304,7 @@ export async function attentionNaiveBackward(
   checkSizes(B, NH, T, HS);
   if (B * NH * T * HS === 0) return;
   const perBatch = NH * T * Math.max(T, HS);
-  for (const { first, count } of batchParts(gpu, B, perBatch, options.bindingLimit)) {
+  for (const { first, count } of rowParts(gpu, B, perBatch, 1, options.bindingLimit)) {
     const w = partWindows(gpu, [dq, dk, dv, dout, q, k, v], [att], first, count, NH, T, HS);
     const [dqw, dkw, dvw, dow, qw, kw, vw] = w.heads;
     const [aw] = w.scores;

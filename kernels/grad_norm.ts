@@ -14,6 +14,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, reductionWorkgroup, rowParts } from "./_parts.ts";
+import { workgroupSumWgsl } from "./_wgsl.ts";
 
 /** Compile-time constants of the norm kernels. */
 export interface GradNormConstants extends Record<string, number> {
@@ -26,19 +27,6 @@ const WORKGROUP_SIZE = 256;
 /** Elements per pass-1 workgroup, whatever the workgroup size (16 per invocation on a GPU). */
 const CHUNK = 4096;
 
-const TREE = (wg: number) => /* wgsl */ `
-var<workgroup> partial: array<f32, ${wg}>;
-
-fn workgroupSum(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  return partial[0];
-}`;
-
 /** WGSL of pass 1: `partials[partialOffset + w] = sum of x² over chunk w`. */
 export const gradNormPartialsKernel: Kernel<GradNormConstants & { chunk: number }> = {
   name: "grad_norm_partials",
@@ -49,7 +37,7 @@ struct Params { n: u32, xOffset: u32, partialOffset: u32 }
 @group(0) @binding(0) var<storage, read_write> partials: array<f32>;  // (total chunks)
 @group(0) @binding(1) var<storage, read> x: array<f32>;               // (n) window
 @group(0) @binding(2) var<uniform> params: Params;
-${TREE(wg)}
+${workgroupSumWgsl(wg)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
@@ -79,7 +67,7 @@ struct Params { count: u32 }
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;    // (1)
 @group(0) @binding(1) var<storage, read> partials: array<f32>;     // (count)
 @group(0) @binding(2) var<uniform> params: Params;
-${TREE(wg)}
+${workgroupSumWgsl(wg)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(local_invocation_index) lid: u32) {

@@ -21,6 +21,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+import { workgroupSumWgsl } from "./_wgsl.ts";
 
 /** The epsilon GPT-2 adds to the variance. */
 export const LAYERNORM_EPS = 1e-5;
@@ -53,19 +54,7 @@ struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32
 @group(0) @binding(5) var<storage, read> bias: array<f32>;        // (C)
 @group(0) @binding(6) var<uniform> params: Params;
 
-var<workgroup> partial: array<f32, ${wg}>;
-
-fn workgroupSum(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) { partial[lid] += partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();
-  return total;
-}
+${workgroupSumWgsl(wg)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,

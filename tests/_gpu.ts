@@ -4,6 +4,7 @@
  */
 
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { Random } from "../nn/random.ts";
 
 let shared: Promise<Gpu> | null = null;
 
@@ -15,16 +16,10 @@ export function testGpu(): Promise<Gpu> {
   });
 }
 
-/** A deterministic pseudo-random generator (mulberry32) for test data. */
+/** A deterministic source of uniform numbers in [0, 1) for test data. */
 export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = new Random(seed);
+  return () => random.next();
 }
 
 /** `n` uniform values in [-1, 1) from `seed`. */

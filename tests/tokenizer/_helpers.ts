@@ -1,16 +1,6 @@
-/** Shared helpers for the tokenizer tests: a seeded random source and fixture paths. */
+/** Shared helpers for the tokenizer tests: fixture paths and the seeded random source. */
 
-/** A small deterministic PRNG (mulberry32) so random tests are reproducible. */
-export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from "../_gpu.ts";
 
 /** Absolute path of a file in tests/tokenizer/fixtures. */
 export function fixturePath(name: string): string {

@@ -1,0 +1,27 @@
+/**
+ * WGSL snippets shared by several kernels. Private to the kernels.
+ *
+ * @module
+ */
+
+/**
+ * `workgroupSum(lid, value)`: the sum of `value` over a workgroup of `wg` invocations (a power
+ * of two), by a tree in workgroup memory: a fixed order, so the same bits every run. Every
+ * invocation gets the total, and the trailing barrier lets the caller sum again at once.
+ */
+export function workgroupSumWgsl(wg: number): string {
+  return /* wgsl */ `
+var<workgroup> partial: array<f32, ${wg}>;
+
+fn workgroupSum(lid: u32, value: f32) -> f32 {
+  partial[lid] = value;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] += partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  let total = partial[0];
+  workgroupBarrier();
+  return total;
+}`;
+}
