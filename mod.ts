@@ -44,3 +44,4 @@ export * from "./nn/generate.ts";
 export * from "./pipeline/train_model.ts";
 export * from "./pipeline/test_pretrained.ts";
 export * from "./pipeline/train.ts";
+export * from "./pipeline/token_rows.ts";

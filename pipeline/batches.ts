@@ -3,13 +3,14 @@
  * and the epoch, so a run resumed from a checkpoint sees exactly the batches it would have seen.
  *
  * A row of T tokens gives T inputs and the T next tokens as targets; the last target (past the
- * row) and every target inside the row's `<pad>` tail are masked out of the loss.
+ * row), every target inside the row's `<pad>` tail, and (for instruction tuning) every target the
+ * dataset's loss mask leaves out, such as the prompt's tokens, are masked out of the loss.
  *
  * @module
  */
 
 import { Random } from "../nn/random.ts";
-import type { TokenizedDataset } from "./tokenize_dataset.ts";
+import type { TokenizedDataset } from "./token_rows.ts";
 
 /** One batch of B rows of T positions. */
 export interface Batch {
@@ -71,7 +72,7 @@ export class BatchSampler {
 
   /** The next batch; a new epoch (and a new order) starts when too few rows are left. */
   next(): Batch {
-    const { meta, tokens, lengths } = this.#dataset;
+    const { meta, tokens, lengths, lossMask } = this.#dataset;
     const B = this.#batchSize, T = meta.contextLength;
     if (this.#state.position + B > meta.rows) {
       this.#state = { epoch: this.#state.epoch + 1, position: 0 };
@@ -88,7 +89,8 @@ export class BatchSampler {
       const length = lengths[row];
       for (let t = 0; t < T; t++) {
         batch.inputs[b * T + t] = ids[t];
-        const hasTarget = t + 1 < length;
+        // Position t learns token t + 1, if the row has one and the loss mask keeps it.
+        const hasTarget = t + 1 < length && (!lossMask || lossMask[row * T + t + 1] === 1);
         batch.targets[b * T + t] = hasTarget ? ids[t + 1] : meta.padId;
         batch.mask[b * T + t] = hasTarget ? 1 : 0;
       }

@@ -9,9 +9,8 @@
  * - `concat`: all documents joined with `</s>` between them, then cut into full rows; nothing
  *   but the final partial row is dropped, and rows cross document boundaries.
  *
- * The result is a folder: `tokens.bin` (rows x context ids, little-endian uint16 when the
- * vocabulary fits, else uint32), `lengths.bin` (uint32 real tokens per row) and `meta.json`.
- * Documents are read and encoded in batches of 1000, and the folder appears only when complete.
+ * The result is a folder of rows (see `token_rows.ts`). Documents are read and encoded in batches
+ * of 1000, and the folder appears only when complete.
  *
  *     deno task tokenize --data data/dataset.jsonl --tokenizer out/tokenizer --method concat
  *
@@ -22,11 +21,12 @@ import { parseArgs } from "node:util";
 import { type BpeTokenizer } from "../tokenizer/bpe.ts";
 import { loadHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
+import { type TokenizedDatasetMeta, type TokenizeMethod, TokenRowWriter } from "./token_rows.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
 
-/** How documents become rows; see the module documentation. */
-export type TokenizeMethod = "truncate" | "split" | "concat";
+/** How {@linkcode tokenizeDataset} makes rows of documents; see the module documentation. */
+export type DocumentMethod = Exclude<TokenizeMethod, "chat">;
 
 /** Options of {@linkcode tokenizeDataset}. */
 export interface TokenizeDatasetOptions {
@@ -35,7 +35,7 @@ export interface TokenizeDatasetOptions {
   /** The tokenizer, loaded (or a path to a `tokenizer.json` or its folder). */
   tokenizer: BpeTokenizer | string;
   /** Default `concat`. */
-  method?: TokenizeMethod;
+  method?: DocumentMethod;
   /** Tokens per row. Default 1024. */
   contextLength?: number;
   /** Documents encoded per batch. Default 1000. */
@@ -44,20 +44,6 @@ export interface TokenizeDatasetOptions {
   out: string;
   /** No progress output. */
   quiet?: boolean;
-}
-
-/** The `meta.json` of a tokenized dataset. */
-export interface TokenizedDatasetMeta {
-  method: TokenizeMethod;
-  contextLength: number;
-  rows: number;
-  /** Real (non-padding) tokens over all rows. */
-  tokens: number;
-  documents: number;
-  vocabSize: number;
-  dtype: "uint16" | "uint32";
-  padId: number;
-  eosId: number;
 }
 
 /** Loads a tokenizer given as an object, a `tokenizer.json` path, or the folder holding one. */
@@ -90,44 +76,17 @@ export async function tokenizeDataset(
   const tokenizer = await resolveTokenizer(options.tokenizer);
   const padId = requireToken(tokenizer, "<pad>", "fills short rows");
   const eosId = requireToken(tokenizer, "</s>", "separates documents");
-  const dtype = tokenizer.vocabSize <= 65536 ? "uint16" : "uint32";
-
-  const partial = `${options.out}.partial`;
-  await Deno.remove(partial, { recursive: true }).catch(() => {});
-  await Deno.mkdir(partial, { recursive: true });
-  const tokensFile = await Deno.open(`${partial}/tokens.bin`, { write: true, create: true });
-  const lengthsFile = await Deno.open(`${partial}/lengths.bin`, { write: true, create: true });
-  const meta: TokenizedDatasetMeta = {
+  const writer = await TokenRowWriter.create(options.out, {
     method,
     contextLength: context,
-    rows: 0,
-    tokens: 0,
-    documents: 0,
     vocabSize: tokenizer.vocabSize,
-    dtype,
     padId,
     eosId,
-  };
+  });
+  const meta = writer.meta;
   const progress = new ProgressBar("tokenize", 0, { unit: "docs", silent: options.quiet });
   const carry: number[] = []; // concat: tokens not yet filling a row
   let joined = false; // concat: a document is already in the stream, so the next needs </s>
-
-  async function writeRows(rows: number[][]): Promise<void> {
-    if (rows.length === 0) return;
-    const ids = dtype === "uint16"
-      ? new Uint16Array(rows.length * context)
-      : new Uint32Array(rows.length * context);
-    const lengths = new Uint32Array(rows.length);
-    rows.forEach((row, i) => {
-      ids.fill(padId, i * context, (i + 1) * context);
-      ids.set(row, i * context);
-      lengths[i] = row.length;
-      meta.tokens += row.length;
-    });
-    await writeAll(tokensFile, new Uint8Array(ids.buffer));
-    await writeAll(lengthsFile, new Uint8Array(lengths.buffer));
-    meta.rows += rows.length;
-  }
 
   try {
     for await (const batch of readTextBatches(options.data, { batchSize: options.batchSize })) {
@@ -151,66 +110,22 @@ export async function tokenizeDataset(
         }
         meta.documents++;
       }
-      await writeRows(rows);
+      await writer.write(rows);
       progress.update(meta.documents);
     }
   } catch (error) {
-    tokensFile.close();
-    lengthsFile.close();
-    await Deno.remove(partial, { recursive: true }).catch(() => {});
+    await writer.abandon();
     throw error;
   }
-  tokensFile.close();
-  lengthsFile.close();
   progress.finish();
   if (meta.rows === 0) {
-    await Deno.remove(partial, { recursive: true });
+    await writer.abandon();
     throw new Error(
       `No full rows of ${context} tokens came out of ${options.data} with method "${method}"; ` +
         "use more text, a shorter --context, or --method truncate.",
     );
   }
-  await Deno.writeTextFile(`${partial}/meta.json`, JSON.stringify(meta, null, 2) + "\n");
-  await Deno.remove(options.out, { recursive: true }).catch(() => {});
-  await Deno.rename(partial, options.out);
-  return meta;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) {
-    written += await file.write(bytes.subarray(written));
-  }
-}
-
-/** A tokenized dataset in memory: rows of token ids and their real lengths. */
-export interface TokenizedDataset {
-  meta: TokenizedDatasetMeta;
-  /** rows x contextLength token ids. */
-  tokens: Uint16Array | Uint32Array;
-  /** Real tokens per row; the rest of each row is `<pad>`. */
-  lengths: Uint32Array;
-}
-
-/** Loads the folder written by {@linkcode tokenizeDataset}, checking that its files agree. */
-export async function loadTokenizedDataset(folder: string): Promise<TokenizedDataset> {
-  const meta = JSON.parse(
-    await Deno.readTextFile(`${folder}/meta.json`).catch(() => {
-      throw new Error(`${folder} is not a tokenized dataset (no meta.json); run tokenize first.`);
-    }),
-  ) as TokenizedDatasetMeta;
-  const bytes = await Deno.readFile(`${folder}/tokens.bin`);
-  const tokens = meta.dtype === "uint16"
-    ? new Uint16Array(bytes.buffer, 0, bytes.byteLength / 2)
-    : new Uint32Array(bytes.buffer, 0, bytes.byteLength / 4);
-  const lengths = new Uint32Array((await Deno.readFile(`${folder}/lengths.bin`)).buffer);
-  if (tokens.length !== meta.rows * meta.contextLength || lengths.length !== meta.rows) {
-    throw new Error(
-      `${folder} is inconsistent: meta.json says ${meta.rows} rows of ${meta.contextLength}, ` +
-        `tokens.bin holds ${tokens.length} ids and lengths.bin ${lengths.length} rows; ` +
-        "tokenize the dataset again.",
-    );
-  }
-  return { meta, tokens, lengths };
+  return await writer.finish();
 }
 
 if (import.meta.main) {
@@ -230,7 +145,7 @@ if (import.meta.main) {
     const meta = await tokenizeDataset({
       data: values.data,
       tokenizer: values.tokenizer,
-      method: values.method as TokenizeMethod,
+      method: values.method as DocumentMethod,
       contextLength: intFlag("context", values.context, 2),
       batchSize: intFlag("batch-size", values["batch-size"]),
       out: values.out,

@@ -16,7 +16,8 @@ import { gpt2ParameterCount } from "../nn/config.ts";
 import { formatSizing, suggestModel } from "./compute_params.ts";
 import { FINEWEB_SAMPLE_10BT, prepareDataset } from "./prepare_dataset.ts";
 import { testPretrained } from "./test_pretrained.ts";
-import { loadTokenizedDataset, tokenizeDataset, type TokenizeMethod } from "./tokenize_dataset.ts";
+import { type DocumentMethod, tokenizeDataset } from "./tokenize_dataset.ts";
+import { loadTokenizedDataset } from "./token_rows.ts";
 import { trainModel } from "./train_model.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
 import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
@@ -34,7 +35,7 @@ export interface PretrainingOptions {
   /** Tokens per row and the model's context. Default 1024. */
   context?: number;
   /** How documents become rows. Default `concat`. */
-  method?: TokenizeMethod;
+  method?: DocumentMethod;
   /** Model shape; by default the one Chinchilla's rule suggests for the data. */
   nLayer?: number;
   nHead?: number;
@@ -173,7 +174,7 @@ if (import.meta.main) {
       rows: intFlag("rows", values.rows),
       vocabSize: intFlag("vocab-size", values["vocab-size"]),
       context: intFlag("context", values.context, 2),
-      method: values.method as TokenizeMethod,
+      method: values.method as DocumentMethod,
       nLayer: optional("layers", values.layers),
       nHead: optional("heads", values.heads),
       nEmbd: optional("embd", values.embd),

@@ -20,7 +20,7 @@ import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { learningRate } from "../nn/schedule.ts";
 import { Tape } from "../nn/tape.ts";
 import { BatchSampler, type SamplerState } from "./batches.ts";
-import { loadTokenizedDataset } from "./tokenize_dataset.ts";
+import { loadTokenizedDataset } from "./token_rows.ts";
 import { ProgressBar } from "./_progress.ts";
 import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
 

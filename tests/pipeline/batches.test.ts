@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { BatchSampler } from "../../pipeline/batches.ts";
-import type { TokenizedDataset } from "../../pipeline/tokenize_dataset.ts";
+import type { TokenizedDataset } from "../../pipeline/token_rows.ts";
 
 /** 5 rows of 4 tokens: row r holds 10r, 10r+1, ...; row 4 has only 2 real tokens. */
 function dataset(): TokenizedDataset {
@@ -53,4 +53,21 @@ Deno.test("BatchSampler covers every row once per epoch and resumes exactly", ()
 
 Deno.test("BatchSampler refuses a batch larger than the dataset", () => {
   assert.throws(() => new BatchSampler(dataset(), 6, 0), /5 rows, fewer than a batch of 6/);
+});
+
+Deno.test("BatchSampler masks the targets a loss mask leaves out", () => {
+  const data = dataset();
+  // Learn only tokens 2 and 3 of every row (an answer after a two-token prompt).
+  data.lossMask = Uint8Array.from({ length: 20 }, (_, i) => i % 4 >= 2 ? 1 : 0);
+  const { inputs, mask } = new BatchSampler(data, 5, 0).next();
+  for (let b = 0; b < 5; b++) {
+    const length = inputs[b * 4] === 40 ? 2 : 4;
+    // Position t predicts token t + 1: only t = 1 (token 2) and t = 2 (token 3) may count.
+    assert.deepEqual([...mask.subarray(b * 4, b * 4 + 4)], [
+      0,
+      length > 2 ? 1 : 0,
+      length > 3 ? 1 : 0,
+      0,
+    ]);
+  }
 });

@@ -2,11 +2,8 @@ import assert from "node:assert/strict";
 import { BpeTokenizer } from "../../tokenizer/bpe.ts";
 import { countWords } from "../../tokenizer/word_counts.ts";
 import { trainBpe } from "../../tokenizer/train_bpe.ts";
-import {
-  loadTokenizedDataset,
-  tokenizeDataset,
-  type TokenizeMethod,
-} from "../../pipeline/tokenize_dataset.ts";
+import { type DocumentMethod, tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
+import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
 
 const documents = [
   "The cat sat on the mat.",
@@ -20,7 +17,7 @@ async function tokenizerFor(texts: string[]): Promise<BpeTokenizer> {
   return BpeTokenizer.fromTrained(trainBpe(counts, { vocabSize: 300 }));
 }
 
-async function tokenize(method: TokenizeMethod, context: number) {
+async function tokenize(method: DocumentMethod, context: number) {
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(
     `${dir}/docs.jsonl`,
@@ -85,7 +82,7 @@ Deno.test("tokenizeDataset() refuses a context over 1024 and an unknown method",
     /context length must be a whole number from 2 to 1024/,
   );
   await assert.rejects(
-    tokenizeDataset({ ...base, method: "pack" as TokenizeMethod }),
+    tokenizeDataset({ ...base, method: "pack" as DocumentMethod }),
     /Unknown method "pack"; use truncate, split or concat/,
   );
 });

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { trainModel } from "../../pipeline/train_model.ts";
-import { loadTokenizedDataset, tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
+import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
+import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
 import { loadCheckpoint } from "../../nn/checkpoint.ts";
 import { generateTokens } from "../../nn/generate.ts";
 import { testPretrained } from "../../pipeline/test_pretrained.ts";

@@ -1,0 +1,155 @@
+/**
+ * The on-disk form of a tokenized dataset: fixed-length rows of token ids. A folder holds
+ * `tokens.bin` (rows x context ids, little-endian uint16 when the vocabulary fits, else uint32),
+ * `lengths.bin` (uint32 real tokens per row; the rest of a row is `<pad>`), optionally
+ * `loss_mask.bin` (one byte per token: 1 where the token is to be learned, e.g. only the answers
+ * of instruction tuning), and `meta.json`. The folder appears only when complete.
+ *
+ * @module
+ */
+
+/** How documents became rows. */
+export type TokenizeMethod = "truncate" | "split" | "concat" | "chat";
+
+/** The `meta.json` of a tokenized dataset. */
+export interface TokenizedDatasetMeta {
+  method: TokenizeMethod;
+  contextLength: number;
+  rows: number;
+  /** Real (non-padding) tokens over all rows. */
+  tokens: number;
+  documents: number;
+  vocabSize: number;
+  dtype: "uint16" | "uint32";
+  padId: number;
+  eosId: number;
+  /** True when `loss_mask.bin` says which tokens are learned. */
+  lossMask?: boolean;
+}
+
+/** A tokenized dataset in memory. */
+export interface TokenizedDataset {
+  meta: TokenizedDatasetMeta;
+  /** (rows, contextLength) token ids. */
+  tokens: Uint16Array | Uint32Array;
+  /** (rows) real tokens per row. */
+  lengths: Uint32Array;
+  /** (rows, contextLength) 1 where a token is learned; absent when every real token is. */
+  lossMask?: Uint8Array;
+}
+
+/** Writes rows into a new dataset folder; {@linkcode TokenRowWriter.finish} publishes it. */
+export class TokenRowWriter {
+  readonly #partial: string;
+  readonly #files: Deno.FsFile[];
+  readonly meta: TokenizedDatasetMeta;
+
+  private constructor(
+    readonly out: string,
+    partial: string,
+    files: Deno.FsFile[],
+    meta: TokenizedDatasetMeta,
+  ) {
+    this.#partial = partial;
+    this.#files = files;
+    this.meta = meta;
+  }
+
+  /** Starts a dataset at `out` (written under `out.partial` until finished). */
+  static async create(
+    out: string,
+    meta: Omit<TokenizedDatasetMeta, "rows" | "tokens" | "documents" | "dtype">,
+  ): Promise<TokenRowWriter> {
+    const partial = `${out}.partial`;
+    await Deno.remove(partial, { recursive: true }).catch(() => {});
+    await Deno.mkdir(partial, { recursive: true });
+    const names = ["tokens.bin", "lengths.bin", ...(meta.lossMask ? ["loss_mask.bin"] : [])];
+    const files = await Promise.all(
+      names.map((name) => Deno.open(`${partial}/${name}`, { write: true, create: true })),
+    );
+    const dtype = meta.vocabSize <= 65536 ? "uint16" : "uint32";
+    return new TokenRowWriter(out, partial, files, {
+      ...meta,
+      rows: 0,
+      tokens: 0,
+      documents: 0,
+      dtype,
+    });
+  }
+
+  /**
+   * Appends rows (each at most `contextLength` ids), padded with `<pad>`; with a loss mask,
+   * `masks[i][t]` says whether token t of row i is learned.
+   */
+  async write(rows: readonly number[][], masks?: readonly number[][]): Promise<void> {
+    if (rows.length === 0) return;
+    const { contextLength: T, padId } = this.meta;
+    const ids = this.meta.dtype === "uint16"
+      ? new Uint16Array(rows.length * T)
+      : new Uint32Array(rows.length * T);
+    const lengths = new Uint32Array(rows.length);
+    const lossMask = new Uint8Array(this.meta.lossMask ? rows.length * T : 0);
+    rows.forEach((row, i) => {
+      ids.fill(padId, i * T, (i + 1) * T);
+      ids.set(row, i * T);
+      if (this.meta.lossMask) lossMask.set(masks![i], i * T);
+      lengths[i] = row.length;
+      this.meta.tokens += row.length;
+    });
+    await writeAll(this.#files[0], new Uint8Array(ids.buffer));
+    await writeAll(this.#files[1], new Uint8Array(lengths.buffer));
+    if (this.meta.lossMask) await writeAll(this.#files[2], lossMask);
+    this.meta.rows += rows.length;
+  }
+
+  /** Closes the files and publishes the folder at `out`, replacing any older one. */
+  async finish(): Promise<TokenizedDatasetMeta> {
+    for (const file of this.#files) file.close();
+    await Deno.writeTextFile(
+      `${this.#partial}/meta.json`,
+      JSON.stringify(this.meta, null, 2) + "\n",
+    );
+    await Deno.remove(this.out, { recursive: true }).catch(() => {});
+    await Deno.rename(this.#partial, this.out);
+    return this.meta;
+  }
+
+  /** Closes the files and removes the unfinished folder. */
+  async abandon(): Promise<void> {
+    for (const file of this.#files) file.close();
+    await Deno.remove(this.#partial, { recursive: true }).catch(() => {});
+  }
+}
+
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let written = 0; written < bytes.length;) {
+    written += await file.write(bytes.subarray(written));
+  }
+}
+
+/** Loads a dataset folder, checking that its files agree with `meta.json`. */
+export async function loadTokenizedDataset(folder: string): Promise<TokenizedDataset> {
+  const meta = JSON.parse(
+    await Deno.readTextFile(`${folder}/meta.json`).catch(() => {
+      throw new Error(`${folder} is not a tokenized dataset (no meta.json); run tokenize first.`);
+    }),
+  ) as TokenizedDatasetMeta;
+  const bytes = await Deno.readFile(`${folder}/tokens.bin`);
+  const tokens = meta.dtype === "uint16"
+    ? new Uint16Array(bytes.buffer, 0, bytes.byteLength / 2)
+    : new Uint32Array(bytes.buffer, 0, bytes.byteLength / 4);
+  const lengths = new Uint32Array((await Deno.readFile(`${folder}/lengths.bin`)).buffer);
+  const lossMask = meta.lossMask ? await Deno.readFile(`${folder}/loss_mask.bin`) : undefined;
+  const cells = meta.rows * meta.contextLength;
+  if (
+    tokens.length !== cells || lengths.length !== meta.rows ||
+    (lossMask && lossMask.length !== cells)
+  ) {
+    throw new Error(
+      `${folder} is inconsistent: meta.json says ${meta.rows} rows of ${meta.contextLength}, ` +
+        `tokens.bin holds ${tokens.length} ids and lengths.bin ${lengths.length} rows; ` +
+        "tokenize the dataset again.",
+    );
+  }
+  return { meta, tokens, lengths, lossMask };
+}
