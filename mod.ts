@@ -45,3 +45,7 @@ export * from "./pipeline/train_model.ts";
 export * from "./pipeline/test_pretrained.ts";
 export * from "./pipeline/train.ts";
 export * from "./pipeline/token_rows.ts";
+export * from "./pipeline/chatml.ts";
+export * from "./pipeline/prepare_dataset_instruct.ts";
+export * from "./pipeline/finetune_instruct.ts";
+export * from "./pipeline/test_instruct.ts";

@@ -168,3 +168,26 @@ export class GPT2 {
     for (const param of this.params.values()) param.dispose();
   }
 }
+
+/**
+ * Weights with the vocabulary grown to `vocabSize`: `wte` gets new rows (for tokens added to the
+ * tokenizer, such as ChatML's `<|im_start|>` and `<|im_end|>`) initialized to the mean of the
+ * existing rows, a neutral start that keeps the output head's logits for them moderate.
+ */
+export function growVocabulary(
+  weights: Map<string, { shape: number[]; data: Float32Array }>,
+  vocabSize: number,
+): Map<string, { shape: number[]; data: Float32Array }> {
+  const wte = weights.get("wte");
+  if (!wte) throw new Error("The weights have no wte to grow.");
+  const [V, C] = wte.shape;
+  if (vocabSize < V) {
+    throw new Error(`Cannot shrink the vocabulary from ${V} to ${vocabSize} tokens.`);
+  }
+  const mean = new Float64Array(C);
+  for (let v = 0; v < V; v++) for (let c = 0; c < C; c++) mean[c] += wte.data[v * C + c] / V;
+  const grown = new Float32Array(vocabSize * C);
+  grown.set(wte.data);
+  for (let v = V; v < vocabSize; v++) grown.set(mean, v * C);
+  return new Map(weights).set("wte", { shape: [vocabSize, C], data: grown });
+}

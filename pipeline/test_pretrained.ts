@@ -10,6 +10,7 @@
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
+import type { GPT2 } from "../nn/gpt2.ts";
 import { generateTokens } from "../nn/generate.ts";
 import type { SamplingOptions } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
@@ -17,19 +18,59 @@ import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode testPretrained}. */
-export interface TestPretrainedOptions extends SamplingOptions {
+export interface TestPretrainedOptions extends CompleteOptions {
   /** A checkpoint written by train_model. */
   checkpoint: string;
   /** The tokenizer the model was trained with (folder or `tokenizer.json`). */
   tokenizer: BpeTokenizer | string;
   prompt: string;
+  gpu?: Gpu;
+}
+
+/** Options of {@linkcode completePrompt}. */
+export interface CompleteOptions extends SamplingOptions {
   /** Most tokens to add. Default 100. */
   maxNewTokens?: number;
   /** Seed of the sampling. Default 0. */
   seed?: number;
+  /** Stop at any of these tokens (default `</s>`); they are left out of the text. */
+  stopTokens?: readonly string[];
   /** Called with each new piece of text as it is generated. */
   onText?: (text: string) => void;
-  gpu?: Gpu;
+}
+
+/** Continues `prompt` with `model`; returns the new text (special tokens left out). */
+export async function completePrompt(
+  model: GPT2,
+  tokenizer: BpeTokenizer,
+  prompt: string,
+  options: CompleteOptions = {},
+): Promise<string> {
+  if (model.config.vocabSize < tokenizer.vocabSize) {
+    throw new Error(
+      `The tokenizer has ${tokenizer.vocabSize} tokens but the model only ` +
+        `${model.config.vocabSize}; pass the tokenizer the model was trained with.`,
+    );
+  }
+  const stopIds = (options.stopTokens ?? ["</s>"])
+    .map((token) => tokenizer.tokenToId(token))
+    .filter((id): id is number => id !== undefined);
+  const ids: number[] = [];
+  let shown = "";
+  await generateTokens(model, tokenizer.encode(prompt), {
+    ...options,
+    stopIds,
+    onToken: (id) => {
+      ids.push(id);
+      // Decode the whole completion each time: a character may span several byte tokens.
+      const text = tokenizer.decode(ids, { skipSpecialTokens: true });
+      if (text.length > shown.length && !text.endsWith("\uFFFD")) {
+        options.onText?.(text.slice(shown.length));
+        shown = text;
+      }
+    },
+  });
+  return tokenizer.decode(ids, { skipSpecialTokens: true });
 }
 
 /** Completes `prompt` with the checkpoint's model; returns the completion (without the prompt). */
@@ -37,33 +78,11 @@ export async function testPretrained(options: TestPretrainedOptions): Promise<st
   const gpu = options.gpu ?? await acquireGpu();
   const tokenizer = await resolveTokenizer(options.tokenizer);
   const { model } = await loadCheckpoint(gpu, options.checkpoint);
-  if (model.config.vocabSize < tokenizer.vocabSize) {
-    throw new Error(
-      `The tokenizer has ${tokenizer.vocabSize} tokens but the model only ${model.config.vocabSize}; ` +
-        "pass the tokenizer the model was trained with.",
-    );
-  }
-  const eos = tokenizer.tokenToId("</s>");
-  const ids: number[] = [];
-  let shown = "";
   try {
-    await generateTokens(model, tokenizer.encode(options.prompt), {
-      ...options,
-      stopIds: eos === undefined ? [] : [eos],
-      onToken: (id) => {
-        ids.push(id);
-        // Decode the whole completion each time: a character may span several byte tokens.
-        const text = tokenizer.decode(ids, { skipSpecialTokens: true });
-        if (text.length > shown.length && !text.endsWith("\uFFFD")) {
-          options.onText?.(text.slice(shown.length));
-          shown = text;
-        }
-      },
-    });
+    return await completePrompt(model, tokenizer, options.prompt, options);
   } finally {
     model.dispose();
   }
-  return tokenizer.decode(ids, { skipSpecialTokens: true });
 }
 
 if (import.meta.main) {

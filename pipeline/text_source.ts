@@ -1,7 +1,8 @@
 /**
- * Streams documents from the files a user has: Parquet (a text column chosen by name), JSON
- * Lines, a JSON array, or plain text (one document per line), or a folder of them. Batches keep
- * memory bounded: a corpus never has to fit in memory at once.
+ * Streams documents (or records of several text fields, such as instruction pairs) from the files
+ * a user has: Parquet (columns chosen by name), JSON Lines, a JSON array, or plain text (one
+ * document per line), or a folder of them. Batches keep memory bounded: a corpus never has to fit
+ * in memory at once.
  *
  * @module
  */
@@ -13,12 +14,14 @@ import {
   parquetReadObjects,
 } from "hyparquet";
 
-/** Options of {@linkcode readTextBatches}. */
-export interface TextSourceOptions {
-  /** Documents per batch. Default 1000. */
+/** Options of {@linkcode readRecordBatches}. */
+export interface RecordSourceOptions {
+  /** Records per batch. Default 1000. */
   batchSize?: number;
-  /** The Parquet column or JSON field holding the text. Default `text`. */
-  textField?: string;
+  /** Fields every record must have as strings (the first is a plain-text line's field). */
+  fields: readonly string[];
+  /** Fields read when present; a missing one becomes "". */
+  optionalFields?: readonly string[];
   /**
    * Plain text: yield every line with its line ending, blank lines included, as Hugging Face's
    * file trainer sees them (a tokenizer trained without them learns other merges). Default
@@ -27,18 +30,41 @@ export interface TextSourceOptions {
   keepLineEndings?: boolean;
 }
 
+/** Options of {@linkcode readTextBatches}. */
+export interface TextSourceOptions extends Omit<RecordSourceOptions, "fields" | "optionalFields"> {
+  /** The Parquet column or JSON field holding the text. Default `text`. */
+  textField?: string;
+}
+
+/** A record of string fields, as read by {@linkcode readRecordBatches}. */
+export type TextRecord = Record<string, string>;
+
 const SUPPORTED = /\.(parquet|jsonl|ndjson|json|txt|text|md)$/i;
 
 /**
- * Yields batches of documents from a file or a folder of files (read in name order).
+ * Yields batches of documents' text from a file or a folder of files (read in name order).
  *
  * @throws when the path does not exist, a file is corrupt, or has no text field; the message
  * says which file and what to do.
  */
 export async function* readTextBatches(
   path: string,
-  options: TextSourceOptions = {},
+  { textField = "text", ...options }: TextSourceOptions = {},
 ): AsyncGenerator<string[]> {
+  for await (const batch of readRecordBatches(path, { ...options, fields: [textField] })) {
+    yield batch.map((record) => record[textField]);
+  }
+}
+
+/**
+ * Yields batches of records with the named string fields from a file or a folder of files (read
+ * in name order): Parquet columns, JSON Lines or JSON array objects (a bare string is the first
+ * field), or the lines of a text file (each the first field).
+ */
+export async function* readRecordBatches(
+  path: string,
+  options: RecordSourceOptions,
+): AsyncGenerator<TextRecord[]> {
   const stat = await Deno.stat(path).catch(() => {
     throw new Error(
       `No such file or folder: ${path}. Pass a Parquet, JSON Lines, JSON or text file, ` +
@@ -53,11 +79,11 @@ export async function* readTextBatches(
     if (names.length === 0) {
       throw new Error(`The folder ${path} holds no Parquet, JSON Lines, JSON or text files.`);
     }
-    for (const name of names.sort()) yield* readTextBatches(`${path}/${name}`, options);
+    for (const name of names.sort()) yield* readRecordBatches(`${path}/${name}`, options);
     return;
   }
   if (/\.parquet$/i.test(path)) {
-    yield* parquetTextBatches(await asyncBufferFromFile(path), path, options);
+    yield* parquetRecordBatches(await asyncBufferFromFile(path), path, options);
   } else if (/\.(jsonl|ndjson)$/i.test(path)) {
     yield* jsonLinesBatches(path, options);
   } else if (/\.json$/i.test(path)) {
@@ -68,16 +94,30 @@ export async function* readTextBatches(
 }
 
 /**
- * Yields the text column of a Parquet file, read a batch of rows at a time: only the pages of
- * that column are fetched, so a remote file is read by byte ranges, never whole.
- *
- * @param name the file's name or address, for error messages.
+ * Yields the text column of a Parquet file, a batch of rows at a time; see
+ * {@linkcode parquetRecordBatches}.
  */
 export async function* parquetTextBatches(
   file: AsyncBuffer,
   name: string,
-  { batchSize = 1000, textField = "text" }: TextSourceOptions = {},
+  { textField = "text", batchSize }: TextSourceOptions = {},
 ): AsyncGenerator<string[]> {
+  for await (const batch of parquetRecordBatches(file, name, { batchSize, fields: [textField] })) {
+    yield batch.map((record) => record[textField]);
+  }
+}
+
+/**
+ * Yields the named columns of a Parquet file, read a batch of rows at a time: only the pages of
+ * those columns are fetched, so a remote file is read by byte ranges, never whole.
+ *
+ * @param name the file's name or address, for error messages.
+ */
+export async function* parquetRecordBatches(
+  file: AsyncBuffer,
+  name: string,
+  { batchSize = 1000, fields, optionalFields = [] }: RecordSourceOptions,
+): AsyncGenerator<TextRecord[]> {
   const metadata = await parquetMetadataAsync(file).catch((e: Error) => {
     throw new Error(
       `${name} is not a readable Parquet file (${e.message}). It may be truncated or corrupt: ` +
@@ -85,12 +125,17 @@ export async function* parquetTextBatches(
     );
   });
   const columns = metadata.schema.slice(1).map((column) => column.name);
-  if (!columns.includes(textField)) {
-    throw new Error(
-      `${name} has no column "${textField}" (it has: ${columns.join(", ")}); ` +
-        "choose the text column with --text-field.",
-    );
+  for (const field of fields) {
+    if (!columns.includes(field)) {
+      throw new Error(
+        `${name} has no column "${field}" (it has: ${columns.join(", ")}); ` +
+          (fields.length === 1
+            ? "choose the text column with --text-field."
+            : "pick another file."),
+      );
+    }
   }
+  const wanted = [...fields, ...optionalFields.filter((f) => columns.includes(f))];
   // Batches never cross a row group, so a reader that stops early fetches no later group.
   let groupStart = 0;
   for (const group of metadata.row_groups) {
@@ -100,14 +145,20 @@ export async function* parquetTextBatches(
       const objects = await parquetReadObjects({
         file,
         metadata,
-        columns: [textField],
+        columns: wanted,
         rowStart,
         rowEnd,
         useOffsetIndex: true,
       }).catch((e: Error) => {
         throw new Error(`Rows ${rowStart}-${rowEnd} of ${name} could not be read: ${e.message}.`);
       });
-      yield objects.map((row) => String(row[textField] ?? ""));
+      yield objects.map((row) => {
+        const record: TextRecord = {};
+        for (const field of [...fields, ...optionalFields]) {
+          record[field] = String(row[field] ?? "");
+        }
+        return record;
+      });
     }
     groupStart = groupEnd;
   }
@@ -115,9 +166,10 @@ export async function* parquetTextBatches(
 
 async function* jsonLinesBatches(
   path: string,
-  { batchSize = 1000, textField = "text" }: TextSourceOptions,
-): AsyncGenerator<string[]> {
-  let batch: string[] = [];
+  options: RecordSourceOptions,
+): AsyncGenerator<TextRecord[]> {
+  const batchSize = options.batchSize ?? 1000;
+  let batch: TextRecord[] = [];
   let lineNumber = 0;
   for await (const line of readLines(path)) {
     lineNumber++;
@@ -128,7 +180,7 @@ async function* jsonLinesBatches(
     } catch (e) {
       throw new Error(`Line ${lineNumber} of ${path} is not valid JSON: ${(e as Error).message}.`);
     }
-    batch.push(textOf(record, textField, `line ${lineNumber} of ${path}`));
+    batch.push(recordOf(record, options, `line ${lineNumber} of ${path}`));
     if (batch.length >= batchSize) {
       yield batch;
       batch = [];
@@ -139,8 +191,9 @@ async function* jsonLinesBatches(
 
 async function* jsonArrayBatches(
   path: string,
-  { batchSize = 1000, textField = "text" }: TextSourceOptions,
-): AsyncGenerator<string[]> {
+  options: RecordSourceOptions,
+): AsyncGenerator<TextRecord[]> {
+  const batchSize = options.batchSize ?? 1000;
   let records: unknown;
   try {
     records = JSON.parse(await Deno.readTextFile(path));
@@ -148,36 +201,48 @@ async function* jsonArrayBatches(
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}.`);
   }
   if (!Array.isArray(records)) {
-    throw new Error(`${path} must hold a JSON array of documents; use JSON Lines for streams.`);
+    throw new Error(`${path} must hold a JSON array of records; use JSON Lines for streams.`);
   }
   for (let i = 0; i < records.length; i += batchSize) {
     yield records.slice(i, i + batchSize).map((record, j) =>
-      textOf(record, textField, `item ${i + j} of ${path}`)
+      recordOf(record, options, `item ${i + j} of ${path}`)
     );
   }
 }
 
-/** A document's text: the record itself when it is a string, else its `textField`. */
-function textOf(record: unknown, textField: string, where: string): string {
-  if (typeof record === "string") return record;
-  const text = (record as Record<string, unknown> | null)?.[textField];
-  if (typeof text !== "string") {
-    throw new Error(
-      `${where} has no string field "${textField}"; each record must look like ` +
-        `{"${textField}": "..."} (choose the field with --text-field).`,
-    );
+/** The wanted fields of a JSON value: a bare string is the first field. */
+function recordOf(value: unknown, options: RecordSourceOptions, where: string): TextRecord {
+  const { fields, optionalFields = [] } = options;
+  const object = typeof value === "string"
+    ? { [fields[0]]: value }
+    : (value ?? {}) as Record<string, unknown>;
+  const record: TextRecord = {};
+  for (const field of fields) {
+    const text = object[field];
+    if (typeof text !== "string") {
+      const shape = fields.map((f) => `"${f}": "..."`).join(", ");
+      throw new Error(
+        `${where} has no string field "${field}"; each record must look like {${shape}}` +
+          (fields.length === 1 ? " (choose the field with --text-field)." : "."),
+      );
+    }
+    record[field] = text;
   }
-  return text;
+  for (const field of optionalFields) {
+    const text = object[field];
+    record[field] = typeof text === "string" ? text : "";
+  }
+  return record;
 }
 
 async function* plainTextBatches(
   path: string,
-  { batchSize = 1000, keepLineEndings = false }: TextSourceOptions,
-): AsyncGenerator<string[]> {
-  let batch: string[] = [];
+  { batchSize = 1000, keepLineEndings = false, fields }: RecordSourceOptions,
+): AsyncGenerator<TextRecord[]> {
+  let batch: TextRecord[] = [];
   for await (const line of readLines(path, keepLineEndings)) {
     if (!keepLineEndings && line.trim() === "") continue;
-    batch.push(line);
+    batch.push({ [fields[0]]: line });
     if (batch.length >= batchSize) {
       yield batch;
       batch = [];

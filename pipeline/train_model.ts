@@ -15,7 +15,8 @@ import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { countedPositions } from "../kernels/cross_entropy.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { loadCheckpoint, saveCheckpoint } from "../nn/checkpoint.ts";
-import { GPT2 } from "../nn/gpt2.ts";
+import { GPT2, growVocabulary } from "../nn/gpt2.ts";
+import { readSafetensors } from "../nn/safetensors.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { learningRate } from "../nn/schedule.ts";
 import { Tape } from "../nn/tape.ts";
@@ -50,6 +51,11 @@ export interface TrainModelOptions {
   seed?: number;
   /** Continue from `out/checkpoint.safetensors` when it exists. Default true. */
   resume?: boolean;
+  /**
+   * Start a new run from this checkpoint's weights (fine-tuning) instead of a fresh
+   * initialization; its vocabulary grows to the data's when tokens were added.
+   */
+  initFrom?: string;
   /** No progress output. */
   quiet?: boolean;
   /** The GPU to use; acquired when absent. */
@@ -99,12 +105,28 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     model = loaded.model;
     step = loaded.step;
     samplerState = loaded.training?.sampler as SamplerState | undefined;
-    if (model.config.vocabSize !== dataset.meta.vocabSize) {
+    if (model.config.vocabSize < dataset.meta.vocabSize) {
       throw new Error(
         `${checkpoint} has a vocabulary of ${model.config.vocabSize} but the data has ` +
           `${dataset.meta.vocabSize}; use another --out to start a new run.`,
       );
     }
+  } else if (options.initFrom) {
+    const pretrained = await readSafetensors(options.initFrom);
+    const config = JSON.parse(pretrained.metadata.config ?? "null") as GPT2Config | null;
+    if (!config) throw new Error(`${options.initFrom} is not a checkpoint written by train_model.`);
+    if (T > config.contextLength) {
+      throw new Error(
+        `The data's rows of ${T} tokens are longer than the model's context of ` +
+          `${config.contextLength}; tokenize with --context ${config.contextLength} or less.`,
+      );
+    }
+    const vocabSize = Math.max(config.vocabSize, dataset.meta.vocabSize);
+    model = GPT2.fromWeights(
+      gpu,
+      { ...config, vocabSize },
+      growVocabulary(pretrained.tensors, vocabSize),
+    );
   } else {
     model = GPT2.init(gpu, {
       vocabSize: dataset.meta.vocabSize,

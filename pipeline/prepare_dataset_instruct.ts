@@ -1,0 +1,152 @@
+/**
+ * Stage 6a of the pipeline: instruction pairs (Alpaca's `instruction`, `input`, `output`, from a
+ * JSON, JSON Lines or Parquet file) become ChatML conversations, tokenized for fine-tuning. The
+ * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation, and its loss mask
+ * keeps only the answer's tokens, so the model learns to answer, not to ask.
+ *
+ * The output folder holds `chat.jsonl` (the formatted conversations), `tokenizer/` (the
+ * pretrained tokenizer plus the ChatML tokens) and `tokenized/` (rows with a loss mask).
+ *
+ *     deno task prepare-instruct --data ../shared/data/instruct/alpaca-style-1100.json \
+ *       --tokenizer runs/main/tokenizer --context 256 --out runs/instruct/data
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
+import { chatPrompt, chatResponse, IM_END, IM_START } from "./chatml.ts";
+import { readRecordBatches } from "./text_source.ts";
+import { type TokenizedDatasetMeta, TokenRowWriter } from "./token_rows.ts";
+import { resolveTokenizer } from "./tokenize_dataset.ts";
+import { ProgressBar } from "./_progress.ts";
+import { intFlag, runCli } from "./_cli.ts";
+
+/** Options of {@linkcode prepareDatasetInstruct}. */
+export interface PrepareInstructOptions {
+  /** Instruction pairs: a JSON array, JSON Lines or Parquet file (or a folder of them). */
+  data: string;
+  /** The pretrained model's tokenizer (folder or `tokenizer.json`). */
+  tokenizer: string;
+  /** The output folder. */
+  out: string;
+  /** Tokens per row; at most the pretrained model's context. Default 1024. */
+  contextLength?: number;
+  /** Most pairs to take. Default all. */
+  rows?: number;
+  quiet?: boolean;
+}
+
+/** What {@linkcode prepareDatasetInstruct} wrote. */
+export interface PreparedInstruct {
+  meta: TokenizedDatasetMeta;
+  /** Pairs whose prompt alone fills the context, left out. */
+  skipped: number;
+  /** Pairs whose answer was cut at the context length. */
+  truncated: number;
+}
+
+/** Formats, tokenizes and masks instruction pairs; see the module documentation. */
+export async function prepareDatasetInstruct(
+  options: PrepareInstructOptions,
+): Promise<PreparedInstruct> {
+  const context = options.contextLength ?? 1024;
+  const tokenizer = await resolveTokenizer(options.tokenizer);
+  tokenizer.addTokens([IM_START, IM_END], { special: true });
+  await Deno.mkdir(`${options.out}/tokenizer`, { recursive: true });
+  await saveHfTokenizer(tokenizer, `${options.out}/tokenizer/tokenizer.json`);
+
+  const writer = await TokenRowWriter.create(`${options.out}/tokenized`, {
+    method: "chat",
+    contextLength: context,
+    vocabSize: tokenizer.vocabSize,
+    padId: tokenizer.tokenToId("<pad>") ?? tokenizer.tokenToId(IM_END)!,
+    eosId: tokenizer.tokenToId(IM_END)!,
+    lossMask: true,
+  });
+  const chat = await Deno.open(`${options.out}/chat.jsonl.partial`, {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  const progress = new ProgressBar("prepare instruct", options.rows ?? 0, {
+    unit: "pairs",
+    silent: options.quiet,
+  });
+  const limit = options.rows ?? Infinity;
+  let skipped = 0, truncated = 0;
+  try {
+    const batches = readRecordBatches(options.data, {
+      fields: ["instruction", "output"],
+      optionalFields: ["input"],
+    });
+    for await (const batch of batches) {
+      const rows: number[][] = [], masks: number[][] = [], lines: string[] = [];
+      for (const pair of batch.slice(0, limit - writer.meta.documents)) {
+        writer.meta.documents++;
+        const prompt = chatPrompt(pair.instruction, pair.input);
+        const response = chatResponse(pair.output);
+        const promptIds = tokenizer.encode(prompt);
+        const responseIds = tokenizer.encode(response);
+        lines.push(JSON.stringify({ prompt, response }) + "\n");
+        if (promptIds.length >= context - 1) {
+          skipped++;
+          continue;
+        }
+        const ids = [...promptIds, ...responseIds].slice(0, context);
+        if (ids.length < promptIds.length + responseIds.length) truncated++;
+        rows.push(ids);
+        masks.push(ids.map((_, i) => i < promptIds.length ? 0 : 1));
+      }
+      await writer.write(rows, masks);
+      await chat.write(new TextEncoder().encode(lines.join("")));
+      progress.update(writer.meta.documents);
+      if (writer.meta.documents >= limit) break;
+    }
+  } catch (error) {
+    chat.close();
+    await writer.abandon();
+    throw error;
+  }
+  chat.close();
+  progress.finish();
+  if (writer.meta.rows === 0) {
+    await writer.abandon();
+    throw new Error(
+      `No instruction pair of ${options.data} fits a context of ${context} tokens; ` +
+        "use a longer --context.",
+    );
+  }
+  await Deno.rename(`${options.out}/chat.jsonl.partial`, `${options.out}/chat.jsonl`);
+  return { meta: await writer.finish(), skipped, truncated };
+}
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        data: { type: "string" },
+        tokenizer: { type: "string", default: "runs/main/tokenizer" },
+        out: { type: "string", default: "runs/instruct/data" },
+        context: { type: "string", default: "1024" },
+        rows: { type: "string" },
+        quiet: { type: "boolean", default: false },
+      },
+    });
+    if (!values.data) throw new Error("Pass the instruction pairs with --data FILE.");
+    const result = await prepareDatasetInstruct({
+      data: values.data,
+      tokenizer: values.tokenizer,
+      out: values.out,
+      contextLength: intFlag("context", values.context, 2),
+      rows: values.rows === undefined ? undefined : intFlag("rows", values.rows),
+      quiet: values.quiet,
+    });
+    console.log(
+      `wrote ${result.meta.rows} conversations (${result.meta.tokens} tokens) to ` +
+        `${values.out}; ${result.skipped} left out (prompt too long), ${result.truncated} ` +
+        "answers cut at the context length",
+    );
+  });
+}

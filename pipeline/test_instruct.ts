@@ -1,0 +1,116 @@
+/**
+ * Stage 6c of the pipeline: the pretrained and the instruction-tuned model side by side on the
+ * same questions. The pretrained model continues the bare question as text; the tuned one answers
+ * it as the assistant of a ChatML conversation and stops at `<|im_end|>`.
+ *
+ *     deno task test-instruct --pretrained runs/main/model/checkpoint.safetensors \
+ *       --tokenizer runs/main/tokenizer --tuned runs/instruct/model/checkpoint.safetensors \
+ *       --tuned-tokenizer runs/instruct/data/tokenizer --question "What is the capital of France?"
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { loadCheckpoint } from "../nn/checkpoint.ts";
+import { chatPrompt, IM_END } from "./chatml.ts";
+import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
+import { resolveTokenizer } from "./tokenize_dataset.ts";
+import { intFlag, numberFlag, runCli } from "./_cli.ts";
+
+/** Options of {@linkcode testInstruct}. */
+export interface TestInstructOptions extends Omit<CompleteOptions, "stopTokens" | "onText"> {
+  pretrained: string;
+  /** The pretrained model's tokenizer. */
+  tokenizer: string;
+  tuned: string;
+  /** The tuned model's tokenizer (with the ChatML tokens). */
+  tunedTokenizer: string;
+  questions: readonly string[];
+  gpu?: Gpu;
+}
+
+/** One question's two answers. */
+export interface SideBySide {
+  question: string;
+  pretrained: string;
+  tuned: string;
+}
+
+/** Asks both models every question; see the module documentation. */
+export async function testInstruct(options: TestInstructOptions): Promise<SideBySide[]> {
+  const gpu = options.gpu ?? await acquireGpu();
+  const models = {
+    pretrained: {
+      model: (await loadCheckpoint(gpu, options.pretrained)).model,
+      tokenizer: await resolveTokenizer(options.tokenizer),
+    },
+    tuned: {
+      model: (await loadCheckpoint(gpu, options.tuned)).model,
+      tokenizer: await resolveTokenizer(options.tunedTokenizer),
+    },
+  };
+  const results: SideBySide[] = [];
+  try {
+    for (const question of options.questions) {
+      const { pretrained, tuned } = models;
+      results.push({
+        question,
+        pretrained: await completePrompt(pretrained.model, pretrained.tokenizer, question, options),
+        tuned: await completePrompt(tuned.model, tuned.tokenizer, chatPrompt(question), {
+          ...options,
+          stopTokens: [IM_END, "</s>"],
+        }),
+      });
+    }
+  } finally {
+    models.pretrained.model.dispose();
+    models.tuned.model.dispose();
+  }
+  return results;
+}
+
+/** The side-by-side as text, one block per question. */
+export function formatSideBySide(results: readonly SideBySide[]): string {
+  const indent = (text: string) => text.trim().replace(/\n/g, "\n    ") || "(nothing)";
+  return results.map(({ question, pretrained, tuned }) =>
+    `Q: ${question}\n  pretrained: ${indent(pretrained)}\n  tuned:      ${indent(tuned)}\n`
+  ).join("\n");
+}
+
+const DEFAULT_QUESTIONS = [
+  "What is the capital of France?",
+  "Give three tips for staying healthy.",
+  "Write a short story about a cat.",
+];
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        pretrained: { type: "string", default: "runs/main/model/checkpoint.safetensors" },
+        tokenizer: { type: "string", default: "runs/main/tokenizer" },
+        tuned: { type: "string", default: "runs/instruct/model/checkpoint.safetensors" },
+        "tuned-tokenizer": { type: "string", default: "runs/instruct/data/tokenizer" },
+        question: { type: "string", multiple: true },
+        "max-new-tokens": { type: "string", default: "60" },
+        temperature: { type: "string", default: "0.7" },
+        "top-k": { type: "string", default: "40" },
+        seed: { type: "string", default: "0" },
+      },
+    });
+    const results = await testInstruct({
+      pretrained: values.pretrained,
+      tokenizer: values.tokenizer,
+      tuned: values.tuned,
+      tunedTokenizer: values["tuned-tokenizer"],
+      questions: values.question ?? DEFAULT_QUESTIONS,
+      maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
+      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      topK: intFlag("top-k", values["top-k"]),
+      seed: intFlag("seed", values.seed, 0),
+    });
+    console.log(formatSideBySide(results));
+  });
+}

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { prepareDatasetInstruct } from "../../pipeline/prepare_dataset_instruct.ts";
+import { finetuneInstruct } from "../../pipeline/finetune_instruct.ts";
+import { testInstruct } from "../../pipeline/test_instruct.ts";
+import { trainModel } from "../../pipeline/train_model.ts";
+import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
+import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
+import { chatPrompt, chatResponse } from "../../pipeline/chatml.ts";
+import { readSafetensors } from "../../nn/safetensors.ts";
+import { loadHfTokenizer, saveHfTokenizer } from "../../tokenizer/hf_json.ts";
+import { BpeTokenizer } from "../../tokenizer/bpe.ts";
+import { countWords } from "../../tokenizer/word_counts.ts";
+import { trainBpe } from "../../tokenizer/train_bpe.ts";
+import { testGpu } from "../_gpu.ts";
+
+const pairs = [
+  { instruction: "What color is the sky?", input: "", output: "The sky is blue." },
+  { instruction: "Name an animal.", input: "", output: "A cat is an animal." },
+  { instruction: "Fix the grammar.", input: "the dog run", output: "The dog runs." },
+];
+
+Deno.test("instruction tuning: ChatML tokens, masked answers, grown embeddings, learned answers", async () => {
+  const gpu = await testGpu();
+  const dir = await Deno.makeTempDir();
+  try {
+    // A pretrained model of the same words (short, so the test stays fast).
+    const text = pairs.map((p) => `${p.instruction} ${p.input} ${p.output}`);
+    const tokenizer = BpeTokenizer.fromTrained(
+      trainBpe(await countWords([text]), { vocabSize: 320 }),
+    );
+    await Deno.mkdir(`${dir}/tokenizer`);
+    await saveHfTokenizer(tokenizer, `${dir}/tokenizer/tokenizer.json`);
+    await Deno.writeTextFile(`${dir}/text.txt`, Array(20).fill(text.join("\n")).join("\n"));
+    await tokenizeDataset({
+      data: `${dir}/text.txt`,
+      tokenizer,
+      contextLength: 64,
+      out: `${dir}/tokenized`,
+      quiet: true,
+    });
+    const small = { nLayer: 1, nHead: 2, nEmbd: 32, batchSize: 4, quiet: true, gpu };
+    const pretrained = await trainModel({
+      ...small,
+      data: `${dir}/tokenized`,
+      out: `${dir}/pretrained`,
+      steps: 20,
+    });
+
+    // prepare_dataset_instruct: ChatML tokens get the next ids; only answers are learned.
+    await Deno.writeTextFile(`${dir}/pairs.json`, JSON.stringify(Array(8).fill(pairs).flat()));
+    const prepared = await prepareDatasetInstruct({
+      data: `${dir}/pairs.json`,
+      tokenizer: `${dir}/tokenizer`,
+      out: `${dir}/instruct`,
+      contextLength: 64,
+      quiet: true,
+    });
+    assert.equal(prepared.meta.vocabSize, tokenizer.vocabSize + 2);
+    assert.equal(prepared.meta.rows, 24);
+    const chat = await loadTokenizedDataset(`${dir}/instruct/tokenized`);
+    const withChatMl = await loadHfTokenizer(`${dir}/instruct/tokenizer/tokenizer.json`);
+    assert.equal(withChatMl.tokenToId("<|im_start|>"), tokenizer.vocabSize);
+    assert.equal(withChatMl.tokenToId("<|im_end|>"), tokenizer.vocabSize + 1);
+    const promptIds = withChatMl.encode(chatPrompt(pairs[0].instruction));
+    const responseIds = withChatMl.encode(chatResponse(pairs[0].output));
+    const row = [...chat.tokens.subarray(0, chat.lengths[0])];
+    assert.deepEqual(row, [...promptIds, ...responseIds]);
+    assert.deepEqual(
+      [...chat.lossMask!.subarray(0, row.length)],
+      row.map((_, i) => i < promptIds.length ? 0 : 1),
+    );
+
+    // finetune_instruct grows wte by the two ChatML rows and learns the answers.
+    const finetuned = await finetuneInstruct({
+      gpu,
+      pretrained: pretrained.checkpoint,
+      data: `${dir}/instruct/tokenized`,
+      out: `${dir}/tuned`,
+      batchSize: 4,
+      steps: 80,
+      lr: 1e-2,
+      quiet: true,
+    });
+    const weights = await readSafetensors(finetuned.checkpoint);
+    assert.deepEqual(weights.tensors.get("wte")!.shape, [tokenizer.vocabSize + 2, 32]);
+
+    const [answer] = await testInstruct({
+      gpu,
+      pretrained: pretrained.checkpoint,
+      tokenizer: `${dir}/tokenizer`,
+      tuned: finetuned.checkpoint,
+      tunedTokenizer: `${dir}/instruct/tokenizer`,
+      questions: [pairs[0].instruction],
+      maxNewTokens: 20,
+      temperature: 0,
+    });
+    assert.equal(answer.tuned, pairs[0].output);
+    assert.notEqual(answer.pretrained, answer.tuned);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
