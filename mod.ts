@@ -5,15 +5,19 @@
  *
  * @example
  * ```ts
- * import { acquireGpu, scaledAdd } from "./mod.ts";
+ * import { acquireGpu, matmul } from "./mod.ts";
  *
+ * // out (2, 2) = A (2, 3) · B (3, 2), on whatever WebGPU adapter the machine has.
  * const gpu = await acquireGpu();
- * const a = gpu.upload(new Float32Array([1, 2, 3]));
- * const b = gpu.upload(new Float32Array([10, 20, 30]));
- * const out = gpu.acquire(3 * 4);
- * await scaledAdd(gpu, out, a, b, 0.5, 3);
- * console.log(await gpu.readF32(out, 3)); // Float32Array [6, 12, 18]
+ * const a = gpu.upload(new Float32Array([1, 2, 3, 4, 5, 6]));
+ * const b = gpu.upload(new Float32Array([1, 0, 0, 1, 1, 1]));
+ * const out = gpu.acquire(4 * 4);
+ * await matmul(gpu, out, a, b, { m: 2, n: 2, k: 3 });
+ * console.log(await gpu.readF32(out, 4)); // Float32Array [4, 5, 10, 11]
  * ```
+ *
+ * The pipeline from text to a chat model is a function per stage, from `prepareDataset` to
+ * `testInstruct`; `runPretraining` runs the pretraining stages in order (`deno task train`).
  *
  * @module
  */
@@ -49,3 +53,18 @@ export * from "./pipeline/chatml.ts";
 export * from "./pipeline/prepare_dataset_instruct.ts";
 export * from "./pipeline/finetune_instruct.ts";
 export * from "./pipeline/test_instruct.ts";
+export * from "./kernels/accumulate.ts";
+export * from "./kernels/adamw.ts";
+export * from "./kernels/attention.ts";
+export * from "./kernels/attention_layout.ts";
+export * from "./kernels/attention_naive.ts";
+export * from "./kernels/bias_grad.ts";
+export * from "./kernels/cross_entropy.ts";
+export * from "./kernels/embedding.ts";
+export * from "./kernels/gelu.ts";
+export * from "./kernels/grad_norm.ts";
+export * from "./kernels/layernorm.ts";
+export * from "./kernels/matmul.ts";
+export * from "./kernels/matmul_naive.ts";
+export * from "./kernels/residual.ts";
+export * from "./util/files.ts";

@@ -51,6 +51,14 @@ export function rowParts(
 }
 
 /**
+ * Splits `n` elements of an elementwise kernel into parts of at most one binding each, in
+ * multiples of 64 elements so that every part's window starts 256-byte aligned.
+ */
+export function elementParts(gpu: Gpu, n: number): Part[] {
+  return rowParts(gpu, n, 1, 64);
+}
+
+/**
  * Binds exactly the first `elements` float32 values of `buffer`, so that a small tensor in a
  * larger pooled buffer never asks for more than one binding may hold.
  */

@@ -8,7 +8,7 @@
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, rowParts } from "./_parts.ts";
+import { assertFits, elementParts } from "./_parts.ts";
 
 /** Compile-time constants of {@linkcode accumulateKernel}. */
 export interface AccumulateConstants extends Record<string, number> {
@@ -54,8 +54,7 @@ export async function accumulate(
   if (dst === src) throw new Error("accumulate() needs two different buffers; double src instead.");
   assertFits("dst", dst, n);
   assertFits("src", src, n);
-  // Parts in multiples of 64 elements keep every window's start 256-byte aligned.
-  for (const { first, count } of rowParts(gpu, n, 1, 64)) {
+  for (const { first, count } of elementParts(gpu, n)) {
     const d = bufferWindow(gpu, dst, first, count), s = bufferWindow(gpu, src, first, count);
     const params = gpu.uniform(uniforms({
       n: ["u32", count],

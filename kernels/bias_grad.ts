@@ -9,6 +9,7 @@
  * @module
  */
 
+import { rowParts } from "./_parts.ts";
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 
 /** Compile-time constants of {@linkcode biasGradKernel}. */
@@ -60,15 +61,7 @@ export async function biasGrad(
   maxBinding = gpu.maxBinding,
 ): Promise<void> {
   if (rows === 0 || cols === 0) return;
-  const rowsPerPart = Math.floor((Math.min(maxBinding, gpu.maxBinding) - 256) / 4 / cols);
-  if (rowsPerPart < 1) {
-    throw new RangeError(
-      `A row of ${cols} floats does not fit one binding (${gpu.maxBinding} bytes); ` +
-        "reduce the number of columns.",
-    );
-  }
-  for (let first = 0; first < rows; first += rowsPerPart) {
-    const count = Math.min(rowsPerPart, rows - first);
+  for (const { first, count } of rowParts(gpu, rows, cols, 1, maxBinding)) {
     const window = bufferWindow(gpu, dout, first * cols, count * cols);
     const params = gpu.uniform(uniforms({
       rows: ["u32", count],

@@ -595,13 +595,17 @@ export interface GpuTiming {
 
 /**
  * Packs uniform values into the bytes of a WGSL struct whose fields are all 4-byte scalars, in
- * order: `uniforms({ n: ["u32", 10], alpha: ["f32", 0.5] })`. The size is padded to 16 bytes.
+ * order: `uniforms({ n: ["u32", 10], alpha: ["f32", 0.5] })`; a bare number is a `u32`. The size
+ * is padded to 16 bytes.
  */
-export function uniforms(fields: Record<string, ["u32" | "i32" | "f32", number]>): ArrayBuffer {
+export function uniforms(
+  fields: Record<string, ["u32" | "i32" | "f32", number] | number>,
+): ArrayBuffer {
   const entries = Object.values(fields);
   const bytes = new ArrayBuffer(Math.max(16, Math.ceil(entries.length / 4) * 16));
   const view = new DataView(bytes);
-  entries.forEach(([type, value], i) => {
+  entries.forEach((entry, i) => {
+    const [type, value] = typeof entry === "number" ? ["u32", entry] : entry;
     if (type === "f32") view.setFloat32(i * 4, value, true);
     else if (type === "i32") view.setInt32(i * 4, value, true);
     else view.setUint32(i * 4, value, true);

@@ -12,7 +12,7 @@
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, rowParts } from "./_parts.ts";
+import { assertFits, elementParts } from "./_parts.ts";
 
 /** √(2/π), the tanh approximation's scale. */
 const GELU_SCALE = Math.sqrt(2 / Math.PI);
@@ -29,7 +29,12 @@ const WORKGROUP_SIZE = 256;
 // 0.5 · (1 + tanh(u)) is computed as the logistic sigmoid of 2u: in float32 tanh(u) rounds to
 // -1 for u below about -9, and 1 + tanh(u) would cancel to 0 where the gradient is still ~1e-6.
 // Clamping 2u to ±80 keeps exp finite; the sigmoid is then below 1e-34 or 1 to float32.
-const WGSL_GELU = /* wgsl */ `
+/**
+ * WGSL of GPT-2's tanh GELU, `gelu(x)`, and its derivative, `geluGrad(x)`; the matmul's GELU
+ * epilogue uses it too. `(1 + tanh u) / 2` is computed as the logistic sigmoid of 2u, clamped so
+ * that `exp` stays finite.
+ */
+export const GELU_WGSL = /* wgsl */ `
 const SCALE = ${GELU_SCALE};
 const CUBIC = ${GELU_CUBIC};
 fn halfOnePlusTanh(x: f32) -> f32 {
@@ -52,7 +57,7 @@ export const geluForwardKernel: Kernel<GeluConstants> = {
   wgsl: ({ workgroupSize }) => /* wgsl */ `
 struct Params { n: u32, outOffset: u32, inOffset: u32 }
 const WG = ${workgroupSize}u;
-${WGSL_GELU}
+${GELU_WGSL}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
@@ -75,7 +80,7 @@ export const geluBackwardKernel: Kernel<GeluConstants> = {
   wgsl: ({ workgroupSize }) => /* wgsl */ `
 struct Params { n: u32, dinpOffset: u32, inOffset: u32, doutOffset: u32 }
 const WG = ${workgroupSize}u;
-${WGSL_GELU}
+${GELU_WGSL}
 
 @group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
@@ -99,7 +104,7 @@ export const geluBackwardInPlaceKernel: Kernel<GeluConstants> = {
   wgsl: ({ workgroupSize }) => /* wgsl */ `
 struct Params { n: u32, gradOffset: u32, inOffset: u32 }
 const WG = ${workgroupSize}u;
-${WGSL_GELU}
+${GELU_WGSL}
 
 @group(0) @binding(0) var<storage, read_write> grad: array<f32>;
 @group(0) @binding(1) var<storage, read> inp: array<f32>;
@@ -115,11 +120,6 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 }
 `,
 };
-
-/** Parts of at most one binding each, in multiples of 64 elements (256-byte aligned). */
-function elementParts(gpu: Gpu, n: number) {
-  return rowParts(gpu, n, 1, 64);
-}
 
 /**
  * Records `out = gelu(inp)` over `n` elements.
@@ -204,12 +204,14 @@ export async function geluBackward(
 
 type Floats = Float32Array | Float64Array;
 
+/** GPT-2's tanh GELU of one number, in float64: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. */
+export function geluScalar(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));
+}
+
 /** CPU reference of {@linkcode geluForward}. */
 export function geluForwardCpu(out: Floats, inp: Floats): void {
-  for (let i = 0; i < inp.length; i++) {
-    const x = inp[i];
-    out[i] = 0.5 * x * (1 + Math.tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x)));
-  }
+  for (let i = 0; i < inp.length; i++) out[i] = geluScalar(inp[i]);
 }
 
 /** CPU reference of {@linkcode geluBackward}: WRITES `dinp = gelu'(inp) · dout`. */

@@ -36,7 +36,8 @@
  */
 
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
-import { type BindingKind, bufferWindow, type Gpu, type Kernel } from "./device.ts";
+import { GELU_WGSL, geluScalar } from "./gelu.ts";
+import { type BindingKind, bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
 import {
   type MatrixBlock,
   releaseScratchTextures,
@@ -235,11 +236,7 @@ ${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<f32
 ${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<f32>;` : ""}
 @group(0) @binding(${bindings.length - 1}) var<uniform> p: Params;
 
-// GPT-2's tanh GELU; 0.5·(1 + tanh(u)) is the logistic sigmoid of 2u, clamped so exp stays finite.
-fn gelu(x: f32) -> f32 {
-  let u2 = 2.0 * 0.7978845608028654 * (x + 0.044715 * x * x * x);
-  return x / (1.0 + exp(-clamp(u2, -80.0, 80.0)));
-}
+${GELU_WGSL}
 
 fn store(row: u32, col: u32, value: f32) {
   var x = value;
@@ -443,7 +440,7 @@ export async function matmul(
           const ta = await stage("a", aBlock, transA);
           const tb = await stage("b", bBlock, !transB);
           const last = kIndex === kParts.length - 1;
-          const params = gpu.uniform(uniformsOf({
+          const params = gpu.uniform(uniforms({
             m: mp.count,
             n: np.count,
             kb: Math.ceil(kp.count / 4),
@@ -475,20 +472,6 @@ export async function matmul(
       }
     }
   }
-}
-
-/** Packs u32 fields into the bytes of a WGSL uniform struct (16-byte padded). */
-function uniformsOf(fields: Record<string, number>): ArrayBuffer {
-  const values = Object.values(fields);
-  const bytes = new ArrayBuffer(Math.ceil(values.length / 4) * 16);
-  const view = new DataView(bytes);
-  values.forEach((v, i) => view.setUint32(i * 4, v, true));
-  return bytes;
-}
-
-/** GPT-2's tanh GELU in float64: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. */
-export function geluScalar(x: number): number {
-  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x * x * x)));
 }
 
 /**

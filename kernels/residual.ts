@@ -12,7 +12,7 @@
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, rowParts } from "./_parts.ts";
+import { assertFits, elementParts } from "./_parts.ts";
 
 /** Compile-time constants of the residual kernels. */
 export interface ResidualConstants extends Record<string, number> {
@@ -85,7 +85,7 @@ export async function residualForward(
   for (const [name, buffer] of [["out", out], ["a", a], ["b", b]] as const) {
     assertFits(name, buffer, n);
   }
-  for (const { first, count } of rowParts(gpu, n, 1, 64)) {
+  for (const { first, count } of elementParts(gpu, n)) {
     const [y, x1, x2] = [out, a, b].map((buffer) => bufferWindow(gpu, buffer, first, count));
     const params = gpu.uniform(uniforms({
       n: ["u32", count],
@@ -125,7 +125,7 @@ export async function residualBackward(
   for (const [name, buffer] of [["da", da], ["db", db], ["dout", dout]] as const) {
     assertFits(name, buffer, n);
   }
-  for (const { first, count } of rowParts(gpu, n, 1, 64)) {
+  for (const { first, count } of elementParts(gpu, n)) {
     const [d1, d2, g] = [da, db, dout].map((buffer) => bufferWindow(gpu, buffer, first, count));
     const params = gpu.uniform(uniforms({
       n: ["u32", count],

@@ -159,8 +159,9 @@ export interface LossTargets {
 
 /**
  * Per-position softmax cross-entropy of logits (N, V) against targets → losses (N), 0 where a
- * position does not count. With `withGrad`, the fused kernel also writes d(mean loss)/dlogits
- * in the same pass, so the loss must be the root of {@linkcode Tape.backward}.
+ * position does not count. With `withGrad`, the fused kernel also overwrites the logits with
+ * d(mean loss)/dlogits in the same pass (so the logits cannot be read afterwards), and the loss
+ * must be the root of {@linkcode Tape.backward}.
  */
 export async function crossEntropyLoss(
   tape: Tape,
@@ -171,7 +172,8 @@ export async function crossEntropyLoss(
   const v = lastDim(logits), n = logits.size / v;
   const losses = tape.tensor([n], "losses");
   const scale = 1 / Math.max(1, targets.counted);
-  const dlogits = withGrad ? logits.gradForWrite() : null;
+  // In place: the logits (B·T·V floats, the largest activation) become their gradient.
+  const dlogits = withGrad ? logits.gradInPlace() : null;
   if (withGrad && !dlogits) throw new Error("The logits already have a gradient; use them once.");
   await crossEntropy(
     tape.gpu,

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { writeAll, writeFileAtomic } from "../util/files.ts";
+
 /** A named float32 tensor. */
 export interface NamedTensor {
   name: string;
@@ -45,25 +47,13 @@ export async function writeSafetensors(
   const prefix = new Uint8Array(8);
   new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
 
-  const temporary = `${path}.partial`;
-  const file = await Deno.open(temporary, { write: true, create: true, truncate: true });
-  try {
+  await writeFileAtomic(path, async (file) => {
     await writeAll(file, prefix);
     await writeAll(file, headerBytes);
     for (const { data } of tensors) {
       await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     }
-    await file.syncData();
-  } finally {
-    file.close();
-  }
-  await Deno.rename(temporary, path);
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) {
-    written += await file.write(bytes.subarray(written));
-  }
+  });
 }
 
 /** Reads a safetensors file; F32, F16 and BF16 tensors become float32. */

@@ -27,7 +27,8 @@ export function sampleToken(
   if (temperature <= 0) return argmax(logits);
   const topK = Math.min(options.topK ?? logits.length, logits.length);
   const topP = options.topP ?? 1;
-  // Candidates in decreasing logit order; sorting only the top-k keeps this cheap for k << V.
+  // Candidates in decreasing logit order (a full sort: V log V per token, small next to the
+  // model's forward pass).
   const order = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, topK);
   const max = logits[order[0]];
   const weights = order.map((id) => Math.exp((logits[id] - max) / temperature));

@@ -15,6 +15,8 @@ export class Tensor {
   producer: TapeNode | null = null;
   #grad: GPUBuffer | null = null;
   #gradHasValues = false;
+  /** The gradient lives in the value buffer (see {@linkcode Tensor.gradInPlace}). */
+  #gradIsValue = false;
 
   constructor(
     readonly gpu: Gpu,
@@ -68,6 +70,21 @@ export class Tensor {
     return this.#grad;
   }
 
+  /**
+   * Makes the tensor's own buffer its gradient, for a kernel that overwrites the values with
+   * their gradient in one pass (the fused cross-entropy: nothing reads the logits after the
+   * loss, and they are the largest activation). The values are gone afterwards. Null when the
+   * gradient already holds contributions.
+   */
+  gradInPlace(): GPUBuffer | null {
+    if (this.#gradHasValues) return null;
+    if (this.#grad) this.gpu.release(this.#grad);
+    this.#grad = this.buffer;
+    this.#gradIsValue = true;
+    this.#gradHasValues = true;
+    return this.buffer;
+  }
+
   /** The gradient, for reading; throws when no backward reached this tensor. */
   get grad(): GPUBuffer {
     if (!this.#grad || !this.#gradHasValues) {
@@ -80,7 +97,13 @@ export class Tensor {
 
   /** Forgets the gradient's values (the buffer is zeroed before its next use). */
   zeroGrad(): void {
+    if (this.#gradIsValue) this.#unaliasGrad();
     this.#gradHasValues = false;
+  }
+
+  #unaliasGrad(): void {
+    this.#grad = null;
+    this.#gradIsValue = false;
   }
 
   #newGrad(): GPUBuffer {
@@ -105,6 +128,7 @@ export class Tensor {
 
   /** Gives the gradient buffer back to the pool. */
   disposeGrad(): void {
+    if (this.#gradIsValue) this.#unaliasGrad();
     if (this.#grad) this.gpu.release(this.#grad);
     this.#grad = null;
     this.#gradHasValues = false;

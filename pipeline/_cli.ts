@@ -47,7 +47,9 @@ export function interruptSignal(): AbortSignal {
   const interrupt = new AbortController();
   Deno.addSignalListener("SIGINT", () => {
     if (interrupt.signal.aborted) Deno.exit(130);
-    console.error("\nstopping after this step (a checkpoint will be saved); Ctrl-C again quits");
+    console.error(
+      "\nstopping at the next safe point (training saves a checkpoint first); Ctrl-C again quits",
+    );
     interrupt.abort();
   });
   return interrupt.signal;

@@ -17,6 +17,8 @@ export interface ProgressBarOptions {
   silent?: boolean;
   /** Bar width in characters. Default 30. */
   width?: number;
+  /** Work already done before this run (a resumed run); it does not count in the rate. */
+  start?: number;
 }
 
 /** Tracks work done out of a total and draws it with rate and ETA. */
@@ -30,6 +32,7 @@ export class ProgressBar {
   readonly #start = performance.now();
   #lastDraw = -Infinity;
   #done = 0;
+  readonly #startDone: number;
   #status = "";
 
   /** @param total the amount of work; 0 when unknown (no bar, no ETA) */
@@ -40,6 +43,7 @@ export class ProgressBar {
     this.#silent = options.silent ?? false;
     this.#width = options.width ?? 30;
     this.#interactive = Deno.stderr.isTerminal();
+    this.#startDone = this.#done = options.start ?? 0;
   }
 
   /**
@@ -69,7 +73,7 @@ export class ProgressBar {
   #draw(now: number, final: boolean): void {
     if (this.#silent) return;
     const seconds = (now - this.#start) / 1000;
-    const rate = seconds > 0 ? this.#done / seconds : 0;
+    const rate = seconds > 0 ? (this.#done - this.#startDone) / seconds : 0;
     let line = `${this.#label} `;
     if (this.#total > 0) {
       const fraction = Math.min(1, this.#done / this.#total);
@@ -100,6 +104,6 @@ function formatCount(x: number): string {
 function formatDuration(seconds: number): string {
   if (seconds < 60) return `${seconds.toFixed(1)}s`;
   const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes}m${String(Math.round(seconds % 60)).padStart(2, "0")}s`;
+  if (minutes < 60) return `${minutes}m${String(Math.floor(seconds % 60)).padStart(2, "0")}s`;
   return `${Math.floor(minutes / 60)}h${String(minutes % 60).padStart(2, "0")}m`;
 }

@@ -11,7 +11,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { trainModel, type TrainModelOptions, type TrainResult } from "./train_model.ts";
+import { meanOfLast, trainModel, type TrainModelOptions, type TrainResult } from "./train_model.ts";
 import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode finetuneInstruct}. */
@@ -24,9 +24,9 @@ export interface FinetuneInstructOptions
 /** Fine-tunes a pretrained model on instruction conversations; see the module documentation. */
 export function finetuneInstruct(options: FinetuneInstructOptions): Promise<TrainResult> {
   return trainModel({
-    lr: 3e-4,
-    warmupSteps: Math.min(50, Math.ceil(options.steps / 10)),
     ...options,
+    lr: options.lr ?? 3e-4,
+    warmupSteps: options.warmupSteps ?? Math.min(50, Math.ceil(options.steps / 10)),
     initFrom: options.pretrained,
   });
 }
@@ -62,11 +62,9 @@ if (import.meta.main) {
       quiet: values.quiet,
       signal,
     });
-    const last = result.losses.slice(-10);
-    const mean = last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
     console.log(
-      `fine-tuned to step ${result.steps}; mean answer loss of the last ${last.length}: ` +
-        `${mean.toFixed(3)}; checkpoint ${result.checkpoint}`,
+      `fine-tuned to step ${result.steps}; mean answer loss of the last 10 steps: ` +
+        `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
     );
   });
 }

@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { type HubDataset, hubFileBuffer, listHubParquetFiles } from "./hub.ts";
 import { parquetTextBatches, readTextBatches } from "./text_source.ts";
+import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
 
@@ -60,13 +61,10 @@ export async function prepareDataset(options: PrepareDatasetOptions): Promise<Pr
     unit: "rows",
     silent: options.quiet,
   });
-  const temporary = `${options.out}.partial`;
   await Deno.mkdir(dirname(options.out), { recursive: true });
-  const file = await Deno.open(temporary, { write: true, create: true, truncate: true });
-  const writer = file.writable.getWriter();
   const encoder = new TextEncoder();
   let written = 0, characters = 0;
-  try {
+  await writeFileAtomic(options.out, async (file) => {
     for await (const batch of sourceBatches(options)) {
       const lines: string[] = [];
       for (const text of batch) {
@@ -75,19 +73,13 @@ export async function prepareDataset(options: PrepareDatasetOptions): Promise<Pr
         lines.push(JSON.stringify({ text }) + "\n");
         characters += text.length;
       }
-      await writer.write(encoder.encode(lines.join("")));
+      await writeAll(file, encoder.encode(lines.join("")));
       written += lines.length;
       progress.update(written);
       if (written >= rows) break;
     }
-    await writer.close();
-  } catch (error) {
-    await writer.abort().catch(() => {});
-    await Deno.remove(temporary).catch(() => {});
-    throw error;
-  }
+  });
   progress.finish();
-  await Deno.rename(temporary, options.out);
   return { out: options.out, rows: written, characters };
 }
 

@@ -19,6 +19,7 @@ import { chatPrompt, chatResponse, IM_END, IM_START } from "./chatml.ts";
 import { readRecordBatches } from "./text_source.ts";
 import { type TokenizedDatasetMeta, TokenRowWriter } from "./token_rows.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
+import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
 
@@ -64,60 +65,54 @@ export async function prepareDatasetInstruct(
     eosId: tokenizer.tokenToId(IM_END)!,
     lossMask: true,
   });
-  const chat = await Deno.open(`${options.out}/chat.jsonl.partial`, {
-    write: true,
-    create: true,
-    truncate: true,
-  });
   const progress = new ProgressBar("prepare instruct", options.rows ?? 0, {
     unit: "pairs",
     silent: options.quiet,
   });
   const limit = options.rows ?? Infinity;
+  const encoder = new TextEncoder();
   let skipped = 0, truncated = 0;
   try {
-    const batches = readRecordBatches(options.data, {
-      fields: ["instruction", "output"],
-      optionalFields: ["input"],
-    });
-    for await (const batch of batches) {
-      const rows: number[][] = [], masks: number[][] = [], lines: string[] = [];
-      for (const pair of batch.slice(0, limit - writer.meta.documents)) {
-        writer.meta.documents++;
-        const prompt = chatPrompt(pair.instruction, pair.input);
-        const response = chatResponse(pair.output);
-        const promptIds = tokenizer.encode(prompt);
-        const responseIds = tokenizer.encode(response);
-        lines.push(JSON.stringify({ prompt, response }) + "\n");
-        if (promptIds.length >= context - 1) {
-          skipped++;
-          continue;
+    await writeFileAtomic(`${options.out}/chat.jsonl`, async (chat) => {
+      const batches = readRecordBatches(options.data, {
+        fields: ["instruction", "output"],
+        optionalFields: ["input"],
+      });
+      for await (const batch of batches) {
+        const rows: number[][] = [], masks: number[][] = [], lines: string[] = [];
+        for (const pair of batch.slice(0, limit - writer.meta.documents)) {
+          writer.meta.documents++;
+          const prompt = chatPrompt(pair.instruction, pair.input);
+          const response = chatResponse(pair.output);
+          const promptIds = tokenizer.encode(prompt);
+          if (promptIds.length >= context) {
+            skipped++; // no room for a single answer token
+            continue;
+          }
+          const responseIds = tokenizer.encode(response);
+          const ids = [...promptIds, ...responseIds].slice(0, context);
+          if (ids.length < promptIds.length + responseIds.length) truncated++;
+          rows.push(ids);
+          masks.push(ids.map((_, i) => i < promptIds.length ? 0 : 1));
+          lines.push(JSON.stringify({ prompt, response }) + "\n");
         }
-        const ids = [...promptIds, ...responseIds].slice(0, context);
-        if (ids.length < promptIds.length + responseIds.length) truncated++;
-        rows.push(ids);
-        masks.push(ids.map((_, i) => i < promptIds.length ? 0 : 1));
+        await writer.write(rows, masks);
+        await writeAll(chat, encoder.encode(lines.join("")));
+        progress.update(writer.meta.documents);
+        if (writer.meta.documents >= limit) break;
       }
-      await writer.write(rows, masks);
-      await chat.write(new TextEncoder().encode(lines.join("")));
-      progress.update(writer.meta.documents);
-      if (writer.meta.documents >= limit) break;
-    }
+      if (writer.meta.rows === 0) {
+        throw new Error(
+          `No instruction pair of ${options.data} fits a context of ${context} tokens; ` +
+            "use a longer --context.",
+        );
+      }
+    });
   } catch (error) {
-    chat.close();
     await writer.abandon();
     throw error;
   }
-  chat.close();
   progress.finish();
-  if (writer.meta.rows === 0) {
-    await writer.abandon();
-    throw new Error(
-      `No instruction pair of ${options.data} fits a context of ${context} tokens; ` +
-        "use a longer --context.",
-    );
-  }
-  await Deno.rename(`${options.out}/chat.jsonl.partial`, `${options.out}/chat.jsonl`);
   return { meta: await writer.finish(), skipped, truncated };
 }
 

@@ -13,6 +13,7 @@
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
+import type { GPT2 } from "../nn/gpt2.ts";
 import { chatPrompt, IM_END } from "./chatml.ts";
 import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
@@ -40,20 +41,17 @@ export interface SideBySide {
 /** Asks both models every question; see the module documentation. */
 export async function testInstruct(options: TestInstructOptions): Promise<SideBySide[]> {
   const gpu = options.gpu ?? await acquireGpu();
-  const models = {
-    pretrained: {
-      model: (await loadCheckpoint(gpu, options.pretrained)).model,
-      tokenizer: await resolveTokenizer(options.tokenizer),
-    },
-    tuned: {
-      model: (await loadCheckpoint(gpu, options.tuned)).model,
-      tokenizer: await resolveTokenizer(options.tunedTokenizer),
-    },
+  const loaded: GPT2[] = [];
+  const load = async (checkpoint: string, tokenizer: string) => {
+    const { model } = await loadCheckpoint(gpu, checkpoint);
+    loaded.push(model);
+    return { model, tokenizer: await resolveTokenizer(tokenizer) };
   };
   const results: SideBySide[] = [];
   try {
+    const pretrained = await load(options.pretrained, options.tokenizer);
+    const tuned = await load(options.tuned, options.tunedTokenizer);
     for (const question of options.questions) {
-      const { pretrained, tuned } = models;
       results.push({
         question,
         pretrained: await completePrompt(pretrained.model, pretrained.tokenizer, question, options),
@@ -64,8 +62,7 @@ export async function testInstruct(options: TestInstructOptions): Promise<SideBy
       });
     }
   } finally {
-    models.pretrained.model.dispose();
-    models.tuned.model.dispose();
+    for (const model of loaded) model.dispose();
   }
   return results;
 }

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { replaceFolder, writeAll } from "../util/files.ts";
+
 /** How documents became rows. */
 export type TokenizeMethod = "truncate" | "split" | "concat" | "chat";
 
@@ -84,6 +86,11 @@ export class TokenRowWriter {
   async write(rows: readonly number[][], masks?: readonly number[][]): Promise<void> {
     if (rows.length === 0) return;
     const { contextLength: T, padId } = this.meta;
+    rows.forEach((row, i) => {
+      if (row.length > T) {
+        throw new RangeError(`Row ${i} has ${row.length} ids, over the context of ${T}; cut it.`);
+      }
+    });
     const ids = this.meta.dtype === "uint16"
       ? new Uint16Array(rows.length * T)
       : new Uint32Array(rows.length * T);
@@ -109,8 +116,7 @@ export class TokenRowWriter {
       `${this.#partial}/meta.json`,
       JSON.stringify(this.meta, null, 2) + "\n",
     );
-    await Deno.remove(this.out, { recursive: true }).catch(() => {});
-    await Deno.rename(this.#partial, this.out);
+    await replaceFolder(this.#partial, this.out);
     return this.meta;
   }
 
@@ -118,12 +124,6 @@ export class TokenRowWriter {
   async abandon(): Promise<void> {
     for (const file of this.#files) file.close();
     await Deno.remove(this.#partial, { recursive: true }).catch(() => {});
-  }
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  for (let written = 0; written < bytes.length;) {
-    written += await file.write(bytes.subarray(written));
   }
 }
 

@@ -64,6 +64,12 @@ export async function runPretraining(options: PretrainingOptions = {}): Promise<
   };
   const stage = (name: string, skipped: boolean) =>
     console.error(`\n== ${name}${skipped ? " (done already, skipped)" : ""}`);
+  // Ctrl-C lets the running stage finish (training: its step and a checkpoint), then stops here.
+  const stopped = () => {
+    if (!options.signal?.aborted) return false;
+    console.error("stopped; run the same command again to resume");
+    return true;
+  };
 
   const haveDataset = await exists(paths.dataset);
   stage(`prepare_dataset: ${options.data ?? "FineWeb sample-10BT from the hub"}`, haveDataset);
@@ -76,6 +82,7 @@ export async function runPretraining(options: PretrainingOptions = {}): Promise<
     });
   }
 
+  if (stopped()) return "";
   const haveTokenizer = await exists(`${paths.tokenizer}/tokenizer.json`);
   stage("train_tokenizer", haveTokenizer);
   if (!haveTokenizer) {
@@ -86,6 +93,7 @@ export async function runPretraining(options: PretrainingOptions = {}): Promise<
     });
   }
 
+  if (stopped()) return "";
   const haveTokenized = await exists(`${paths.tokenized}/meta.json`);
   stage("tokenize_dataset", haveTokenized);
   if (!haveTokenized) {
@@ -99,6 +107,7 @@ export async function runPretraining(options: PretrainingOptions = {}): Promise<
   }
   const { meta } = await loadTokenizedDataset(paths.tokenized);
 
+  if (stopped()) return "";
   stage("compute_params", false);
   const sizing = suggestModel(meta.tokens, {
     vocabSize: meta.vocabSize,
@@ -130,6 +139,7 @@ export async function runPretraining(options: PretrainingOptions = {}): Promise<
     signal: options.signal,
   });
 
+  if (stopped()) return "";
   const prompt = options.prompt ?? "Once upon a time";
   stage(`test_pretrained: "${prompt}"`, false);
   const completion = await testPretrained({

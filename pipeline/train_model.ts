@@ -17,6 +17,7 @@ import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { loadCheckpoint, saveCheckpoint } from "../nn/checkpoint.ts";
 import { GPT2, growVocabulary } from "../nn/gpt2.ts";
 import { readSafetensors } from "../nn/safetensors.ts";
+import { writeTextFileAtomic } from "../util/files.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { learningRate } from "../nn/schedule.ts";
 import { Tape } from "../nn/tape.ts";
@@ -99,34 +100,41 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const resumable = (options.resume ?? true) &&
     (await Deno.stat(checkpoint).then(() => true, () => false));
   let model: GPT2, step = 0, samplerState: SamplerState | undefined;
-  let loaded = null;
+  let moments: Map<string, { data: Float32Array }> | null = null;
   if (resumable) {
-    loaded = await loadCheckpoint(gpu, checkpoint);
+    const loaded = await loadCheckpoint(gpu, checkpoint);
     model = loaded.model;
     step = loaded.step;
+    moments = loaded.tensors;
     samplerState = loaded.training?.sampler as SamplerState | undefined;
+    const saved = (loaded.training ?? {}) as { seed?: number; batchSize?: number };
+    if ((saved.seed ?? seed) !== seed || (saved.batchSize ?? batchSize) !== batchSize) {
+      model.dispose();
+      throw new Error(
+        `${checkpoint} was trained with --seed ${saved.seed} --batch-size ${saved.batchSize}; ` +
+          "pass the same to resume it, or --fresh to start over.",
+      );
+    }
     if (model.config.vocabSize < dataset.meta.vocabSize) {
+      model.dispose();
       throw new Error(
         `${checkpoint} has a vocabulary of ${model.config.vocabSize} but the data has ` +
           `${dataset.meta.vocabSize}; use another --out to start a new run.`,
       );
     }
-  } else if (options.initFrom) {
-    const pretrained = await readSafetensors(options.initFrom);
-    const config = JSON.parse(pretrained.metadata.config ?? "null") as GPT2Config | null;
-    if (!config) throw new Error(`${options.initFrom} is not a checkpoint written by train_model.`);
-    if (T > config.contextLength) {
-      throw new Error(
-        `The data's rows of ${T} tokens are longer than the model's context of ` +
-          `${config.contextLength}; tokenize with --context ${config.contextLength} or less.`,
-      );
+    const asked = { nLayer: options.nLayer, nHead: options.nHead, nEmbd: options.nEmbd };
+    for (const [key, value] of Object.entries(asked)) {
+      if (value !== undefined && value !== model.config[key as keyof typeof asked]) {
+        console.error(
+          `note: resuming the checkpoint's model (${key}=${
+            model.config[key as keyof typeof asked]
+          }); ${key}=${value} is ignored. Use --fresh to start a new model.`,
+        );
+      }
     }
-    const vocabSize = Math.max(config.vocabSize, dataset.meta.vocabSize);
-    model = GPT2.fromWeights(
-      gpu,
-      { ...config, vocabSize },
-      growVocabulary(pretrained.tensors, vocabSize),
-    );
+    await truncateLog(`${options.out}/log.jsonl`, step);
+  } else if (options.initFrom) {
+    model = await modelFrom(gpu, options.initFrom, T, dataset.meta.vocabSize);
   } else {
     model = GPT2.init(gpu, {
       vocabSize: dataset.meta.vocabSize,
@@ -137,7 +145,8 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     }, seed);
   }
   const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
-  if (loaded) optimizer.load(loaded.tensors, step);
+  if (moments) optimizer.load(moments, step);
+  moments = null; // the checkpoint's CPU copies are no longer needed
   const sampler = new BatchSampler(dataset, batchSize, seed, samplerState);
   const schedule = {
     maxLr: options.lr ?? 1e-3,
@@ -164,6 +173,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const progress = new ProgressBar("train", options.steps, {
     unit: "steps",
     silent: options.quiet,
+    start: step,
   });
   const losses: number[] = [];
   try {
@@ -176,21 +186,25 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
         gpu.upload(batch.targets),
         gpu.upload(batch.mask),
       ];
-      const counted = countedPositions(batch.targets, batch.mask);
-      const lossPerPosition = await model.loss(
-        tape,
-        { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
-        { targets: buffers[1], mask: buffers[2], counted },
-      );
-      await tape.backward(lossPerPosition);
       const lr = learningRate(step, schedule);
-      const readNorm = await optimizer.step(lr);
-      const perPosition = await lossPerPosition.read();
-      const loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
-      const gradNorm = await readNorm();
-      model.zeroGrad();
-      tape.dispose();
-      for (const buffer of buffers) gpu.release(buffer);
+      let loss: number, gradNorm: number;
+      try {
+        const counted = countedPositions(batch.targets, batch.mask);
+        const lossPerPosition = await model.loss(
+          tape,
+          { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
+          { targets: buffers[1], mask: buffers[2], counted },
+        );
+        await tape.backward(lossPerPosition);
+        const readNorm = await optimizer.step(lr);
+        const perPosition = await lossPerPosition.read();
+        loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
+        gradNorm = await readNorm();
+      } finally {
+        model.zeroGrad();
+        tape.dispose();
+        for (const buffer of buffers) gpu.release(buffer);
+      }
       if (!Number.isFinite(loss)) {
         throw new Error(
           `The loss became ${loss} at step ${step + 1}; lower --lr and resume from the last ` +
@@ -209,13 +223,46 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       }
       if (stopping) break;
     }
+    progress.finish();
   } finally {
     log.close();
+    optimizer.dispose();
+    model.dispose();
   }
-  progress.finish();
-  optimizer.dispose();
-  model.dispose();
   return { config: model.config, parameters, steps: step, losses, checkpoint };
+}
+
+/** Starts a fine-tuning run from a checkpoint's weights, its vocabulary grown to the data's. */
+async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): Promise<GPT2> {
+  const pretrained = await readSafetensors(path);
+  const config = JSON.parse(pretrained.metadata.config ?? "null") as GPT2Config | null;
+  if (!config) throw new Error(`${path} is not a checkpoint written by train_model.`);
+  if (T > config.contextLength) {
+    throw new Error(
+      `The data's rows of ${T} tokens are longer than the model's context of ` +
+        `${config.contextLength}; tokenize with --context ${config.contextLength} or less.`,
+    );
+  }
+  const vocabSize = Math.max(config.vocabSize, dataVocab);
+  return GPT2.fromWeights(
+    gpu,
+    { ...config, vocabSize },
+    growVocabulary(pretrained.tensors, vocabSize),
+  );
+}
+
+/** Keeps the records of steps up to `step`: those after the checkpoint are trained again. */
+async function truncateLog(path: string, step: number): Promise<void> {
+  const text = await Deno.readTextFile(path).catch(() => null);
+  if (text === null) return;
+  const kept = text.split("\n").filter((line) => line && JSON.parse(line).step <= step);
+  await writeTextFileAtomic(path, kept.map((line) => line + "\n").join(""));
+}
+
+/** The mean of the last `n` losses, for a one-line summary of a run. */
+export function meanOfLast(losses: readonly number[], n = 10): number {
+  const last = losses.slice(-n);
+  return last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
 }
 
 if (import.meta.main) {
@@ -255,11 +302,9 @@ if (import.meta.main) {
       quiet: values.quiet,
     });
     if (signal.aborted) console.error("stopped; run the same command again to resume");
-    const last = result.losses.slice(-10);
-    const mean = last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
     console.log(
-      `trained ${result.steps} steps; mean loss of the last ${last.length}: ${mean.toFixed(3)}; ` +
-        `checkpoint ${result.checkpoint}`,
+      `trained ${result.steps} steps; mean loss of the last 10: ` +
+        `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
     );
   });
 }

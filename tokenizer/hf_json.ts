@@ -9,6 +9,7 @@
  * @module
  */
 
+import { writeTextFileAtomic } from "../util/files.ts";
 import { BpeTokenizer } from "./bpe.ts";
 
 /** The subset of HF's `tokenizer.json` schema this module reads and writes. */
@@ -126,9 +127,9 @@ export function fromHfTokenizerJson(json: HfTokenizerJson): BpeTokenizer {
   });
 }
 
-/** Writes a tokenizer as a `tokenizer.json` file. */
+/** Writes a tokenizer as a `tokenizer.json` file, atomically. */
 export async function saveHfTokenizer(tokenizer: BpeTokenizer, path: string): Promise<void> {
-  await Deno.writeTextFile(path, JSON.stringify(toHfTokenizerJson(tokenizer)));
+  await writeTextFileAtomic(path, JSON.stringify(toHfTokenizerJson(tokenizer)));
 }
 
 /** Loads a `tokenizer.json` file (ours, HF's, GPT-2's). */

@@ -3,7 +3,7 @@ import { BpeTokenizer } from "../../tokenizer/bpe.ts";
 import { countWords } from "../../tokenizer/word_counts.ts";
 import { trainBpe } from "../../tokenizer/train_bpe.ts";
 import { type DocumentMethod, tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
-import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
+import { loadTokenizedDataset, TokenRowWriter } from "../../pipeline/token_rows.ts";
 
 const documents = [
   "The cat sat on the mat.",
@@ -89,4 +89,21 @@ Deno.test("tokenizeDataset() refuses a context over 1024 and an unknown method",
 
 Deno.test("tokenizeDataset() explains when no full row comes out", async () => {
   await assert.rejects(tokenize("split", 1000), /No full rows of 1000 tokens/);
+});
+
+Deno.test("TokenRowWriter refuses a row longer than the context", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const writer = await TokenRowWriter.create(`${dir}/rows`, {
+      method: "truncate",
+      contextLength: 4,
+      vocabSize: 10,
+      padId: 0,
+      eosId: 1,
+    });
+    await assert.rejects(writer.write([[1, 2, 3, 4, 5]]), /Row 0 has 5 ids, over the context of 4/);
+    await writer.abandon();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -45,18 +45,37 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
       `loss went from ${whole.losses[0]} to ${whole.losses.at(-1)}`,
     );
 
-    // Interrupt a run of the same settings after 25 steps, then run it again: it resumes.
-    const interrupted = { ...settings, gpu, data, out: `${dir}/split`, steps: 100 };
-    const stop = new AbortController();
-    const first = await trainModel({
-      ...interrupted,
-      signal: stop.signal,
-      onStep: ({ step }) => step === 25 && stop.abort(),
-    });
-    assert.equal(first.steps, 25);
-    const resumed = await trainModel(interrupted);
-    assert.deepEqual(first.losses, whole.losses.slice(0, 25));
-    assert.deepEqual(resumed.losses, whole.losses.slice(25));
+    // Crash a run of the same settings at step 25 (its last checkpoint is step 20), then run
+    // it again: it resumes from step 20, exactly as the unbroken run went on.
+    const crashing = {
+      ...settings,
+      gpu,
+      data,
+      out: `${dir}/split`,
+      steps: 100,
+      checkpointEvery: 20,
+    };
+    await assert.rejects(
+      trainModel({
+        ...crashing,
+        onStep: ({ step }) => {
+          if (step === 25) throw new Error("simulated crash");
+        },
+      }),
+      /simulated crash/,
+    );
+    const resumed = await trainModel(crashing);
+    assert.deepEqual(resumed.losses, whole.losses.slice(20));
+    const logged = (await Deno.readTextFile(`${dir}/split/log.jsonl`)).trim().split("\n");
+    assert.deepEqual(
+      logged.map((line) => JSON.parse(line).step),
+      Array.from({ length: 100 }, (_, i) => i + 1),
+      "the log holds every step once",
+    );
+    await assert.rejects(
+      trainModel({ ...crashing, seed: 7 }),
+      /was trained with --seed 1337 --batch-size 4; pass the same to resume it, or --fresh/,
+    );
     const a = await readSafetensors(whole.checkpoint),
       b = await readSafetensors(resumed.checkpoint);
     for (const [name, tensor] of a.tensors) {
@@ -84,6 +103,28 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
       temperature: 0,
     });
     assert.equal(completion, tokenizer.decode([...tokens.subarray(8, 12)]));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("trainModel() stops after the current step when signalled, and saves it", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const stop = new AbortController();
+    const run = await trainModel({
+      ...settings,
+      gpu,
+      data: `${dir}/tokenized`,
+      out: `${dir}/run`,
+      steps: 50,
+      signal: stop.signal,
+      onStep: ({ step }) => step === 3 && stop.abort(),
+    });
+    assert.equal(run.steps, 3);
+    const saved = await readSafetensors(run.checkpoint);
+    assert.equal(saved.metadata.step, "3");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
