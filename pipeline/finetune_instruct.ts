@@ -11,8 +11,15 @@
  */
 
 import { parseArgs } from "node:util";
-import { meanOfLast, trainModel, type TrainModelOptions, type TrainResult } from "./train_model.ts";
-import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+import {
+  meanOfLast,
+  runFlags,
+  runOptions,
+  trainModel,
+  type TrainModelOptions,
+  type TrainResult,
+} from "./train_model.ts";
+import { interruptSignal, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode finetuneInstruct}. */
 export interface FinetuneInstructOptions
@@ -39,29 +46,18 @@ if (import.meta.main) {
         pretrained: { type: "string", default: "runs/main/model/checkpoint.safetensors" },
         data: { type: "string", default: "runs/instruct/data/tokenized" },
         out: { type: "string", default: "runs/instruct/model" },
-        "batch-size": { type: "string", default: "8" },
-        steps: { type: "string", default: "300" },
-        lr: { type: "string", default: "3e-4" },
-        "checkpoint-every": { type: "string", default: "100" },
-        seed: { type: "string", default: "1337" },
-        fresh: { type: "boolean", default: false },
-        quiet: { type: "boolean", default: false },
+        ...runFlags({ steps: "300", lr: "3e-4" }),
       },
     });
     const signal = interruptSignal();
     const result = await finetuneInstruct({
+      ...runOptions(values),
+      signal,
       pretrained: values.pretrained,
       data: values.data,
       out: values.out,
-      batchSize: intFlag("batch-size", values["batch-size"]),
-      steps: intFlag("steps", values.steps),
-      lr: numberFlag("lr", values.lr),
-      checkpointEvery: intFlag("checkpoint-every", values["checkpoint-every"]),
-      seed: intFlag("seed", values.seed, 0),
-      resume: !values.fresh,
-      quiet: values.quiet,
-      signal,
     });
+    if (signal.aborted) console.error("stopped; run the same command again to resume");
     console.log(
       `fine-tuned to step ${result.steps}; mean answer loss of the last 10 steps: ` +
         `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,

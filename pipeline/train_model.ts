@@ -265,6 +265,43 @@ export function meanOfLast(losses: readonly number[], n = 10): number {
   return last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
 }
 
+/** The command-line flags every training command shares, with pretraining's defaults. */
+export function runFlags(defaults: { steps: string; lr: string }) {
+  return {
+    "batch-size": { type: "string", default: "8" },
+    steps: { type: "string", default: defaults.steps },
+    lr: { type: "string", default: defaults.lr },
+    "checkpoint-every": { type: "string", default: "100" },
+    seed: { type: "string", default: "1337" },
+    fresh: { type: "boolean", default: false },
+    quiet: { type: "boolean", default: false },
+  } as const;
+}
+
+/** The options of {@linkcode trainModel} that {@linkcode runFlags} set. */
+export function runOptions(values: {
+  "batch-size": string;
+  steps: string;
+  lr: string;
+  "checkpoint-every": string;
+  seed: string;
+  fresh: boolean;
+  quiet: boolean;
+}): Pick<
+  TrainModelOptions,
+  "batchSize" | "steps" | "lr" | "checkpointEvery" | "seed" | "resume" | "quiet"
+> {
+  return {
+    batchSize: intFlag("batch-size", values["batch-size"]),
+    steps: intFlag("steps", values.steps),
+    lr: numberFlag("lr", values.lr),
+    checkpointEvery: intFlag("checkpoint-every", values["checkpoint-every"]),
+    seed: intFlag("seed", values.seed, 0),
+    resume: !values.fresh,
+    quiet: values.quiet,
+  };
+}
+
 if (import.meta.main) {
   await runCli(async () => {
     const { values } = parseArgs({
@@ -275,31 +312,19 @@ if (import.meta.main) {
         layers: { type: "string", default: "4" },
         heads: { type: "string", default: "4" },
         embd: { type: "string", default: "128" },
-        "batch-size": { type: "string", default: "8" },
-        steps: { type: "string", default: "1000" },
-        lr: { type: "string", default: "1e-3" },
-        "checkpoint-every": { type: "string", default: "100" },
-        seed: { type: "string", default: "1337" },
-        fresh: { type: "boolean", default: false },
-        quiet: { type: "boolean", default: false },
+        ...runFlags({ steps: "1000", lr: "1e-3" }),
       },
     });
     // Ctrl-C finishes the current step and saves a checkpoint; a second Ctrl-C quits at once.
     const signal = interruptSignal();
     const result = await trainModel({
+      ...runOptions(values),
       signal,
       data: values.data,
       out: values.out,
       nLayer: intFlag("layers", values.layers),
       nHead: intFlag("heads", values.heads),
       nEmbd: intFlag("embd", values.embd),
-      batchSize: intFlag("batch-size", values["batch-size"]),
-      steps: intFlag("steps", values.steps),
-      lr: numberFlag("lr", values.lr),
-      checkpointEvery: intFlag("checkpoint-every", values["checkpoint-every"]),
-      seed: intFlag("seed", values.seed, 0),
-      resume: !values.fresh,
-      quiet: values.quiet,
     });
     if (signal.aborted) console.error("stopped; run the same command again to resume");
     console.log(
