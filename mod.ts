@@ -67,4 +67,6 @@ export * from "./kernels/layernorm.ts";
 export * from "./kernels/matmul.ts";
 export * from "./kernels/matmul_naive.ts";
 export * from "./kernels/residual.ts";
+export * from "./kernels/types.ts";
 export * from "./util/files.ts";
+export * from "./kernels/types.ts";

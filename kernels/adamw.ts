@@ -25,6 +25,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the AdamW kernels. */
 export interface AdamWConstants extends Record<string, number> {
@@ -224,8 +225,6 @@ export async function adamwUpdate(
     if (count > vectors * 4) await launch(first + vectors * 4, count - vectors * 4, decay, false);
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /**
  * CPU reference of {@linkcode adamwUpdate} for one range: updates `params`, `m`, `v` in place.

@@ -41,6 +41,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the fused attention kernels. */
 export interface AttentionConstants extends Record<string, number> {
@@ -528,8 +529,6 @@ export async function attentionBackward(
     gpu.release(dsum);
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /**
  * The causal softmax of one head's scaled scores into `att` (T, T) (zeros above the diagonal),

@@ -20,6 +20,7 @@
 
 import { bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the head permutes. */
 export interface HeadLayoutConstants extends Record<string, number> {
@@ -230,8 +231,6 @@ export async function mergeHeadsBackward(
 ): Promise<void> {
   await permuteHeads(gpu, tokensToHeadsKernel, dy, dout, B, T, C, NH, C, 0, options.bindingLimit);
 }
-
-type Floats = Float32Array | Float64Array;
 
 /** Visits every (token-tensor index, head-tensor index) pair of the permute. */
 function forEachHeadElement(

@@ -26,6 +26,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the cross-entropy kernels. */
 export interface CrossEntropyConstants extends Record<string, number> {
@@ -232,8 +233,6 @@ export async function crossEntropy(
     );
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /**
  * CPU reference of {@linkcode crossEntropy}: WRITES `losses` and, unless null, `dlogits`

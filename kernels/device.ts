@@ -67,12 +67,22 @@ export interface AdapterSummary {
 
 /** No WebGPU adapter could be found; the message says what to install. */
 export class NoAdapterError extends Error {
+  /** `"NoAdapterError"`, so that the error's class survives in logs and stack traces. */
   override name = "NoAdapterError";
 }
 
 /** A kernel's WGSL failed to compile; names the kernel and the first bad line. */
 export class KernelCompileError extends Error {
+  /** `"KernelCompileError"`, so that the error's class survives in logs and stack traces. */
   override name = "KernelCompileError";
+  /**
+   * An error naming the kernel and the WGSL line, with the compiler's message.
+   *
+   * @param kernel the kernel's name, as given to the pipeline cache.
+   * @param line the 1-based line of the generated WGSL of the first compiler error; 0 when WebGPU
+   *   gave no line.
+   * @param detail the compiler's message.
+   */
   constructor(readonly kernel: string, readonly line: number, detail: string) {
     super(`Kernel "${kernel}" failed to compile at WGSL line ${line}: ${detail}`);
   }
@@ -80,7 +90,14 @@ export class KernelCompileError extends Error {
 
 /** WebGPU rejected a binding, dispatch or submission; names the kernel(s) involved. */
 export class KernelValidationError extends Error {
+  /** `"KernelValidationError"`, so that the error's class survives in logs and stack traces. */
   override name = "KernelValidationError";
+  /**
+   * An error naming the kernel, with WebGPU's message.
+   *
+   * @param kernel the name of the kernel whose binding or dispatch was rejected.
+   * @param detail WebGPU's validation message.
+   */
   constructor(readonly kernel: string, detail: string) {
     super(`Kernel "${kernel}" was rejected by WebGPU: ${detail}`);
   }
@@ -88,6 +105,7 @@ export class KernelValidationError extends Error {
 
 /** The device was lost (driver reset, out of memory, destroyed); pending work is gone. */
 export class DeviceLostError extends Error {
+  /** `"DeviceLostError"`, so that the error's class survives in logs and stack traces. */
   override name = "DeviceLostError";
 }
 
@@ -254,6 +272,13 @@ export class Gpu {
   readonly #lostPromise: Promise<never>;
   #timestamps: { query: GPUQuerySet; resolve: GPUBuffer } | null = null;
 
+  /**
+   * Wraps a device; {@linkcode acquireGpu} is the usual way to get one.
+   *
+   * @param device the WebGPU device; the kernels expect the adapter's maxima of the storage,
+   *   buffer and workgroup limits, as {@linkcode acquireGpu} requests.
+   * @param adapter what the device runs on, for logs and benchmark records.
+   */
   constructor(readonly device: GPUDevice, readonly adapter: AdapterSummary) {
     this.maxBinding = device.limits.maxStorageBufferBindingSize;
     this.#lostPromise = device.lost.then((info) => {

@@ -20,6 +20,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the embedding kernels. */
 export interface EmbeddingConstants extends Record<string, number> {
@@ -334,8 +335,6 @@ export async function embeddingBackward(
     for (const buffer of csr) gpu.release(buffer);
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /** CPU reference of {@linkcode embeddingForward}: WRITES `out`. */
 export function embeddingForwardCpu(

@@ -13,6 +13,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, elementParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** √(2/π), the tanh approximation's scale. */
 const GELU_SCALE = Math.sqrt(2 / Math.PI);
@@ -201,8 +202,6 @@ export async function geluBackward(
     );
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /** GPT-2's tanh GELU of one number, in float64: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`. */
 export function geluScalar(x: number): number {

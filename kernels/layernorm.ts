@@ -21,6 +21,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 import { workgroupSumWgsl } from "./_wgsl.ts";
 
 /** The epsilon GPT-2 adds to the variance. */
@@ -397,8 +398,6 @@ export async function layernormBackward(
   );
   gpu.release(partials);
 }
-
-type Floats = Float32Array | Float64Array;
 
 /** CPU reference of {@linkcode layernormForward}; arithmetic in float64, stored in `out`'s type. */
 export function layernormForwardCpu(

@@ -13,6 +13,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, elementParts } from "./_parts.ts";
+import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the residual kernels. */
 export interface ResidualConstants extends Record<string, number> {
@@ -141,8 +142,6 @@ export async function residualBackward(
     );
   }
 }
-
-type Floats = Float32Array | Float64Array;
 
 /** CPU reference of {@linkcode residualForward}: WRITES `out = a + b`. */
 export function residualForwardCpu(out: Floats, a: Floats, b: Floats): void {

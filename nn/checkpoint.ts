@@ -14,6 +14,7 @@ import { type NamedTensor, readSafetensors, writeSafetensors } from "./safetenso
 
 /** What a checkpoint holds besides tensors. */
 export interface CheckpointInfo {
+  /** The model's shape, stored in the file's metadata. */
   config: GPT2Config;
   /** Optimizer steps taken. */
   step: number;
@@ -23,6 +24,7 @@ export interface CheckpointInfo {
 
 /** A loaded checkpoint. */
 export interface LoadedCheckpoint extends CheckpointInfo {
+  /** The model, its weights uploaded to the GPU; the caller disposes it. */
   model: GPT2;
   /** Every tensor of the file (weights and optimizer moments), for {@linkcode AdamW.load}. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;

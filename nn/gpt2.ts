@@ -24,9 +24,12 @@ import type { Tape } from "./tape.ts";
 import { Tensor } from "./tensor.ts";
 
 /** How a parameter is initialized, and whether AdamW decays it. */
-interface ParameterSpec {
+export interface ParameterSpec {
+  /** The GPT-2 checkpoint name, e.g. `h.0.attn.c_attn.weight`. */
   name: string;
+  /** Dimensions, weights `(out, in)` as in llm.c: `wte` is `(V, C)`, `c_attn.weight` `(3C, C)`. */
   shape: number[];
+  /** Drawn from a normal distribution of mean 0 and deviation `std`, or the constant 0 or 1. */
   init: "normal" | "zeros" | "ones";
   /** Standard deviation of a normal initialization. */
   std?: number;

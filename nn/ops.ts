@@ -101,7 +101,9 @@ export interface TokenBatch {
   ids: Int32Array;
   /** The same ids in a GPU buffer. */
   buffer: GPUBuffer;
+  /** Rows in the batch, B. */
   batch: number;
+  /** Positions per row, T; at most the model's context length. */
   time: number;
 }
 

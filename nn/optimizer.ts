@@ -14,9 +14,13 @@ import type { Tensor } from "./tensor.ts";
 
 /** AdamW's settings. */
 export interface AdamWSettings {
+  /** Decay of the first moment (the gradient's running mean), e.g. 0.9. */
   beta1: number;
+  /** Decay of the second moment (the squared gradient's running mean), e.g. 0.95. */
   beta2: number;
+  /** Added to √v̂ in the denominator, for stability, e.g. 1e-8. */
   eps: number;
+  /** Decoupled weight decay, `p -= lr·wd·p`, of the decayed parameters only, e.g. 0.1. */
   weightDecay: number;
   /** Clip the global gradient norm to this; 0 for no clipping. */
   maxNorm: number;
@@ -39,6 +43,13 @@ export class AdamW {
   readonly #v = new Map<string, GPUBuffer>();
   readonly #norm: GPUBuffer;
 
+  /**
+   * An optimizer whose moments start at zero, for every parameter.
+   *
+   * @param params the parameters to update, by name; {@linkcode AdamW.step} reads their
+   *   gradients.
+   * @param decayed the names of the parameters that weight decay applies to.
+   */
   constructor(
     readonly gpu: Gpu,
     readonly params: Map<string, Tensor>,

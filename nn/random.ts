@@ -10,6 +10,7 @@
 export class Random {
   #state: number;
 
+  /** A generator seeded with `seed` as an unsigned 32-bit integer (`seed >>> 0`). */
   constructor(seed: number) {
     this.#state = seed >>> 0;
   }

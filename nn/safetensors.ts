@@ -11,14 +11,19 @@ import { writeAll, writeFileAtomic } from "../util/files.ts";
 
 /** A named float32 tensor. */
 export interface NamedTensor {
+  /** The key in the file's header, e.g. `h.0.attn.c_attn.weight`. */
   name: string;
+  /** Dimensions; their product must equal `data.length`. */
   shape: number[];
+  /** The values, row-major. */
   data: Float32Array;
 }
 
 /** A safetensors file read into memory, every tensor converted to float32. */
 export interface SafetensorsFile {
+  /** The header's `__metadata__` strings; empty when the file has none. */
   metadata: Record<string, string>;
+  /** Every tensor by name, its values row-major, in the order of the header. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
 

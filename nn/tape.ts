@@ -28,6 +28,7 @@ export interface TapeNode {
 export class Tape {
   readonly #owned: Tensor[] = [];
 
+  /** An empty tape whose operations run on `gpu`. */
   constructor(readonly gpu: Gpu) {}
 
   /** A new activation tensor, freed by {@linkcode Tape.dispose}. */

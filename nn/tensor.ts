@@ -18,6 +18,13 @@ export class Tensor {
   /** The gradient lives in the value buffer (see {@linkcode Tensor.gradInPlace}). */
   #gradIsValue = false;
 
+  /**
+   * Wraps a buffer; {@linkcode Tensor.empty} and {@linkcode Tensor.from} also allocate one.
+   *
+   * @param buffer holds at least `4 · size` bytes: the float32 values, row-major.
+   * @param name labels the buffer and errors, e.g. `h.0.ln_1.weight`.
+   * @throws {RangeError} when the buffer is smaller than the shape needs.
+   */
   constructor(
     readonly gpu: Gpu,
     readonly shape: readonly number[],

@@ -24,6 +24,7 @@ export interface Batch {
 
 /** Where a {@linkcode BatchSampler} is, saved in checkpoints. */
 export interface SamplerState {
+  /** Passes over the dataset completed; the shuffled order is a function of seed and epoch. */
   epoch: number;
   /** Rows of this epoch already served. */
   position: number;
@@ -37,6 +38,14 @@ export class BatchSampler {
   #order: Uint32Array;
   #state: SamplerState;
 
+  /**
+   * A sampler over `dataset`, starting at `state` (the beginning by default).
+   *
+   * @param batchSize rows per batch, B; at most the dataset's rows.
+   * @param seed with the epoch, fixes each epoch's order of rows.
+   * @param state where to start: a saved {@linkcode BatchSampler.state} to resume a run.
+   * @throws {Error} when the dataset has fewer rows than one batch.
+   */
   constructor(
     dataset: TokenizedDataset,
     batchSize: number,

@@ -14,9 +14,11 @@ export const IM_END = "<|im_end|>";
 
 /** One instruction pair, as in the Alpaca format. */
 export interface InstructionPair {
+  /** The task or question, the user's message. */
   instruction: string;
   /** Context for the instruction; often empty. */
   input: string;
+  /** The answer the model learns to give, the assistant's message. */
   output: string;
 }
 

@@ -28,7 +28,9 @@ const HEAD_SIZE = 64;
 
 /** A model suggested for a dataset, with the numbers behind the choice. */
 export interface ModelSizing {
+  /** The suggested shape, with the vocabulary and context it was sized for. */
   config: GPT2Config;
+  /** The suggested model's parameter count (the output head is tied to `wte`, counted once). */
   parameters: number;
   /** The parameter count Chinchilla's rule asks for. */
   targetParameters: number;

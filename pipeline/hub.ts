@@ -7,7 +7,7 @@
  */
 
 import { downloadFile, listFiles } from "@huggingface/hub";
-import type { AsyncBuffer } from "hyparquet";
+import type { AsyncBuffer } from "./text_source.ts";
 
 /** Where a dataset lives on the hub. */
 export interface HubDataset {

@@ -42,8 +42,11 @@ export interface PrepareDatasetOptions {
 
 /** What {@linkcode prepareDataset} wrote. */
 export interface PreparedDataset {
+  /** The JSON Lines file written (the `out` option). */
   out: string;
+  /** Documents written: fewer than asked when the source ran out. Empty documents are skipped. */
   rows: number;
+  /** Length of the documents' text in UTF-16 code units (`String.length`), summed. */
   characters: number;
 }
 

@@ -35,11 +35,13 @@ export interface PrepareInstructOptions {
   contextLength?: number;
   /** Most pairs to take. Default all. */
   rows?: number;
+  /** No progress output. */
   quiet?: boolean;
 }
 
 /** What {@linkcode prepareDatasetInstruct} wrote. */
 export interface PreparedInstruct {
+  /** The `meta.json` of the tokenized rows (`documents` counts the pairs read). */
   meta: TokenizedDatasetMeta;
   /** Pairs whose prompt alone fills the context, left out. */
   skipped: number;

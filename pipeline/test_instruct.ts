@@ -21,20 +21,27 @@ import { intFlag, numberFlag, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode testInstruct}. */
 export interface TestInstructOptions extends Omit<CompleteOptions, "stopTokens" | "onText"> {
+  /** The pretrained model's checkpoint, from train_model. */
   pretrained: string;
   /** The pretrained model's tokenizer. */
   tokenizer: string;
+  /** The instruction-tuned model's checkpoint, from finetune_instruct. */
   tuned: string;
   /** The tuned model's tokenizer (with the ChatML tokens). */
   tunedTokenizer: string;
+  /** The questions, asked as bare text of the pretrained model and as ChatML of the tuned one. */
   questions: readonly string[];
+  /** The GPU to use; acquired when absent. */
   gpu?: Gpu;
 }
 
 /** One question's two answers. */
 export interface SideBySide {
+  /** The question as given. */
   question: string;
+  /** The pretrained model's continuation of the bare question. */
   pretrained: string;
+  /** The tuned model's answer, up to `<|im_end|>` (left out). */
   tuned: string;
 }
 

@@ -23,7 +23,9 @@ export interface TestPretrainedOptions extends CompleteOptions {
   checkpoint: string;
   /** The tokenizer the model was trained with (folder or `tokenizer.json`). */
   tokenizer: BpeTokenizer | string;
+  /** The text to continue; the returned completion leaves it out. */
   prompt: string;
+  /** The GPU to use; acquired when absent. */
   gpu?: Gpu;
 }
 

@@ -7,12 +7,19 @@
  * @module
  */
 
-import {
-  type AsyncBuffer,
-  asyncBufferFromFile,
-  parquetMetadataAsync,
-  parquetReadObjects,
-} from "hyparquet";
+import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from "hyparquet";
+
+/**
+ * A file that Parquet is read from by byte ranges: hyparquet's `AsyncBuffer`, spelled out here so
+ * that it is part of this module's documented API. A local file or a hub file read by HTTP range
+ * requests ({@linkcode hubFileBuffer}) is one.
+ */
+export interface AsyncBuffer {
+  /** The file's size in bytes. */
+  byteLength: number;
+  /** Bytes `[start, end)` of the file; `end` defaults to the file's end. */
+  slice(start: number, end?: number): ArrayBuffer | Promise<ArrayBuffer>;
+}
 
 /** Options of {@linkcode readRecordBatches}. */
 export interface RecordSourceOptions {

@@ -15,15 +15,23 @@ export type TokenizeMethod = "truncate" | "split" | "concat" | "chat";
 
 /** The `meta.json` of a tokenized dataset. */
 export interface TokenizedDatasetMeta {
+  /** How documents became rows: `truncate`, `split`, `concat`, or `chat` for instruction pairs. */
   method: TokenizeMethod;
+  /** Tokens per row, T: every row has this many ids, padded with `padId`. */
   contextLength: number;
+  /** Rows in `tokens.bin`. */
   rows: number;
   /** Real (non-padding) tokens over all rows. */
   tokens: number;
+  /** Documents (or instruction pairs) read from the source, including any that gave no row. */
   documents: number;
+  /** The tokenizer's vocabulary size; a model trained on the rows needs at least this many. */
   vocabSize: number;
+  /** How `tokens.bin` stores ids: `uint16` when the vocabulary is at most 65536, else `uint32`. */
   dtype: "uint16" | "uint32";
+  /** The id that fills each row after its real tokens, normally `<pad>`. */
   padId: number;
+  /** The end-of-document id: `</s>` (`concat` puts it between documents), `<|im_end|>` in chat. */
   eosId: number;
   /** True when `loss_mask.bin` says which tokens are learned. */
   lossMask?: boolean;
@@ -31,6 +39,7 @@ export interface TokenizedDatasetMeta {
 
 /** A tokenized dataset in memory. */
 export interface TokenizedDataset {
+  /** The folder's `meta.json`. */
   meta: TokenizedDatasetMeta;
   /** (rows, contextLength) token ids. */
   tokens: Uint16Array | Uint32Array;
@@ -44,6 +53,7 @@ export interface TokenizedDataset {
 export class TokenRowWriter {
   readonly #partial: string;
   readonly #files: Deno.FsFile[];
+  /** The dataset's `meta.json` so far: its counts grow as rows are written. */
   readonly meta: TokenizedDatasetMeta;
 
   private constructor(

@@ -36,9 +36,11 @@ export interface PretrainingOptions {
   context?: number;
   /** How documents become rows. Default `concat`. */
   method?: DocumentMethod;
-  /** Model shape; by default the one Chinchilla's rule suggests for the data. */
+  /** Transformer blocks; by default the shape Chinchilla's rule suggests for the data. */
   nLayer?: number;
+  /** Attention heads; by default as suggested. */
   nHead?: number;
+  /** Residual width, a multiple of `nHead`; by default as suggested. */
   nEmbd?: number;
   /** Rows per step. Default 8. */
   batchSize?: number;
@@ -48,6 +50,7 @@ export interface PretrainingOptions {
   lr?: number;
   /** The prompt completed at the end. */
   prompt?: string;
+  /** Stops after the running stage (training: after its step, saving a checkpoint). */
   signal?: AbortSignal;
 }
 

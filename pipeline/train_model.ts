@@ -69,21 +69,29 @@ export interface TrainModelOptions {
 
 /** What a training run did. */
 export interface TrainResult {
+  /** The trained model's shape. */
   config: GPT2Config;
+  /** The model's parameter count (the output head is tied to `wte`, counted once). */
   parameters: number;
   /** Steps taken in all, including those before a resume. */
   steps: number;
   /** Mean training loss of each step this run took. */
   losses: number[];
+  /** The path of the last checkpoint saved: `out/checkpoint.safetensors`. */
   checkpoint: string;
 }
 
 /** Per-step record appended to `log.jsonl`. */
 export interface StepLog {
+  /** Optimizer steps taken, counting this one: the first step is 1. */
   step: number;
+  /** Mean cross-entropy over the batch's counted positions, in nats. */
   loss: number;
+  /** The learning rate this step used (after warmup and decay). */
   lr: number;
+  /** The gradient's global L2 norm, before clipping. */
   gradNorm: number;
+  /** Wall-clock time of the step, in milliseconds, batch preparation and readback included. */
   ms: number;
 }
 
@@ -266,7 +274,14 @@ export function meanOfLast(losses: readonly number[], n = 10): number {
 }
 
 /** The command-line flags every training command shares, with pretraining's defaults. */
-export function runFlags(defaults: { steps: string; lr: string }) {
+export function runFlags(
+  defaults: { steps: string; lr: string },
+):
+  & Record<
+    "batch-size" | "steps" | "lr" | "checkpoint-every" | "seed",
+    { type: "string"; default: string }
+  >
+  & Record<"fresh" | "quiet", { type: "boolean"; default: boolean }> {
   return {
     "batch-size": { type: "string", default: "8" },
     steps: { type: "string", default: defaults.steps },

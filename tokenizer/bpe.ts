@@ -83,8 +83,11 @@ export class BpeTokenizer {
   readonly #cache = new Map<string, Int32Array>();
   readonly #tokenBytes: Array<Uint8Array | undefined> = [];
   readonly #specialIds = new Set<number>();
+  /** Prefix each text with a space (HF ByteLevel `add_prefix_space`). */
   readonly addPrefixSpace: boolean;
+  /** Split into GPT-2 words before BPE (HF ByteLevel `use_regex`). */
   readonly useRegex: boolean;
+  /** Take a word that is itself a vocabulary entry as one token (HF `ignore_merges`). */
   readonly ignoreMerges: boolean;
 
   /** Builds a tokenizer; throws when a merge names a token the vocabulary lacks. */

@@ -14,7 +14,9 @@ import { BpeTokenizer } from "./bpe.ts";
 
 /** The subset of HF's `tokenizer.json` schema this module reads and writes. */
 export interface HfTokenizerJson {
+  /** The schema version; `"1.0"` when written here, not checked when read. */
   version: string;
+  /** Tokens matched whole before BPE; `special` ones may be skipped when decoding. */
   added_tokens: Array<{
     id: number;
     content: string;
@@ -24,9 +26,13 @@ export interface HfTokenizerJson {
     normalized?: boolean;
     special?: boolean;
   }>;
+  /** Must be null: text is encoded as given. */
   normalizer: unknown;
+  /** `ByteLevel` (its `add_prefix_space` and `use_regex` honoured) or null for none. */
   pre_tokenizer: { type: string; add_prefix_space?: boolean; use_regex?: boolean } | null;
+  /** Written as `ByteLevel`; ignored when read (byte-level decoding is the only kind). */
   decoder: unknown;
+  /** The `BPE` model: vocabulary, merges in rank order; dropout, byte fallback and affixes off. */
   model: {
     type: string;
     vocab: Record<string, number>;
@@ -39,6 +45,7 @@ export interface HfTokenizerJson {
     byte_fallback?: boolean;
     ignore_merges?: boolean;
   };
+  /** Other top-level fields (`truncation`, `padding`, `post_processor`): written null, ignored. */
   [field: string]: unknown;
 }
 

@@ -11,7 +11,7 @@
  * GPT-2's split pattern as published (OpenAI's encoder, HF's ByteLevel
  * pre-tokenizer, tiktoken's `gpt2`). Compile it with {@link GPT2_SPLIT_REGEX}.
  */
-export const GPT2_SPLIT_PATTERN = String
+export const GPT2_SPLIT_PATTERN: string = String
   .raw`'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`;
 
 /**

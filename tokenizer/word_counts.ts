@@ -18,7 +18,11 @@ export class WordCounter {
   readonly #splitter: AddedTokenSplitter;
   #documents = 0;
 
-  /** @param specialTokens strings to skip whole wherever they occur in the text */
+  /**
+   * An empty counter.
+   *
+   * @param specialTokens strings to skip whole wherever they occur in the text
+   */
   constructor(specialTokens: Iterable<string> = []) {
     this.#splitter = new AddedTokenSplitter(specialTokens);
   }
