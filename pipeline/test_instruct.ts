@@ -1,7 +1,8 @@
 /**
  * Stage 6c of the pipeline: the pretrained and the instruction-tuned model side by side on the
- * same questions. The pretrained model continues the bare question as text; the tuned one answers
- * it as the assistant of a ChatML conversation and stops at `<|im_end|>`.
+ * same questions. The pretrained model continues the bare question as text (past any end of
+ * document); the tuned one answers it as the assistant of a ChatML conversation and stops at
+ * `<|im_end|>`.
  *
  *     deno task test-instruct --pretrained runs/main/model/checkpoint.safetensors \
  *       --tokenizer runs/main/tokenizer --tuned runs/instruct/model/checkpoint.safetensors \
@@ -61,7 +62,12 @@ export async function testInstruct(options: TestInstructOptions): Promise<SideBy
     for (const question of options.questions) {
       results.push({
         question,
-        pretrained: await completePrompt(pretrained.model, pretrained.tokenizer, question, options),
+        // The pretrained model just continues the text, across document ends: that is the
+        // contrast instruction tuning makes.
+        pretrained: await completePrompt(pretrained.model, pretrained.tokenizer, question, {
+          ...options,
+          stopTokens: [],
+        }),
         tuned: await completePrompt(tuned.model, tuned.tokenizer, chatPrompt(question), {
           ...options,
           stopTokens: [IM_END, "</s>"],
