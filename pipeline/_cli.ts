@@ -39,6 +39,15 @@ export function numberFlag(name: string, value: string, above = 0): number {
   return parsed;
 }
 
+/** A fraction flag: a number from 0 (inclusive) to 1 (exclusive). */
+export function fractionFlag(name: string, value: string): number {
+  const parsed = Number(value);
+  if (!(parsed >= 0 && parsed < 1)) {
+    throw new Error(`--${name} must be a number from 0 up to (not including) 1, got "${value}".`);
+  }
+  return parsed;
+}
+
 /**
  * A signal that the first Ctrl-C aborts, so long work can stop after its current step and save
  * what it has; a second Ctrl-C quits at once.

@@ -30,37 +30,97 @@ export interface SamplerState {
   position: number;
 }
 
+/** A contiguous run of a dataset's rows, `[first, first + count)`. */
+export interface RowRange {
+  /** The first row. */
+  first: number;
+  /** How many rows. */
+  count: number;
+}
+
+/**
+ * Splits a dataset's rows into a training range and a held-out validation range: the last
+ * `fraction` of the rows (at least one batch of them when there is any), so the two never share
+ * a row.
+ */
+export function splitRows(
+  rows: number,
+  fraction: number,
+  batchSize: number,
+): { train: RowRange; validation: RowRange | null } {
+  const held = fraction > 0 ? Math.max(batchSize, Math.round(rows * fraction)) : 0;
+  if (held === 0 || rows - held < batchSize) {
+    return { train: { first: 0, count: rows }, validation: null };
+  }
+  return {
+    train: { first: 0, count: rows - held },
+    validation: { first: rows - held, count: held },
+  };
+}
+
+/**
+ * The batch made of `rows` (their indices in the dataset): inputs, next-token targets, and the
+ * mask of the targets that count.
+ */
+export function batchOfRows(dataset: TokenizedDataset, rows: ArrayLike<number>): Batch {
+  const { meta, tokens, lengths, lossMask } = dataset;
+  const B = rows.length, T = meta.contextLength;
+  const batch: Batch = {
+    inputs: new Int32Array(B * T),
+    targets: new Int32Array(B * T),
+    mask: new Uint32Array(B * T),
+  };
+  for (let b = 0; b < B; b++) {
+    const row = rows[b];
+    const ids = tokens.subarray(row * T, (row + 1) * T);
+    const length = lengths[row];
+    for (let t = 0; t < T; t++) {
+      batch.inputs[b * T + t] = ids[t];
+      // Position t learns token t + 1, if the row has one and the loss mask keeps it.
+      const hasTarget = t + 1 < length && (!lossMask || lossMask[row * T + t + 1] === 1);
+      batch.targets[b * T + t] = hasTarget ? ids[t + 1] : meta.padId;
+      batch.mask[b * T + t] = hasTarget ? 1 : 0;
+    }
+  }
+  return batch;
+}
+
 /** Serves batches of rows, reshuffled each epoch under a seed. */
 export class BatchSampler {
   readonly #dataset: TokenizedDataset;
   readonly #batchSize: number;
   readonly #seed: number;
+  readonly #rows: RowRange;
   #order: Uint32Array;
   #state: SamplerState;
 
   /**
-   * A sampler over `dataset`, starting at `state` (the beginning by default).
+   * A sampler over `dataset` (or the `rows` of it), starting at `state` (the beginning by
+   * default).
    *
-   * @param batchSize rows per batch, B; at most the dataset's rows.
+   * @param batchSize rows per batch, B; at most the rows sampled.
    * @param seed with the epoch, fixes each epoch's order of rows.
    * @param state where to start: a saved {@linkcode BatchSampler.state} to resume a run.
-   * @throws {Error} when the dataset has fewer rows than one batch.
+   * @param rows the rows to sample from; all by default.
+   * @throws {Error} when there are fewer rows than one batch.
    */
   constructor(
     dataset: TokenizedDataset,
     batchSize: number,
     seed: number,
     state: SamplerState = { epoch: 0, position: 0 },
+    rows: RowRange = { first: 0, count: dataset.meta.rows },
   ) {
-    if (dataset.meta.rows < batchSize) {
+    if (rows.count < batchSize) {
       throw new Error(
-        `The dataset has ${dataset.meta.rows} rows, fewer than a batch of ${batchSize}; ` +
+        `The dataset has ${rows.count} rows to train on, fewer than a batch of ${batchSize}; ` +
           "lower --batch-size or tokenize more text.",
       );
     }
     this.#dataset = dataset;
     this.#batchSize = batchSize;
     this.#seed = seed;
+    this.#rows = rows;
     this.#state = { ...state };
     this.#order = this.#orderOf(state.epoch);
   }
@@ -76,35 +136,20 @@ export class BatchSampler {
   }
 
   #orderOf(epoch: number): Uint32Array {
-    return new Random(this.#seed * 1000003 + epoch).permutation(this.#dataset.meta.rows);
+    const order = new Random(this.#seed * 1000003 + epoch).permutation(this.#rows.count);
+    for (let i = 0; i < order.length; i++) order[i] += this.#rows.first;
+    return order;
   }
 
   /** The next batch; a new epoch (and a new order) starts when too few rows are left. */
   next(): Batch {
-    const { meta, tokens, lengths, lossMask } = this.#dataset;
-    const B = this.#batchSize, T = meta.contextLength;
-    if (this.#state.position + B > meta.rows) {
+    const B = this.#batchSize;
+    if (this.#state.position + B > this.#rows.count) {
       this.#state = { epoch: this.#state.epoch + 1, position: 0 };
       this.#order = this.#orderOf(this.#state.epoch);
     }
-    const batch: Batch = {
-      inputs: new Int32Array(B * T),
-      targets: new Int32Array(B * T),
-      mask: new Uint32Array(B * T),
-    };
-    for (let b = 0; b < B; b++) {
-      const row = this.#order[this.#state.position + b];
-      const ids = tokens.subarray(row * T, (row + 1) * T);
-      const length = lengths[row];
-      for (let t = 0; t < T; t++) {
-        batch.inputs[b * T + t] = ids[t];
-        // Position t learns token t + 1, if the row has one and the loss mask keeps it.
-        const hasTarget = t + 1 < length && (!lossMask || lossMask[row * T + t + 1] === 1);
-        batch.targets[b * T + t] = hasTarget ? ids[t + 1] : meta.padId;
-        batch.mask[b * T + t] = hasTarget ? 1 : 0;
-      }
-    }
+    const rows = this.#order.subarray(this.#state.position, this.#state.position + B);
     this.#state.position += B;
-    return batch;
+    return batchOfRows(this.#dataset, rows);
   }
 }

@@ -21,10 +21,16 @@ import { writeTextFileAtomic } from "../util/files.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { learningRate } from "../nn/schedule.ts";
 import { Tape } from "../nn/tape.ts";
-import { BatchSampler, type SamplerState } from "./batches.ts";
-import { loadTokenizedDataset } from "./token_rows.ts";
+import {
+  batchOfRows,
+  BatchSampler,
+  type RowRange,
+  type SamplerState,
+  splitRows,
+} from "./batches.ts";
+import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
 import { ProgressBar } from "./_progress.ts";
-import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+import { fractionFlag, interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
 
 /** Options of {@linkcode trainModel}. */
 export interface TrainModelOptions {
@@ -48,6 +54,12 @@ export interface TrainModelOptions {
   warmupSteps?: number;
   /** Save every this many steps (and at the end). Default 100. */
   checkpointEvery?: number;
+  /** Share of the rows held out for validation (the last ones). Default 0.05; 0 for none. */
+  valFraction?: number;
+  /** Measure the validation loss every this many steps (and at the end). Default 100. */
+  evalEvery?: number;
+  /** Batches of held-out rows each validation reads. Default 4. */
+  evalBatches?: number;
   /** Seed of the initialization and batch order. Default 1337. */
   seed?: number;
   /** Continue from `out/checkpoint.safetensors` when it exists. Default true. */
@@ -77,6 +89,8 @@ export interface TrainResult {
   steps: number;
   /** Mean training loss of each step this run took. */
   losses: number[];
+  /** The last validation loss this run measured, if any. */
+  valLoss?: number;
   /** The path of the last checkpoint saved: `out/checkpoint.safetensors`. */
   checkpoint: string;
 }
@@ -93,6 +107,8 @@ export interface StepLog {
   gradNorm: number;
   /** Wall-clock time of the step, in milliseconds, batch preparation and readback included. */
   ms: number;
+  /** Mean loss on the held-out rows, on the steps that measured it. */
+  valLoss?: number;
 }
 
 /** Trains (or resumes training) a GPT-2 model; see the module documentation. */
@@ -101,6 +117,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const dataset = await loadTokenizedDataset(options.data);
   const seed = options.seed ?? 1337;
   const batchSize = options.batchSize ?? 8;
+  const valFraction = options.valFraction ?? 0.05;
   const T = dataset.meta.contextLength;
   const checkpoint = `${options.out}/checkpoint.safetensors`;
   await Deno.mkdir(options.out, { recursive: true });
@@ -115,12 +132,19 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     step = loaded.step;
     moments = loaded.tensors;
     samplerState = loaded.training?.sampler as SamplerState | undefined;
-    const saved = (loaded.training ?? {}) as { seed?: number; batchSize?: number };
-    if ((saved.seed ?? seed) !== seed || (saved.batchSize ?? batchSize) !== batchSize) {
+    const saved = (loaded.training ?? {}) as {
+      seed?: number;
+      batchSize?: number;
+      valFraction?: number;
+    };
+    if (
+      (saved.seed ?? seed) !== seed || (saved.batchSize ?? batchSize) !== batchSize ||
+      (saved.valFraction ?? valFraction) !== valFraction
+    ) {
       model.dispose();
       throw new Error(
-        `${checkpoint} was trained with --seed ${saved.seed} --batch-size ${saved.batchSize}; ` +
-          "pass the same to resume it, or --fresh to start over.",
+        `${checkpoint} was trained with --seed ${saved.seed} --batch-size ${saved.batchSize} ` +
+          `--val-fraction ${saved.valFraction}; pass the same to resume it, or --fresh to start over.`,
       );
     }
     if (model.config.vocabSize < dataset.meta.vocabSize) {
@@ -155,7 +179,8 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
   if (moments) optimizer.load(moments, step);
   moments = null; // the checkpoint's CPU copies are no longer needed
-  const sampler = new BatchSampler(dataset, batchSize, seed, samplerState);
+  const split = splitRows(dataset.meta.rows, valFraction, batchSize);
+  const sampler = new BatchSampler(dataset, batchSize, seed, samplerState, split.train);
   const schedule = {
     maxLr: options.lr ?? 1e-3,
     warmupSteps: options.warmupSteps ?? Math.min(200, Math.ceil(options.steps / 10)),
@@ -175,7 +200,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     saveCheckpoint(checkpoint, model, {
       config: model.config,
       step,
-      training: { sampler: sampler.state, seed, batchSize },
+      training: { sampler: sampler.state, seed, batchSize, valFraction },
     }, optimizer);
   const log = await Deno.open(`${options.out}/log.jsonl`, { append: true, create: true });
   const progress = new ProgressBar("train", options.steps, {
@@ -184,6 +209,8 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     start: step,
   });
   const losses: number[] = [];
+  const evalEvery = options.evalEvery ?? 100;
+  let lastValLoss: number | undefined;
   try {
     while (step < options.steps) {
       const started = performance.now();
@@ -222,8 +249,15 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       step++;
       losses.push(loss);
       const record: StepLog = { step, loss, lr, gradNorm, ms: performance.now() - started };
+      if (split.validation && (step % evalEvery === 0 || step === options.steps)) {
+        record.valLoss = await validationLoss(model, dataset, split.validation, batchSize, {
+          batches: options.evalBatches ?? 4,
+        });
+        lastValLoss = record.valLoss;
+      }
       await log.write(new TextEncoder().encode(JSON.stringify(record) + "\n"));
-      progress.update(step, options.steps, `loss ${loss.toFixed(3)}`);
+      const val = lastValLoss === undefined ? "" : ` val ${lastValLoss.toFixed(3)}`;
+      progress.update(step, options.steps, `loss ${loss.toFixed(3)}${val}`);
       options.onStep?.(record);
       const stopping = options.signal?.aborted ?? false;
       if (step % (options.checkpointEvery ?? 100) === 0 || step === options.steps || stopping) {
@@ -237,7 +271,50 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     optimizer.dispose();
     model.dispose();
   }
-  return { config: model.config, parameters, steps: step, losses, checkpoint };
+  return {
+    config: model.config,
+    parameters,
+    steps: step,
+    losses,
+    valLoss: lastValLoss,
+    checkpoint,
+  };
+}
+
+/**
+ * The mean loss per counted position over the first `batches` batches of `rows` (in order, so
+ * every measurement reads the same tokens), without gradients.
+ */
+export async function validationLoss(
+  model: GPT2,
+  dataset: TokenizedDataset,
+  rows: RowRange,
+  batchSize: number,
+  { batches = 4 } = {},
+): Promise<number> {
+  const gpu = model.gpu, T = dataset.meta.contextLength;
+  let total = 0, counted = 0;
+  for (let b = 0; b < batches && (b + 1) * batchSize <= rows.count; b++) {
+    const ids = Array.from({ length: batchSize }, (_, i) => rows.first + b * batchSize + i);
+    const batch = batchOfRows(dataset, ids);
+    const tape = new Tape(gpu);
+    const buffers = [batch.inputs, batch.targets, batch.mask].map((a) => gpu.upload(a));
+    try {
+      const n = countedPositions(batch.targets, batch.mask);
+      const losses = await model.loss(
+        tape,
+        { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
+        { targets: buffers[1], mask: buffers[2], counted: n },
+        { withGrad: false },
+      );
+      total += (await losses.read()).reduce((s, l) => s + l, 0);
+      counted += n;
+    } finally {
+      tape.dispose();
+      for (const buffer of buffers) gpu.release(buffer);
+    }
+  }
+  return total / Math.max(1, counted);
 }
 
 /** Starts a fine-tuning run from a checkpoint's weights, its vocabulary grown to the data's. */
@@ -278,7 +355,7 @@ export function runFlags(
   defaults: { steps: string; lr: string },
 ):
   & Record<
-    "batch-size" | "steps" | "lr" | "checkpoint-every" | "seed",
+    "batch-size" | "steps" | "lr" | "checkpoint-every" | "val-fraction" | "seed",
     { type: "string"; default: string }
   >
   & Record<"fresh" | "quiet", { type: "boolean"; default: boolean }> {
@@ -287,6 +364,7 @@ export function runFlags(
     steps: { type: "string", default: defaults.steps },
     lr: { type: "string", default: defaults.lr },
     "checkpoint-every": { type: "string", default: "100" },
+    "val-fraction": { type: "string", default: "0.05" },
     seed: { type: "string", default: "1337" },
     fresh: { type: "boolean", default: false },
     quiet: { type: "boolean", default: false },
@@ -299,18 +377,30 @@ export function runOptions(values: {
   steps: string;
   lr: string;
   "checkpoint-every": string;
+  "val-fraction": string;
   seed: string;
   fresh: boolean;
   quiet: boolean;
 }): Pick<
   TrainModelOptions,
-  "batchSize" | "steps" | "lr" | "checkpointEvery" | "seed" | "resume" | "quiet"
+  | "batchSize"
+  | "steps"
+  | "lr"
+  | "checkpointEvery"
+  | "evalEvery"
+  | "valFraction"
+  | "seed"
+  | "resume"
+  | "quiet"
 > {
+  const checkpointEvery = intFlag("checkpoint-every", values["checkpoint-every"]);
   return {
     batchSize: intFlag("batch-size", values["batch-size"]),
     steps: intFlag("steps", values.steps),
     lr: numberFlag("lr", values.lr),
-    checkpointEvery: intFlag("checkpoint-every", values["checkpoint-every"]),
+    checkpointEvery,
+    evalEvery: checkpointEvery,
+    valFraction: fractionFlag("val-fraction", values["val-fraction"]),
     seed: intFlag("seed", values.seed, 0),
     resume: !values.fresh,
     quiet: values.quiet,

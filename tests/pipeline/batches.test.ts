@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchSampler } from "../../pipeline/batches.ts";
+import { BatchSampler, splitRows } from "../../pipeline/batches.ts";
 import type { TokenizedDataset } from "../../pipeline/token_rows.ts";
 
 /** 5 rows of 4 tokens: row r holds 10r, 10r+1, ...; row 4 has only 2 real tokens. */
@@ -52,7 +52,10 @@ Deno.test("BatchSampler covers every row once per epoch and resumes exactly", ()
 });
 
 Deno.test("BatchSampler refuses a batch larger than the dataset", () => {
-  assert.throws(() => new BatchSampler(dataset(), 6, 0), /5 rows, fewer than a batch of 6/);
+  assert.throws(
+    () => new BatchSampler(dataset(), 6, 0),
+    /has 5 rows to train on, fewer than a batch of 6/,
+  );
 });
 
 Deno.test("BatchSampler masks the targets a loss mask leaves out", () => {
@@ -69,5 +72,23 @@ Deno.test("BatchSampler masks the targets a loss mask leaves out", () => {
       length > 3 ? 1 : 0,
       0,
     ]);
+  }
+});
+
+Deno.test("splitRows() holds out the last rows, at least a batch of them, or none", () => {
+  assert.deepEqual(splitRows(100, 0.05, 4), {
+    train: { first: 0, count: 95 },
+    validation: { first: 95, count: 5 },
+  });
+  assert.deepEqual(splitRows(100, 0.01, 4).validation, { first: 96, count: 4 });
+  assert.equal(splitRows(100, 0, 4).validation, null);
+  assert.equal(splitRows(6, 0.05, 4).validation, null); // holding out 4 would leave 2 to train
+});
+
+Deno.test("BatchSampler draws only from its rows", () => {
+  const sampler = new BatchSampler(dataset(), 2, 3, undefined, { first: 1, count: 3 });
+  for (let i = 0; i < 6; i++) {
+    const { inputs } = sampler.next();
+    for (const first of [inputs[0], inputs[4]]) assert.ok([10, 20, 30].includes(first), `${first}`);
   }
 });

@@ -31,7 +31,15 @@ async function fixture() {
   return { dir, tokenizer };
 }
 
-const settings = { nLayer: 1, nHead: 2, nEmbd: 16, batchSize: 4, lr: 1e-2, quiet: true };
+const settings = {
+  nLayer: 1,
+  nHead: 2,
+  nEmbd: 16,
+  batchSize: 4,
+  lr: 1e-2,
+  evalEvery: 50,
+  quiet: true,
+};
 
 Deno.test("trainModel() learns a repeated story, and a resumed run equals an unbroken one", async () => {
   const gpu = await testGpu();
@@ -44,6 +52,12 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
       whole.losses.at(-1)! < whole.losses[0] / 3,
       `loss went from ${whole.losses[0]} to ${whole.losses.at(-1)}`,
     );
+    // The held-out rows (the same story, so learnable) are measured at steps 50 and 100.
+    const validated = (await Deno.readTextFile(`${dir}/whole/log.jsonl`)).trim().split("\n")
+      .map((line) => JSON.parse(line)).filter((record) => record.valLoss !== undefined);
+    assert.deepEqual(validated.map((record) => record.step), [50, 100]);
+    assert.ok(validated[1].valLoss < validated[0].valLoss, JSON.stringify(validated));
+    assert.equal(whole.valLoss, validated[1].valLoss);
 
     // Crash a run of the same settings at step 25 (its last checkpoint is step 20), then run
     // it again: it resumes from step 20, exactly as the unbroken run went on.
@@ -74,7 +88,7 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
     );
     await assert.rejects(
       trainModel({ ...crashing, seed: 7 }),
-      /was trained with --seed 1337 --batch-size 4; pass the same to resume it, or --fresh/,
+      /was trained with --seed 1337 --batch-size 4 --val-fraction 0.05; pass the same to resume/,
     );
     const a = await readSafetensors(whole.checkpoint),
       b = await readSafetensors(resumed.checkpoint);
