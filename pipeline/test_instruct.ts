@@ -82,7 +82,7 @@ export async function testInstruct(options: TestInstructOptions): Promise<SideBy
 
 /** The side-by-side as text, one block per question. */
 export function formatSideBySide(results: readonly SideBySide[]): string {
-  const indent = (text: string) => text.trim().replace(/\n/g, "\n    ") || "(nothing)";
+  const indent = (text: string) => text.trim().replace(/\n/g, " / ") || "(nothing)";
   return results.map(({ question, pretrained, tuned }) =>
     `Q: ${question}\n  pretrained: ${indent(pretrained)}\n  tuned:      ${indent(tuned)}\n`
   ).join("\n");

@@ -58,6 +58,11 @@ export async function completePrompt(
     .map((token) => tokenizer.tokenToId(token))
     .filter((id): id is number => id !== undefined);
   const ids: number[] = [];
+  // An end of document the model writes but was not told to stop at shows as a line break.
+  const eos = tokenizer.tokenToId("</s>");
+  const render = () =>
+    splitAt(ids, eos).map((part) => tokenizer.decode(part, { skipSpecialTokens: true }))
+      .join("\n");
   let shown = "";
   await generateTokens(model, tokenizer.encode(prompt), {
     ...options,
@@ -65,14 +70,24 @@ export async function completePrompt(
     onToken: (id) => {
       ids.push(id);
       // Decode the whole completion each time: a character may span several byte tokens.
-      const text = tokenizer.decode(ids, { skipSpecialTokens: true });
+      const text = render();
       if (text.length > shown.length && !text.endsWith("\uFFFD")) {
         options.onText?.(text.slice(shown.length));
         shown = text;
       }
     },
   });
-  return tokenizer.decode(ids, { skipSpecialTokens: true });
+  return render();
+}
+
+/** `ids` cut at every `separator` (which is dropped). */
+function splitAt(ids: readonly number[], separator: number | undefined): number[][] {
+  const parts: number[][] = [[]];
+  for (const id of ids) {
+    if (id === separator) parts.push([]);
+    else parts.at(-1)!.push(id);
+  }
+  return parts;
 }
 
 /** Completes `prompt` with the checkpoint's model; returns the completion (without the prompt). */
