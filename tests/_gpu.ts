@@ -3,16 +3,26 @@
  * here, loudly, with the message that says what to install: GPU tests are never skipped.
  */
 
-import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { acquireGpu, Gpu } from "../kernels/device.ts";
 import { Random } from "../nn/random.ts";
 
 let shared: Promise<Gpu> | null = null;
 
-/** The shared test GPU; prints the adapter it runs on once per test file. */
+/**
+ * The shared test GPU; prints the adapter it runs on once per test file.
+ *
+ * With `TEST_KERNEL_SHAPES=gpu`, a CPU adapter is presented to the kernels as a hardware GPU, so
+ * they choose their GPU workgroup and tile sizes: CI checks those code paths on lavapipe too.
+ */
 export function testGpu(): Promise<Gpu> {
   return shared ??= acquireGpu().then((gpu) => {
-    console.log(`GPU tests run on ${gpu.adapter.name}`);
-    return gpu;
+    const asGpu = Deno.env.get("TEST_KERNEL_SHAPES") === "gpu" && gpu.adapter.isCpu;
+    const view = asGpu ? new Gpu(gpu.device, { ...gpu.adapter, isCpu: false }) : gpu;
+    console.log(
+      `GPU tests run on ${gpu.adapter.name}` +
+        (asGpu ? " (kernels shaped as for a hardware GPU)" : ""),
+    );
+    return view;
   });
 }
 
