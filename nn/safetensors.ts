@@ -64,6 +64,9 @@ export async function writeSafetensors(
 /** Reads a safetensors file; F32, F16 and BF16 tensors become float32. */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   const bytes = await Deno.readFile(path).catch((e: Error) => {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`No file at ${path}; check the path (train_model writes checkpoints).`);
+    }
     throw new Error(`Could not read ${path}: ${e.message}.`);
   });
   const corrupt = (why: string) =>

@@ -117,21 +117,23 @@ if (import.meta.main) {
         seed: { type: "string", default: "0" },
       },
     });
-    const gpu = await acquireGpu();
-    const encoder = new TextEncoder();
-    await Deno.stdout.write(encoder.encode(values.prompt));
-    await testPretrained({
-      gpu,
-      checkpoint: values.checkpoint,
-      tokenizer: values.tokenizer,
-      prompt: values.prompt,
+    const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
       temperature: numberFlag("temperature", values.temperature, -1e-9),
       topK: intFlag("top-k", values["top-k"]),
       topP: numberFlag("top-p", values["top-p"]),
       seed: intFlag("seed", values.seed, 0),
+    };
+    const tokenizer = await resolveTokenizer(values.tokenizer);
+    const { model } = await loadCheckpoint(await acquireGpu(), values.checkpoint);
+    // The prompt is printed once everything loaded, then the completion as it is generated.
+    const encoder = new TextEncoder();
+    await Deno.stdout.write(encoder.encode(values.prompt));
+    await completePrompt(model, tokenizer, values.prompt, {
+      ...sampling,
       onText: (text) => Deno.stdout.writeSync(encoder.encode(text)),
     });
     await Deno.stdout.write(encoder.encode("\n"));
+    model.dispose();
   });
 }

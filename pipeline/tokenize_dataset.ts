@@ -50,7 +50,14 @@ export interface TokenizeDatasetOptions {
 export async function resolveTokenizer(tokenizer: BpeTokenizer | string): Promise<BpeTokenizer> {
   if (typeof tokenizer !== "string") return tokenizer;
   const isFolder = (await Deno.stat(tokenizer).catch(() => null))?.isDirectory;
-  return await loadHfTokenizer(isFolder ? `${tokenizer}/tokenizer.json` : tokenizer);
+  const path = isFolder ? `${tokenizer}/tokenizer.json` : tokenizer;
+  if (!(await Deno.stat(path).catch(() => null))?.isFile) {
+    throw new Error(
+      `No tokenizer at ${tokenizer}; pass the folder train_tokenizer wrote (it holds ` +
+        "tokenizer.json) or a tokenizer.json file.",
+    );
+  }
+  return await loadHfTokenizer(path);
 }
 
 function requireToken(tokenizer: BpeTokenizer, token: string, why: string): number {
