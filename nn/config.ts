@@ -78,7 +78,7 @@ export function validateConfig(config: GPT2Config): void {
   if (config.nEmbd % config.nHead !== 0) {
     throw new Error(
       `nEmbd (${config.nEmbd}) must be divisible by nHead (${config.nHead}); ` +
-        `try nHead = ${config.nEmbd / 64} for heads of 64.`,
+        `try nHead = ${config.nEmbd / 64} (--heads) for heads of 64.`,
     );
   }
   if (config.nEmbd / config.nHead > 128) {
@@ -94,7 +94,7 @@ export function validateConfig(config: GPT2Config): void {
   if (total > MAX_PARAMETERS) {
     throw new Error(
       `This configuration has ${(total / 1e9).toFixed(2)}B parameters, over the 1B limit; ` +
-        "reduce nLayer or nEmbd.",
+        "reduce the depth or the width (nLayer or nEmbd; --layers or --embd on the command line).",
     );
   }
 }
