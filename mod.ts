@@ -70,3 +70,4 @@ export * from "./kernels/residual.ts";
 export * from "./kernels/types.ts";
 export * from "./util/files.ts";
 export * from "./kernels/types.ts";
+export * from "./pipeline/chat.ts";

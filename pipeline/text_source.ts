@@ -264,8 +264,19 @@ async function* plainTextBatches(
  */
 export async function* readLines(path: string, keepEndings = false): AsyncGenerator<string> {
   using file = await Deno.open(path);
+  yield* linesOf(file.readable, keepEndings);
+}
+
+/**
+ * Yields the lines of a UTF-8 byte stream (a file, standard input) as they arrive: without
+ * their line endings, or with them when `keepEndings` is true.
+ */
+export async function* linesOf(
+  stream: ReadableStream<Uint8Array>,
+  keepEndings = false,
+): AsyncGenerator<string> {
   let pending = "";
-  for await (const chunk of file.readable.pipeThrough(new TextDecoderStream())) {
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     pending += chunk;
     let start = 0;
     for (let end; (end = pending.indexOf("\n", start)) >= 0; start = end + 1) {

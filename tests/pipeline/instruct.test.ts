@@ -6,6 +6,8 @@ import { trainModel } from "../../pipeline/train_model.ts";
 import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
 import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
 import { chatPrompt, chatResponse } from "../../pipeline/chatml.ts";
+import { chatReply } from "../../pipeline/chat.ts";
+import { loadCheckpoint } from "../../nn/checkpoint.ts";
 import { readSafetensors } from "../../nn/safetensors.ts";
 import { loadHfTokenizer, saveHfTokenizer } from "../../tokenizer/hf_json.ts";
 import { BpeTokenizer } from "../../tokenizer/bpe.ts";
@@ -96,6 +98,19 @@ Deno.test("instruction tuning: ChatML tokens, masked answers, grown embeddings, 
     });
     assert.equal(answer.tuned, pairs[0].output);
     assert.notEqual(answer.pretrained, answer.tuned);
+
+    // chat: a first turn is answered as in test_instruct; after it, a second turn gets one whole
+    // answer, ended by <|im_end|> (this model never saw a conversation of two turns).
+    const { model } = await loadCheckpoint(gpu, finetuned.checkpoint);
+    const greedy = { maxNewTokens: 20, temperature: 0 };
+    assert.equal(
+      await chatReply(model, withChatMl, [], pairs[1].instruction, greedy),
+      pairs[1].output,
+    );
+    const turns = [{ user: pairs[0].instruction, assistant: pairs[0].output }];
+    const second = await chatReply(model, withChatMl, turns, pairs[1].instruction, greedy);
+    model.dispose();
+    assert.ok(pairs.some((pair) => pair.output === second), `got ${JSON.stringify(second)}`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
