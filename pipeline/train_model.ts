@@ -164,7 +164,6 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
         );
       }
     }
-    await truncateLog(`${options.out}/log.jsonl`, step);
   } else if (options.initFrom) {
     model = await modelFrom(gpu, options.initFrom, T, dataset.meta.vocabSize);
   } else {
@@ -176,6 +175,9 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       nEmbd: options.nEmbd ?? 128,
     }, seed);
   }
+  // A resumed run keeps the log up to its checkpoint (later steps are trained again); a new run
+  // starts a new log.
+  await truncateLog(`${options.out}/log.jsonl`, step);
   const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
   if (moments) optimizer.load(moments, step);
   moments = null; // the checkpoint's CPU copies are no longer needed
