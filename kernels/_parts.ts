@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Gpu } from "./device.ts";
+import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 
 /** A run of rows `[first, first + count)` processed by one launch. */
 export interface Part {
@@ -89,4 +89,31 @@ export function assertFits(name: string, buffer: GPUBuffer, elements: number): v
  */
 export function reductionWorkgroup(gpu: Gpu, gpuSize: number, cpuSize = 8): number {
   return gpu.adapter.isCpu ? cpuSize : gpuSize;
+}
+
+/**
+ * Records an elementwise kernel over the first `n` float32 elements of each of `buffers` (named
+ * for error messages, in binding order), in parts whose windows fit one binding. The kernel's
+ * uniform, its last binding, must be `struct Params { n: u32, <one u32 element offset per
+ * buffer, in order> }`, and `workgroupSize` its one compile-time constant.
+ */
+export async function runElementwise(
+  gpu: Gpu,
+  kernel: Kernel<{ workgroupSize: number }>,
+  buffers: Record<string, GPUBuffer>,
+  n: number,
+  workgroupSize = 256,
+): Promise<void> {
+  for (const [name, buffer] of Object.entries(buffers)) assertFits(name, buffer, n);
+  for (const { first, count } of elementParts(gpu, n)) {
+    const windows = Object.values(buffers).map((b) => bufferWindow(gpu, b, first, count));
+    const offsets = Object.fromEntries(windows.map((w, i) => [`offset${i}`, w.elementOffset]));
+    const params = gpu.uniform(uniforms({ n: count, ...offsets }));
+    await gpu.run(
+      kernel,
+      { workgroupSize },
+      [...windows.map((w) => w.binding), params],
+      grid2d(Math.ceil(count / workgroupSize)),
+    );
+  }
 }

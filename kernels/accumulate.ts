@@ -7,8 +7,8 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, elementParts } from "./_parts.ts";
+import type { Gpu, Kernel } from "./device.ts";
+import { runElementwise } from "./_parts.ts";
 
 /** Compile-time constants of {@linkcode accumulateKernel}. */
 export interface AccumulateConstants extends Record<string, number> {
@@ -52,22 +52,7 @@ export async function accumulate(
   n: number,
 ): Promise<void> {
   if (dst === src) throw new Error("accumulate() needs two different buffers; double src instead.");
-  assertFits("dst", dst, n);
-  assertFits("src", src, n);
-  for (const { first, count } of elementParts(gpu, n)) {
-    const d = bufferWindow(gpu, dst, first, count), s = bufferWindow(gpu, src, first, count);
-    const params = gpu.uniform(uniforms({
-      n: ["u32", count],
-      dstOffset: ["u32", d.elementOffset],
-      srcOffset: ["u32", s.elementOffset],
-    }));
-    await gpu.run(
-      accumulateKernel,
-      { workgroupSize: WORKGROUP_SIZE },
-      [d.binding, s.binding, params],
-      grid2d(Math.ceil(count / WORKGROUP_SIZE)),
-    );
-  }
+  await runElementwise(gpu, accumulateKernel, { dst, src }, n, WORKGROUP_SIZE);
 }
 
 /** CPU reference of {@linkcode accumulate}. */

@@ -11,8 +11,8 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, elementParts } from "./_parts.ts";
+import type { Gpu, Kernel } from "./device.ts";
+import { runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** √(2/π), the tanh approximation's scale. */
@@ -134,22 +134,7 @@ export async function geluForward(
   inp: GPUBuffer,
   n: number,
 ): Promise<void> {
-  assertFits("out", out, n);
-  assertFits("inp", inp, n);
-  for (const { first, count } of elementParts(gpu, n)) {
-    const y = bufferWindow(gpu, out, first, count), x = bufferWindow(gpu, inp, first, count);
-    const params = gpu.uniform(uniforms({
-      n: ["u32", count],
-      outOffset: ["u32", y.elementOffset],
-      inOffset: ["u32", x.elementOffset],
-    }));
-    await gpu.run(
-      geluForwardKernel,
-      { workgroupSize: WORKGROUP_SIZE },
-      [y.binding, x.binding, params],
-      grid2d(Math.ceil(count / WORKGROUP_SIZE)),
-    );
-  }
+  await runElementwise(gpu, geluForwardKernel, { out, inp }, n, WORKGROUP_SIZE);
 }
 
 /**
@@ -167,39 +152,10 @@ export async function geluBackward(
   dout: GPUBuffer,
   n: number,
 ): Promise<void> {
-  for (const [name, b] of [["dinp", dinp], ["inp", inp], ["dout", dout]] as const) {
-    assertFits(name, b, n);
-  }
-  for (const { first, count } of elementParts(gpu, n)) {
-    const d = bufferWindow(gpu, dinp, first, count), x = bufferWindow(gpu, inp, first, count);
-    const groups = grid2d(Math.ceil(count / WORKGROUP_SIZE));
-    if (dinp === dout) {
-      const params = gpu.uniform(uniforms({
-        n: ["u32", count],
-        gradOffset: ["u32", d.elementOffset],
-        inOffset: ["u32", x.elementOffset],
-      }));
-      await gpu.run(
-        geluBackwardInPlaceKernel,
-        { workgroupSize: WORKGROUP_SIZE },
-        [d.binding, x.binding, params],
-        groups,
-      );
-      continue;
-    }
-    const g = bufferWindow(gpu, dout, first, count);
-    const params = gpu.uniform(uniforms({
-      n: ["u32", count],
-      dinpOffset: ["u32", d.elementOffset],
-      inOffset: ["u32", x.elementOffset],
-      doutOffset: ["u32", g.elementOffset],
-    }));
-    await gpu.run(
-      geluBackwardKernel,
-      { workgroupSize: WORKGROUP_SIZE },
-      [d.binding, x.binding, g.binding, params],
-      groups,
-    );
+  if (dinp === dout) {
+    await runElementwise(gpu, geluBackwardInPlaceKernel, { dinp, inp }, n, WORKGROUP_SIZE);
+  } else {
+    await runElementwise(gpu, geluBackwardKernel, { dinp, inp, dout }, n, WORKGROUP_SIZE);
   }
 }
 

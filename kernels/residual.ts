@@ -11,8 +11,8 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, elementParts } from "./_parts.ts";
+import type { Gpu, Kernel } from "./device.ts";
+import { runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the residual kernels. */
@@ -83,24 +83,7 @@ export async function residualForward(
   b: GPUBuffer,
   n: number,
 ): Promise<void> {
-  for (const [name, buffer] of [["out", out], ["a", a], ["b", b]] as const) {
-    assertFits(name, buffer, n);
-  }
-  for (const { first, count } of elementParts(gpu, n)) {
-    const [y, x1, x2] = [out, a, b].map((buffer) => bufferWindow(gpu, buffer, first, count));
-    const params = gpu.uniform(uniforms({
-      n: ["u32", count],
-      outOffset: ["u32", y.elementOffset],
-      aOffset: ["u32", x1.elementOffset],
-      bOffset: ["u32", x2.elementOffset],
-    }));
-    await gpu.run(
-      residualForwardKernel,
-      { workgroupSize: WORKGROUP_SIZE },
-      [y.binding, x1.binding, x2.binding, params],
-      grid2d(Math.ceil(count / WORKGROUP_SIZE)),
-    );
-  }
+  await runElementwise(gpu, residualForwardKernel, { out, a, b }, n, WORKGROUP_SIZE);
 }
 
 /**
@@ -123,24 +106,7 @@ export async function residualBackward(
         "one buffer, call it with a scratch buffer for db.",
     );
   }
-  for (const [name, buffer] of [["da", da], ["db", db], ["dout", dout]] as const) {
-    assertFits(name, buffer, n);
-  }
-  for (const { first, count } of elementParts(gpu, n)) {
-    const [d1, d2, g] = [da, db, dout].map((buffer) => bufferWindow(gpu, buffer, first, count));
-    const params = gpu.uniform(uniforms({
-      n: ["u32", count],
-      daOffset: ["u32", d1.elementOffset],
-      dbOffset: ["u32", d2.elementOffset],
-      doutOffset: ["u32", g.elementOffset],
-    }));
-    await gpu.run(
-      residualBackwardKernel,
-      { workgroupSize: WORKGROUP_SIZE },
-      [d1.binding, d2.binding, g.binding, params],
-      grid2d(Math.ceil(count / WORKGROUP_SIZE)),
-    );
-  }
+  await runElementwise(gpu, residualBackwardKernel, { da, db, dout }, n, WORKGROUP_SIZE);
 }
 
 /** CPU reference of {@linkcode residualForward}: WRITES `out = a + b`. */
