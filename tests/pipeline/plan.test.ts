@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { gpt2ParameterCount } from "../../nn/config.ts";
+import {
+  candidateShapes,
+  fitThroughput,
+  formatDuration,
+  parseDuration,
+  planBudget,
+  type StageTime,
+  type ThroughputModel,
+  trainingFlopsPerToken,
+} from "../../pipeline/plan.ts";
+
+const VOCAB = 8192, CONTEXT = 1024;
+
+/** An adapter that spends `overhead` s per token plus the FLOPs at `flopRate`. */
+function adapter(overhead: number, flopRate: number): ThroughputModel {
+  const sample = (nLayer: number, nEmbd: number) => {
+    const config = { vocabSize: VOCAB, contextLength: CONTEXT, nLayer, nHead: 2, nEmbd };
+    return {
+      config,
+      tokensPerSecond: 1 / (overhead + trainingFlopsPerToken(config) / flopRate),
+    };
+  };
+  return fitThroughput([sample(2, 128), sample(6, 384)]);
+}
+
+const LAVAPIPE = adapter(2e-4, 15e9), GPU = adapter(2e-6, 100e12);
+
+function stages(seconds = 20): StageTime[] {
+  return ["prepare_dataset", "train_tokenizer", "probe", "train_model", "finetune_instruct", "eval"]
+    .map((stage) => ({
+      stage,
+      seconds: stage.includes("train_model") || stage.startsWith("fine") ? 0 : seconds,
+    }));
+}
+
+function plan(budgetSeconds: number, throughput: ThroughputModel, dataTokens = 20e6) {
+  return planBudget({
+    budgetSeconds,
+    throughput,
+    vocabSize: VOCAB,
+    contextLength: CONTEXT,
+    dataTokens,
+    stages: stages(),
+  });
+}
+
+Deno.test("parseDuration() reads hours, minutes and seconds and refuses a bare number", () => {
+  assert.equal(parseDuration("30m"), 1800);
+  assert.equal(parseDuration("2h"), 7200);
+  assert.equal(parseDuration("1h30m"), 5400);
+  assert.equal(parseDuration("90s"), 90);
+  assert.throws(() => parseDuration("30"), /unit/);
+  assert.throws(() => parseDuration("0m"), /unit/);
+  assert.equal(formatDuration(5400), "1h30m");
+  assert.equal(formatDuration(750), "12m30s");
+});
+
+Deno.test("fitThroughput() recovers the overhead and FLOP rate of its samples", () => {
+  const fit = adapter(3e-4, 20e9);
+  assert.ok(Math.abs(fit.overhead - 3e-4) / 3e-4 < 1e-6);
+  assert.ok(Math.abs(fit.flopRate - 20e9) / 20e9 < 1e-6);
+});
+
+Deno.test("candidateShapes() grow in size and in cost together", () => {
+  const shapes = candidateShapes(VOCAB, CONTEXT);
+  for (let i = 1; i < shapes.length; i++) {
+    assert.ok(gpt2ParameterCount(shapes[i]).total > gpt2ParameterCount(shapes[i - 1]).total);
+    assert.ok(trainingFlopsPerToken(shapes[i]) > trainingFlopsPerToken(shapes[i - 1]));
+    assert.equal(shapes[i].nEmbd % shapes[i].nHead, 0);
+  }
+});
+
+Deno.test("planBudget(): a larger budget never gets a smaller model, and the plan fits", () => {
+  for (const throughput of [LAVAPIPE, GPU]) {
+    let previous = 0;
+    for (const minutes of [5, 10, 30, 60, 90, 180, 600, 2400]) {
+      const budget = minutes * 60;
+      const p = plan(budget, throughput);
+      assert.ok(p.parameters >= previous, `${minutes} min gave a smaller model`);
+      previous = p.parameters;
+      assert.ok(Math.abs(p.totalSeconds - budget) < 1e-6 * budget, "the stages fill the budget");
+      // Whole steps: within half a step of the planned tokens.
+      assert.ok(Math.abs(p.steps * p.tokensPerStep - p.tokens) <= p.tokensPerStep / 2 + 1);
+      assert.equal(p.tokensPerStep, p.batchSize * p.gradAccum * CONTEXT);
+    }
+  }
+});
+
+Deno.test("planBudget() aims at 20 tokens per parameter when data is plentiful", () => {
+  const p = plan(3 * 3600, GPU, 1e12);
+  assert.ok(p.tokensPerParameter >= 20, `${p.tokensPerParameter}`);
+  // The next larger shape would not have reached 20.
+  const shapes = candidateShapes(VOCAB, CONTEXT);
+  const at = shapes.findIndex((s) => s.nLayer === p.config.nLayer && s.nEmbd === p.config.nEmbd);
+  const next = shapes[at + 1];
+  const nextTokens = p.pretrainSeconds / GPU.secondsPerToken(next);
+  assert.ok(nextTokens < 20 * gpt2ParameterCount(next).total);
+});
+
+Deno.test("planBudget() picks a larger model on a faster adapter", () => {
+  assert.ok(plan(1800, GPU).parameters > 10 * plan(1800, LAVAPIPE).parameters);
+});
+
+Deno.test("planBudget() spends spare time on a larger model when the data is small", () => {
+  const plenty = plan(4 * 3600, LAVAPIPE, 1e12), scarce = plan(4 * 3600, LAVAPIPE, 1e6);
+  assert.ok(scarce.parameters > plenty.parameters);
+  assert.ok(scarce.tokensPerParameter < 20);
+  assert.match(scarce.notes.join(), /data/);
+});
+
+Deno.test("planBudget() refuses a budget that leaves no time to train", () => {
+  assert.throws(() => plan(100, LAVAPIPE), /--budget/);
+});
