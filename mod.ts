@@ -26,6 +26,7 @@ export * from "./kernels/device.ts";
 export * from "./kernels/scaled_add.ts";
 
 export * from "./pipeline/text_source.ts";
+export * from "./pipeline/bundled_data.ts";
 export * from "./pipeline/hub.ts";
 export * from "./pipeline/prepare_dataset.ts";
 export * from "./nn/config.ts";

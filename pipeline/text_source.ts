@@ -2,7 +2,9 @@
  * Streams documents (or records of several text fields, such as instruction pairs) from the files
  * a user has: Parquet (columns chosen by name), JSON Lines, a JSON array, or plain text (one
  * document per line), or a folder of them. Batches keep memory bounded: a corpus never has to fit
- * in memory at once.
+ * in memory at once. A text file whose name ends in `.gz` (`.jsonl.gz`, `.json.gz`, `.txt.gz`) is
+ * gzip-decompressed as it is read; text that is not valid UTF-8 is an error naming the file, so
+ * binary bytes are never trained on as text.
  *
  * @module
  */
@@ -46,7 +48,7 @@ export interface TextSourceOptions extends Omit<RecordSourceOptions, "fields" | 
 /** A record of string fields, as read by {@linkcode readRecordBatches}. */
 export type TextRecord = Record<string, string>;
 
-const SUPPORTED = /\.(parquet|jsonl|ndjson|json|txt|text|md)$/i;
+const SUPPORTED = /\.(parquet|(jsonl|ndjson|json|txt|text|md)(\.gz)?)$/i;
 
 /**
  * Yields batches of documents' text from a file or a folder of files (read in name order).
@@ -84,16 +86,22 @@ export async function* readRecordBatches(
       if (entry.isFile && SUPPORTED.test(entry.name)) names.push(entry.name);
     }
     if (names.length === 0) {
-      throw new Error(`The folder ${path} holds no Parquet, JSON Lines, JSON or text files.`);
+      throw new Error(
+        `The folder ${path} holds no Parquet, JSON Lines, JSON or text files (plain or .gz).`,
+      );
     }
     for (const name of names.sort()) yield* readRecordBatches(`${path}/${name}`, options);
     return;
   }
-  if (/\.parquet$/i.test(path)) {
+  // The format is named by the extension under any `.gz`.
+  const format = path.replace(/\.gz$/i, "");
+  if (/\.parquet$/i.test(format) && format !== path) {
+    throw new Error(`${path}: compressed Parquet is not read; decompress it (gunzip) first.`);
+  } else if (/\.parquet$/i.test(path)) {
     yield* parquetRecordBatches(await asyncBufferFromFile(path), path, options);
-  } else if (/\.(jsonl|ndjson)$/i.test(path)) {
+  } else if (/\.(jsonl|ndjson)$/i.test(format)) {
     yield* jsonLinesBatches(path, options);
-  } else if (/\.json$/i.test(path)) {
+  } else if (/\.json$/i.test(format)) {
     yield* jsonArrayBatches(path, options);
   } else {
     yield* plainTextBatches(path, options);
@@ -203,8 +211,9 @@ async function* jsonArrayBatches(
   const batchSize = options.batchSize ?? 1000;
   let records: unknown;
   try {
-    records = JSON.parse(await Deno.readTextFile(path));
+    records = JSON.parse(await readText(path));
   } catch (e) {
+    if (e instanceof NotUtf8Error) throw e;
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}.`);
   }
   if (!Array.isArray(records)) {
@@ -258,25 +267,62 @@ async function* plainTextBatches(
   if (batch.length > 0) yield batch;
 }
 
+/** A file's bytes are not UTF-8 text (or not valid gzip, for a `.gz`). */
+class NotUtf8Error extends Error {}
+
+/** The bytes of a file, gzip-decompressed when its name ends in `.gz`. */
+async function openBytes(path: string): Promise<ReadableStream<Uint8Array>> {
+  const file = await Deno.open(path);
+  if (!/\.gz$/i.test(path)) return file.readable;
+  return file.readable.pipeThrough(new DecompressionStream("gzip"));
+}
+
+/** Rethrows a decoding failure of `path` as an error that names the file and what to do. */
+function unreadable(path: string, error: unknown): never {
+  if (!(error instanceof TypeError)) throw error;
+  throw new NotUtf8Error(
+    /\.gz$/i.test(path)
+      ? `${path} is not a gzip file of UTF-8 text (${error.message}); recompress it with gzip.`
+      : `${path} is not UTF-8 text (${error.message}). If it is compressed, decompress it or ` +
+        "give it a .gz name; binary files cannot be read as text.",
+  );
+}
+
+/** The whole text of a UTF-8 file (gzip-decompressed when its name ends in `.gz`). */
+async function readText(path: string): Promise<string> {
+  const parts: string[] = [];
+  for await (const line of readLines(path, true)) parts.push(line);
+  return parts.join("");
+}
+
 /**
- * Yields the lines of a UTF-8 file: without their line endings, or with them (`\n` or `\r\n`;
- * the last line may lack one) when `keepEndings` is true.
+ * Yields the lines of a UTF-8 file, gzip-decompressed when its name ends in `.gz`: without their
+ * line endings, or with them (`\n` or `\r\n`; the last line may lack one) when `keepEndings` is
+ * true.
+ *
+ * @throws when the bytes are not valid UTF-8 (or not valid gzip): the message names the file.
  */
 export async function* readLines(path: string, keepEndings = false): AsyncGenerator<string> {
-  using file = await Deno.open(path);
-  yield* linesOf(file.readable, keepEndings);
+  const lines = linesOf(await openBytes(path), keepEndings);
+  try {
+    yield* lines;
+  } catch (error) {
+    unreadable(path, error);
+  }
 }
 
 /**
  * Yields the lines of a UTF-8 byte stream (a file, standard input) as they arrive: without
  * their line endings, or with them when `keepEndings` is true.
+ *
+ * @throws a `TypeError` when the bytes are not valid UTF-8.
  */
 export async function* linesOf(
   stream: ReadableStream<Uint8Array>,
   keepEndings = false,
 ): AsyncGenerator<string> {
   let pending = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }))) {
     pending += chunk;
     let start = 0;
     for (let end; (end = pending.indexOf("\n", start)) >= 0; start = end + 1) {
