@@ -72,3 +72,4 @@ export * from "./kernels/types.ts";
 export * from "./util/files.ts";
 export * from "./kernels/types.ts";
 export * from "./pipeline/chat.ts";
+export * from "./pipeline/report.ts";
