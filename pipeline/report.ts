@@ -20,7 +20,7 @@ import { escapeMarkdown, fenced, table } from "./_markdown.ts";
 import { runCli } from "./_cli.ts";
 
 /** How long one stage took (or, in a plan, is predicted to take). */
-export interface StageTime {
+export interface ReportStage {
   /** The stage's name, e.g. `pretrain`; a plan's and a run's stages pair up by name. */
   stage: string;
   /** Wall-clock seconds. */
@@ -36,7 +36,7 @@ export interface ReportPlan {
    */
   figures: Record<string, string | number>;
   /** The predicted time of each stage, shown beside the time it took. */
-  stages?: StageTime[];
+  stages?: ReportStage[];
 }
 
 /** One eval figure with its own wording, for figures the report does not know by name. */
@@ -68,7 +68,7 @@ export interface ReportOptions {
   /** The plan the run followed. */
   plan?: ReportPlan;
   /** The time each stage took, in order. */
-  stageTimes?: StageTime[];
+  stageTimes?: ReportStage[];
   /** Pretraining's `log.jsonl` (see {@linkcode LoggedStep}). Default `<work>/model/log.jsonl`. */
   pretrainLog?: string;
   /** Instruction tuning's `log.jsonl`. Default `<work>/instruct/model/log.jsonl`. */
@@ -395,16 +395,16 @@ function planSection(plan: ReportPlan | undefined): string[] {
 }
 
 function stageSection(
-  predicted: readonly StageTime[] | undefined,
-  took: readonly StageTime[] | undefined,
+  predicted: readonly ReportStage[] | undefined,
+  took: readonly ReportStage[] | undefined,
 ): string[] {
   const lines = ["## Time per stage", ""];
   if (!took?.length && !predicted?.length) return [...lines, "No stage times were given."];
   const names = [...(took ?? []), ...(predicted ?? [])].map((s) => s.stage)
     .filter((name, i, all) => all.indexOf(name) === i);
-  const sum = (list: readonly StageTime[] | undefined) =>
+  const sum = (list: readonly ReportStage[] | undefined) =>
     list?.length ? list.reduce((total, s) => total + s.seconds, 0) : undefined;
-  const seconds = (list: readonly StageTime[] | undefined, stage: string) =>
+  const seconds = (list: readonly ReportStage[] | undefined, stage: string) =>
     list?.find((s) => s.stage === stage)?.seconds;
   const cell = (s: number | undefined) => (s === undefined ? "" : formatDuration(s));
   const rows = names.map((name) => [
