@@ -47,6 +47,8 @@ export * from "./nn/optimizer.ts";
 export * from "./nn/checkpoint.ts";
 export * from "./nn/generate.ts";
 export * from "./pipeline/train_model.ts";
+export * from "./nn/accumulated_step.ts";
+export * from "./pipeline/throughput_probe.ts";
 export * from "./pipeline/test_pretrained.ts";
 export * from "./pipeline/train.ts";
 export * from "./pipeline/token_rows.ts";

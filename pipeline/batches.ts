@@ -22,6 +22,31 @@ export interface Batch {
   mask: Uint32Array;
 }
 
+/**
+ * A batch laid out as `sequences` sequences of `length` positions: the same arrays as a
+ * {@linkcode Batch}, read with another shape.
+ */
+export interface ShapedBatch extends Batch {
+  /** Sequences in the batch, the model's B. */
+  batch: number;
+  /** Positions per sequence, the model's T. */
+  time: number;
+}
+
+/**
+ * The batch of `rows` rows of `rowLength` positions cut into sequences of `length` positions
+ * (which must divide `rowLength`): `rows · rowLength / length` sequences. Because a batch is
+ * stored row-major, cutting is a change of shape, not a copy: sequence `r · (rowLength/length) +
+ * c` is positions `[c·length, (c+1)·length)` of row r, and the target of a sequence's last
+ * position stays the row's next token. Each sequence starts without the context before it.
+ */
+export function cutSequences(batch: Batch, rowLength: number, length: number): ShapedBatch {
+  if (rowLength % length !== 0) {
+    throw new RangeError(`Rows of ${rowLength} tokens cannot be cut into sequences of ${length}.`);
+  }
+  return { ...batch, batch: batch.inputs.length / length, time: length };
+}
+
 /** Where a {@linkcode BatchSampler} is, saved in checkpoints. */
 export interface SamplerState {
   /** Passes over the dataset completed; the shuffled order is a function of seed and epoch. */
@@ -141,15 +166,23 @@ export class BatchSampler {
     return order;
   }
 
-  /** The next batch; a new epoch (and a new order) starts when too few rows are left. */
-  next(): Batch {
+  /**
+   * The rows of the next batch (their indices in the dataset); a new epoch (and a new order)
+   * starts when too few rows are left.
+   */
+  nextRows(): Uint32Array {
     const B = this.#batchSize;
     if (this.#state.position + B > this.#rows.count) {
       this.#state = { epoch: this.#state.epoch + 1, position: 0 };
       this.#order = this.#orderOf(this.#state.epoch);
     }
-    const rows = this.#order.subarray(this.#state.position, this.#state.position + B);
+    const rows = this.#order.slice(this.#state.position, this.#state.position + B);
     this.#state.position += B;
-    return batchOfRows(this.#dataset, rows);
+    return rows;
+  }
+
+  /** The next batch; see {@linkcode BatchSampler.nextRows}. */
+  next(): Batch {
+    return batchOfRows(this.#dataset, this.nextRows());
   }
 }

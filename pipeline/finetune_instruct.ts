@@ -20,6 +20,10 @@ import {
   type TrainResult,
 } from "./train_model.ts";
 import { interruptSignal, runCli } from "./_cli.ts";
+import { helpText } from "./_flags.ts";
+
+/** The peak learning rate of instruction tuning: lower than pretraining's, to keep what the model knew. */
+export const FINETUNE_LR = 3e-4;
 
 /** Options of {@linkcode finetuneInstruct}. */
 export interface FinetuneInstructOptions
@@ -32,7 +36,7 @@ export interface FinetuneInstructOptions
 export function finetuneInstruct(options: FinetuneInstructOptions): Promise<TrainResult> {
   return trainModel({
     ...options,
-    lr: options.lr ?? 3e-4,
+    lr: options.lr ?? FINETUNE_LR,
     warmupSteps: options.warmupSteps ?? Math.min(50, Math.ceil(options.steps / 10)),
     initFrom: options.pretrained,
   });
@@ -40,15 +44,25 @@ export function finetuneInstruct(options: FinetuneInstructOptions): Promise<Trai
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        pretrained: { type: "string", default: "runs/main/model/checkpoint.safetensors" },
-        data: { type: "string", default: "runs/instruct/data/tokenized" },
-        out: { type: "string", default: "runs/instruct/model" },
-        ...runFlags({ steps: "300", lr: "3e-4" }),
+    const flags = {
+      pretrained: {
+        type: "string",
+        default: "runs/main/model/checkpoint.safetensors",
+        help: "the pretrained checkpoint to start from",
       },
-    });
+      data: {
+        type: "string",
+        default: "runs/instruct/data/tokenized",
+        help: "the tokenized conversations (from prepare-instruct)",
+      },
+      out: { type: "string", default: "runs/instruct/model", help: "the run folder" },
+      ...runFlags({ steps: "300", lr: String(FINETUNE_LR) }),
+    } as const;
+    const { values } = parseArgs({ args: Deno.args, options: flags });
+    if (values.help) {
+      console.log(helpText("deno task finetune-instruct [options]", flags));
+      return;
+    }
     const signal = interruptSignal();
     const result = await finetuneInstruct({
       ...runOptions(values),

@@ -1,8 +1,10 @@
 /**
  * Stage 5 of the pipeline: pretrain a GPT-2 on a tokenized dataset, on WebGPU. AdamW with
- * GPT-3's settings, linear warmup then cosine decay, gradient clipping at norm 1; a checkpoint
- * every `--checkpoint-every` steps and at the end, written atomically; a run resumes from its
- * checkpoint when started again with the same `--out`; the same seed gives the same run.
+ * GPT-3's settings, linear warmup then a cosine decay (or warmup-stable-decay), gradient clipping
+ * at norm 1; optionally gradient accumulation over micro-batches, a sequence-length warmup and a
+ * time limit. A checkpoint every `--checkpoint-every` steps and at the end, written atomically; a
+ * run resumes from its checkpoint when started again with the same `--out`; the same seed gives
+ * the same run.
  *
  *     deno task train-model --data data/tokenized --out runs/small --layers 4 --heads 4 \
  *       --embd 128 --batch-size 8 --steps 2000
@@ -12,25 +14,75 @@
 
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
-import { countedPositions } from "../kernels/cross_entropy.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { loadCheckpoint, saveCheckpoint } from "../nn/checkpoint.ts";
 import { GPT2, growVocabulary } from "../nn/gpt2.ts";
 import { readSafetensors } from "../nn/safetensors.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
-import { learningRate } from "../nn/schedule.ts";
-import { Tape } from "../nn/tape.ts";
+import { accumulatedStep } from "../nn/accumulated_step.ts";
+import {
+  DEFAULT_DECAY_FRACTION,
+  DEFAULT_SCHEDULE,
+  learningRate,
+  type ScheduleKind,
+  sequenceLength,
+  sequenceStages,
+  type SequenceWarmup,
+  stepsThatFit,
+} from "../nn/schedule.ts";
 import {
   batchOfRows,
   BatchSampler,
-  type RowRange,
+  cutSequences,
   type SamplerState,
   splitRows,
 } from "./batches.ts";
-import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
+import { loadTokenizedDataset } from "./token_rows.ts";
+import { validationLosses } from "./validation_loss.ts";
 import { ProgressBar } from "./_progress.ts";
 import { fractionFlag, interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+import {
+  HELP_FLAG,
+  helpText,
+  type OptionalFlag,
+  type SwitchFlag,
+  type ValueFlag,
+} from "./_flags.ts";
+
+export { validationLoss, validationLosses } from "./validation_loss.ts";
+
+/** The defaults of {@linkcode trainModel}'s options, which its command line shows too. */
+export const TRAIN_DEFAULTS = {
+  /** Transformer blocks. */
+  nLayer: 4,
+  /** Attention heads. */
+  nHead: 4,
+  /** Residual width. */
+  nEmbd: 128,
+  /** Rows per micro-batch. */
+  batchSize: 8,
+  /** Micro-batches per optimizer step. */
+  gradAccum: 1,
+  /** Peak learning rate of pretraining. */
+  lr: 1e-3,
+  /** Steps between checkpoints. */
+  checkpointEvery: 100,
+  /** Share of the rows held out for validation. */
+  valFraction: 0.05,
+  /** Steps between validations. */
+  evalEvery: 100,
+  /** Batches of held-out rows per validation. */
+  evalBatches: 4,
+  /** Seed of the initialization and the batch order. */
+  seed: 1337,
+  /** The learning-rate schedule's shape. */
+  schedule: DEFAULT_SCHEDULE,
+  /** The share of the steps a `wsd` schedule decays over. */
+  decayFraction: DEFAULT_DECAY_FRACTION,
+  /** The share of the steps a sequence-length warmup lasts when only its start is given. */
+  seqWarmupFraction: 0.5,
+} as const;
 
 /** Options of {@linkcode trainModel}. */
 export interface TrainModelOptions {
@@ -44,14 +96,44 @@ export interface TrainModelOptions {
   nHead?: number;
   /** Residual width. Default 128. */
   nEmbd?: number;
-  /** Rows per step. Default 8. */
+  /** Rows per micro-batch (what the GPU holds at once). Default 8. */
   batchSize?: number;
-  /** Optimizer steps in all (a resumed run continues to this). */
+  /**
+   * Micro-batches per optimizer step, their gradients summed: a step learns from
+   * `gradAccum · batchSize` rows, its loss the mean over all their counted positions, as one
+   * batch of that many rows would. Default 1.
+   */
+  gradAccum?: number;
+  /**
+   * Optimizer steps in all (a resumed run continues to this; a `wsd` run that a time limit
+   * shortens ends earlier).
+   */
   steps: number;
   /** Peak learning rate. Default 1e-3. */
   lr?: number;
   /** Warmup steps. Default a tenth of the steps, at most 200. */
   warmupSteps?: number;
+  /**
+   * The learning rate after warmup: `cosine` decays to a tenth of the peak by the last step;
+   * `wsd` stays at the peak, then decays linearly to about 0 over the last `decayFraction` of the
+   * steps. Default `cosine`.
+   */
+  schedule?: ScheduleKind;
+  /** The share of the steps a `wsd` schedule decays over. Default 0.2. */
+  decayFraction?: number;
+  /**
+   * Train on shorter sequences first: rows are cut into sequences of `startLength` tokens (more
+   * sequences per micro-batch, so the tokens per step stay the same), the length doubling in
+   * stages up to the dataset's context, which is reached after `untilFraction` of the steps and
+   * kept to the end. The model always has the full context. Default none.
+   */
+  seqWarmup?: SequenceWarmup;
+  /**
+   * Stop at the end of the step during which this many seconds have passed since the run
+   * started (this run, not counting one it resumes), saving a checkpoint. With `schedule: "wsd"`
+   * the decay starts early when the steps left would not fit, so the rate still ends decayed.
+   */
+  maxSeconds?: number;
   /** Save every this many steps (and at the end). Default 100. */
   checkpointEvery?: number;
   /** Share of the rows held out for validation (the last ones). Default 0.05; 0 for none. */
@@ -79,6 +161,9 @@ export interface TrainModelOptions {
   onStep?: (record: StepLog) => void;
 }
 
+/** Why a training run ended. */
+export type StopReason = "steps" | "time" | "signal";
+
 /** What a training run did. */
 export interface TrainResult {
   /** The trained model's shape. */
@@ -91,6 +176,16 @@ export interface TrainResult {
   losses: number[];
   /** The last validation loss this run measured, if any. */
   valLoss?: number;
+  /** The same validation's loss by bucket of 128 positions (see {@linkcode StepLog}). */
+  valLossByPosition?: (number | null)[];
+  /** Token positions trained on in all, including before a resume. */
+  tokens: number;
+  /** Wall-clock seconds this run took (not counting a run it resumed). */
+  seconds: number;
+  /** `steps` when the planned steps were done, `time` at the time limit, `signal` when stopped. */
+  stopReason: StopReason;
+  /** The step the learning-rate schedule ended at: `steps`, or fewer when a time limit cut it. */
+  scheduleSteps: number;
   /** The path of the last checkpoint saved: `out/checkpoint.safetensors`. */
   checkpoint: string;
 }
@@ -99,7 +194,7 @@ export interface TrainResult {
 export interface StepLog {
   /** Optimizer steps taken, counting this one: the first step is 1. */
   step: number;
-  /** Mean cross-entropy over the batch's counted positions, in nats. */
+  /** Mean cross-entropy over the step's counted positions, in nats. */
   loss: number;
   /** The learning rate this step used (after warmup and decay). */
   lr: number;
@@ -107,44 +202,89 @@ export interface StepLog {
   gradNorm: number;
   /** Wall-clock time of the step, in milliseconds, batch preparation and readback included. */
   ms: number;
+  /** Token positions this step trained on (`gradAccum · batchSize · context`). */
+  tokens: number;
+  /** Token positions trained on up to and including this step, over resumes. */
+  totalTokens: number;
+  /** The sequence length of this step (below the context during a sequence-length warmup). */
+  seqLength: number;
+  /** Seconds since this run started (not counting a run it resumed), at the end of the step. */
+  seconds: number;
   /** Mean loss on the held-out rows, on the steps that measured it. */
   valLoss?: number;
+  /**
+   * With `valLoss`: the mean held-out loss of positions 1–128, 129–256, ... of a row (fewer
+   * buckets for a shorter context); null for a bucket with no counted position.
+   */
+  valLossByPosition?: (number | null)[];
+}
+
+/** What a checkpoint records besides weights and moments, to resume the same run. */
+interface TrainingState {
+  sampler: SamplerState;
+  seed: number;
+  batchSize: number;
+  gradAccum: number;
+  valFraction: number;
+  seqWarmup?: SequenceWarmup;
+  /** Set when a time limit moved the end of a `wsd` schedule earlier. */
+  scheduleSteps?: number;
+}
+
+/** The flags that must match to resume, as the command line spells them. */
+function runSignature(state: Partial<TrainingState>): string {
+  const warmup = state.seqWarmup
+    ? ` --seq-start ${state.seqWarmup.startLength} --seq-warmup ${state.seqWarmup.untilFraction}`
+    : "";
+  return `--seed ${state.seed} --batch-size ${state.batchSize} --grad-accum ` +
+    `${state.gradAccum ?? 1} --val-fraction ${state.valFraction}${warmup}`;
 }
 
 /** Trains (or resumes training) a GPT-2 model; see the module documentation. */
 export async function trainModel(options: TrainModelOptions): Promise<TrainResult> {
+  const runStarted = performance.now();
+  const secondsSinceStart = () => (performance.now() - runStarted) / 1000;
   const gpu = options.gpu ?? await acquireGpu();
   const dataset = await loadTokenizedDataset(options.data);
-  const seed = options.seed ?? 1337;
-  const batchSize = options.batchSize ?? 8;
-  const valFraction = options.valFraction ?? 0.05;
+  const D = TRAIN_DEFAULTS;
+  const seed = options.seed ?? D.seed;
+  const batchSize = options.batchSize ?? D.batchSize;
+  const gradAccum = options.gradAccum ?? D.gradAccum;
+  const valFraction = options.valFraction ?? D.valFraction;
   const T = dataset.meta.contextLength;
+  // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
+  const stages = sequenceStages(options.steps, T, options.seqWarmup);
   const checkpoint = `${options.out}/checkpoint.safetensors`;
   await Deno.mkdir(options.out, { recursive: true });
+  const wanted: TrainingState = {
+    sampler: { epoch: 0, position: 0 },
+    seed,
+    batchSize,
+    gradAccum,
+    valFraction,
+    seqWarmup: options.seqWarmup,
+  };
 
   const resumable = (options.resume ?? true) &&
     (await Deno.stat(checkpoint).then(() => true, () => false));
   let model: GPT2, step = 0, samplerState: SamplerState | undefined;
+  let scheduleSteps = options.steps;
   let moments: Map<string, { data: Float32Array }> | null = null;
   if (resumable) {
     const loaded = await loadCheckpoint(gpu, checkpoint);
     model = loaded.model;
     step = loaded.step;
     moments = loaded.tensors;
-    samplerState = loaded.training?.sampler as SamplerState | undefined;
-    const saved = (loaded.training ?? {}) as {
-      seed?: number;
-      batchSize?: number;
-      valFraction?: number;
-    };
-    if (
-      (saved.seed ?? seed) !== seed || (saved.batchSize ?? batchSize) !== batchSize ||
-      (saved.valFraction ?? valFraction) !== valFraction
-    ) {
+    const saved = (loaded.training ?? {}) as Partial<TrainingState>;
+    samplerState = saved.sampler;
+    scheduleSteps = saved.scheduleSteps ?? scheduleSteps;
+    // Checkpoints from before gradient accumulation and the warmup existed ran without them.
+    const was = { ...wanted, ...saved, gradAccum: saved.gradAccum ?? 1 };
+    if (runSignature(was) !== runSignature(wanted)) {
       model.dispose();
       throw new Error(
-        `${checkpoint} was trained with --seed ${saved.seed} --batch-size ${saved.batchSize} ` +
-          `--val-fraction ${saved.valFraction}; pass the same to resume it, or --fresh to start over.`,
+        `${checkpoint} was trained with ${runSignature(was)}; pass the same to resume it, ` +
+          "or --fresh to start over.",
       );
     }
     if (model.config.vocabSize < dataset.meta.vocabSize) {
@@ -170,9 +310,9 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     model = GPT2.init(gpu, {
       vocabSize: dataset.meta.vocabSize,
       contextLength: T,
-      nLayer: options.nLayer ?? 4,
-      nHead: options.nHead ?? 4,
-      nEmbd: options.nEmbd ?? 128,
+      nLayer: options.nLayer ?? D.nLayer,
+      nHead: options.nHead ?? D.nHead,
+      nEmbd: options.nEmbd ?? D.nEmbd,
     }, seed);
   }
   // A resumed run keeps the log up to its checkpoint (later steps are trained again); a new run
@@ -182,18 +322,26 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   if (moments) optimizer.load(moments, step);
   moments = null; // the checkpoint's CPU copies are no longer needed
   const split = splitRows(dataset.meta.rows, valFraction, batchSize);
-  const sampler = new BatchSampler(dataset, batchSize, seed, samplerState, split.train);
+  // The sampler serves a whole step's rows, which the step splits into micro-batches: the rows
+  // of a step are the same whatever the split, so accumulation changes no batch's contents.
+  const sampler = new BatchSampler(dataset, batchSize * gradAccum, seed, samplerState, split.train);
+  const tokensPerStep = gradAccum * batchSize * T;
   const schedule = {
-    maxLr: options.lr ?? 1e-3,
+    maxLr: options.lr ?? D.lr,
     warmupSteps: options.warmupSteps ?? Math.min(200, Math.ceil(options.steps / 10)),
-    totalSteps: options.steps,
+    kind: options.schedule ?? D.schedule,
+    decayFraction: options.decayFraction ?? D.decayFraction,
   };
   const parameters = gpt2ParameterCount(model.config).total;
   if (!options.quiet) {
     const { nLayer, nHead, nEmbd } = model.config;
+    const accumulation = gradAccum > 1 ? ` x ${gradAccum} micro-batches` : "";
+    const warmup = stages.length > 1
+      ? `; sequence warmup ${stages.map((s) => `${s.length} from step ${s.firstStep}`).join(", ")}`
+      : "";
     console.error(
       `model: ${(parameters / 1e6).toFixed(2)}M parameters (n_layer=${nLayer} n_head=${nHead} ` +
-        `n_embd=${nEmbd}), batch ${batchSize}x${T} tokens` +
+        `n_embd=${nEmbd}), batch ${batchSize}x${T} tokens${accumulation}${warmup}` +
         (resumable ? `, resuming at step ${step}` : ""),
     );
   }
@@ -202,46 +350,60 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     saveCheckpoint(checkpoint, model, {
       config: model.config,
       step,
-      training: { sampler: sampler.state, seed, batchSize, valFraction },
+      training: {
+        ...wanted,
+        sampler: sampler.state,
+        ...(scheduleSteps !== options.steps ? { scheduleSteps } : {}),
+      },
     }, optimizer);
   const log = await Deno.open(`${options.out}/log.jsonl`, { append: true, create: true });
-  const progress = new ProgressBar("train", options.steps, {
+  const progress = new ProgressBar("train", scheduleSteps, {
     unit: "steps",
     silent: options.quiet,
     start: step,
   });
   const losses: number[] = [];
-  const evalEvery = options.evalEvery ?? 100;
-  let lastValLoss: number | undefined;
+  const evalEvery = options.evalEvery ?? D.evalEvery;
+  const checkpointEvery = options.checkpointEvery ?? D.checkpointEvery;
+  let lastVal: { loss: number; byPosition: (number | null)[] } | undefined;
+  let stopReason: StopReason = "steps";
+  // When recent steps ended (ms), to project how many more fit in the time left.
+  const stepEnds: number[] = [];
   try {
-    while (step < options.steps) {
+    while (step < scheduleSteps) {
       const started = performance.now();
-      const batch = sampler.next();
-      const tape = new Tape(gpu);
-      const buffers = [
-        gpu.upload(batch.inputs),
-        gpu.upload(batch.targets),
-        gpu.upload(batch.mask),
-      ];
-      const lr = learningRate(step, schedule);
-      let loss: number, gradNorm: number;
-      try {
-        const counted = countedPositions(batch.targets, batch.mask);
-        const lossPerPosition = await model.loss(
-          tape,
-          { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
-          { targets: buffers[1], mask: buffers[2], counted },
-        );
-        await tape.backward(lossPerPosition);
-        const readNorm = await optimizer.step(lr);
-        const perPosition = await lossPerPosition.read();
-        loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
-        gradNorm = await readNorm();
-      } finally {
-        model.zeroGrad();
-        tape.dispose();
-        for (const buffer of buffers) gpu.release(buffer);
+      if (
+        options.maxSeconds !== undefined && schedule.kind === "wsd" &&
+        scheduleSteps === options.steps && step >= schedule.warmupSteps && stepEnds.length > 4
+      ) {
+        const fit = stepsThatFit({
+          step,
+          totalSteps: scheduleSteps,
+          secondsLeft: options.maxSeconds - secondsSinceStart(),
+          secondsPerStep: (stepEnds.at(-1)! - stepEnds[0]) / (stepEnds.length - 1) / 1000,
+          decayFraction: schedule.decayFraction,
+        });
+        if (fit !== null) {
+          scheduleSteps = fit;
+          progress.update(step, scheduleSteps);
+          if (!options.quiet) {
+            console.error(`\nnote: decaying now to end at step ${fit} within --max-seconds`);
+          }
+        }
       }
+      const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
+      const rows = sampler.nextRows();
+      const microBatches = Array.from(
+        { length: gradAccum },
+        (_, i) =>
+          cutSequences(
+            batchOfRows(dataset, rows.subarray(i * batchSize, (i + 1) * batchSize)),
+            T,
+            seqLength,
+          ),
+      );
+      const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
+      const { loss, gradNorm } = await accumulatedStep(model, optimizer, microBatches, lr);
       if (!Number.isFinite(loss)) {
         throw new Error(
           `The loss became ${loss} at step ${step + 1}; lower --lr and resume from the last ` +
@@ -250,22 +412,42 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       }
       step++;
       losses.push(loss);
-      const record: StepLog = { step, loss, lr, gradNorm, ms: performance.now() - started };
-      if (split.validation && (step % evalEvery === 0 || step === options.steps)) {
-        record.valLoss = await validationLoss(model, dataset, split.validation, batchSize, {
-          batches: options.evalBatches ?? 4,
+      const record: StepLog = {
+        step,
+        loss,
+        lr,
+        gradNorm,
+        ms: performance.now() - started,
+        tokens: tokensPerStep,
+        totalTokens: step * tokensPerStep,
+        seqLength,
+        seconds: secondsSinceStart(),
+      };
+      const timeUp = options.maxSeconds !== undefined && record.seconds >= options.maxSeconds;
+      const last = step >= scheduleSteps || timeUp;
+      if (split.validation && (step % evalEvery === 0 || last)) {
+        lastVal = await validationLosses(model, dataset, split.validation, batchSize, {
+          batches: options.evalBatches ?? D.evalBatches,
         });
-        lastValLoss = record.valLoss;
+        record.valLoss = lastVal.loss;
+        record.valLossByPosition = lastVal.byPosition;
       }
       await log.write(new TextEncoder().encode(JSON.stringify(record) + "\n"));
-      const val = lastValLoss === undefined ? "" : ` val ${lastValLoss.toFixed(3)}`;
-      progress.update(step, options.steps, `loss ${loss.toFixed(3)}${val}`);
+      const val = lastVal === undefined ? "" : ` val ${lastVal.loss.toFixed(3)}`;
+      progress.update(step, scheduleSteps, `loss ${loss.toFixed(3)}${val}`);
       options.onStep?.(record);
       const stopping = options.signal?.aborted ?? false;
-      if (step % (options.checkpointEvery ?? 100) === 0 || step === options.steps || stopping) {
-        await save();
+      if (step % checkpointEvery === 0 || last || stopping) await save();
+      if (stopping) {
+        stopReason = "signal";
+        break;
       }
-      if (stopping) break;
+      if (timeUp && step < scheduleSteps) {
+        stopReason = "time";
+        break;
+      }
+      stepEnds.push(performance.now());
+      if (stepEnds.length > 21) stepEnds.shift();
     }
     progress.finish();
   } finally {
@@ -278,45 +460,14 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     parameters,
     steps: step,
     losses,
-    valLoss: lastValLoss,
+    valLoss: lastVal?.loss,
+    valLossByPosition: lastVal?.byPosition,
+    tokens: step * tokensPerStep,
+    seconds: secondsSinceStart(),
+    stopReason,
+    scheduleSteps,
     checkpoint,
   };
-}
-
-/**
- * The mean loss per counted position over the first `batches` batches of `rows` (in order, so
- * every measurement reads the same tokens), without gradients.
- */
-export async function validationLoss(
-  model: GPT2,
-  dataset: TokenizedDataset,
-  rows: RowRange,
-  batchSize: number,
-  { batches = 4 } = {},
-): Promise<number> {
-  const gpu = model.gpu, T = dataset.meta.contextLength;
-  let total = 0, counted = 0;
-  for (let b = 0; b < batches && (b + 1) * batchSize <= rows.count; b++) {
-    const ids = Array.from({ length: batchSize }, (_, i) => rows.first + b * batchSize + i);
-    const batch = batchOfRows(dataset, ids);
-    const tape = new Tape(gpu);
-    const buffers = [batch.inputs, batch.targets, batch.mask].map((a) => gpu.upload(a));
-    try {
-      const n = countedPositions(batch.targets, batch.mask);
-      const losses = await model.loss(
-        tape,
-        { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
-        { targets: buffers[1], mask: buffers[2], counted: n },
-        { withGrad: false },
-      );
-      total += (await losses.read()).reduce((s, l) => s + l, 0);
-      counted += n;
-    } finally {
-      tape.dispose();
-      for (const buffer of buffers) gpu.release(buffer);
-    }
-  }
-  return total / Math.max(1, counted);
 }
 
 /** Starts a fine-tuning run from a checkpoint's weights, its vocabulary grown to the data's. */
@@ -352,32 +503,91 @@ export function meanOfLast(losses: readonly number[], n = 10): number {
   return last.reduce((s, l) => s + l, 0) / Math.max(1, last.length);
 }
 
+/** The names of {@linkcode runFlags} that take a value and have a default. */
+type RunValueFlag =
+  | "batch-size"
+  | "grad-accum"
+  | "steps"
+  | "lr"
+  | "schedule"
+  | "decay-fraction"
+  | "seq-warmup"
+  | "checkpoint-every"
+  | "val-fraction"
+  | "seed";
+
 /** The command-line flags every training command shares, with pretraining's defaults. */
 export function runFlags(
   defaults: { steps: string; lr: string },
 ):
-  & Record<
-    "batch-size" | "steps" | "lr" | "checkpoint-every" | "val-fraction" | "seed",
-    { type: "string"; default: string }
-  >
-  & Record<"fresh" | "quiet", { type: "boolean"; default: boolean }> {
+  & Record<RunValueFlag, ValueFlag>
+  & Record<"seq-start" | "max-seconds", OptionalFlag>
+  & Record<"fresh" | "quiet" | "help", SwitchFlag> {
+  const D = TRAIN_DEFAULTS;
   return {
-    "batch-size": { type: "string", default: "8" },
-    steps: { type: "string", default: defaults.steps },
-    lr: { type: "string", default: defaults.lr },
-    "checkpoint-every": { type: "string", default: "100" },
-    "val-fraction": { type: "string", default: "0.05" },
-    seed: { type: "string", default: "1337" },
-    fresh: { type: "boolean", default: false },
-    quiet: { type: "boolean", default: false },
-  } as const;
+    "batch-size": {
+      type: "string",
+      default: String(D.batchSize),
+      help: "rows per micro-batch (what the GPU holds at once)",
+    },
+    "grad-accum": {
+      type: "string",
+      default: String(D.gradAccum),
+      help: "micro-batches per optimizer step, their gradients summed",
+    },
+    steps: { type: "string", default: defaults.steps, help: "optimizer steps in all" },
+    lr: { type: "string", default: defaults.lr, help: "peak learning rate" },
+    schedule: {
+      type: "string",
+      default: D.schedule,
+      help: "learning rate after warmup: cosine, or wsd (constant, then a linear decay)",
+    },
+    "decay-fraction": {
+      type: "string",
+      default: String(D.decayFraction),
+      help: "share of the steps a wsd schedule decays over",
+    },
+    "seq-start": {
+      type: "string",
+      help: "start on sequences of this many tokens, doubling up to the context (default off)",
+    },
+    "seq-warmup": {
+      type: "string",
+      default: String(D.seqWarmupFraction),
+      help: "with --seq-start: share of the steps before the full context is reached",
+    },
+    "max-seconds": {
+      type: "string",
+      help: "stop after the step during which this many seconds have passed (default none)",
+    },
+    "checkpoint-every": {
+      type: "string",
+      default: String(D.checkpointEvery),
+      help: "steps between checkpoints and validations",
+    },
+    "val-fraction": {
+      type: "string",
+      default: String(D.valFraction),
+      help: "share of the rows held out for validation (0 for none)",
+    },
+    seed: { type: "string", default: String(D.seed), help: "seed of the initialization and order" },
+    fresh: { type: "boolean", default: false, help: "start over instead of resuming" },
+    quiet: { type: "boolean", default: false, help: "no progress output" },
+    ...HELP_FLAG,
+  };
 }
 
 /** The options of {@linkcode trainModel} that {@linkcode runFlags} set. */
 export function runOptions(values: {
   "batch-size": string;
+  "grad-accum": string;
   steps: string;
   lr: string;
+  schedule: string;
+  "decay-fraction": string;
+  "seq-start"?: string;
+  "seq-warmup": string;
+  "max-seconds"?: string;
   "checkpoint-every": string;
   "val-fraction": string;
   seed: string;
@@ -386,8 +596,13 @@ export function runOptions(values: {
 }): Pick<
   TrainModelOptions,
   | "batchSize"
+  | "gradAccum"
   | "steps"
   | "lr"
+  | "schedule"
+  | "decayFraction"
+  | "seqWarmup"
+  | "maxSeconds"
   | "checkpointEvery"
   | "evalEvery"
   | "valFraction"
@@ -396,10 +611,23 @@ export function runOptions(values: {
   | "quiet"
 > {
   const checkpointEvery = intFlag("checkpoint-every", values["checkpoint-every"]);
+  if (values.schedule !== "cosine" && values.schedule !== "wsd") {
+    throw new Error(`--schedule must be cosine or wsd, got "${values.schedule}".`);
+  }
+  const seqStart = values["seq-start"];
+  const maxSeconds = values["max-seconds"];
   return {
     batchSize: intFlag("batch-size", values["batch-size"]),
+    gradAccum: intFlag("grad-accum", values["grad-accum"]),
     steps: intFlag("steps", values.steps),
     lr: numberFlag("lr", values.lr),
+    schedule: values.schedule,
+    decayFraction: fractionFlag("decay-fraction", values["decay-fraction"]),
+    seqWarmup: seqStart === undefined ? undefined : {
+      startLength: intFlag("seq-start", seqStart),
+      untilFraction: fractionFlag("seq-warmup", values["seq-warmup"]),
+    },
+    maxSeconds: maxSeconds === undefined ? undefined : numberFlag("max-seconds", maxSeconds),
     checkpointEvery,
     evalEvery: checkpointEvery,
     valFraction: fractionFlag("val-fraction", values["val-fraction"]),
@@ -409,19 +637,31 @@ export function runOptions(values: {
   };
 }
 
+/** This command's flags: the model's shape and {@linkcode runFlags}. */
+function trainModelFlags() {
+  const D = TRAIN_DEFAULTS;
+  return {
+    data: {
+      type: "string",
+      default: "data/tokenized",
+      help: "a tokenized dataset folder (from tokenize)",
+    },
+    out: { type: "string", default: "runs/gpt2", help: "the run folder (checkpoint, log.jsonl)" },
+    layers: { type: "string", default: String(D.nLayer), help: "transformer blocks" },
+    heads: { type: "string", default: String(D.nHead), help: "attention heads" },
+    embd: { type: "string", default: String(D.nEmbd), help: "residual width" },
+    ...runFlags({ steps: "1000", lr: String(D.lr) }),
+  } as const;
+}
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        data: { type: "string", default: "data/tokenized" },
-        out: { type: "string", default: "runs/gpt2" },
-        layers: { type: "string", default: "4" },
-        heads: { type: "string", default: "4" },
-        embd: { type: "string", default: "128" },
-        ...runFlags({ steps: "1000", lr: "1e-3" }),
-      },
-    });
+    const flags = trainModelFlags();
+    const { values } = parseArgs({ args: Deno.args, options: flags });
+    if (values.help) {
+      console.log(helpText("deno task train-model [options]", flags));
+      return;
+    }
     // Ctrl-C finishes the current step and saves a checkpoint; a second Ctrl-C quits at once.
     const signal = interruptSignal();
     const result = await trainModel({
@@ -434,6 +674,9 @@ if (import.meta.main) {
       nEmbd: intFlag("embd", values.embd),
     });
     if (signal.aborted) console.error("stopped; run the same command again to resume");
+    if (result.stopReason === "time") {
+      console.error("stopped at --max-seconds; run the same command again to continue");
+    }
     console.log(
       `trained ${result.steps} steps; mean loss of the last 10: ` +
         `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,

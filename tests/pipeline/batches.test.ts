@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BatchSampler, splitRows } from "../../pipeline/batches.ts";
+import { batchOfRows, BatchSampler, cutSequences, splitRows } from "../../pipeline/batches.ts";
 import type { TokenizedDataset } from "../../pipeline/token_rows.ts";
 
 /** 5 rows of 4 tokens: row r holds 10r, 10r+1, ...; row 4 has only 2 real tokens. */
@@ -90,5 +90,26 @@ Deno.test("BatchSampler draws only from its rows", () => {
   for (let i = 0; i < 6; i++) {
     const { inputs } = sampler.next();
     for (const first of [inputs[0], inputs[4]]) assert.ok([10, 20, 30].includes(first), `${first}`);
+  }
+});
+
+Deno.test("cutSequences() reads a batch's rows as shorter sequences, keeping every target", () => {
+  const data = dataset();
+  const whole = batchOfRows(data, [0, 2]);
+  const cut = cutSequences(whole, 4, 2);
+  assert.equal(cut.batch, 4);
+  assert.equal(cut.time, 2);
+  // Row 0 (ids 0..3) becomes sequences [0, 1] and [2, 3]; the first's last target is 2, the
+  // token after it in the row.
+  assert.deepEqual([...cut.inputs.subarray(0, 4)], [0, 1, 2, 3]);
+  assert.deepEqual([...cut.targets.subarray(0, 2)], [1, 2]);
+  assert.deepEqual([...cut.inputs.subarray(4, 6)], [20, 21]);
+  assert.throws(() => cutSequences(whole, 4, 3), /cannot be cut into sequences of 3/);
+});
+
+Deno.test("BatchSampler.nextRows() serves the rows next() would batch", () => {
+  const a = new BatchSampler(dataset(), 2, 5), b = new BatchSampler(dataset(), 2, 5);
+  for (let i = 0; i < 4; i++) {
+    assert.deepEqual(batchOfRows(dataset(), a.nextRows()), b.next());
   }
 });

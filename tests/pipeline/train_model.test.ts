@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { trainModel } from "../../pipeline/train_model.ts";
+import { type StepLog, trainModel, validationLosses } from "../../pipeline/train_model.ts";
+import { batchOfRows } from "../../pipeline/batches.ts";
+import { Tape } from "../../nn/tape.ts";
 import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
 import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
 import { loadCheckpoint } from "../../nn/checkpoint.ts";
@@ -88,7 +90,7 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
     );
     await assert.rejects(
       trainModel({ ...crashing, seed: 7 }),
-      /was trained with --seed 1337 --batch-size 4 --val-fraction 0.05; pass the same to resume/,
+      /was trained with --seed 1337 --batch-size 4 --grad-accum 1 --val-fraction 0.05; pass the same to resume/,
     );
     const a = await readSafetensors(whole.checkpoint),
       b = await readSafetensors(resumed.checkpoint);
@@ -139,6 +141,177 @@ Deno.test("trainModel() stops after the current step when signalled, and saves i
     assert.equal(run.steps, 3);
     const saved = await readSafetensors(run.checkpoint);
     assert.equal(saved.metadata.step, "3");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** The weights of a checkpoint, by name. */
+async function weights(path: string) {
+  return (await readSafetensors(path)).tensors;
+}
+
+Deno.test("trainModel() with 2 micro-batches of 2 rows takes the steps of batches of 4 rows", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const run = { ...settings, gpu, data: `${dir}/tokenized`, steps: 3, valFraction: 0 };
+    const whole = await trainModel({ ...run, out: `${dir}/whole`, batchSize: 4 });
+    const records: StepLog[] = [];
+    const accumulated = await trainModel({
+      ...run,
+      out: `${dir}/accumulated`,
+      batchSize: 2,
+      gradAccum: 2,
+      onStep: (record) => records.push(record),
+    });
+    for (let i = 0; i < 3; i++) {
+      assert.ok(Math.abs(whole.losses[i] - accumulated.losses[i]) < 1e-5, `step ${i + 1} loss`);
+    }
+    assert.deepEqual(records.map((r) => [r.tokens, r.totalTokens]), [[64, 64], [64, 128], [
+      64,
+      192,
+    ]]);
+    const a = await weights(whole.checkpoint), b = await weights(accumulated.checkpoint);
+    for (const [name, tensor] of a) {
+      const other = b.get(name)!.data;
+      const worst = tensor.data.reduce((m, x, i) => Math.max(m, Math.abs(x - other[i])), 0);
+      assert.ok(worst < 1e-5, `${name} differs by ${worst}`);
+    }
+    // The accumulation is part of what a resumed run must match.
+    await assert.rejects(
+      trainModel({ ...run, out: `${dir}/accumulated`, batchSize: 2, steps: 4 }),
+      /was trained with --seed 1337 --batch-size 2 --grad-accum 2 --val-fraction 0/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("trainModel() warms the sequence length up to the context and resumes across a change", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const run = {
+      ...settings,
+      gpu,
+      data: `${dir}/tokenized`,
+      steps: 12,
+      seqWarmup: { startLength: 4, untilFraction: 0.5 },
+    };
+    const records: StepLog[] = [];
+    const whole = await trainModel({
+      ...run,
+      out: `${dir}/whole`,
+      onStep: (record) => records.push(record),
+    });
+    assert.deepEqual(records.map((r) => r.seqLength), [4, 4, 4, 8, 8, 8, ...Array(6).fill(16)]);
+    assert.ok(records.every((r) => r.tokens === 4 * 16), "the tokens per step stay the same");
+    // The model has the full context whatever the warmup.
+    assert.deepEqual((await weights(whole.checkpoint)).get("wpe")!.shape, [16, 16]);
+
+    // Crash at step 7 (the last checkpoint is step 4, at length 8) and resume past the change.
+    const crashing = { ...run, out: `${dir}/split`, checkpointEvery: 4 };
+    await assert.rejects(
+      trainModel({
+        ...crashing,
+        onStep: ({ step }) => {
+          if (step === 7) throw new Error("simulated crash");
+        },
+      }),
+      /simulated crash/,
+    );
+    const resumed = await trainModel(crashing);
+    assert.deepEqual(resumed.losses, whole.losses.slice(4));
+    const a = await weights(whole.checkpoint), b = await weights(resumed.checkpoint);
+    for (const [name, tensor] of a) assert.deepEqual(tensor.data, b.get(name)!.data, name);
+    await assert.rejects(
+      trainModel({ ...crashing, steps: 20, seqWarmup: undefined }),
+      /--grad-accum 1 --val-fraction 0.05 --seq-start 4 --seq-warmup 0.5; pass the same/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("validationLosses() averages the loss by position bucket, as computed position by position", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const data = `${dir}/tokenized`;
+    const trained = await trainModel({ ...settings, gpu, data, out: `${dir}/run`, steps: 10 });
+    const dataset = await loadTokenizedDataset(data);
+    const { model } = await loadCheckpoint(gpu, trained.checkpoint);
+    const rows = { first: 2, count: 6 }, T = 16, V = model.config.vocabSize;
+    const measured = await validationLosses(model, dataset, rows, 3, { batches: 2, bucketSize: 5 });
+
+    // The same rows, one forward each, and each position's cross-entropy from the logits.
+    const sums = [0, 0, 0, 0], counts = [0, 0, 0, 0];
+    for (let r = rows.first; r < rows.first + rows.count; r++) {
+      const batch = batchOfRows(dataset, [r]);
+      const tape = new Tape(gpu);
+      const ids = gpu.upload(batch.inputs);
+      const logits =
+        await (await model.forward(tape, { ids: batch.inputs, buffer: ids, batch: 1, time: T }))
+          .read();
+      tape.dispose();
+      gpu.release(ids);
+      for (let t = 0; t < T; t++) {
+        if (!batch.mask[t]) continue;
+        const row = logits.subarray(t * V, (t + 1) * V);
+        const max = row.reduce((m, x) => Math.max(m, x), -Infinity);
+        const logSum = Math.log(row.reduce((s, x) => s + Math.exp(x - max), 0)) + max;
+        sums[Math.floor(t / 5)] += logSum - row[batch.targets[t]];
+        counts[Math.floor(t / 5)]++;
+      }
+    }
+    assert.equal(measured.byPosition.length, 4); // positions 1-5, 6-10, 11-15, 16
+    for (let k = 0; k < 4; k++) {
+      const expected = counts[k] ? sums[k] / counts[k] : null;
+      if (expected === null) assert.equal(measured.byPosition[k], null, `bucket ${k}`);
+      else assert.ok(Math.abs(measured.byPosition[k]! - expected) < 1e-4, `bucket ${k}`);
+    }
+    const total = sums.reduce((s, x) => s + x) / counts.reduce((s, x) => s + x);
+    assert.ok(Math.abs(measured.loss - total) < 1e-4);
+    model.dispose();
+
+    // Training logs one bucket of 128 positions here (the context is 16), equal to the loss.
+    const logged = JSON.parse(
+      (await Deno.readTextFile(`${dir}/run/log.jsonl`)).trim().split("\n").at(-1)!,
+    );
+    assert.equal(logged.valLossByPosition.length, 1);
+    assert.ok(Math.abs(logged.valLossByPosition[0] - logged.valLoss) < 1e-5);
+    assert.deepEqual(trained.valLossByPosition, logged.valLossByPosition);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("trainModel() stops at --max-seconds, saved, and a wsd schedule still ends decayed", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const run = { ...settings, gpu, data: `${dir}/tokenized`, steps: 100_000, warmupSteps: 2 };
+    const cosine = await trainModel({ ...run, out: `${dir}/cosine`, maxSeconds: 1 });
+    assert.equal(cosine.stopReason, "time");
+    assert.ok(cosine.steps > 1 && cosine.steps < 100_000);
+    assert.equal((await readSafetensors(cosine.checkpoint)).metadata.step, String(cosine.steps));
+    assert.ok(cosine.valLoss !== undefined, "the last step is validated");
+
+    const records: StepLog[] = [];
+    const wsd = await trainModel({
+      ...run,
+      out: `${dir}/wsd`,
+      maxSeconds: 3,
+      schedule: "wsd",
+      onStep: (record) => records.push(record),
+    });
+    // The decay began early enough to end by the time limit (give or take a slow step).
+    assert.ok(wsd.scheduleSteps < 100_000, `${wsd.scheduleSteps}`);
+    const lrs = records.map((r) => r.lr);
+    assert.ok(lrs.some((lr) => lr === settings.lr), "a stable phase at the peak");
+    assert.ok(lrs.at(-1)! < settings.lr / 2, `the last rate ${lrs.at(-1)} has decayed`);
+    assert.ok(wsd.seconds < 3 + 1, `${wsd.seconds} s`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,0 +1,118 @@
+/**
+ * One optimizer step over several micro-batches (gradient accumulation): each micro-batch's
+ * forward and backward adds to the parameters' gradients, and every position's loss gradient is
+ * scaled by 1 / (positions counted in the whole step), so the step equals one on a single batch
+ * of all the micro-batches' sequences, its loss the mean over all counted positions. Only one
+ * micro-batch's activations are alive at a time.
+ *
+ * @module
+ */
+
+import { countedPositions } from "../kernels/cross_entropy.ts";
+import type { GPT2 } from "./gpt2.ts";
+import type { AdamW } from "./optimizer.ts";
+import { Tape } from "./tape.ts";
+
+/** One micro-batch of next-token sequences on the CPU. */
+export interface MicroBatch {
+  /** (B, T) input ids. */
+  inputs: Int32Array;
+  /** (B, T) the token each position must predict. */
+  targets: Int32Array;
+  /** (B, T) 0 where a position does not count in the loss. */
+  mask: Uint32Array;
+  /** Sequences, B. */
+  batch: number;
+  /** Positions per sequence, T. */
+  time: number;
+}
+
+/** What {@linkcode accumulatedStep} measured. */
+export interface AccumulatedStepResult {
+  /** Mean cross-entropy over the step's counted positions, in nats. */
+  loss: number;
+  /** The gradient's global L2 norm before clipping. */
+  gradNorm: number;
+  /** Positions whose loss counted, over all micro-batches. */
+  counted: number;
+}
+
+/**
+ * Adds the gradients of the mean loss over all of `batches` to the parameters' gradients (which
+ * the caller zeroes), and returns the per-position losses of every micro-batch, in order, once
+ * the GPU is done: read back once, not once per micro-batch.
+ */
+export async function accumulateGradients(
+  model: GPT2,
+  batches: readonly MicroBatch[],
+): Promise<{ counted: number; readLosses: () => Promise<Float32Array> }> {
+  const gpu = model.gpu;
+  const counted = batches.reduce((n, b) => n + countedPositions(b.targets, b.mask), 0);
+  const positions = batches.reduce((n, b) => n + b.batch * b.time, 0);
+  // (Σ B·T) every micro-batch's per-position losses, copied here as each micro-batch ends.
+  const losses = gpu.acquire(positions * 4, undefined, "step.losses");
+  let offset = 0;
+  try {
+    for (const batch of batches) {
+      const tape = new Tape(gpu);
+      const buffers = [gpu.upload(batch.inputs), gpu.upload(batch.targets), gpu.upload(batch.mask)];
+      try {
+        const perPosition = await model.loss(
+          tape,
+          { ids: batch.inputs, buffer: buffers[0], batch: batch.batch, time: batch.time },
+          { targets: buffers[1], mask: buffers[2], counted },
+        );
+        await tape.backward(perPosition);
+        gpu.encoder.copyBufferToBuffer(
+          perPosition.buffer,
+          0,
+          losses,
+          offset * 4,
+          perPosition.size * 4,
+        );
+        offset += perPosition.size;
+      } finally {
+        tape.dispose();
+        for (const buffer of buffers) gpu.release(buffer);
+      }
+    }
+  } catch (error) {
+    gpu.release(losses);
+    throw error;
+  }
+  return {
+    counted,
+    readLosses: async () => {
+      try {
+        return await gpu.readF32(losses, positions);
+      } finally {
+        gpu.release(losses);
+      }
+    },
+  };
+}
+
+/**
+ * One AdamW step of `model` with learning rate `lr` on the micro-batches `batches`; waits for
+ * the GPU and reads back the loss and the gradient norm. The gradients are zeroed after.
+ */
+export async function accumulatedStep(
+  model: GPT2,
+  optimizer: AdamW,
+  batches: readonly MicroBatch[],
+  lr: number,
+): Promise<AccumulatedStepResult> {
+  try {
+    const { counted, readLosses } = await accumulateGradients(model, batches);
+    let readNorm: () => Promise<number>, perPosition: Float32Array;
+    try {
+      readNorm = await optimizer.step(lr);
+    } finally {
+      perPosition = await readLosses(); // also frees the losses' buffer
+    }
+    const loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
+    return { loss, gradNorm: await readNorm(), counted };
+  } finally {
+    model.zeroGrad();
+  }
+}
