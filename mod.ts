@@ -49,6 +49,7 @@ export * from "./nn/generate.ts";
 export * from "./pipeline/train_model.ts";
 export * from "./nn/accumulated_step.ts";
 export * from "./pipeline/throughput_probe.ts";
+export * from "./pipeline/validation_loss.ts";
 export * from "./pipeline/test_pretrained.ts";
 export * from "./pipeline/train.ts";
 export * from "./pipeline/token_rows.ts";

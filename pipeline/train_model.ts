@@ -50,7 +50,7 @@ import {
   type ValueFlag,
 } from "./_flags.ts";
 
-export { validationLoss, validationLosses } from "./validation_loss.ts";
+export type { OptionalFlag, SwitchFlag, ValueFlag } from "./_flags.ts";
 
 /** The defaults of {@linkcode trainModel}'s options, which its command line shows too. */
 export const TRAIN_DEFAULTS = {
@@ -369,39 +369,37 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   let stopReason: StopReason = "steps";
   // When recent steps ended (ms), to project how many more fit in the time left.
   const stepEnds: number[] = [];
+  // With a time limit, a wsd schedule moves its end earlier (once) when the steps left would not
+  // fit, so that its decay still runs to the end.
+  const fitScheduleToTimeLimit = () => {
+    if (
+      options.maxSeconds === undefined || schedule.kind !== "wsd" ||
+      scheduleSteps !== options.steps || step < schedule.warmupSteps || stepEnds.length < 5
+    ) return;
+    const fit = stepsThatFit({
+      step,
+      totalSteps: scheduleSteps,
+      secondsLeft: options.maxSeconds - secondsSinceStart(),
+      secondsPerStep: (stepEnds.at(-1)! - stepEnds[0]) / (stepEnds.length - 1) / 1000,
+      decayFraction: schedule.decayFraction,
+    });
+    if (fit === null) return;
+    scheduleSteps = fit;
+    progress.update(step, scheduleSteps);
+    if (!options.quiet) {
+      console.error(`\nnote: decaying now to end at step ${fit} within --max-seconds`);
+    }
+  };
   try {
     while (step < scheduleSteps) {
       const started = performance.now();
-      if (
-        options.maxSeconds !== undefined && schedule.kind === "wsd" &&
-        scheduleSteps === options.steps && step >= schedule.warmupSteps && stepEnds.length > 4
-      ) {
-        const fit = stepsThatFit({
-          step,
-          totalSteps: scheduleSteps,
-          secondsLeft: options.maxSeconds - secondsSinceStart(),
-          secondsPerStep: (stepEnds.at(-1)! - stepEnds[0]) / (stepEnds.length - 1) / 1000,
-          decayFraction: schedule.decayFraction,
-        });
-        if (fit !== null) {
-          scheduleSteps = fit;
-          progress.update(step, scheduleSteps);
-          if (!options.quiet) {
-            console.error(`\nnote: decaying now to end at step ${fit} within --max-seconds`);
-          }
-        }
-      }
+      fitScheduleToTimeLimit();
       const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
-      const rows = sampler.nextRows();
-      const microBatches = Array.from(
-        { length: gradAccum },
-        (_, i) =>
-          cutSequences(
-            batchOfRows(dataset, rows.subarray(i * batchSize, (i + 1) * batchSize)),
-            T,
-            seqLength,
-          ),
-      );
+      const rows = sampler.nextRows(); // gradAccum · batchSize rows
+      const microBatches = Array.from({ length: gradAccum }, (_, i) => {
+        const batch = batchOfRows(dataset, rows.subarray(i * batchSize, (i + 1) * batchSize));
+        return cutSequences(batch, T, seqLength); // (batchSize · T/seqLength, seqLength)
+      });
       const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
       const { loss, gradNorm } = await accumulatedStep(model, optimizer, microBatches, lr);
       if (!Number.isFinite(loss)) {
@@ -504,7 +502,7 @@ export function meanOfLast(losses: readonly number[], n = 10): number {
 }
 
 /** The names of {@linkcode runFlags} that take a value and have a default. */
-type RunValueFlag =
+export type RunValueFlag =
   | "batch-size"
   | "grad-accum"
   | "steps"

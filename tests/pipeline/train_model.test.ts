@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { type StepLog, trainModel, validationLosses } from "../../pipeline/train_model.ts";
+import { type StepLog, trainModel } from "../../pipeline/train_model.ts";
+import { validationLosses } from "../../pipeline/validation_loss.ts";
 import { batchOfRows } from "../../pipeline/batches.ts";
 import { Tape } from "../../nn/tape.ts";
 import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
