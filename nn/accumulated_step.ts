@@ -10,7 +10,6 @@
 
 import { countedPositions } from "../kernels/cross_entropy.ts";
 import type { GPT2 } from "./gpt2.ts";
-import type { AdamW } from "./optimizer.ts";
 import { Tape } from "./tape.ts";
 
 /** One micro-batch of next-token sequences on the CPU. */
@@ -25,6 +24,16 @@ export interface MicroBatch {
   batch: number;
   /** Positions per sequence, T. */
   time: number;
+}
+
+/**
+ * What a step needs of an optimizer (`AdamW`, or another): one update of the
+ * parameters from their gradients with learning rate `lr`, returning a reader of the gradient's
+ * global norm before clipping.
+ */
+export interface StepOptimizer {
+  /** Records the update; the returned function reads the norm once the GPU is done. */
+  step(lr: number): Promise<() => Promise<number>>;
 }
 
 /** What {@linkcode accumulatedStep} measured. */
@@ -98,7 +107,7 @@ export async function accumulateGradients(
  */
 export async function accumulatedStep(
   model: GPT2,
-  optimizer: AdamW,
+  optimizer: StepOptimizer,
   batches: readonly MicroBatch[],
   lr: number,
 ): Promise<AccumulatedStepResult> {
