@@ -58,6 +58,7 @@ export * from "./pipeline/prepare_dataset_instruct.ts";
 export * from "./pipeline/finetune_instruct.ts";
 export * from "./pipeline/test_instruct.ts";
 export * from "./kernels/accumulate.ts";
+export type { ElementwiseConstants } from "./kernels/_parts.ts";
 export * from "./kernels/adamw.ts";
 export * from "./kernels/attention.ts";
 export * from "./kernels/attention_layout.ts";

@@ -20,7 +20,11 @@ import type { Gpu } from "../kernels/device.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 import { geluBackward, geluForward } from "../kernels/gelu.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
-import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
+import {
+  layernormBackward,
+  layernormForward,
+  type LayernormOptions,
+} from "../kernels/layernorm.ts";
 import { residualBackward, residualForward } from "../kernels/residual.ts";
 import { type BenchCase, runBenchCli } from "./_harness.ts";
 
@@ -41,8 +45,13 @@ function owned(gpu: Gpu, buffers: GPUBuffer[]): () => void {
 
 function layernormCases(): BenchCase[] {
   const bytes = (2 * N * C + 2 * C + 2 * N) * 4;
-  const forward = (naive: boolean): BenchCase => ({
-    kernel: naive ? "layernorm fwd (naive)" : "layernorm fwd",
+  // The default layout for the adapter, and the other one as the baseline (one line each on
+  // why both exist: kernels/layernorm.ts, LayernormPerRow).
+  const variants: [string, LayernormOptions][] = [["", {}], [" (workgroup per row)", {
+    perRow: "workgroup",
+  }], [" (invocation per row)", { perRow: "invocation" }]];
+  const forward = ([label, options]: [string, LayernormOptions]): BenchCase => ({
+    kernel: `layernorm fwd${label}`,
     shape: `${N}x${C}`,
     bytes,
     setup: (gpu) => {
@@ -50,13 +59,13 @@ function layernormCases(): BenchCase[] {
       const b = gpu.upload(pattern(C, 11)), out = gpu.acquire(N * C * 4);
       const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
       return {
-        run: () => layernormForward(gpu, out, mean, rstd, inp, w, b, N, C, { naive }),
+        run: () => layernormForward(gpu, out, mean, rstd, inp, w, b, N, C, options),
         dispose: owned(gpu, [inp, w, b, out, mean, rstd]),
       };
     },
   });
-  return [forward(false), forward(true), {
-    kernel: "layernorm bwd",
+  const backward = ([label, options]: [string, LayernormOptions]): BenchCase => ({
+    kernel: `layernorm bwd${label}`,
     shape: `${N}x${C}`,
     // Read dout, inp, dinp; write dinp; the (C) and (N) vectors.
     bytes: (4 * N * C + 5 * C + 2 * N) * 4,
@@ -69,11 +78,12 @@ function layernormCases(): BenchCase[] {
       const dw = gpu.acquire(C * 4), db = gpu.acquire(C * 4);
       for (const x of [dinp, dw, db]) gpu.encoder.clearBuffer(x);
       return {
-        run: () => layernormBackward(gpu, dinp, dw, db, dout, inp, w, mean, rstd, N, C),
+        run: () => layernormBackward(gpu, dinp, dw, db, dout, inp, w, mean, rstd, N, C, options),
         dispose: owned(gpu, [inp, w, b, out, mean, rstd, dout, dinp, dw, db]),
       };
     },
-  }];
+  });
+  return [...variants.map(forward), ...variants.map(backward)];
 }
 
 function geluCases(): BenchCase[] {
@@ -128,23 +138,25 @@ function residualCases(): BenchCase[] {
   }];
 }
 
-function crossEntropyCase(): BenchCase {
-  return {
+function crossEntropyCases(): BenchCase[] {
+  // GPT-2's vocabulary (rows of floats), and llm.c's padding of it to a multiple of 64 (rows of
+  // vec4s, as any V that is a multiple of 4: the trained models' 8192 and 16384 too).
+  return [V, 50304].map((v) => ({
     kernel: "cross-entropy fwd+bwd",
-    shape: `${N}x${V} in place`,
+    shape: `${N}x${v} in place`,
     // Read the logits, write dlogits over them, plus targets and losses.
-    bytes: (2 * N * V + 2 * N) * 4,
+    bytes: (2 * N * v + 2 * N) * 4,
     reps: 3,
-    setup: (gpu) => {
-      const logits = gpu.upload(pattern(N * V, 4099).map((x) => x * 4));
-      const targets = gpu.upload(Int32Array.from({ length: N }, (_, i) => (i * 7919) % V));
+    setup: (gpu: Gpu) => {
+      const logits = gpu.upload(pattern(N * v, 4099).map((x) => x * 4));
+      const targets = gpu.upload(Int32Array.from({ length: N }, (_, i) => (i * 7919) % v));
       const losses = gpu.acquire(N * 4);
       return {
-        run: () => crossEntropy(gpu, losses, logits, logits, targets, null, 1 / N, N, V),
+        run: () => crossEntropy(gpu, losses, logits, logits, targets, null, 1 / N, N, v),
         dispose: owned(gpu, [logits, targets, losses]),
       };
     },
-  };
+  }));
 }
 
 function embeddingCases(): BenchCase[] {
@@ -260,7 +272,7 @@ export const opsCases: BenchCase[] = [
   ...layernormCases(),
   ...geluCases(),
   ...residualCases(),
-  crossEntropyCase(),
+  ...crossEntropyCases(),
   ...embeddingCases(),
   ...optimizerCases(),
 ];

@@ -16,41 +16,74 @@
  * Gradient convention: `dlogits` is WRITTEN (=). It may be the logits buffer itself (in place,
  * saving the (N, V) buffer, 206 MB at GPT-2's N=1024), or null for the loss alone.
  *
- * Numerics: one workgroup per row keeps a running (max, sum of exp(x - max)) per invocation
- * (online softmax), merges them in a tree, then a second sweep writes the gradient; no exp can
- * overflow. Logits over one binding (1024 × 50257 floats is 206 MB > 128 MiB) are processed in
+ * Numerics: a row is read by one invocation (on a CPU adapter) or by the strided invocations of
+ * one workgroup (on a GPU), each keeping a running (max, sum of exp(x - max)) per component
+ * (online softmax) that are then merged (in a tree across a workgroup); a second sweep writes
+ * the gradient; no exp can overflow. When V is a multiple of 4 the logits are read as `vec4f`. Logits over one binding (1024 × 50257 floats is 206 MB > 128 MiB) are processed in
  * parts of rows through {@linkcode bufferWindow}.
  *
  * @module
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, head, reductionWorkgroup, rowParts } from "./_parts.ts";
+import { assertFits, head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the cross-entropy kernels. */
 export interface CrossEntropyConstants extends Record<string, number> {
-  /** Invocations per workgroup (one workgroup per row); a power of two. */
+  /** Invocations per workgroup; a power of two. */
   workgroupSize: number;
+  /** Floats per load: 4 (`vec4f`, when V is a multiple of 4, so every row starts on one) or 1. */
+  width: number;
+  /**
+   * 1: one invocation walks a whole row (no workgroup memory, no barrier: faster on lavapipe,
+   * where every load is a scalar load per SIMD lane anyway and a barrier splits the shader into
+   * resumable pieces). 0: one workgroup per row, its invocations strided over the row and merged
+   * in a tree (on a GPU: coalesced loads, and a 50k-float row is not left to one thread).
+   */
+  invocationPerRow: number;
 }
 
 /** Where the gradient goes: a separate buffer, over the logits, or nowhere. */
 type Mode = "separate" | "in_place" | "loss_only";
 
-function crossEntropyWgsl(mode: Mode, wg: number): string {
+function crossEntropyWgsl(mode: Mode, wg: number, width: number, perInvocation: boolean): string {
+  const T = width === 4 ? "vec4f" : "f32";
   const logitsAccess = mode === "in_place" ? "read_write" : "read";
   const bindings = [
     "@group(0) @binding(0) var<storage, read_write> losses: array<f32>;  // (N)",
     ...(mode === "separate"
-      ? ["var<storage, read_write> dlogits: array<f32>;  // (rows, V) window"]
+      ? [`var<storage, read_write> dlogits: array<${T}>;  // (rows, V) window`]
       : []),
-    `var<storage, ${logitsAccess}> logits: array<f32>;  // (rows, V) window`,
+    `var<storage, ${logitsAccess}> logits: array<${T}>;  // (rows, V) window`,
     "var<storage, read> targets: array<i32>;  // (N)",
     "var<storage, read> mask: array<u32>;  // (N), read when useMask is 1",
     "var<uniform> params: Params;",
   ].map((line, i) => i === 0 ? line : `@group(0) @binding(${i}) ${line}`).join("\n");
   const gradOut = mode === "separate" ? "dlogits" : "logits";
   const gradOffset = mode === "separate" ? "params.dlogitsOffset" : "params.logitsOffset";
+  // The loops: a whole row per invocation, or strided over a workgroup's invocations.
+  const [from, step] = perInvocation ? ["0u", "1u"] : ["lid", `${wg}u`];
+  // The target's logit: a component of the vec4 that holds it.
+  const targetLoad = width === 4
+    ? "logits[base + u32(tgt) / 4u][u32(tgt) % 4u]"
+    : "logits[base + u32(tgt)]";
+  // The (running max, sum) of the row: its 4 components merged.
+  const components = width === 4
+    ? `let ms = merge(merge(vec2f(m.x, s.x), vec2f(m.y, s.y)), merge(vec2f(m.z, s.z), vec2f(m.w, s.w)));`
+    : "let ms = vec2f(m, s);";
+  const rowStats = perInvocation ? "let rowMax = ms.x;\n  let sum = ms.y;" : /* wgsl */ `
+  partial[lid] = ms;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let rowMax = partial[0].x;
+  let sum = partial[0].y;`;
+  const onehot = width === 4
+    ? "select(vec4f(0.0), vec4f(1.0), vec4u(i * 4u) + vec4u(0u, 1u, 2u, 3u) == vec4u(t))"
+    : "select(0.0, 1.0, i == t)";
   return /* wgsl */ `
 struct Params {
   rows: u32, v: u32, rowOffset: u32, logitsOffset: u32, dlogitsOffset: u32,
@@ -59,56 +92,57 @@ struct Params {
 
 ${bindings}
 
-var<workgroup> partial: array<vec2f, ${wg}>;  // (running max, sum of exp(x - max))
+${perInvocation ? "" : `var<workgroup> partial: array<vec2f, ${wg}>;  // (running max, sum)`}
+
+/** Two (running max, sum of exp(x - max)) pairs as one. */
+fn merge(a: vec2f, b: vec2f) -> vec2f {
+  let mx = max(a.x, b.x);
+  return vec2f(mx, a.y * exp(a.x - mx) + b.y * exp(b.x - mx));
+}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let row = wid.x + wid.y * groups.x;
+  let row = ${
+    perInvocation ? `(wid.x + wid.y * groups.x) * ${wg}u + lid` : "wid.x + wid.y * groups.x"
+  };
   if (row >= params.rows) { return; }
-  let v = params.v;
+  let v = params.v;          // floats per row
+  let vecs = v / ${width}u;  // loads per row
   let n = params.rowOffset + row;
   let tgt = targets[n];
   let valid = tgt < 0 || u32(tgt) < v;
   let counted = tgt >= 0 && valid && (params.useMask == 0u || mask[n] != 0u);
-  let base = params.logitsOffset + row * v;
+  let base = params.logitsOffset + row * vecs;
   // Read before the barriers below: in place, another invocation later overwrites it.
   var targetLogit = 0.0;
-  if (lid == 0u && counted) { targetLogit = logits[base + u32(tgt)]; }
+  if (${perInvocation ? "" : "lid == 0u && "}counted) { targetLogit = ${targetLoad}; }
 
-  var m = -3.0e38;
-  var s = 0.0;
-  for (var i = lid; i < v; i += ${wg}u) {
+  // Online softmax, branch-free: per component a running max m and sum s of exp(x - m).
+  var m = ${T}(-3.0e38);
+  var s = ${T}(0.0);
+  for (var i = ${from}; i < vecs; i += ${step}) {
     let x = logits[base + i];
-    if (x > m) { s = s * exp(m - x) + 1.0; m = x; } else { s += exp(x - m); }
+    let mx = max(m, x);
+    s = s * exp(m - mx) + exp(x - mx);
+    m = mx;
   }
-  partial[lid] = vec2f(m, s);
-  workgroupBarrier();
-  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) {
-      let a = partial[lid];
-      let b = partial[lid + stride];
-      let mx = max(a.x, b.x);
-      partial[lid] = vec2f(mx, a.y * exp(a.x - mx) + b.y * exp(b.x - mx));
-    }
-    workgroupBarrier();
-  }
-  let rowMax = partial[0].x;
-  let sum = partial[0].y;
-  if (lid == 0u) {
+  ${components}
+  ${rowStats}
+  if (${perInvocation ? "true" : "lid == 0u"}) {
     let loss = select(0.0, log(sum) + rowMax - targetLogit, counted);
     losses[n] = select(bitcast<f32>(params.nanBits), loss, valid);
   }
 ${
     mode === "loss_only" ? "" : /* wgsl */ `
   let inv = 1.0 / sum;
-  let g = ${gradOffset} + row * v;
+  let g = ${gradOffset} + row * vecs;
   let t = u32(tgt);
-  for (var i = lid; i < v; i += ${wg}u) {
-    var d = 0.0;
+  for (var i = ${from}; i < vecs; i += ${step}) {
+    var d = ${T}(0.0);
     if (counted) {
       let p = exp(logits[base + i] - rowMax) * inv;
-      d = (p - select(0.0, 1.0, i == t)) * params.scale;
+      d = (p - ${onehot}) * params.scale;
     }
     ${gradOut}[g + i] = d;
   }`
@@ -130,7 +164,8 @@ function crossEntropyKernel(mode: Mode): Kernel<CrossEntropyConstants> {
   return {
     name: `cross_entropy_${mode}`,
     bindings,
-    wgsl: ({ workgroupSize }) => crossEntropyWgsl(mode, workgroupSize),
+    wgsl: ({ workgroupSize, width, invocationPerRow }) =>
+      crossEntropyWgsl(mode, workgroupSize, width, invocationPerRow === 1),
   };
 }
 
@@ -147,7 +182,10 @@ export const crossEntropyKernelLossOnly: Kernel<CrossEntropyConstants> = crossEn
   "loss_only",
 );
 
+/** Invocations per workgroup of the workgroup-per-row layout (a GPU's). */
 const WORKGROUP_SIZE = 256;
+/** Rows per workgroup of the invocation-per-row layout: one 8-wide SIMD vector on lavapipe. */
+const ROWS_PER_WORKGROUP = 8;
 const NAN_BITS = 0x7fc00000;
 
 /**
@@ -162,6 +200,15 @@ export function countedPositions(targets: Int32Array, mask?: Uint32Array | null)
   return count;
 }
 
+/** Options of {@linkcode crossEntropy}. */
+export interface CrossEntropyOptions {
+  /**
+   * One `invocation` per row (the default on a CPU adapter) or one `workgroup` per row (on a
+   * GPU); see {@linkcode CrossEntropyConstants}. Benchmarks and tests choose.
+   */
+  perRow?: "invocation" | "workgroup";
+}
+
 /**
  * Records the fused softmax + cross-entropy forward and backward.
  *
@@ -172,6 +219,7 @@ export function countedPositions(targets: Int32Array, mask?: Uint32Array | null)
  * @param targets (N) int32 next-token ids; negative means the position does not count.
  * @param mask (N) u32, 0 where the position does not count; null to count every position.
  * @param dlossScale gradient of the mean loss per counted position, `1 / counted`.
+ * @param options the row layout (benchmarks and tests).
  *
  * @example
  * ```ts
@@ -189,6 +237,7 @@ export async function crossEntropy(
   dlossScale: number,
   n: number,
   v: number,
+  options: CrossEntropyOptions = {},
 ): Promise<void> {
   if (!Number.isInteger(n) || !Number.isInteger(v) || n < 0 || v < 1) {
     throw new RangeError(
@@ -208,6 +257,13 @@ export async function crossEntropy(
     : mode === "in_place"
     ? crossEntropyKernelInPlace
     : crossEntropyKernelLossOnly;
+  const invocationPerRow = options.perRow ? options.perRow === "invocation" : gpu.adapter.isCpu;
+  const width = v % 4 === 0 ? 4 : 1;
+  const constants = {
+    workgroupSize: invocationPerRow ? ROWS_PER_WORKGROUP : WORKGROUP_SIZE,
+    width,
+    invocationPerRow: invocationPerRow ? 1 : 0,
+  };
   for (const { first, count } of rowParts(gpu, n, v)) {
     const x = bufferWindow(gpu, logits, first * v, count * v);
     const d = dlogits && mode === "separate"
@@ -217,8 +273,8 @@ export async function crossEntropy(
       rows: ["u32", count],
       v: ["u32", v],
       rowOffset: ["u32", first],
-      logitsOffset: ["u32", x.elementOffset],
-      dlogitsOffset: ["u32", d?.elementOffset ?? 0],
+      logitsOffset: ["u32", x.elementOffset / width],
+      dlogitsOffset: ["u32", (d?.elementOffset ?? 0) / width],
       scale: ["f32", dlossScale],
       useMask: ["u32", mask ? 1 : 0],
       nanBits: ["u32", NAN_BITS],
@@ -227,9 +283,9 @@ export async function crossEntropy(
     const tail = [head(targets, n), head(mask ?? targets, n), params];
     await gpu.run(
       kernel,
-      { workgroupSize: reductionWorkgroup(gpu, WORKGROUP_SIZE, 32) },
+      constants,
       d ? [head(losses, n), d.binding, x.binding, ...tail] : [head(losses, n), x.binding, ...tail],
-      grid2d(count),
+      grid2d(invocationPerRow ? Math.ceil(count / ROWS_PER_WORKGROUP) : count),
     );
   }
 }

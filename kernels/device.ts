@@ -133,6 +133,12 @@ export interface AcquireOptions {
   gpu?: GPU;
   /** Print the adapter line (once per process). Default true. */
   announce?: boolean;
+  /**
+   * Caps {@linkcode Gpu.maxBinding} below the adapter's binding limit, so that every launcher
+   * splits its work as it would on a smaller adapter (tests force the split paths with small
+   * tensors). Default: `WEBGPU_MAX_BINDING` from the environment (bytes), else no cap.
+   */
+  maxBinding?: number;
 }
 
 let announced = false;
@@ -159,6 +165,13 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
     ? await entry.requestAdapter({ powerPreference: "high-performance" })
     : null;
   if (!adapter) throw new NoAdapterError(noAdapterMessage(backends));
+  const cap = options.maxBinding ?? Number(Deno.env.get("WEBGPU_MAX_BINDING") || Infinity);
+  if (!(cap >= 4096)) {
+    throw new RangeError(
+      `A binding limit of ${cap} bytes is too small or not a number; give at least 4096 ` +
+        "(WEBGPU_MAX_BINDING or AcquireOptions.maxBinding).",
+    );
+  }
 
   const requiredLimits: Record<string, number> = {};
   for (const name of MAXED_LIMITS) requiredLimits[name] = adapter.limits[name];
@@ -187,7 +200,7 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
       );
     }
   }
-  return new Gpu(device, summary);
+  return new Gpu(device, summary, cap);
 }
 
 function noAdapterMessage(backends: string): string {
@@ -259,7 +272,10 @@ interface PendingCheck {
  * {@linkcode Gpu.release} are reused only after the work that used them was submitted.
  */
 export class Gpu {
-  /** The largest buffer window one binding may cover (128 MiB on lavapipe). */
+  /**
+   * The largest buffer window one binding may cover: the adapter's limit (128 MiB on lavapipe),
+   * or less when capped (`WEBGPU_MAX_BINDING`); every launcher splits its work by this.
+   */
   readonly maxBinding: number;
   readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
@@ -278,9 +294,10 @@ export class Gpu {
    * @param device the WebGPU device; the kernels expect the adapter's maxima of the storage,
    *   buffer and workgroup limits, as {@linkcode acquireGpu} requests.
    * @param adapter what the device runs on, for logs and benchmark records.
+   * @param maxBinding caps {@linkcode Gpu.maxBinding} (bytes) below the device's limit.
    */
-  constructor(readonly device: GPUDevice, readonly adapter: AdapterSummary) {
-    this.maxBinding = device.limits.maxStorageBufferBindingSize;
+  constructor(readonly device: GPUDevice, readonly adapter: AdapterSummary, maxBinding = Infinity) {
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, maxBinding);
     this.#lostPromise = device.lost.then((info) => {
       this.#lost = info;
       throw this.#lostError();

@@ -26,62 +26,90 @@ import type { Floats } from "./types.ts";
 export interface EmbeddingConstants extends Record<string, number> {
   /** Invocations per workgroup. */
   workgroupSize: number;
+  /** Floats per load: 4 (`vec4f`, when C is a multiple of 4) or 1. */
+  width: number;
+  /**
+   * How the forward and the token backward share out a row of C: 1, one invocation walks the
+   * whole row (on lavapipe every load is a scalar load per SIMD lane anyway, and a row's token
+   * and offsets are then read once, with no division per element); 0, the invocations of one
+   * workgroup stride over the row (on a GPU: neighbouring invocations read neighbouring floats).
+   */
+  invocationPerRow: number;
 }
 
-const WORKGROUP_SIZE = 64;
+/** Invocations per workgroup on a GPU, and rows per workgroup on a CPU adapter (one SIMD vector). */
+const GPU_WORKGROUP = 64;
+const CPU_ROWS_PER_WORKGROUP = 8;
+
+/** The row walk of a kernel: which row an invocation serves, and its loop over the row. */
+function rowWalk(wg: number, invocationPerRow: number) {
+  return invocationPerRow
+    ? { row: `(wid.x + wid.y * groups.x) * ${wg}u + lid`, from: "0u", step: "1u" }
+    : { row: "wid.x + wid.y * groups.x", from: "lid", step: `${wg}u` };
+}
 
 /**
- * WGSL of the forward for one part of rows and one vocabulary range: invocation (position, c)
- * writes its element when the position's token lies in the range. A token outside [0, V) writes
- * NaN (in the launch of the first range), so a bad token shows in the loss.
+ * WGSL of the forward for one part of rows and one vocabulary range: each position's row is
+ * written when its token lies in the range. A token outside [0, V) writes NaN (in the launch of
+ * the first range), so a bad token shows in the loss. Sizes and offsets count `width` floats.
  */
 export const embeddingForwardKernel: Kernel<EmbeddingConstants> = {
   name: "embedding_forward",
   bindings: ["write", "read", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+  wgsl: ({ workgroupSize: wg, width, invocationPerRow }) => {
+    const { row, from, step } = rowWalk(wg, invocationPerRow);
+    const T = width === 4 ? "vec4f" : "f32";
+    return /* wgsl */ `
 struct Params {
   n: u32, t: u32, c: u32, v: u32, rowOffset: u32, outOffset: u32,
   vocabStart: u32, vocabEnd: u32, wteOffset: u32, nanBits: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // (rows, C) window of (B*T, C)
+@group(0) @binding(0) var<storage, read_write> out: array<${T}>;  // (rows, C) window of (B*T, C)
 @group(0) @binding(1) var<storage, read> tokens: array<i32>;     // (B*T)
-@group(0) @binding(2) var<storage, read> wte: array<f32>;        // (vocabEnd - vocabStart, C) window
-@group(0) @binding(3) var<storage, read> wpe: array<f32>;        // (maxT, C)
+@group(0) @binding(2) var<storage, read> wte: array<${T}>;        // (vocabEnd - vocabStart, C) window
+@group(0) @binding(3) var<storage, read> wpe: array<${T}>;        // (maxT, C)
 @group(0) @binding(4) var<uniform> params: Params;
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  let row = ${row};
+  if (row >= params.n) { return; }
   let c = params.c;
-  if (i >= params.n * c) { return; }
-  let row = i / c;
-  let col = i % c;
   let pos = params.rowOffset + row;
   let token = tokens[pos];
-  let y = params.outOffset + i;
+  let y = params.outOffset + row * c;
   if (token < 0 || u32(token) >= params.v) {
-    if (params.vocabStart == 0u) { out[y] = bitcast<f32>(params.nanBits); }
+    if (params.vocabStart == 0u) {
+      for (var i = ${from}; i < c; i += ${step}) { out[y + i] = ${T}(bitcast<f32>(params.nanBits)); }
+    }
     return;
   }
   let tok = u32(token);
   if (tok < params.vocabStart || tok >= params.vocabEnd) { return; }
-  let t = pos % params.t;
-  out[y] = wte[params.wteOffset + (tok - params.vocabStart) * c + col] + wpe[t * c + col];
+  let w = params.wteOffset + (tok - params.vocabStart) * c;
+  let p = (pos % params.t) * c;
+  for (var i = ${from}; i < c; i += ${step}) { out[y + i] = wte[w + i] + wpe[p + i]; }
 }
-`,
+`;
+  },
 };
 
-/** WGSL of `dwpe += sum over b of dout[b]`: invocation (t, c) adds the batch rows in order. */
+/**
+ * WGSL of `dwpe += sum over b of dout[b]`: invocation (t, c) adds the batch rows in order
+ * (`width` floats at a time).
+ */
 export const embeddingBackwardPositionKernel: Kernel<EmbeddingConstants> = {
   name: "embedding_backward_position",
   bindings: ["write", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+  wgsl: ({ workgroupSize: wg, width }) => {
+    const T = width === 4 ? "vec4f" : "f32";
+    return /* wgsl */ `
 struct Params { batches: u32, t: u32, c: u32, doutOffset: u32 }
 
-@group(0) @binding(0) var<storage, read_write> dwpe: array<f32>;  // (maxT, C)
-@group(0) @binding(1) var<storage, read> dout: array<f32>;        // (batches, T, C) window
+@group(0) @binding(0) var<storage, read_write> dwpe: array<${T}>;  // (maxT, C)
+@group(0) @binding(1) var<storage, read> dout: array<${T}>;        // (batches, T, C) window
 @group(0) @binding(2) var<uniform> params: Params;
 
 @compute @workgroup_size(${wg})
@@ -94,23 +122,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   for (var b = 0u; b < params.batches; b++) { acc += dout[params.doutOffset + b * tc + i]; }
   dwpe[i] = acc;
 }
-`,
+`;
+  },
 };
 
 /**
- * WGSL of `dwte[token] += dout[positions of token]`: invocation (distinct token u, c) adds the
- * rows listed in `positions[offsets[u] .. offsets[u + 1]]` in order.
+ * WGSL of `dwte[token] += dout[positions of token]`: the row of distinct token u gets the rows
+ * listed in `positions[offsets[u] .. offsets[u + 1]]` added in order.
  */
 export const embeddingBackwardTokenKernel: Kernel<EmbeddingConstants> = {
   name: "embedding_backward_token",
   bindings: ["write", "read", "read", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
+  wgsl: ({ workgroupSize: wg, width, invocationPerRow }) => {
+    const { row, from, step } = rowWalk(wg, invocationPerRow);
+    const T = width === 4 ? "vec4f" : "f32";
+    return /* wgsl */ `
 struct Params {
   groupStart: u32, groupCount: u32, c: u32, vocabStart: u32, dwteOffset: u32, doutOffset: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> dwte: array<f32>;  // (vocab range, C) window
-@group(0) @binding(1) var<storage, read> dout: array<f32>;        // (rows, C) window
+@group(0) @binding(0) var<storage, read_write> dwte: array<${T}>;  // (vocab range, C) window
+@group(0) @binding(1) var<storage, read> dout: array<${T}>;        // (rows, C) window
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;      // (U) distinct, ascending
 @group(0) @binding(3) var<storage, read> offsets: array<u32>;     // (U + 1)
 @group(0) @binding(4) var<storage, read> positions: array<u32>;   // (rows), relative to the part
@@ -119,19 +151,19 @@ struct Params {
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  let r = ${row};
+  if (r >= params.groupCount) { return; }
   let c = params.c;
-  if (i >= params.groupCount * c) { return; }
-  let u = params.groupStart + i / c;
-  let col = i % c;
-  let d = params.dwteOffset + (tokens[u] - params.vocabStart) * c + col;
-  var acc = dwte[d];
+  let u = params.groupStart + r;
+  let d = params.dwteOffset + (tokens[u] - params.vocabStart) * c;
+  // Position by position: every element still adds its positions in order (the same bits).
   for (var k = offsets[u]; k < offsets[u + 1u]; k++) {
-    acc += dout[params.doutOffset + positions[k] * c + col];
+    let g = params.doutOffset + positions[k] * c;
+    for (var i = ${from}; i < c; i += ${step}) { dwte[d + i] += dout[g + i]; }
   }
-  dwte[d] = acc;
 }
-`,
+`;
+  },
 };
 
 /** Positions grouped by token, as a CSR. */
@@ -192,6 +224,19 @@ function checkShapes(b: number, t: number, c: number, v: number, maxT: number): 
   }
 }
 
+/** The loads and row layout of the row kernels for rows of `c` floats on `gpu`. */
+function layout(gpu: Gpu, c: number) {
+  const width = c % 4 === 0 ? 4 : 1;
+  const invocationPerRow = gpu.adapter.isCpu ? 1 : 0;
+  const workgroupSize = invocationPerRow ? CPU_ROWS_PER_WORKGROUP : GPU_WORKGROUP;
+  return {
+    width,
+    constants: { workgroupSize, width, invocationPerRow },
+    /** Workgroups for `rows` rows. */
+    grid: (rows: number) => grid2d(invocationPerRow ? Math.ceil(rows / workgroupSize) : rows),
+  };
+}
+
 /** Index of the first distinct token `>= value` in the ascending `tokens`. */
 function lowerBound(tokens: Uint32Array, value: number): number {
   let lo = 0, hi = tokens.length;
@@ -230,6 +275,7 @@ export async function embeddingForward(
   assertFits("tokens", tokens, n);
   assertFits("wte", wte, v * c);
   assertFits("wpe", wpe, maxT * c);
+  const shape = layout(gpu, c);
   const vocabParts = rowParts(gpu, v, c);
   for (const rows of rowParts(gpu, n, c)) {
     const y = bufferWindow(gpu, out, rows.first * c, rows.count * c);
@@ -238,20 +284,20 @@ export async function embeddingForward(
       const params = gpu.uniform(uniforms({
         n: ["u32", rows.count],
         t: ["u32", t],
-        c: ["u32", c],
+        c: ["u32", c / shape.width],
         v: ["u32", v],
         rowOffset: ["u32", rows.first],
-        outOffset: ["u32", y.elementOffset],
+        outOffset: ["u32", y.elementOffset / shape.width],
         vocabStart: ["u32", vocab.first],
         vocabEnd: ["u32", vocab.first + vocab.count],
-        wteOffset: ["u32", w.elementOffset],
+        wteOffset: ["u32", w.elementOffset / shape.width],
         nanBits: ["u32", 0x7fc00000],
       }));
       await gpu.run(
         embeddingForwardKernel,
-        { workgroupSize: WORKGROUP_SIZE },
+        shape.constants,
         [y.binding, head(tokens, n), w.binding, head(wpe, maxT * c), params],
-        grid2d(Math.ceil(rows.count * c / WORKGROUP_SIZE)),
+        shape.grid(rows.count),
       );
     }
   }
@@ -289,20 +335,22 @@ export async function embeddingBackward(
   assertFits("dwpe", dwpe, maxT * c);
   assertFits("dout", dout, n * c);
 
+  const shape = layout(gpu, c);
+  const { width } = shape;
   // dwpe: parts of whole batch rows, so each part adds its b's in order after the previous part.
   for (const batches of rowParts(gpu, b, t * c)) {
     const g = bufferWindow(gpu, dout, batches.first * t * c, batches.count * t * c);
     const params = gpu.uniform(uniforms({
       batches: ["u32", batches.count],
       t: ["u32", t],
-      c: ["u32", c],
-      doutOffset: ["u32", g.elementOffset],
+      c: ["u32", c / width],
+      doutOffset: ["u32", g.elementOffset / width],
     }));
     await gpu.run(
       embeddingBackwardPositionKernel,
-      { workgroupSize: WORKGROUP_SIZE },
+      { workgroupSize: GPU_WORKGROUP, width, invocationPerRow: 0 },
       [head(dwpe, t * c), g.binding, params],
-      grid2d(Math.ceil(t * c / WORKGROUP_SIZE)),
+      grid2d(Math.ceil(t * c / width / GPU_WORKGROUP)),
     );
   }
 
@@ -320,16 +368,16 @@ export async function embeddingBackward(
       const params = gpu.uniform(uniforms({
         groupStart: ["u32", groupStart],
         groupCount: ["u32", groupCount],
-        c: ["u32", c],
+        c: ["u32", c / width],
         vocabStart: ["u32", vocab.first],
-        dwteOffset: ["u32", w.elementOffset],
-        doutOffset: ["u32", g.elementOffset],
+        dwteOffset: ["u32", w.elementOffset / width],
+        doutOffset: ["u32", g.elementOffset / width],
       }));
       await gpu.run(
         embeddingBackwardTokenKernel,
-        { workgroupSize: WORKGROUP_SIZE },
+        shape.constants,
         [w.binding, g.binding, ...csr, params],
-        grid2d(Math.ceil(groupCount * c / WORKGROUP_SIZE)),
+        shape.grid(groupCount),
       );
     }
     for (const buffer of csr) gpu.release(buffer);

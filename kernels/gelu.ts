@@ -12,115 +12,66 @@
  */
 
 import type { Gpu, Kernel } from "./device.ts";
-import { runElementwise } from "./_parts.ts";
+import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** √(2/π), the tanh approximation's scale. */
 const GELU_SCALE = Math.sqrt(2 / Math.PI);
 const GELU_CUBIC = 0.044715;
 
-/** Compile-time constants of the GELU kernels. */
-export interface GeluConstants extends Record<string, number> {
-  /** Invocations per workgroup. */
-  workgroupSize: number;
-}
-
-const WORKGROUP_SIZE = 256;
-
 // 0.5 · (1 + tanh(u)) is computed as the logistic sigmoid of 2u: in float32 tanh(u) rounds to
 // -1 for u below about -9, and 1 + tanh(u) would cancel to 0 where the gradient is still ~1e-6.
 // Clamping 2u to ±80 keeps exp finite; the sigmoid is then below 1e-34 or 1 to float32.
 /**
- * WGSL of GPT-2's tanh GELU, `gelu(x)`, and its derivative, `geluGrad(x)`; the matmul's GELU
- * epilogue uses it too. `(1 + tanh u) / 2` is computed as the logistic sigmoid of 2u, clamped so
+ * WGSL of GPT-2's tanh GELU, `gelu(x)`, and its derivative, `geluGrad(x)`, for `x` of type `T`
+ * (`f32` or `vec4f`). `(1 + tanh u) / 2` is computed as the logistic sigmoid of 2u, clamped so
  * that `exp` stays finite.
  */
-export const GELU_WGSL = /* wgsl */ `
+export function geluWgsl(T: string): string {
+  return /* wgsl */ `
 const SCALE = ${GELU_SCALE};
 const CUBIC = ${GELU_CUBIC};
-fn halfOnePlusTanh(x: f32) -> f32 {
-  let u2 = clamp(2.0 * SCALE * (x + CUBIC * x * x * x), -80.0, 80.0);
+fn halfOnePlusTanh(x: ${T}) -> ${T} {
+  let u2 = clamp(2.0 * SCALE * (x + CUBIC * x * x * x), ${T}(-80.0), ${T}(80.0));
   return 1.0 / (1.0 + exp(-u2));
 }
-fn gelu(x: f32) -> f32 { return x * halfOnePlusTanh(x); }
+fn gelu(x: ${T}) -> ${T} { return x * halfOnePlusTanh(x); }
 // d/dx [x · s(x)] with s = (1 + tanh u) / 2 and ds/du = (1 - tanh² u) / 2 = 2s(1 - s).
-fn geluGrad(x: f32) -> f32 {
+fn geluGrad(x: ${T}) -> ${T} {
   let s = halfOnePlusTanh(x);
   return s + 2.0 * x * s * (1.0 - s) * SCALE * (1.0 + 3.0 * CUBIC * x * x);
 }`;
-
-const INDEX = "let i = (wid.x + wid.y * groups.x) * WG + lid;";
-
-/** WGSL of the forward, one element per invocation. */
-export const geluForwardKernel: Kernel<GeluConstants> = {
-  name: "gelu_forward",
-  bindings: ["write", "read", "uniform"],
-  wgsl: ({ workgroupSize }) => /* wgsl */ `
-struct Params { n: u32, outOffset: u32, inOffset: u32 }
-const WG = ${workgroupSize}u;
-${GELU_WGSL}
-
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<uniform> params: Params;
-
-@compute @workgroup_size(${workgroupSize})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${INDEX}
-  if (i >= params.n) { return; }
-  out[params.outOffset + i] = gelu(inp[params.inOffset + i]);
 }
-`,
-};
+
+/** {@linkcode geluWgsl} for `f32`; the matmul's GELU epilogue uses it. */
+export const GELU_WGSL: string = geluWgsl("f32");
+
+/** WGSL of the forward, `out = gelu(inp)`. */
+export const geluForwardKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
+  "gelu_forward",
+  [{ name: "out", access: "write" }, { name: "inp", access: "read" }],
+  (at) => `${at("out")} = gelu(${at("inp")});`,
+  geluWgsl,
+);
 
 /** WGSL of the backward into a separate `dinp`. */
-export const geluBackwardKernel: Kernel<GeluConstants> = {
-  name: "gelu_backward",
-  bindings: ["write", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize }) => /* wgsl */ `
-struct Params { n: u32, dinpOffset: u32, inOffset: u32, doutOffset: u32 }
-const WG = ${workgroupSize}u;
-${GELU_WGSL}
-
-@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-@compute @workgroup_size(${workgroupSize})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${INDEX}
-  if (i >= params.n) { return; }
-  dinp[params.dinpOffset + i] = geluGrad(inp[params.inOffset + i]) * dout[params.doutOffset + i];
-}
-`,
-};
+export const geluBackwardKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
+  "gelu_backward",
+  [{ name: "dinp", access: "write" }, { name: "inp", access: "read" }, {
+    name: "dout",
+    access: "read",
+  }],
+  (at) => `${at("dinp")} = geluGrad(${at("inp")}) * ${at("dout")};`,
+  geluWgsl,
+);
 
 /** WGSL of the backward in place: `grad` holds `dout` on entry and `dinp` on exit. */
-export const geluBackwardInPlaceKernel: Kernel<GeluConstants> = {
-  name: "gelu_backward_in_place",
-  bindings: ["write", "read", "uniform"],
-  wgsl: ({ workgroupSize }) => /* wgsl */ `
-struct Params { n: u32, gradOffset: u32, inOffset: u32 }
-const WG = ${workgroupSize}u;
-${GELU_WGSL}
-
-@group(0) @binding(0) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<uniform> params: Params;
-
-@compute @workgroup_size(${workgroupSize})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${INDEX}
-  if (i >= params.n) { return; }
-  let g = params.gradOffset + i;
-  grad[g] = geluGrad(inp[params.inOffset + i]) * grad[g];
-}
-`,
-};
+export const geluBackwardInPlaceKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
+  "gelu_backward_in_place",
+  [{ name: "grad", access: "write" }, { name: "inp", access: "read" }],
+  (at) => `${at("grad")} = geluGrad(${at("inp")}) * ${at("grad")};`,
+  geluWgsl,
+);
 
 /**
  * Records `out = gelu(inp)` over `n` elements.
@@ -134,7 +85,7 @@ export async function geluForward(
   inp: GPUBuffer,
   n: number,
 ): Promise<void> {
-  await runElementwise(gpu, geluForwardKernel, { out, inp }, n, WORKGROUP_SIZE);
+  await runElementwise(gpu, geluForwardKernel, { out, inp }, n);
 }
 
 /**
@@ -153,9 +104,9 @@ export async function geluBackward(
   n: number,
 ): Promise<void> {
   if (dinp === dout) {
-    await runElementwise(gpu, geluBackwardInPlaceKernel, { dinp, inp }, n, WORKGROUP_SIZE);
+    await runElementwise(gpu, geluBackwardInPlaceKernel, { grad: dinp, inp }, n);
   } else {
-    await runElementwise(gpu, geluBackwardKernel, { dinp, inp, dout }, n, WORKGROUP_SIZE);
+    await runElementwise(gpu, geluBackwardKernel, { dinp, inp, dout }, n);
   }
 }
 

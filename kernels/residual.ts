@@ -12,62 +12,25 @@
  */
 
 import type { Gpu, Kernel } from "./device.ts";
-import { runElementwise } from "./_parts.ts";
+import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
-/** Compile-time constants of the residual kernels. */
-export interface ResidualConstants extends Record<string, number> {
-  /** Invocations per workgroup. */
-  workgroupSize: number;
-}
-
-const WORKGROUP_SIZE = 256;
-
-/** WGSL of the forward, one element per invocation. */
-export const residualForwardKernel: Kernel<ResidualConstants> = {
-  name: "residual_forward",
-  bindings: ["write", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
-struct Params { n: u32, outOffset: u32, aOffset: u32, bOffset: u32 }
-
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
-  if (i >= params.n) { return; }
-  out[params.outOffset + i] = a[params.aOffset + i] + b[params.bOffset + i];
-}
-`,
-};
+/** WGSL of the forward, `out = a + b`. */
+export const residualForwardKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
+  "residual_forward",
+  [{ name: "out", access: "write" }, { name: "a", access: "read" }, { name: "b", access: "read" }],
+  (at) => `${at("out")} = ${at("a")} + ${at("b")};`,
+);
 
 /** WGSL of the backward: `da += dout; db += dout`. */
-export const residualBackwardKernel: Kernel<ResidualConstants> = {
-  name: "residual_backward",
-  bindings: ["write", "write", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg }) => /* wgsl */ `
-struct Params { n: u32, daOffset: u32, dbOffset: u32, doutOffset: u32 }
-
-@group(0) @binding(0) var<storage, read_write> da: array<f32>;
-@group(0) @binding(1) var<storage, read_write> db: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
-  if (i >= params.n) { return; }
-  let g = dout[params.doutOffset + i];
-  da[params.daOffset + i] += g;
-  db[params.dbOffset + i] += g;
-}
-`,
-};
+export const residualBackwardKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
+  "residual_backward",
+  [{ name: "da", access: "write" }, { name: "db", access: "write" }, {
+    name: "dout",
+    access: "read",
+  }],
+  (at) => `let g = ${at("dout")}; ${at("da")} += g; ${at("db")} += g;`,
+);
 
 /**
  * Records `out = a + b` over `n` elements (WRITTEN).
@@ -83,7 +46,7 @@ export async function residualForward(
   b: GPUBuffer,
   n: number,
 ): Promise<void> {
-  await runElementwise(gpu, residualForwardKernel, { out, a, b }, n, WORKGROUP_SIZE);
+  await runElementwise(gpu, residualForwardKernel, { out, a, b }, n);
 }
 
 /**
@@ -106,7 +69,7 @@ export async function residualBackward(
         "one buffer, call it with a scratch buffer for db.",
     );
   }
-  await runElementwise(gpu, residualBackwardKernel, { da, db, dout }, n, WORKGROUP_SIZE);
+  await runElementwise(gpu, residualBackwardKernel, { da, db, dout }, n);
 }
 
 /** CPU reference of {@linkcode residualForward}: WRITES `out = a + b`. */

@@ -17,13 +17,55 @@ let shared: Promise<Gpu> | null = null;
 export function testGpu(): Promise<Gpu> {
   return shared ??= acquireGpu().then((gpu) => {
     const asGpu = Deno.env.get("TEST_KERNEL_SHAPES") === "gpu" && gpu.adapter.isCpu;
-    const view = asGpu ? new Gpu(gpu.device, { ...gpu.adapter, isCpu: false }) : gpu;
+    const view = asGpu
+      ? new Gpu(gpu.device, { ...gpu.adapter, isCpu: false }, gpu.maxBinding)
+      : gpu;
+    const capped = gpu.maxBinding < gpu.device.limits.maxStorageBufferBindingSize;
     console.log(
       `GPU tests run on ${gpu.adapter.name}` +
-        (asGpu ? " (kernels shaped as for a hardware GPU)" : ""),
+        (asGpu ? " (kernels shaped as for a hardware GPU)" : "") +
+        (capped ? ` (binding limit capped at ${gpu.maxBinding} bytes)` : ""),
     );
     return view;
   });
+}
+
+const limited = new Map<number, Promise<Gpu>>();
+
+/**
+ * The shared test GPU seen through a binding limit of `bytes` (kernels shaped as for
+ * {@linkcode testGpu}): every launcher then splits its work as on an adapter with that limit, so
+ * the split paths are tested with small tensors whatever the adapter's own limit.
+ */
+export function testGpuWithBindingLimit(bytes: number): Promise<Gpu> {
+  let view = limited.get(bytes);
+  if (!view) {
+    view = testGpu().then((gpu) => new Gpu(gpu.device, gpu.adapter, bytes));
+    limited.set(bytes, view);
+  }
+  return view;
+}
+
+/**
+ * Runs `work` and returns how many dispatches of each kernel (by name) it recorded on `gpu`:
+ * tests assert with it that a launcher really split its work.
+ */
+export async function countDispatches(
+  gpu: Gpu,
+  work: () => Promise<void>,
+): Promise<Map<string, number>> {
+  const counts = new Map<string, number>();
+  const original = gpu.dispatch;
+  gpu.dispatch = function (name, ...rest) {
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+    return original.call(this, name, ...rest);
+  };
+  try {
+    await work();
+  } finally {
+    gpu.dispatch = original;
+  }
+  return counts;
 }
 
 /** A deterministic source of uniform numbers in [0, 1) for test data. */

@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { countedPositions, crossEntropy, crossEntropyCpu } from "../../kernels/cross_entropy.ts";
 import { assertGradientMatches } from "../_finite_diff.ts";
-import { assertClose, randomArray, seededRandom, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  seededRandom,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 /** Logits of spread ±8, with one row dominated by a huge value (a naive softmax overflows). */
 function makeLogits(n: number, v: number, seed: number): Float32Array {
@@ -18,38 +25,46 @@ function makeTargets(n: number, v: number, seed: number): Int32Array {
   return targets;
 }
 
-const N = 3 * 37, V = 1000;
+const N = 3 * 37;
 
-for (const mode of ["separate", "in place", "loss only"] as const) {
-  for (const masked of [false, true]) {
-    Deno.test(
-      `crossEntropy() matches its CPU reference (${mode}${masked ? ", with a mask" : ""})`,
-      async () => {
-        const gpu = await testGpu();
-        const logits = makeLogits(N, V, 1), targets = makeTargets(N, V, 2);
-        // The first 40 positions are a "prompt" that does not count.
-        const mask = masked ? Uint32Array.from({ length: N }, (_, i) => i < 40 ? 0 : 1) : null;
-        const scale = 1 / countedPositions(targets, mask);
-        const losses = new Float32Array(N), dlogits = new Float32Array(N * V);
-        crossEntropyCpu(losses, dlogits, logits, targets, mask, scale, N, V);
-
-        const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
-        const maskBuf = mask ? gpu.upload(mask) : null, lossesBuf = gpu.acquire(N * 4);
-        const dBuf = mode === "separate"
-          ? gpu.upload(randomArray(N * V, 3))
-          : mode === "in place"
-          ? logitsBuf
-          : null;
-        await crossEntropy(gpu, lossesBuf, dBuf, logitsBuf, targetsBuf, maskBuf, scale, N, V);
-        assertClose(await gpu.readF32(lossesBuf, N), losses, { atol: 2e-5, rtol: 1e-5 });
-        if (dBuf) assertClose(await gpu.readF32(dBuf, N * V), dlogits, { atol: 1e-8, rtol: 1e-4 });
-        else assertClose(await gpu.readF32(logitsBuf, N * V), logits, { atol: 0, rtol: 0 });
-        for (const b of [logitsBuf, targetsBuf, lossesBuf, maskBuf, dBuf]) {
-          if (b && b !== logitsBuf) gpu.release(b);
-        }
-        gpu.release(logitsBuf);
-      },
-    );
+// V = 1000 is read as vec4s, V = 997 as floats; each with a row per invocation (the CPU
+// adapter's layout) and per workgroup (a GPU's).
+for (const V of [1000, 997]) {
+  for (const mode of ["separate", "in place", "loss only"] as const) {
+    for (const masked of [false, true]) {
+      Deno.test(
+        `crossEntropy() matches its CPU reference (V=${V}, ${mode}${masked ? ", masked" : ""})`,
+        async () => {
+          const gpu = await testGpu();
+          const logits = makeLogits(N, V, 1), targets = makeTargets(N, V, 2);
+          // The first 40 positions are a "prompt" that does not count.
+          const mask = masked ? Uint32Array.from({ length: N }, (_, i) => i < 40 ? 0 : 1) : null;
+          const scale = 1 / countedPositions(targets, mask);
+          const losses = new Float32Array(N), dlogits = new Float32Array(N * V);
+          crossEntropyCpu(losses, dlogits, logits, targets, mask, scale, N, V);
+          for (const perRow of ["invocation", "workgroup"] as const) {
+            const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
+            const maskBuf = mask ? gpu.upload(mask) : null, lossesBuf = gpu.acquire(N * 4);
+            const dBuf = mode === "separate"
+              ? gpu.upload(randomArray(N * V, 3))
+              : mode === "in place"
+              ? logitsBuf
+              : null;
+            await crossEntropy(gpu, lossesBuf, dBuf, logitsBuf, targetsBuf, maskBuf, scale, N, V, {
+              perRow,
+            });
+            assertClose(await gpu.readF32(lossesBuf, N), losses, { atol: 2e-5, rtol: 1e-5 });
+            if (dBuf) {
+              assertClose(await gpu.readF32(dBuf, N * V), dlogits, { atol: 1e-8, rtol: 1e-4 });
+            } else assertClose(await gpu.readF32(logitsBuf, N * V), logits, { atol: 0, rtol: 0 });
+            for (const b of [logitsBuf, targetsBuf, lossesBuf, maskBuf, dBuf]) {
+              if (b && b !== logitsBuf) gpu.release(b);
+            }
+            gpu.release(logitsBuf);
+          }
+        },
+      );
+    }
   }
 }
 
@@ -82,26 +97,29 @@ Deno.test("crossEntropy() backward matches finite differences of the masked mean
   assertGradientMatches(dlogits, meanLoss, logits);
 });
 
-Deno.test("crossEntropy() handles logits over the 128 MiB binding limit in row parts", async () => {
-  const gpu = await testGpu();
-  // 700 × 50257 floats = 140.7 MB: two parts of rows (667 rows fit one binding).
-  const n = 700, v = 50257;
-  const logits = new Float32Array(n * v);
-  const random = seededRandom(6);
-  for (let i = 0; i < logits.length; i++) logits[i] = random() * 16 - 8;
-  const targets = makeTargets(n, v, 7);
-  const scale = 1 / countedPositions(targets);
-  const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
-  const lossesBuf = gpu.acquire(n * 4);
-  await crossEntropy(gpu, lossesBuf, logitsBuf, logitsBuf, targetsBuf, null, scale, n, v);
-  const gotLosses = await gpu.readF32(lossesBuf, n);
-  // Rows on both sides of the part boundary, and the first and last.
-  for (const row of [0, 1, 665, 666, 667, 668, n - 1]) {
-    const loss = new Float32Array(1), dlogits = new Float32Array(v);
-    const rowLogits = logits.subarray(row * v, (row + 1) * v);
-    crossEntropyCpu(loss, dlogits, rowLogits, targets.subarray(row, row + 1), null, scale, 1, v);
-    assertClose(gotLosses.subarray(row, row + 1), loss, { atol: 2e-5, rtol: 1e-5 });
-    assertClose(await gpu.readF32(logitsBuf, v, row * v), dlogits, { atol: 1e-9, rtol: 1e-4 });
-  }
-  for (const b of [logitsBuf, targetsBuf, lossesBuf]) gpu.release(b);
-});
+for (const v of [1000, 997]) {
+  Deno.test(`crossEntropy() splits V=${v} logits over a 64 KiB binding limit in row parts`, async () => {
+    const gpu = await testGpuWithBindingLimit(65536);
+    // 111 rows of about 4 KB: 16 rows a binding, so 7 parts.
+    const n = 111;
+    const logits = makeLogits(n, v, 6), targets = makeTargets(n, v, 7);
+    const scale = 1 / countedPositions(targets);
+    const losses = new Float32Array(n), dlogits = new Float32Array(n * v);
+    crossEntropyCpu(losses, dlogits, logits, targets, null, scale, n, v);
+    for (const perRow of ["invocation", "workgroup"] as const) {
+      const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
+      const lossesBuf = gpu.acquire(n * 4);
+      const counts = await countDispatches(
+        gpu,
+        () =>
+          crossEntropy(gpu, lossesBuf, logitsBuf, logitsBuf, targetsBuf, null, scale, n, v, {
+            perRow,
+          }),
+      );
+      assert.equal(counts.get("cross_entropy_in_place"), 7);
+      assertClose(await gpu.readF32(lossesBuf, n), losses, { atol: 2e-5, rtol: 1e-5 });
+      assertClose(await gpu.readF32(logitsBuf, n * v), dlogits, { atol: 1e-8, rtol: 1e-4 });
+      for (const b of [logitsBuf, targetsBuf, lossesBuf]) gpu.release(b);
+    }
+  });
+}

@@ -1,6 +1,13 @@
 import { geluBackward, geluBackwardCpu, geluForward, geluForwardCpu } from "../../kernels/gelu.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import assert from "node:assert/strict";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 /** Values over [-6, 6), plus extremes where a naive tanh overflows. */
 function geluInput(n: number, seed: number): Float32Array {
@@ -10,8 +17,9 @@ function geluInput(n: number, seed: number): Float32Array {
   return x;
 }
 
-// B*T*4C = 3*37*192 (the MLP hidden of C=48), a single element, and a non-multiple of 256.
-for (const n of [3 * 37 * 192, 1, 1000]) {
+// B*T*4C = 3*37*192 (the MLP hidden of C=48), a single element, a non-multiple of 256, and a
+// tail of 3 floats after the vec4s.
+for (const n of [3 * 37 * 192, 1, 1000, 1027]) {
   Deno.test(`geluForward() matches its CPU reference for n=${n}`, async () => {
     const gpu = await testGpu();
     const inp = geluInput(n, 1);
@@ -52,4 +60,23 @@ Deno.test("geluBackward() matches finite differences", () => {
   const dinp = new Float64Array(n);
   geluBackwardCpu(dinp, inp, projection);
   assertGradientMatches(dinp, loss, inp);
+});
+
+Deno.test("geluForward() and geluBackward() split over a 4 KiB binding limit", async () => {
+  const gpu = await testGpuWithBindingLimit(4096);
+  const n = 3001; // 3000 floats in parts of at most 960, then a 1-float tail
+  const inp = geluInput(n, 7), dout = randomArray(n, 8);
+  const expected = new Float32Array(n), expectedGrad = new Float32Array(n);
+  geluForwardCpu(expected, inp);
+  geluBackwardCpu(expectedGrad, inp, dout);
+  const x = gpu.upload(inp), g = gpu.upload(dout), out = gpu.acquire(n * 4);
+  const counts = await countDispatches(gpu, async () => {
+    await geluForward(gpu, out, x, n);
+    await geluBackward(gpu, g, x, g, n);
+  });
+  assert.equal(counts.get("gelu_forward"), 5, "4 parts of vec4s and a tail");
+  assert.equal(counts.get("gelu_backward_in_place"), 5);
+  assertClose(await gpu.readF32(out, n), expected, { atol: 1e-6, rtol: 1e-5 });
+  assertClose(await gpu.readF32(g, n), expectedGrad, { atol: 1e-6, rtol: 1e-5 });
+  for (const b of [x, g, out]) gpu.release(b);
 });

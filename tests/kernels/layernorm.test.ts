@@ -17,19 +17,20 @@ function layernormInput(n: number, c: number, seed: number): Float32Array {
   return x;
 }
 
-// N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides).
-for (const [n, c] of [[111, 48], [1, 3], [37, 769]]) {
+// N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides),
+// C = 772 (vec4 loads over several strides).
+for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
   Deno.test(`layernormForward() matches its CPU reference for N=${n}, C=${c}`, async () => {
     const gpu = await testGpu();
     const inp = layernormInput(n, c, 1), weight = randomArray(c, 2), bias = randomArray(c, 3);
     const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
     layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
-    for (const naive of [false, true]) {
+    for (const perRow of ["invocation", "workgroup"] as const) {
       const bufs = [inp, weight, bias].map((a) => gpu.upload(a));
       const outBuf = gpu.acquire(n * c * 4), meanBuf = gpu.acquire(n * 4);
       const rstdBuf = gpu.acquire(n * 4);
       await layernormForward(gpu, outBuf, meanBuf, rstdBuf, bufs[0], bufs[1], bufs[2], n, c, {
-        naive,
+        perRow,
       });
       assertClose(await gpu.readF32(outBuf, n * c), out, { atol: 1e-5, rtol: 1e-4 });
       assertClose(await gpu.readF32(meanBuf, n), mean, { atol: 1e-5, rtol: 1e-5 });
@@ -46,14 +47,41 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769]]) {
     layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
     // Non-zero starting gradients: every output must be accumulated into, not overwritten.
     const dinp = randomArray(n * c, 8), dweight = randomArray(c, 9), dbias = randomArray(c, 10);
-    const bufs = [dinp, dweight, dbias, dout, inp, weight, mean, rstd].map((a) => gpu.upload(a));
-    const [dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB] = bufs;
-    await layernormBackward(gpu, dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB, n, c);
-    layernormBackwardCpu(dinp, dweight, dbias, dout, inp, weight, mean, rstd, n, c);
-    assertClose(await gpu.readF32(bufs[0], n * c), dinp, { atol: 1e-4, rtol: 1e-4 });
-    assertClose(await gpu.readF32(bufs[1], c), dweight, { atol: 1e-4, rtol: 1e-4 });
-    assertClose(await gpu.readF32(bufs[2], c), dbias, { atol: 1e-4, rtol: 1e-4 });
-    for (const b of bufs) gpu.release(b);
+    const expected = [dinp.slice(), dweight.slice(), dbias.slice()];
+    layernormBackwardCpu(
+      expected[0],
+      expected[1],
+      expected[2],
+      dout,
+      inp,
+      weight,
+      mean,
+      rstd,
+      n,
+      c,
+    );
+    for (const perRow of ["invocation", "workgroup"] as const) {
+      const bufs = [dinp, dweight, dbias, dout, inp, weight, mean, rstd].map((a) => gpu.upload(a));
+      const [dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB] = bufs;
+      await layernormBackward(
+        gpu,
+        dinpB,
+        dweightB,
+        dbiasB,
+        doutB,
+        inpB,
+        weightB,
+        meanB,
+        rstdB,
+        n,
+        c,
+        { perRow },
+      );
+      assertClose(await gpu.readF32(bufs[0], n * c), expected[0], { atol: 1e-4, rtol: 1e-4 });
+      assertClose(await gpu.readF32(bufs[1], c), expected[1], { atol: 1e-4, rtol: 1e-4 });
+      assertClose(await gpu.readF32(bufs[2], c), expected[2], { atol: 1e-4, rtol: 1e-4 });
+      for (const b of bufs) gpu.release(b);
+    }
   });
 }
 

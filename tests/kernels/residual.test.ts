@@ -6,10 +6,16 @@ import {
   residualForwardCpu,
 } from "../../kernels/residual.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
-// B*T*C = 3*37*48, one element, and a count just past one workgroup.
-for (const n of [3 * 37 * 48, 1, 257]) {
+// B*T*C = 3*37*48, one element, a count just past one workgroup, and a 2-float tail.
+for (const n of [3 * 37 * 48, 1, 257, 1030]) {
   Deno.test(`residualForward() matches its CPU reference for n=${n}`, async () => {
     const gpu = await testGpu();
     const a = randomArray(n, 1), b = randomArray(n, 2), expected = new Float32Array(n);
@@ -51,4 +57,24 @@ Deno.test("residualBackward() refuses the same buffer for both gradients", async
   const buffer = gpu.acquire(64);
   await assert.rejects(residualBackward(gpu, buffer, buffer, buffer, 16), /two different buffers/);
   gpu.release(buffer);
+});
+
+Deno.test("residualForward() and residualBackward() split over a 4 KiB binding limit", async () => {
+  const gpu = await testGpuWithBindingLimit(4096);
+  const n = 2002; // 2000 floats in parts of at most 960, then a 2-float tail
+  const a = randomArray(n, 9), b = randomArray(n, 10), dout = randomArray(n, 11);
+  const expected = new Float32Array(n);
+  residualForwardCpu(expected, a, b);
+  const [aBuf, bBuf, gBuf] = [a, b, dout].map((x) => gpu.upload(x)), out = gpu.acquire(n * 4);
+  const counts = await countDispatches(gpu, async () => {
+    await residualForward(gpu, out, aBuf, bBuf, n);
+    await residualBackward(gpu, aBuf, bBuf, gBuf, n);
+  });
+  assert.equal(counts.get("residual_forward"), 4, "3 parts of vec4s and a tail");
+  assert.equal(counts.get("residual_backward"), 4);
+  assertClose(await gpu.readF32(out, n), expected, { atol: 0, rtol: 0 });
+  residualBackwardCpu(a, b, dout);
+  assertClose(await gpu.readF32(aBuf, n), a, { atol: 0, rtol: 0 });
+  assertClose(await gpu.readF32(bBuf, n), b, { atol: 0, rtol: 0 });
+  for (const buffer of [aBuf, bBuf, gBuf, out]) gpu.release(buffer);
 });
