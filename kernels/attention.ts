@@ -51,6 +51,13 @@ export interface AttentionConstants extends Record<string, number> {
   lanes: number;
   /** Rows (queries, or keys for dK/dV) each invocation owns, strided by `lanes`. */
   perLane: number;
+  /**
+   * Rows of the streamed operand (keys and values; queries and output gradients for dK/dV)
+   * staged in workgroup memory per step, loaded once for the whole workgroup; 0 reads them
+   * straight from storage (on lavapipe, where workgroup memory is plain memory and a barrier
+   * costs a coroutine switch).
+   */
+  tile: number;
 }
 
 /**
@@ -66,6 +73,8 @@ export interface AttentionTiles {
   query: number;
   /** Key rows per invocation in the dK, dV kernel. */
   keyValue: number;
+  /** Rows staged in workgroup memory per step (see {@linkcode AttentionConstants}); 0 for none. */
+  tile: number;
 }
 
 /** The largest head size: q, the accumulator and friends live in registers per invocation. */
@@ -79,13 +88,41 @@ const LOG2E = Math.LOG2E;
  * lane, so each invocation owns several rows and a key (or query) row loaded once serves all of
  * them; more rows than these spilled too much to gain, and took minutes to compile.
  */
-export const CPU_TILES: AttentionTiles = { lanes: 8, forward: 4, query: 4, keyValue: 4 };
+export const CPU_TILES: AttentionTiles = {
+  lanes: 8,
+  forward: 4,
+  query: 4,
+  keyValue: 4,
+  tile: 0,
+};
 
 /**
- * Tile sizes for a real GPU: one row per invocation keeps the register count of HS=64 rows
- * reasonable, and 64 invocations share each key row through the cache.
+ * Tile sizes for a real GPU, from its limits: one row per invocation keeps the register count
+ * of HS=64 rows reasonable; 64 invocations a workgroup (fewer if the adapter allows fewer); and
+ * as many streamed rows staged in workgroup memory per step as two (HS) rows each, plus two
+ * floats, fit in `maxComputeWorkgroupStorageSize` (at most one per invocation, at least 4): at
+ * WebGPU's minimum of 16 KiB and HS=64, 31 rows, at 32 KiB 62.
  */
-export const GPU_TILES: AttentionTiles = { lanes: 64, forward: 1, query: 1, keyValue: 1 };
+export function gpuTiles(
+  limits: Pick<
+    GPUSupportedLimits,
+    | "maxComputeInvocationsPerWorkgroup"
+    | "maxComputeWorkgroupSizeX"
+    | "maxComputeWorkgroupStorageSize"
+  >,
+  headSize: number,
+): AttentionTiles {
+  const lanes = Math.max(
+    1,
+    Math.min(64, limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX),
+  );
+  const rowBytes = 2 * headSize * 4 + 2 * 4;
+  const tile = Math.max(
+    4,
+    Math.min(lanes, Math.floor(limits.maxComputeWorkgroupStorageSize / rowBytes)),
+  );
+  return { lanes, forward: 1, query: 1, keyValue: 1, tile };
+}
 
 /** Options of the fused attention launchers. */
 export interface AttentionOptions {
@@ -95,9 +132,9 @@ export interface AttentionOptions {
   bindingLimit?: number;
 }
 
-/** The tile sizes for `gpu`'s adapter. */
-export function defaultTiles(gpu: Gpu): AttentionTiles {
-  return gpu.adapter.isCpu ? CPU_TILES : GPU_TILES;
+/** The tile sizes for `gpu`'s adapter and head size `headSize`. */
+export function defaultTiles(gpu: Gpu, headSize: number): AttentionTiles {
+  return gpu.adapter.isCpu ? CPU_TILES : gpuTiles(gpu.device.limits, headSize);
 }
 
 function range(n: number): number[] {
@@ -130,7 +167,10 @@ function rowType(headSize: number) {
   };
 }
 
-function checkConstants({ headSize, lanes, perLane }: AttentionConstants): void {
+function checkConstants({ headSize, lanes, perLane, tile }: AttentionConstants): void {
+  if (!(Number.isInteger(tile) && tile >= 0)) {
+    throw new RangeError(`Attention tile=${tile} is invalid; use 0 or a positive integer.`);
+  }
   if (!(headSize >= 1 && headSize <= MAX_HEAD_SIZE && Number.isInteger(headSize))) {
     throw new RangeError(`Head size ${headSize} is not an integer in 1..${MAX_HEAD_SIZE}.`);
   }
@@ -176,16 +216,95 @@ ${unroll(perLane, (t) => `  let row${t} = min(r0 + ${t * lanes}u + lid, T - 1u);
   var buf: array<${type}, ${n}>;`;
 }
 
+/** A row streamed through the loop of {@linkcode streamRows}: `${name}_x = tensor[row's x]`. */
+interface StreamedRow {
+  name: string;
+  tensor: string;
+}
+
+/** A float per streamed row: `let ${name} = ${load(index)}`. */
+interface StreamedScalar {
+  name: string;
+  load: (index: string) => string;
+}
+
+/**
+ * WGSL of the loop `for (index = from; index < end; index++) { body }` where each step first
+ * reads row `index` of every `rows` tensor into `${name}_0..` and each scalar. With `tile` > 0
+ * the rows are staged `tile` at a time in workgroup memory, loaded once by the whole workgroup
+ * (`from` and `end` must then be uniform across it: they are, from the workgroup's first row).
+ */
+function streamRows(
+  { index, from, end, rows, scalars, body, n, lanes, tile }: {
+    index: string;
+    from: string;
+    end: string;
+    rows: StreamedRow[];
+    scalars: StreamedScalar[];
+    body: string;
+    n: number;
+    lanes: number;
+    tile: number;
+  },
+): string {
+  if (tile === 0) {
+    return `  for (var ${index} = ${from}; ${index} < ${end}; ${index}++) {
+    let rb = hb + ${index} * ${n}u;
+${rows.map((r) => unroll(n, (x) => `    let ${r.name}_${x} = ${r.tensor}[rb + ${x}u];`)).join("\n")}
+${scalars.map((c) => `    let ${c.name} = ${c.load(index)};`).join("\n")}
+${body}
+  }`;
+  }
+  return `  for (var first = ${from}; first < ${end}; first += ${tile}u) {
+    let count = min(${tile}u, ${end} - first);
+    workgroupBarrier();  // the previous tile is no longer read
+    for (var e = lid; e < count * ${n}u; e += ${lanes}u) {
+${rows.map((r) => `      tile_${r.name}[e] = ${r.tensor}[hb + first * ${n}u + e];`).join("\n")}
+    }
+    for (var e = lid; e < count; e += ${lanes}u) {
+${scalars.map((c) => `      tile_${c.name}[e] = ${c.load("(first + e)")};`).join("\n")}
+    }
+    workgroupBarrier();
+    for (var t = 0u; t < count; t++) {
+      let ${index} = first + t;
+${
+    rows.map((r) =>
+      unroll(n, (x) => `      let ${r.name}_${x} = tile_${r.name}[t * ${n}u + ${x}u];`)
+    ).join("\n")
+  }
+${scalars.map((c) => `      let ${c.name} = tile_${c.name}[t];`).join("\n")}
+${body}
+    }
+  }`;
+}
+
+/** The workgroup arrays {@linkcode streamRows} stages rows and scalars in, when `tile` > 0. */
+function tileArrays(
+  rows: StreamedRow[],
+  scalars: StreamedScalar[],
+  n: number,
+  type: string,
+  tile: number,
+): string {
+  if (tile === 0) return "";
+  return [
+    ...rows.map((r) => `var<workgroup> tile_${r.name}: array<${type}, ${tile * n}>;`),
+    ...scalars.map((c) => `var<workgroup> tile_${c.name}: array<f32, ${tile}>;`),
+  ].join("\n");
+}
+
 /** WGSL of the fused forward; see the module doc. */
 export const attentionForwardKernel: Kernel<AttentionConstants> = {
   name: "attention_forward",
   bindings: ["write", "write", "read", "read", "read", "uniform"],
   wgsl: (constants) => {
     checkConstants(constants);
-    const { headSize, lanes, perLane: R } = constants;
+    const { headSize, lanes, perLane: R, tile } = constants;
     const { n: N, type, zero, dot } = rowType(headSize);
+    const rows = [{ name: "k", tensor: "k" }, { name: "v", tensor: "v" }];
     return /* wgsl */ `
 struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+${tileArrays(rows, [], N, type, tile)}
 
 @group(0) @binding(0) var<storage, read_write> o: array<${type}>;
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>;
@@ -203,13 +322,18 @@ ${unroll(R, (t) => unroll(N, (x) => `  var a${t}_${x} = ${zero};`))}
 ${unroll(R, (t) => `  var m${t} = ${MASKED};\n  var l${t} = 0.0;`)}
   // Keys up to the workgroup's last row; later keys are skipped entirely (causal).
   let end = min(r0 + ${lanes * R}u, T);
-  for (var j = 0u; j < end; j++) {
-    let kb = hb + j * ${N}u;
-${unroll(N, (x) => `    let k_${x} = k[kb + ${x}u];`)}
-${unroll(N, (x) => `    let v_${x} = v[kb + ${x}u];`)}
 ${
-      unroll(R, (t) =>
-        `    {
+      streamRows({
+        index: "j",
+        from: "0u",
+        end: "end",
+        rows,
+        scalars: [],
+        n: N,
+        lanes,
+        tile,
+        body: unroll(R, (t) =>
+          `    {
       let s = select(${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))}, ${MASKED}, j > row${t});
       // Online softmax with one exp2: whichever of s and m is larger gets weight 1.
       let e = exp2(-abs(s - m${t}));
@@ -219,9 +343,9 @@ ${
       m${t} = max(m${t}, s);
       l${t} = l${t} * alpha + p;
 ${unroll(N, (x) => `      a${t}_${x} = a${t}_${x} * alpha + p * v_${x};`)}
-    }`)
+    }`),
+      })
     }
-  }
 ${
       unroll(R, (t) =>
         `  if (r0 + ${t * lanes}u + lid < T) {
@@ -269,10 +393,12 @@ export const attentionBackwardQueryKernel: Kernel<AttentionConstants> = {
   bindings: ["write", "read", "read", "read", "read", "read", "read", "uniform"],
   wgsl: (constants) => {
     checkConstants(constants);
-    const { headSize, lanes, perLane: R } = constants;
+    const { headSize, lanes, perLane: R, tile } = constants;
     const { n: N, type, zero, dot } = rowType(headSize);
+    const rows = [{ name: "k", tensor: "k" }, { name: "v", tensor: "v" }];
     return /* wgsl */ `
 struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+${tileArrays(rows, [], N, type, tile)}
 
 @group(0) @binding(0) var<storage, read_write> dq: array<${type}>;
 @group(0) @binding(1) var<storage, read> q: array<${type}>;
@@ -296,21 +422,26 @@ ${
     }
 ${unroll(R, (t) => unroll(N, (x) => `  var g${t}_${x} = ${zero};`))}
   let end = min(r0 + ${lanes * R}u, T);
-  for (var j = 0u; j < end; j++) {
-    let kb = hb + j * ${N}u;
-${unroll(N, (x) => `    let k_${x} = k[kb + ${x}u];`)}
-${unroll(N, (x) => `    let v_${x} = v[kb + ${x}u];`)}
 ${
-      unroll(R, (t) =>
-        `    {
+      streamRows({
+        index: "j",
+        from: "0u",
+        end: "end",
+        rows,
+        scalars: [],
+        n: N,
+        lanes,
+        tile,
+        body: unroll(R, (t) =>
+          `    {
       let s = ${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))};
       let dp = ${sumOf(N, (x) => dot(`do${t}_${x}`, `v_${x}`))};
       let p = select(exp2(s - li${t}), 0.0, j > row${t});
       let ds = p * (dp - di${t});
 ${unroll(N, (x) => `      g${t}_${x} += ds * k_${x};`)}
-    }`)
+    }`),
+      })
     }
-  }
 ${
       unroll(R, (t) =>
         `  if (r0 + ${t * lanes}u + lid < T) {
@@ -328,10 +459,16 @@ export const attentionBackwardKeyValueKernel: Kernel<AttentionConstants> = {
   bindings: ["write", "write", "read", "read", "read", "read", "read", "read", "uniform"],
   wgsl: (constants) => {
     checkConstants(constants);
-    const { headSize, lanes, perLane: R } = constants;
+    const { headSize, lanes, perLane: R, tile } = constants;
     const { n: N, type, zero, dot } = rowType(headSize);
+    const rows = [{ name: "q", tensor: "q" }, { name: "do", tensor: "dout" }];
+    const scalars = [
+      { name: "li", load: (i: string) => `lse[params.baseL + head * T + ${i}] * ${LOG2E}` },
+      { name: "di", load: (i: string) => `dsum[head * T + ${i}]` },
+    ];
     return /* wgsl */ `
 struct Params { T: u32, base: u32, baseL: u32, scale: f32, invSqrt: f32, vecs: u32 }
+${tileArrays(rows, scalars, N, type, tile)}
 
 @group(0) @binding(0) var<storage, read_write> dk: array<${type}>;
 @group(0) @binding(1) var<storage, read_write> dv: array<${type}>;
@@ -351,23 +488,26 @@ ${unroll(R, (t) => loadRow("k", `row${t}`, `k${t}`, N, " * params.scale"))}
 ${unroll(R, (t) => loadRow("v", `row${t}`, `v${t}`, N))}
 ${unroll(R, (t) => unroll(N, (x) => `  var gk${t}_${x} = ${zero};\n  var gv${t}_${x} = ${zero};`))}
   // Queries from the workgroup's first key row on; earlier queries never see these keys.
-  for (var i = r0; i < T; i++) {
-    let qb = hb + i * ${N}u;
-${unroll(N, (x) => `    let q_${x} = q[qb + ${x}u];`)}
-${unroll(N, (x) => `    let do_${x} = dout[qb + ${x}u];`)}
-    let li = lse[params.baseL + head * T + i] * ${LOG2E};
-    let di = dsum[head * T + i];
 ${
-      unroll(R, (t) =>
-        `    {
+      streamRows({
+        index: "i",
+        from: "r0",
+        end: "T",
+        rows,
+        scalars,
+        n: N,
+        lanes,
+        tile,
+        body: unroll(R, (t) =>
+          `    {
       let s = ${sumOf(N, (x) => dot(`k${t}_${x}`, `q_${x}`))};
       let dp = ${sumOf(N, (x) => dot(`v${t}_${x}`, `do_${x}`))};
       let p = select(exp2(s - li), 0.0, i < row${t});
       let ds = p * (dp - di);
 ${unroll(N, (x) => `      gv${t}_${x} += p * do_${x};\n      gk${t}_${x} += ds * q_${x};`)}
-    }`)
+    }`),
+      })
     }
-  }
 ${
       unroll(R, (t) =>
         `  if (r0 + ${t * lanes}u + lid < T) {
@@ -434,7 +574,7 @@ export async function attentionForward(
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
-  const tiles = options.tiles ?? defaultTiles(gpu);
+  const tiles = options.tiles ?? defaultTiles(gpu, HS);
   const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);
@@ -453,7 +593,7 @@ export async function attentionForward(
     const [ow, qw, kw, vw] = w.bindings;
     await gpu.run(
       attentionForwardKernel,
-      { headSize: HS, lanes: tiles.lanes, perLane: tiles.forward },
+      { headSize: HS, lanes: tiles.lanes, perLane: tiles.forward, tile: tiles.tile },
       [ow, l.binding, qw, kw, vw, params],
       [Math.ceil(T / (tiles.lanes * tiles.forward)), NH, count],
     );
@@ -487,7 +627,7 @@ export async function attentionBackward(
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
-  const tiles = options.tiles ?? defaultTiles(gpu);
+  const tiles = options.tiles ?? defaultTiles(gpu, HS);
   const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);
@@ -513,16 +653,16 @@ export async function attentionBackward(
       invSqrt: ["f32", 1 / Math.sqrt(HS)],
       vecs: ["u32", HS / width],
     }));
-    const { lanes, keyValue, query } = tiles;
+    const { lanes, keyValue, query, tile } = tiles;
     await gpu.run(
       attentionBackwardKeyValueKernel,
-      { headSize: HS, lanes, perLane: keyValue },
+      { headSize: HS, lanes, perLane: keyValue, tile },
       [dkw, dvw, qw, kw, vw, dow, l.binding, dsum, params],
       [Math.ceil(T / (lanes * keyValue)), NH, count],
     );
     await gpu.run(
       attentionBackwardQueryKernel,
-      { headSize: HS, lanes, perLane: query },
+      { headSize: HS, lanes, perLane: query, tile },
       [dqw, qw, kw, vw, dow, l.binding, dsum, params],
       [Math.ceil(T / (lanes * query)), NH, count],
     );

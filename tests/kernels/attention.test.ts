@@ -5,7 +5,7 @@ import {
   attentionForward,
   attentionForwardCpu,
   type AttentionOptions,
-  GPU_TILES,
+  gpuTiles,
 } from "../../kernels/attention.ts";
 import {
   mergeHeadsBackward,
@@ -20,7 +20,13 @@ import {
 import { attentionNaiveBackward, attentionNaiveForward } from "../../kernels/attention_naive.ts";
 import type { Gpu } from "../../kernels/device.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 interface Shape {
   B: number;
@@ -142,20 +148,46 @@ for (const shape of SHAPES) {
   });
 }
 
-Deno.test("attention kernels match the CPU with the GPU tile sizes", async () => {
-  const gpu = await testGpu();
-  const shape = { B: 2, NH: 2, T: 70, HS: 16 };
-  const ref = reference(shape, 2);
-  assertMatches(await fused(gpu, shape, ref, { tiles: GPU_TILES }), ref);
-});
+// A GPU's tiles, from its limits: this adapter's, and WebGPU's minimum of 16 KiB of workgroup
+// storage (31 staged rows at HS=64) and a small 2 KiB (staging 4 rows at HS=64, 15 at HS=16),
+// so the last tile of keys is partial; HS=6 stages rows of floats.
+for (const storage of [undefined, 16384, 2048]) {
+  // HS=64 (slow to compile here) at WebGPU's minimum storage only.
+  const shapes = storage === 16384 ? [SHAPES[1]] : [];
+  for (const shape of [{ B: 2, NH: 2, T: 70, HS: 16 }, SHAPES[3], ...shapes]) {
+    Deno.test(
+      `attention kernels match the CPU with a GPU's tiles (${
+        storage ? `${storage} B of workgroup storage` : "this adapter's limits"
+      }, ${label(shape)})`,
+      async () => {
+        const gpu = await testGpu();
+        const limits = gpu.device.limits;
+        const tiles = gpuTiles({
+          maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+          maxComputeWorkgroupSizeX: limits.maxComputeWorkgroupSizeX,
+          maxComputeWorkgroupStorageSize: storage ?? limits.maxComputeWorkgroupStorageSize,
+        }, shape.HS);
+        assert.ok(tiles.tile >= 4 && tiles.tile <= tiles.lanes);
+        const ref = reference(shape, 2);
+        assertMatches(await fused(gpu, shape, ref, { tiles }), ref);
+      },
+    );
+  }
+}
 
 Deno.test("attention kernels match the CPU when batches are split over bindings", async () => {
-  const gpu = await testGpu();
   // One batch of q is 3*37*16 floats = 7104 bytes: a 15000-byte limit makes parts of 2 batches,
   // and the second part's window starts mid-way into a 256-byte block.
+  const gpu = await testGpuWithBindingLimit(15_000);
   const shape = { B: 3, NH: 3, T: 37, HS: 16 };
   const ref = reference(shape, 3);
-  assertMatches(await fused(gpu, shape, ref, { bindingLimit: 15_000 }), ref);
+  let result: Awaited<ReturnType<typeof fused>> | undefined;
+  const counts = await countDispatches(gpu, async () => {
+    result = await fused(gpu, shape, ref);
+  });
+  assert.equal(counts.get("attention_forward"), 2);
+  assert.equal(counts.get("attention_backward_query"), 2);
+  assertMatches(result!, ref);
 });
 
 Deno.test("attentionForward() rejects a head size over 128", async () => {
