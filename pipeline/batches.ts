@@ -47,6 +47,35 @@ export function cutSequences(batch: Batch, rowLength: number, length: number): S
   return { ...batch, batch: batch.inputs.length / length, time: length };
 }
 
+/** The batches' rows one after the other: a batch of all their rows. */
+export function concatBatches(batches: readonly Batch[]): Batch {
+  if (batches.length === 1) return batches[0];
+  const join = <A extends Int32Array | Uint32Array>(arrays: A[], out: A): A => {
+    let offset = 0;
+    for (const array of arrays) {
+      out.set(array, offset);
+      offset += array.length;
+    }
+    return out;
+  };
+  const size = batches.reduce((n, b) => n + b.inputs.length, 0);
+  return {
+    inputs: join(batches.map((b) => b.inputs), new Int32Array(size)),
+    targets: join(batches.map((b) => b.targets), new Int32Array(size)),
+    mask: join(batches.map((b) => b.mask), new Uint32Array(size)),
+  };
+}
+
+/** Rows `[first, first + count)` of a batch of rows of `rowLength` positions, without a copy. */
+export function rowsOfBatch(batch: Batch, rowLength: number, first: number, count: number): Batch {
+  const [from, to] = [first * rowLength, (first + count) * rowLength];
+  return {
+    inputs: batch.inputs.subarray(from, to),
+    targets: batch.targets.subarray(from, to),
+    mask: batch.mask.subarray(from, to),
+  };
+}
+
 /** Where a {@linkcode BatchSampler} is, saved in checkpoints. */
 export interface SamplerState {
   /** Passes over the dataset completed; the shuffled order is a function of seed and epoch. */
@@ -167,11 +196,14 @@ export class BatchSampler {
   }
 
   /**
-   * The rows of the next batch (their indices in the dataset); a new epoch (and a new order)
-   * starts when too few rows are left.
+   * The rows of the next batch (their indices in the dataset): `count` rows, the batch size by
+   * default and at most it; a new epoch (and a new order) starts when too few rows are left.
    */
-  nextRows(): Uint32Array {
-    const B = this.#batchSize;
+  nextRows(count: number = this.#batchSize): Uint32Array {
+    const B = count;
+    if (B > this.#batchSize) {
+      throw new RangeError(`A sampler of batches of ${this.#batchSize} was asked for ${B} rows.`);
+    }
     if (this.#state.position + B > this.#rows.count) {
       this.#state = { epoch: this.#state.epoch + 1, position: 0 };
       this.#order = this.#orderOf(this.#state.epoch);

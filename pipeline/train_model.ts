@@ -34,11 +34,13 @@ import {
 import {
   batchOfRows,
   BatchSampler,
+  concatBatches,
   cutSequences,
+  rowsOfBatch,
   type SamplerState,
   splitRows,
 } from "./batches.ts";
-import { loadTokenizedDataset } from "./token_rows.ts";
+import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
 import { validationLosses } from "./validation_loss.ts";
 import { ProgressBar } from "./_progress.ts";
 import { fractionFlag, interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
@@ -82,7 +84,21 @@ export const TRAIN_DEFAULTS = {
   decayFraction: DEFAULT_DECAY_FRACTION,
   /** The share of the steps a sequence-length warmup lasts when only its start is given. */
   seqWarmupFraction: 0.5,
+  /** The share of each step's rows a final-phase mix takes when only its data is given. */
+  mixShare: 0.1,
+  /** The share of the steps after which a final-phase mix joins, when only its data is given. */
+  mixFrom: 0.8,
 } as const;
+
+/** A second dataset joined to the last part of training; see {@linkcode TrainModelOptions}. */
+export interface FinalMix {
+  /** A tokenized dataset folder with rows of the main data's context length. */
+  data: string;
+  /** The share of each step's rows drawn from it (0 to 1, at least one row, not all). */
+  share: number;
+  /** The share of the steps after which it joins (0 to 1). */
+  fromFraction: number;
+}
 
 /** Options of {@linkcode trainModel}. */
 export interface TrainModelOptions {
@@ -128,6 +144,14 @@ export interface TrainModelOptions {
    * kept to the end. The model always has the full context. Default none.
    */
   seqWarmup?: SequenceWarmup;
+  /**
+   * Join rows of a second tokenized dataset to the last part of training, such as instruction
+   * conversations in the last phase of pretraining: from `fromFraction` of the steps on, `share`
+   * of each step's rows come from `data` (in its own shuffled order), the rest from the main
+   * data. The model's vocabulary covers both datasets'. Validation reads the main data only.
+   * Default none.
+   */
+  finalMix?: FinalMix;
   /**
    * Stop at the end of the step during which this many seconds have passed since the run
    * started (this run, not counting one it resumes), saving a checkpoint. With `schedule: "wsd"`
@@ -227,6 +251,9 @@ interface TrainingState {
   gradAccum: number;
   valFraction: number;
   seqWarmup?: SequenceWarmup;
+  finalMix?: FinalMix;
+  /** Where the final mix's sampler is, once it has joined. */
+  mixSampler?: SamplerState;
   /** Set when a time limit moved the end of a `wsd` schedule earlier. */
   scheduleSteps?: number;
 }
@@ -236,8 +263,12 @@ function runSignature(state: Partial<TrainingState>): string {
   const warmup = state.seqWarmup
     ? ` --seq-start ${state.seqWarmup.startLength} --seq-warmup ${state.seqWarmup.untilFraction}`
     : "";
+  const mix = state.finalMix
+    ? ` --mix-data ${state.finalMix.data} --mix-share ${state.finalMix.share} --mix-from ` +
+      state.finalMix.fromFraction
+    : "";
   return `--seed ${state.seed} --batch-size ${state.batchSize} --grad-accum ` +
-    `${state.gradAccum ?? 1} --val-fraction ${state.valFraction}${warmup}`;
+    `${state.gradAccum ?? 1} --val-fraction ${state.valFraction}${warmup}${mix}`;
 }
 
 /** Trains (or resumes training) a GPT-2 model; see the module documentation. */
@@ -254,6 +285,8 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const T = dataset.meta.contextLength;
   // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
   const stages = sequenceStages(options.steps, T, options.seqWarmup);
+  const mix = options.finalMix ? await loadMix(options.finalMix, T) : null;
+  const vocabSize = Math.max(dataset.meta.vocabSize, mix?.meta.vocabSize ?? 0);
   const checkpoint = `${options.out}/checkpoint.safetensors`;
   await Deno.mkdir(options.out, { recursive: true });
   const wanted: TrainingState = {
@@ -263,11 +296,13 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     gradAccum,
     valFraction,
     seqWarmup: options.seqWarmup,
+    finalMix: options.finalMix,
   };
 
   const resumable = (options.resume ?? true) &&
     (await Deno.stat(checkpoint).then(() => true, () => false));
   let model: GPT2, step = 0, samplerState: SamplerState | undefined;
+  let mixState: SamplerState | undefined;
   let scheduleSteps = options.steps;
   let moments: Map<string, { data: Float32Array }> | null = null;
   if (resumable) {
@@ -277,6 +312,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     moments = loaded.tensors;
     const saved = (loaded.training ?? {}) as Partial<TrainingState>;
     samplerState = saved.sampler;
+    mixState = saved.mixSampler;
     scheduleSteps = saved.scheduleSteps ?? scheduleSteps;
     // Checkpoints from before gradient accumulation and the warmup existed ran without them.
     const was = { ...wanted, ...saved, gradAccum: saved.gradAccum ?? 1 };
@@ -287,11 +323,11 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
           "or --fresh to start over.",
       );
     }
-    if (model.config.vocabSize < dataset.meta.vocabSize) {
+    if (model.config.vocabSize < vocabSize) {
       model.dispose();
       throw new Error(
         `${checkpoint} has a vocabulary of ${model.config.vocabSize} but the data has ` +
-          `${dataset.meta.vocabSize}; use another --out to start a new run.`,
+          `${vocabSize}; use another --out to start a new run.`,
       );
     }
     const asked = { nLayer: options.nLayer, nHead: options.nHead, nEmbd: options.nEmbd };
@@ -305,10 +341,10 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       }
     }
   } else if (options.initFrom) {
-    model = await modelFrom(gpu, options.initFrom, T, dataset.meta.vocabSize);
+    model = await modelFrom(gpu, options.initFrom, T, vocabSize);
   } else {
     model = GPT2.init(gpu, {
-      vocabSize: dataset.meta.vocabSize,
+      vocabSize,
       contextLength: T,
       nLayer: options.nLayer ?? D.nLayer,
       nHead: options.nHead ?? D.nHead,
@@ -326,6 +362,9 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   // of a step are the same whatever the split, so accumulation changes no batch's contents.
   const sampler = new BatchSampler(dataset, batchSize * gradAccum, seed, samplerState, split.train);
   const tokensPerStep = gradAccum * batchSize * T;
+  const mixRows = mix ? mixRowsPerStep(options.finalMix!.share, batchSize * gradAccum) : 0;
+  const mixSampler = mix ? new BatchSampler(mix, mixRows, seed, mixState) : null;
+  const mixFrom = Math.floor((options.finalMix?.fromFraction ?? 1) * options.steps);
   const schedule = {
     maxLr: options.lr ?? D.lr,
     warmupSteps: options.warmupSteps ?? Math.min(200, Math.ceil(options.steps / 10)),
@@ -353,6 +392,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       training: {
         ...wanted,
         sampler: sampler.state,
+        ...(mixSampler ? { mixSampler: mixSampler.state } : {}),
         ...(scheduleSteps !== options.steps ? { scheduleSteps } : {}),
       },
     }, optimizer);
@@ -395,9 +435,13 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
       const started = performance.now();
       fitScheduleToTimeLimit();
       const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
-      const rows = sampler.nextRows(); // gradAccum · batchSize rows
+      const mixing = mixSampler !== null && step >= mixFrom;
+      const rows = concatBatches([ // (gradAccum · batchSize, T)
+        batchOfRows(dataset, sampler.nextRows(batchSize * gradAccum - (mixing ? mixRows : 0))),
+        ...(mixing ? [batchOfRows(mix!, mixSampler.nextRows())] : []),
+      ]);
       const microBatches = Array.from({ length: gradAccum }, (_, i) => {
-        const batch = batchOfRows(dataset, rows.subarray(i * batchSize, (i + 1) * batchSize));
+        const batch = rowsOfBatch(rows, T, i * batchSize, batchSize);
         return cutSequences(batch, T, seqLength); // (batchSize · T/seqLength, seqLength)
       });
       const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
@@ -487,6 +531,29 @@ async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): 
   );
 }
 
+/** Loads a final-phase mix's rows, which must have the main data's context length. */
+async function loadMix(mix: FinalMix, T: number): Promise<TokenizedDataset> {
+  const dataset = await loadTokenizedDataset(mix.data);
+  if (dataset.meta.contextLength !== T) {
+    throw new Error(
+      `The mix ${mix.data} has rows of ${dataset.meta.contextLength} tokens but the data has ` +
+        `${T}; tokenize it with --context ${T}.`,
+    );
+  }
+  return dataset;
+}
+
+/** A mix's rows per step: its share of the step's rows, at least one, and not all of them. */
+function mixRowsPerStep(share: number, rowsPerStep: number): number {
+  if (rowsPerStep < 2 || !(share > 0 && share < 1)) {
+    throw new RangeError(
+      `A mix needs a share between 0 and 1 (got ${share}) of at least 2 rows per step ` +
+        `(got ${rowsPerStep}).`,
+    );
+  }
+  return Math.min(rowsPerStep - 1, Math.max(1, Math.round(share * rowsPerStep)));
+}
+
 /** Keeps the records of steps up to `step`: those after the checkpoint are trained again. */
 async function truncateLog(path: string, step: number): Promise<void> {
   const text = await Deno.readTextFile(path).catch(() => null);
@@ -510,6 +577,8 @@ export type RunValueFlag =
   | "schedule"
   | "decay-fraction"
   | "seq-warmup"
+  | "mix-share"
+  | "mix-from"
   | "checkpoint-every"
   | "val-fraction"
   | "seed";
@@ -519,7 +588,7 @@ export function runFlags(
   defaults: { steps: string; lr: string },
 ):
   & Record<RunValueFlag, ValueFlag>
-  & Record<"seq-start" | "max-seconds", OptionalFlag>
+  & Record<"seq-start" | "mix-data" | "max-seconds", OptionalFlag>
   & Record<"fresh" | "quiet" | "help", SwitchFlag> {
   const D = TRAIN_DEFAULTS;
   return {
@@ -554,6 +623,20 @@ export function runFlags(
       default: String(D.seqWarmupFraction),
       help: "with --seq-start: share of the steps before the full context is reached",
     },
+    "mix-data": {
+      type: "string",
+      help: "a tokenized dataset whose rows join the last phase of training (default none)",
+    },
+    "mix-share": {
+      type: "string",
+      default: String(D.mixShare),
+      help: "with --mix-data: share of each step's rows drawn from it",
+    },
+    "mix-from": {
+      type: "string",
+      default: String(D.mixFrom),
+      help: "with --mix-data: share of the steps after which it joins",
+    },
     "max-seconds": {
       type: "string",
       help: "stop after the step during which this many seconds have passed (default none)",
@@ -585,6 +668,9 @@ export function runOptions(values: {
   "decay-fraction": string;
   "seq-start"?: string;
   "seq-warmup": string;
+  "mix-data"?: string;
+  "mix-share": string;
+  "mix-from": string;
   "max-seconds"?: string;
   "checkpoint-every": string;
   "val-fraction": string;
@@ -600,6 +686,7 @@ export function runOptions(values: {
   | "schedule"
   | "decayFraction"
   | "seqWarmup"
+  | "finalMix"
   | "maxSeconds"
   | "checkpointEvery"
   | "evalEvery"
@@ -613,7 +700,7 @@ export function runOptions(values: {
     throw new Error(`--schedule must be cosine or wsd, got "${values.schedule}".`);
   }
   const seqStart = values["seq-start"];
-  const maxSeconds = values["max-seconds"];
+  const maxSeconds = values["max-seconds"], mixData = values["mix-data"];
   return {
     batchSize: intFlag("batch-size", values["batch-size"]),
     gradAccum: intFlag("grad-accum", values["grad-accum"]),
@@ -624,6 +711,11 @@ export function runOptions(values: {
     seqWarmup: seqStart === undefined ? undefined : {
       startLength: intFlag("seq-start", seqStart),
       untilFraction: fractionFlag("seq-warmup", values["seq-warmup"]),
+    },
+    finalMix: mixData === undefined ? undefined : {
+      data: mixData,
+      share: fractionFlag("mix-share", values["mix-share"]),
+      fromFraction: fractionFlag("mix-from", values["mix-from"]),
     },
     maxSeconds: maxSeconds === undefined ? undefined : numberFlag("max-seconds", maxSeconds),
     checkpointEvery,

@@ -4,7 +4,7 @@ import { validationLosses } from "../../pipeline/validation_loss.ts";
 import { batchOfRows } from "../../pipeline/batches.ts";
 import { Tape } from "../../nn/tape.ts";
 import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
-import { loadTokenizedDataset } from "../../pipeline/token_rows.ts";
+import { loadTokenizedDataset, TokenRowWriter } from "../../pipeline/token_rows.ts";
 import { loadCheckpoint } from "../../nn/checkpoint.ts";
 import { generateTokens } from "../../nn/generate.ts";
 import { testPretrained } from "../../pipeline/test_pretrained.ts";
@@ -313,6 +313,61 @@ Deno.test("trainModel() stops at --max-seconds, saved, and a wsd schedule still 
     assert.ok(lrs.some((lr) => lr === settings.lr), "a stable phase at the peak");
     assert.ok(lrs.at(-1)! < settings.lr / 2, `the last rate ${lrs.at(-1)} has decayed`);
     assert.ok(wsd.seconds < 3 + 1, `${wsd.seconds} s`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("trainModel() joins a second dataset's rows to the last phase, resumably", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    // 12 rows of tokens 300..319, which the main data's vocabulary of 300 lacks.
+    const writer = await TokenRowWriter.create(`${dir}/mix`, {
+      method: "chat",
+      contextLength: 16,
+      vocabSize: 320,
+      padId: 0,
+      eosId: 1,
+    });
+    await writer.write(
+      Array.from(
+        { length: 12 },
+        (_, r) => Array.from({ length: 16 }, (_, t) => 300 + (r + t) % 20),
+      ),
+    );
+    await writer.finish();
+    const run = {
+      ...settings,
+      gpu,
+      data: `${dir}/tokenized`,
+      steps: 8,
+      finalMix: { data: `${dir}/mix`, share: 0.25, fromFraction: 0.5 },
+    };
+    const whole = await trainModel({ ...run, out: `${dir}/whole` });
+    assert.equal(whole.config.vocabSize, 320, "the vocabulary covers the mix");
+    // Steps 5 to 8 each took 1 of their 4 rows from the mix, 3 from the main data.
+    const { training, model } = await loadCheckpoint(gpu, whole.checkpoint);
+    model.dispose();
+    assert.deepEqual(training?.mixSampler, { epoch: 0, position: 4 });
+    assert.equal((training?.sampler as { position: number }).position, 4 * 4 + 4 * 3);
+
+    const crashing = { ...run, out: `${dir}/split`, checkpointEvery: 3 };
+    await assert.rejects(
+      trainModel({
+        ...crashing,
+        onStep: ({ step }) => {
+          if (step === 7) throw new Error("simulated crash");
+        },
+      }),
+      /simulated crash/,
+    );
+    const resumed = await trainModel(crashing);
+    assert.deepEqual(resumed.losses, whole.losses.slice(6));
+    await assert.rejects(
+      trainModel({ ...crashing, steps: 9, finalMix: undefined }),
+      /--mix-data .*mix --mix-share 0.25 --mix-from 0.5; pass the same/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
