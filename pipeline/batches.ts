@@ -168,7 +168,7 @@ export class BatchSampler {
     if (rows.count < batchSize) {
       throw new Error(
         `The dataset has ${rows.count} rows to train on, fewer than a batch of ${batchSize}; ` +
-          "lower --batch-size or tokenize more text.",
+          "lower --batch-size (or --grad-accum) or tokenize more text.",
       );
     }
     this.#dataset = dataset;
