@@ -21,6 +21,11 @@ export interface BenchCase {
   setup: (gpu: Gpu) => Promise<BenchRun> | BenchRun;
   /** Runs to average over; slow cases on a CPU adapter want few. Default 5. */
   reps?: number;
+  /**
+   * An FMA-ceiling case (bench/fma_ceiling.ts): every later case with `flops` in the same run
+   * also reports its rate over the best ceiling measured so far.
+   */
+  ceiling?: boolean;
 }
 
 /** A set-up benchmark case. */
@@ -38,8 +43,13 @@ export interface BenchRecord {
   ms: number;
   gflops?: number;
   gbps?: number;
+  /** `gflops` over the best FMA ceiling measured earlier in the same run. */
+  ofCeiling?: number;
   adapter: string;
 }
+
+/** The best FMA-ceiling rate measured so far in this run, per device. */
+const bestCeiling = new WeakMap<Gpu, number>();
 
 /** Runs one case and returns its measurement. */
 export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> {
@@ -54,6 +64,11 @@ export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> 
     };
     if (bench.flops) record.gflops = round(bench.flops / ms / 1e6, 2);
     if (bench.bytes) record.gbps = round(bench.bytes / ms / 1e6, 2);
+    if (record.gflops !== undefined && bench.ceiling) {
+      bestCeiling.set(gpu, Math.max(bestCeiling.get(gpu) ?? 0, record.gflops));
+    } else if (record.gflops !== undefined && bestCeiling.has(gpu)) {
+      record.ofCeiling = round(record.gflops / bestCeiling.get(gpu)!, 2);
+    }
     return record;
   } finally {
     dispose();
@@ -73,8 +88,9 @@ export function formatRow(r: BenchRecord): string {
     : r.gbps !== undefined
     ? `${r.gbps.toFixed(2)} GB/s`
     : "";
+  const ofCeiling = r.ofCeiling !== undefined ? `  ${r.ofCeiling.toFixed(2)} of FMA ceiling` : "";
   return `${r.kernel.padEnd(28)} ${r.shape.padEnd(34)} ${r.ms.toFixed(3).padStart(10)} ms ` +
-    rate.padStart(16);
+    rate.padStart(16) + ofCeiling;
 }
 
 /** Header of the human table. */

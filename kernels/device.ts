@@ -19,7 +19,13 @@
  * storage buffer, a uniform buffer, or an `rgba32float` 2-D array texture to load from or store
  * to (the matmul reads its operands as texels: four floats per load on every adapter).
  */
-export type BindingKind = "read" | "write" | "uniform" | "texture" | "storage-texture";
+export type BindingKind =
+  | "read"
+  | "write"
+  | "uniform"
+  | "texture"
+  | "storage-texture"
+  | "read-storage-texture";
 
 /**
  * A compute kernel: its name, how it binds buffers, and a WGSL builder that takes only
@@ -252,6 +258,9 @@ const LAYOUT_ENTRY: Record<BindingKind, Omit<GPUBindGroupLayoutEntry, "binding" 
   texture: { texture: { sampleType: "unfilterable-float", viewDimension: "2d-array" } },
   "storage-texture": {
     storageTexture: { access: "write-only", format: "rgba32float", viewDimension: "2d-array" },
+  },
+  "read-storage-texture": {
+    storageTexture: { access: "read-only", format: "rgba32float", viewDimension: "2d-array" },
   },
 };
 

@@ -87,8 +87,8 @@ export interface MatmulOptions extends MatmulShape {
   pre?: GPUBuffer;
 }
 
-/** Compile-time constants of {@linkcode matmulKernel}. */
-export interface MatmulConstants extends Record<string, number | boolean> {
+/** The register tile, workgroup and unrolling of {@linkcode matmulKernel}. */
+export interface MatmulTile {
   /** Output rows per invocation (a multiple of 4). */
   tm: number;
   /** Output columns per invocation (a multiple of 4). */
@@ -97,6 +97,12 @@ export interface MatmulConstants extends Record<string, number | boolean> {
   wx: number;
   /** Workgroup size along rows. */
   wy: number;
+  /** Texels of the reduction (4 steps each) per trip of the main reduction loop. */
+  ku: number;
+}
+
+/** Compile-time constants of {@linkcode matmulKernel}. */
+export interface MatmulConstants extends MatmulTile, Record<string, number | boolean> {
   /** A's texture holds A stored `(K, M)`; else `(M, K)`. */
   transA: boolean;
   /** B's texture holds B stored `(N, K)`; else `(K, N)`. */
@@ -107,19 +113,100 @@ export interface MatmulConstants extends Record<string, number | boolean> {
   pre: boolean;
 }
 
-/** The default register tile and workgroup: the fastest measured at 1024³ on lavapipe. */
-export const MATMUL_TILE = { tm: 8, tn: 16, wx: 4, wy: 8 } as const;
+/**
+ * The tile on a CPU adapter (lavapipe): 16 x 16 outputs per invocation, 8 invocations (one
+ * SIMD group) per workgroup, two texels of the reduction per loop trip. See the module comment
+ * for the measurements behind it.
+ */
+export const MATMUL_TILE_CPU: MatmulTile = { tm: 16, tn: 16, wx: 4, wy: 2, ku: 2 };
+
+/**
+ * The tile on a hardware GPU: a 4 x 4 register tile (16 floats of accumulators per thread,
+ * which leaves room for occupancy), on the largest square workgroup of at most 16 x 16 that
+ * the adapter's limits allow; a 64 x 64 output tile per workgroup at 16 x 16.
+ */
+export function matmulTile(gpu: Gpu): MatmulTile {
+  if (gpu.adapter.isCpu) return MATMUL_TILE_CPU;
+  const limits = gpu.device.limits;
+  let side = 16;
+  while (
+    side > 1 &&
+    (side * side > limits.maxComputeInvocationsPerWorkgroup ||
+      side > limits.maxComputeWorkgroupSizeX || side > limits.maxComputeWorkgroupSizeY)
+  ) side /= 2;
+  return { tm: 4, tn: 4, wx: side, wy: side, ku: 1 };
+}
 
 /** The bindings of {@linkcode matmulKernel}: A and B textures, the output, then the optional ones. */
 function matmulBindings(c: MatmulConstants): BindingKind[] {
   return [
-    "texture",
-    "texture",
+    "read-storage-texture",
+    "read-storage-texture",
     "write",
     ...(c.bias ? ["read" as const] : []),
     ...(c.pre ? ["write" as const] : []),
     "uniform",
   ];
+}
+
+/**
+ * Emits the body of one trip of the reduction loop: `steps` texel steps (4·steps reduction
+ * steps) from `kb0`. All texel loads come first, then the multiply-adds, each accumulator
+ * taking all of its 4·steps updates in a row (so that a spilled accumulator is loaded and
+ * stored once per trip, not once per update).
+ */
+function reductionStep(c: MatmulConstants, steps: number, emit: (line: string) => void): void {
+  const { tm, tn, transA, transB } = c;
+  const tn4 = tn / 4;
+  const as: ((i: number, kk: number) => string)[] = [];
+  const bs: ((j4: number, kk: number) => string)[] = [];
+  for (let u = 0; u < steps; u++) {
+    emit(`    let kb${u} = kb0 + ${u}u;`);
+    // a(i, kk): element (row i, reduction step 4·kb + kk) of this block of op(A).
+    if (transA) {
+      for (let kk = 0; kk < 4; kk++) {
+        for (let i = 0; i < tm / 4; i++) {
+          emit(
+            `    let a${u}_${i}_${kk} = textureLoad(ta, vec2u(xa${i}, 4u * kb${u} + ${kk}u), la);`,
+          );
+        }
+      }
+      as.push((i, kk) => `a${u}_${i >> 2}_${kk}[${i & 3}]`);
+    } else {
+      for (let i = 0; i < tm; i++) {
+        emit(`    let a${u}_${i} = textureLoad(ta, vec2u(kb${u}, ya${i}), la);`);
+      }
+      as.push((i, kk) => `a${u}_${i}[${kk}]`);
+    }
+    // b(j4, kk): columns 4·j4 .. 4·j4+3 of reduction step 4·kb + kk of op(B), as a vec4.
+    if (transB) {
+      for (let j = 0; j < tn; j++) {
+        emit(`    let b${u}_${j} = textureLoad(tb, vec2u(kb${u}, yb${j}), lb);`);
+      }
+      bs.push((j4, kk) => {
+        const texel = (q: number) => `b${u}_${4 * j4 + q}[${kk}]`;
+        return `vec4f(${texel(0)}, ${texel(1)}, ${texel(2)}, ${texel(3)})`;
+      });
+    } else {
+      for (let kk = 0; kk < 4; kk++) {
+        for (let j = 0; j < tn4; j++) {
+          emit(
+            `    let b${u}_${j}_${kk} = textureLoad(tb, vec2u(xb${j}, 4u * kb${u} + ${kk}u), lb);`,
+          );
+        }
+      }
+      bs.push((j4, kk) => `b${u}_${j4}_${kk}`);
+    }
+  }
+  for (let i = 0; i < tm; i++) {
+    for (let j = 0; j < tn4; j++) {
+      for (let u = 0; u < steps; u++) {
+        for (let kk = 0; kk < 4; kk++) {
+          emit(`    acc${i}_${j} += ${as[u](i, kk)} * ${bs[u](j, kk)};`);
+        }
+      }
+    }
+  }
 }
 
 /**
@@ -152,46 +239,17 @@ export const matmulKernel: Kernel<MatmulConstants> = {
     for (let i = 0; i < tm; i++) {
       for (let j = 0; j < tn4; j++) emit(`  var acc${i}_${j} = vec4f(0.0);`);
     }
-    emit(`  for (var kb = 0u; kb < p.kb; kb++) {`);
-    // a(i, kk): element (row i, reduction step 4·kb + kk) of this block of op(A).
-    let a: (i: number, kk: number) => string;
-    if (transA) {
-      for (let kk = 0; kk < 4; kk++) {
-        for (let i = 0; i < tm / 4; i++) {
-          emit(`    let a${i}_${kk} = textureLoad(ta, vec2u(xa${i}, 4u * kb + ${kk}u), la, 0);`);
-        }
-      }
-      a = (i, kk) => `a${i >> 2}_${kk}[${i & 3}]`;
-    } else {
-      for (let i = 0; i < tm; i++) {
-        emit(`    let a${i} = textureLoad(ta, vec2u(kb, ya${i}), la, 0);`);
-      }
-      a = (i, kk) => `a${i}[${kk}]`;
-    }
-    // b(j4, kk): columns 4·j4 .. 4·j4+3 of reduction step 4·kb + kk of op(B), as a vec4.
-    let b: (j4: number, kk: number) => string;
-    if (transB) {
-      for (let j = 0; j < tn; j++) {
-        emit(`    let b${j} = textureLoad(tb, vec2u(kb, yb${j}), lb, 0);`);
-      }
-      b = (j4, kk) =>
-        `vec4f(b${4 * j4}[${kk}], b${4 * j4 + 1}[${kk}], b${4 * j4 + 2}[${kk}], b${
-          4 * j4 + 3
-        }[${kk}])`;
-    } else {
-      for (let kk = 0; kk < 4; kk++) {
-        for (let j = 0; j < tn4; j++) {
-          emit(`    let b${j}_${kk} = textureLoad(tb, vec2u(xb${j}, 4u * kb + ${kk}u), lb, 0);`);
-        }
-      }
-      b = (j4, kk) => `b${j4}_${kk}`;
-    }
-    for (let kk = 0; kk < 4; kk++) {
-      for (let i = 0; i < tm; i++) {
-        for (let j = 0; j < tn4; j++) emit(`    acc${i}_${j} += ${a(i, kk)} * ${b(j, kk)};`);
-      }
-    }
+    // The reduction: `ku` texel steps (4·ku reduction steps) per trip of the main loop, then
+    // the remaining texel steps one per trip.
+    emit(`  let kb_main = p.kb - p.kb % ${c.ku}u;`);
+    emit(`  for (var kb0 = 0u; kb0 < kb_main; kb0 += ${c.ku}u) {`);
+    reductionStep(c, c.ku, emit);
     emit(`  }`);
+    if (c.ku > 1) {
+      emit(`  for (var kb0 = kb_main; kb0 < p.kb; kb0++) {`);
+      reductionStep(c, 1, emit);
+      emit(`  }`);
+    }
     // Epilogue: one bounds-checked scalar store per output (N need not be a multiple of 4). It
     // is a loop over a private copy of the tile, not unrolled: lavapipe expands each storage
     // access into ~100 instructions, and an unrolled epilogue of 128 stores with bias and GELU
@@ -229,8 +287,8 @@ struct Params {
   gelu: u32,        // apply GELU in the final part
 }
 
-@group(0) @binding(0) var ta: texture_2d_array<f32>;
-@group(0) @binding(1) var tb: texture_2d_array<f32>;
+@group(0) @binding(0) var ta: texture_storage_2d_array<rgba32float, read>;
+@group(0) @binding(1) var tb: texture_storage_2d_array<rgba32float, read>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 ${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<f32>;` : ""}
 ${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<f32>;` : ""}
@@ -304,8 +362,8 @@ export interface MatmulLimits {
   maxTextureDimension?: number;
   /** Largest binding window, in bytes. Default: the device's. */
   maxBinding?: number;
-  /** The register tile and workgroup. Default {@linkcode MATMUL_TILE}. */
-  tile?: { tm: number; tn: number; wx: number; wy: number };
+  /** The register tile and workgroup. Default {@linkcode matmulTile} of the device. */
+  tile?: MatmulTile;
 }
 
 /**
@@ -348,7 +406,7 @@ export async function matmul(
         "batched outputs must not overlap.",
     );
   }
-  const tile = limits.tile ?? MATMUL_TILE;
+  const tile = limits.tile ?? matmulTile(gpu);
   const maxDim = limits.maxTextureDimension ?? gpu.device.limits.maxTextureDimension2D;
   const maxBinding = Math.min(limits.maxBinding ?? gpu.maxBinding, gpu.maxBinding);
   const maxLayers = gpu.device.limits.maxTextureArrayLayers;

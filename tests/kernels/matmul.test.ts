@@ -6,10 +6,14 @@ import {
   linearForward,
   linearForwardCpu,
   matmul,
+  MATMUL_TILE_CPU,
   matmulCpu,
   type MatmulLimits,
   type MatmulShape,
+  type MatmulTile,
+  matmulTile,
 } from "../../kernels/matmul.ts";
+import { Gpu } from "../../kernels/device.ts";
 import { matmulNaive } from "../../kernels/matmul_naive.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
 import { assertClose, randomArray, testGpu } from "../_gpu.ts";
@@ -116,18 +120,21 @@ Deno.test("matmul() splits along M, N and K when textures and bindings are limit
 
 Deno.test("matmul() handles operands and outputs larger than one binding", async () => {
   const gpu = await testGpu();
-  // The lm head's shape with a smaller M: B (45000, 768) is 138 MB, over the 128 MiB limit.
-  const N = 45_000, C = 768;
+  // The lm head's layout, scaled down under a forced 16 KiB binding limit (the same code runs
+  // for GPT-2's 154 MB wte over lavapipe's 128 MiB): B (300, 48) is 57.6 kB, staged by the pack
+  // kernel in row chunks that each fit one binding.
+  const limits = { maxBinding: 16384 };
+  const N = 300, C = 48;
   const big = randomArray(N * C, 5);
-  assert.ok(big.byteLength > gpu.maxBinding, "the test tensor must exceed the binding limit");
+  assert.ok(big.byteLength > limits.maxBinding, "the test tensor must exceed the binding limit");
   const bigBuf = gpu.upload(big);
   const x = randomArray(3 * C, 6), xBuf = gpu.upload(x);
   const logits = new Float32Array(3 * N), logitsBuf = gpu.acquire(logits.byteLength);
   matmulCpu(logits, x, big, { m: 3, n: N, k: C, transB: true });
-  await matmul(gpu, logitsBuf, xBuf, bigBuf, { m: 3, n: N, k: C, transB: true });
+  await matmul(gpu, logitsBuf, xBuf, bigBuf, { m: 3, n: N, k: C, transB: true }, limits);
   assertClose(await gpu.readF32(logitsBuf, 3 * N), logits, TOLERANCE);
-  // The wte gradient's shape: dW (45000, 768) += dlogitsᵀ (45000, 3) · x (3, 768), an output
-  // over the limit (written in row parts), from an A stored (3, 45000) that is packed.
+  // The wte gradient's shape: dW (300, 48) += dlogitsᵀ (300, 3) · x (3, 48), an output over
+  // the limit (written in row parts), from an A stored (3, 300) that is packed.
   const dlogits = randomArray(3 * N, 7), dlogitsBuf = gpu.upload(dlogits);
   matmulCpu(big, dlogits, x, { m: N, n: C, k: 3, transA: true, accumulate: true });
   await matmul(gpu, bigBuf, dlogitsBuf, xBuf, {
@@ -136,9 +143,48 @@ Deno.test("matmul() handles operands and outputs larger than one binding", async
     k: 3,
     transA: true,
     accumulate: true,
-  });
+  }, limits);
   assertClose(await gpu.readF32(bigBuf, N * C), big, TOLERANCE);
   for (const buffer of [bigBuf, xBuf, logitsBuf, dlogitsBuf]) gpu.release(buffer);
+});
+
+Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and odd tiles", async () => {
+  // Whatever tile the adapter picks, each one must be right: the reduction loop's unrolled
+  // main part and its remainder (K = 33 is 9 texels: 4 trips of 2 and 1 left; 3 trips of 3),
+  // and outputs that end inside a tile.
+  const tiles: MatmulTile[] = [
+    MATMUL_TILE_CPU,
+    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1 },
+    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3 },
+    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2 },
+  ];
+  for (const tile of tiles) {
+    for (const { transA, transB } of LAYOUTS) {
+      for (const [m, n, k] of [[67, 129, 33], [19, 20, 36], [5, 3, 2]]) {
+        await checkMatmul({ m, n, k, transA, transB }, { limits: { tile } });
+      }
+    }
+    await checkMatmul({ m: 37, n: 50, k: 45, transB: true, gelu: true }, {
+      bias: true,
+      pre: true,
+      limits: { tile },
+    });
+  }
+});
+
+Deno.test("matmulTile() picks the CPU tile on a CPU adapter and fits a GPU's workgroup limits", async () => {
+  const gpu = await testGpu();
+  const cpu = new Gpu(gpu.device, { ...gpu.adapter, isCpu: true });
+  assert.deepEqual(matmulTile(cpu), MATMUL_TILE_CPU);
+  const hardware = new Gpu(gpu.device, { ...gpu.adapter, isCpu: false });
+  const tile = matmulTile(hardware);
+  const limits = gpu.device.limits;
+  assert.ok(tile.wx * tile.wy <= limits.maxComputeInvocationsPerWorkgroup);
+  assert.ok(
+    tile.wx <= limits.maxComputeWorkgroupSizeX && tile.wy <= limits.maxComputeWorkgroupSizeY,
+  );
+  assert.equal(tile.tm % 4, 0);
+  assert.equal(tile.tn % 4, 0);
 });
 
 Deno.test("matmul() rejects gelu with accumulate, and pre without gelu", async () => {
