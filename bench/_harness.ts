@@ -103,13 +103,26 @@ export function formatHeader(adapter: string): string {
 /**
  * The command line of every benchmark entry point: measures `cases` (those whose kernel name
  * contains `--filter`) and prints a human table, or one JSON record per line with `--json`.
+ * With `--train`, runs `train` instead (the train-step benchmark; `--filter` picks configs).
  */
-export async function runBenchCli(cases: readonly BenchCase[]): Promise<void> {
+export async function runBenchCli(
+  cases: readonly BenchCase[],
+  train?: (gpu: Gpu, options: { json: boolean; filter?: string }) => Promise<void>,
+): Promise<void> {
   await runCli(async () => {
     const { values } = parseArgs({
       args: Deno.args,
-      options: { json: { type: "boolean", default: false }, filter: { type: "string" } },
+      options: {
+        json: { type: "boolean", default: false },
+        filter: { type: "string" },
+        train: { type: "boolean", default: false },
+      },
     });
+    if (values.train) {
+      if (!train) throw new Error("This benchmark has no train-step mode; run bench/main.ts.");
+      const gpu = await acquireGpu({ announce: !values.json });
+      return await train(gpu, { json: values.json, filter: values.filter });
+    }
     const chosen = cases.filter((c) => !values.filter || c.kernel.includes(values.filter));
     if (chosen.length === 0) throw new Error(`No benchmark matches --filter "${values.filter}".`);
     const gpu = await acquireGpu({ announce: !values.json });

@@ -5,14 +5,16 @@
  *     deno task bench                  # a human table
  *     deno task bench --json           # one JSON record per line
  *     deno task bench --filter matmul  # only kernels whose name contains "matmul"
+ *     deno task bench --train          # whole training steps, profiled (bench/train_step.ts)
  */
 
 import { type BenchCase, runBenchCli } from "./_harness.ts";
 import { attentionCases } from "./attention.ts";
 import { matmulCases } from "./matmul.ts";
 import { opsCases } from "./ops.ts";
+import { runTrainBench } from "./train_step.ts";
 
 /** Every benchmark case, in the order printed. */
 export const allCases: BenchCase[] = [...matmulCases, ...attentionCases, ...opsCases];
 
-if (import.meta.main) await runBenchCli(allCases);
+if (import.meta.main) await runBenchCli(allCases, runTrainBench);

@@ -14,7 +14,10 @@
  * Weight decay is decoupled and applied per range: GPT-2 decays the matrices (and embeddings)
  * but not biases and layernorm parameters, so each range says whether it decays. Parameters may
  * live in per-tensor buffers or one flat buffer (124M floats = 496 MB for GPT-2) given as
- * ranges; ranges over one binding are processed in windows ({@linkcode bufferWindow}).
+ * ranges; ranges over one binding are processed in windows ({@linkcode bufferWindow}). One
+ * launch covers a decayed range and the undecayed range right after it (the kernel decays the
+ * elements before a boundary in its uniform), so a flat buffer laid out decayed-first, as
+ * `nn/optimizer.ts` lays it out, takes one launch for the whole model.
  *
  * `params`, `m` and `v` are updated in place; `grads` is only read (zero it for the next step).
  * The fast kernel handles four floats per invocation as a `vec4<f32>`; the scalar kernel handles
@@ -36,11 +39,16 @@ export interface AdamWConstants extends Record<string, number> {
 const WORKGROUP_SIZE = 256;
 
 function adamwWgsl(type: "f32" | "vec4f", wg: number): string {
+  // Which of the invocation's floats decay: by their index within the launch.
+  const decays = type === "f32"
+    ? "i < params.decayEnd"
+    : "vec4u(i * 4u) + vec4u(0u, 1u, 2u, 3u) < vec4u(params.decayEnd)";
   return /* wgsl */ `
 struct Params {
   n: u32, pOffset: u32, mOffset: u32, vOffset: u32, gOffset: u32,
   lr: f32, beta1: f32, beta2: f32, eps: f32, weightDecay: f32,
   biasCorrection1: f32, biasCorrection2: f32, maxNorm: f32,
+  decayEnd: u32,  // floats [0, decayEnd) of this launch decay; the rest do not
 }
 
 @group(0) @binding(0) var<storage, read_write> p: array<${type}>;
@@ -65,8 +73,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let mHat = mNew * params.biasCorrection1;
   let vHat = vNew * params.biasCorrection2;
   let old = p[params.pOffset + i];
-  p[params.pOffset + i] = old -
-    params.lr * (mHat / (sqrt(vHat) + params.eps) + params.weightDecay * old);
+  let weightDecay = select(${type}(0.0), ${type}(params.weightDecay), ${decays});
+  p[params.pOffset + i] = old - params.lr * (mHat / (sqrt(vHat) + params.eps) + weightDecay * old);
 }
 `;
 }
@@ -119,7 +127,29 @@ export interface AdamWOptions {
   scalar?: boolean;
 }
 
-/** Joins neighbouring ranges with the same decay, so a flat buffer takes few launches. */
+/** A run of parameters one launch updates: the first `decayed` of them decay. */
+interface Span {
+  first: number;
+  count: number;
+  decayed: number;
+}
+
+/**
+ * Joins neighbouring ranges into spans of one launch each: ranges with the same decay, and a
+ * decayed range with the undecayed one right after it.
+ */
+function spansOf(ranges: readonly ParameterRange[]): Span[] {
+  const spans: Span[] = [];
+  for (const range of mergeRanges(ranges)) {
+    const last = spans.at(-1);
+    const joins = last && last.first + last.count === range.first && last.decayed === last.count;
+    if (joins && !range.decay) last.count += range.count;
+    else spans.push({ ...range, decayed: range.decay ? range.count : 0 });
+  }
+  return spans;
+}
+
+/** Joins neighbouring ranges with the same decay, and checks that none overlap. */
 function mergeRanges(ranges: readonly ParameterRange[]): ParameterRange[] {
   const sorted = [...ranges].filter((r) => r.count > 0).sort((a, b) => a.first - b.first);
   const merged: ParameterRange[] = [];
@@ -171,8 +201,8 @@ export async function adamwUpdate(
   if (!(hyper.step >= 1)) {
     throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
   }
-  const merged = mergeRanges(ranges);
-  const end = merged.reduce((e, r) => Math.max(e, r.first + r.count), 0);
+  const spans = spansOf(ranges);
+  const end = spans.reduce((e, r) => Math.max(e, r.first + r.count), 0);
   for (
     const [name, buffer] of [["params", params], ["m", m], ["v", v], ["grads", grads]] as const
   ) {
@@ -187,8 +217,11 @@ export async function adamwUpdate(
   const biasCorrection1 = 1 / (1 - hyper.beta1 ** hyper.step);
   const biasCorrection2 = 1 / (1 - hyper.beta2 ** hyper.step);
 
-  /** Records one kernel over `count` elements of `bytes` each from element `first`. */
-  const launch = async (first: number, count: number, decay: boolean, vec4: boolean) => {
+  /**
+   * Records one kernel over `count` elements of `bytes` each from element `first`, whose first
+   * `decayed` floats decay.
+   */
+  const launch = async (first: number, count: number, decayed: number, vec4: boolean) => {
     const bytes = vec4 ? 16 : 4;
     // Parts in multiples of 256 bytes, so every window after the first starts aligned.
     for (const part of rowParts(gpu, count, bytes / 4, 256 / bytes)) {
@@ -203,10 +236,11 @@ export async function adamwUpdate(
         vOffset: ["u32", vw.elementOffset],
         gOffset: ["u32", gw.elementOffset],
         ...common,
-        weightDecay: ["f32", decay ? hyper.weightDecay : 0],
+        weightDecay: ["f32", hyper.weightDecay],
         biasCorrection1: ["f32", biasCorrection1],
         biasCorrection2: ["f32", biasCorrection2],
         maxNorm: ["f32", clip ? hyper.maxNorm! : 0],
+        decayEnd: ["u32", Math.max(0, decayed - part.first * (bytes / 4))],
       }));
       // Without clipping the norm is not read; the gradient window stands in for its binding.
       const norm = gradNorm ? { buffer: gradNorm, offset: 0, size: 4 } : gw.binding;
@@ -219,10 +253,13 @@ export async function adamwUpdate(
     }
   };
 
-  for (const { first, count, decay } of merged) {
+  for (const { first, count, decayed } of spans) {
     const vectors = options.scalar || first % 4 !== 0 ? 0 : Math.floor(count / 4);
-    if (vectors > 0) await launch(first / 4, vectors, decay, true);
-    if (count > vectors * 4) await launch(first + vectors * 4, count - vectors * 4, decay, false);
+    if (vectors > 0) await launch(first / 4, vectors, decayed, true);
+    const rest = vectors * 4;
+    if (count > rest) {
+      await launch(first + rest, count - rest, Math.max(0, decayed - rest), false);
+    }
   }
 }
 

@@ -293,9 +293,17 @@ export class Gpu {
   #encoder: GPUCommandEncoder | null = null;
   #checks: PendingCheck[] = [];
   #kernelsThisBatch = new Set<string>();
+  #submits = 0;
   #lost: GPUDeviceLostInfo | null = null;
   readonly #lostPromise: Promise<never>;
   #timestamps: { query: GPUQuerySet; resolve: GPUBuffer } | null = null;
+  #profile: ProfileRecorder | null = null;
+  /**
+   * The phase a profile files the dispatches recorded from now on under: a new tape sets
+   * `forward`, its backward `backward`, an AdamW step `optimizer`. Only read while
+   * {@linkcode Gpu.startProfile} is on.
+   */
+  profilePhase = "";
 
   /**
    * Wraps a device; {@linkcode acquireGpu} is the usual way to get one.
@@ -418,6 +426,8 @@ export class Gpu {
         `expected ${kinds.length} bindings, got ${bindings.length}`,
       );
     }
+    const profile = this.#profile;
+    const started = profile ? performance.now() : 0;
     this.device.pushErrorScope("validation");
     const bindGroup = this.device.createBindGroup({
       label: name,
@@ -427,11 +437,20 @@ export class Gpu {
     this.#checks.push({ kernel: name, error: this.device.popErrorScope() });
     this.#kernelsThisBatch.add(name);
     // One labelled pass per dispatch: WebGPU orders passes, and errors name the kernel.
-    const pass = this.encoder.beginComputePass({ label: name });
+    const pass = this.encoder.beginComputePass({
+      label: name,
+      timestampWrites: profile?.timestampWrites(
+        this.device,
+        name,
+        this.profilePhase,
+        this.#submits,
+      ),
+    });
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     pass.end();
+    if (profile) profile.encodeMs += performance.now() - started;
   }
 
   /**
@@ -445,7 +464,83 @@ export class Gpu {
     workgroups: readonly [number, number?, number?],
   ): Promise<void> {
     const pipeline = await this.pipeline(kernel, constants);
+    const profile = this.#profile;
+    if (profile && !profile.timestamps) {
+      // No timestamp queries: time this dispatch alone, between two waits for an idle queue.
+      await this.sync();
+      const started = performance.now();
+      this.dispatch(kernel.name, bindingKinds(kernel, constants), pipeline, bindings, workgroups);
+      await this.sync();
+      profile.walls.push({
+        kernel: kernel.name,
+        phase: this.profilePhase,
+        ms: performance.now() - started,
+        gapBeforeMs: 0,
+      });
+      return;
+    }
     this.dispatch(kernel.name, bindingKinds(kernel, constants), pipeline, bindings, workgroups);
+  }
+
+  /**
+   * Starts timing every dispatch, each filed under its kernel's name and the current
+   * {@linkcode Gpu.profilePhase}, and counting the host's time spent recording, uploading and
+   * waiting for readbacks. Per-dispatch timestamp queries where the device has them (no change
+   * to what runs, or when); else each dispatch is submitted and waited for alone (slower, and
+   * it hides the overlap of encoding with GPU work). Without a profile none of this is paid.
+   *
+   * @param options `timestamps: false` forces the timed-submit fallback.
+   */
+  startProfile(options: { timestamps?: boolean } = {}): void {
+    if (this.#profile) throw new Error("A profile is already running; stop it first.");
+    const timestamps = (options.timestamps ?? true) && this.device.features.has("timestamp-query");
+    this.#profile = new ProfileRecorder(timestamps, this.#submits);
+  }
+
+  /** Stops the profile started by {@linkcode Gpu.startProfile}: waits for the work, reads the times. */
+  async stopProfile(): Promise<GpuProfile> {
+    const profile = this.#profile;
+    if (!profile) throw new Error("No profile is running; call startProfile() first.");
+    await this.sync();
+    this.#profile = null;
+    const profileResult: GpuProfile = {
+      source: profile.timestamps ? "timestamp" : "wall",
+      dispatches: profile.walls,
+      encodeMs: profile.encodeMs,
+      uploadMs: profile.uploadMs,
+      readMs: profile.readMs,
+      submits: this.#submits - profile.firstSubmit,
+      gpuGapMs: 0,
+    };
+    for (const set of profile.sets) {
+      const resolve = this.device.createBuffer({
+        size: set.used * 8,
+        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+      });
+      this.encoder.resolveQuerySet(set.query, 0, set.used, resolve, 0);
+      const ticks = new BigInt64Array(await this.read(resolve, 0, set.used * 8));
+      resolve.destroy();
+      set.query.destroy();
+      set.labels.forEach(({ kernel, phase, submit }, i) => {
+        const begin = ticks[2 * i], end = ticks[2 * i + 1];
+        profile.stamps.push({ kernel, phase, submit, begin, end });
+      });
+    }
+    // Time between two kernels of one submission: copies, clears, barriers, the driver.
+    profile.stamps.forEach(({ kernel, phase, submit, begin, end }, i) => {
+      const previous = profile.stamps[i - 1];
+      const gap = previous?.submit === submit && begin >= previous.end
+        ? Number(begin - previous.end) / 1e6
+        : 0;
+      profileResult.dispatches.push({
+        kernel,
+        phase,
+        ms: Number(end - begin) / 1e6,
+        gapBeforeMs: gap,
+      });
+      profileResult.gpuGapMs += gap;
+    });
+    return profileResult;
   }
 
   /** The command encoder that dispatches and copies are recorded into until the next flush. */
@@ -477,6 +572,7 @@ export class Gpu {
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.#encoder!.finish()]);
     this.#encoder = null;
+    this.#submits++;
     this.#checks.push({ kernel: kernels, error: this.device.popErrorScope() });
     this.#recycleReleased();
   }
@@ -536,6 +632,7 @@ export class Gpu {
    */
   write(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
     this.#assertAlive();
+    const started = this.#profile ? performance.now() : 0;
     if (this.#encoder) this.#submit();
     // writeBuffer wants a multiple of 4 bytes; pad the tail of odd-sized data.
     let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
@@ -545,6 +642,7 @@ export class Gpu {
       bytes = padded;
     }
     this.device.queue.writeBuffer(buffer, byteOffset, bytes);
+    if (this.#profile) this.#profile.uploadMs += performance.now() - started;
   }
 
   /**
@@ -552,9 +650,11 @@ export class Gpu {
    * Build `data` with {@linkcode uniforms}.
    */
   uniform(data: ArrayBuffer): GPUBuffer {
+    const started = this.#profile ? performance.now() : 0;
     const buffer = this.acquire(data.byteLength, UNIFORM_USAGE, "uniform");
     this.device.queue.writeBuffer(buffer, 0, data);
     this.release(buffer);
+    if (this.#profile) this.#profile.uploadMs += performance.now() - started;
     return buffer;
   }
 
@@ -567,6 +667,8 @@ export class Gpu {
     byteOffset = 0,
     byteLength = buffer.size - byteOffset,
   ): Promise<ArrayBuffer> {
+    const profile = this.#profile;
+    const started = profile ? performance.now() : 0;
     const padded = Math.ceil(byteLength / 4) * 4;
     const staging = this.acquire(padded, READBACK_USAGE, "readback");
     this.encoder.copyBufferToBuffer(buffer, byteOffset, staging, 0, padded);
@@ -575,6 +677,7 @@ export class Gpu {
     const copy = staging.getMappedRange(0, padded).slice(0, byteLength);
     staging.unmap();
     this.#poolOf(staging).push(staging);
+    if (profile) profile.readMs += performance.now() - started;
     return copy;
   }
 
@@ -633,6 +736,88 @@ export class Gpu {
   /** Destroys the device; later calls throw {@linkcode DeviceLostError}. */
   destroy(): void {
     this.device.destroy();
+  }
+}
+
+/** One timed dispatch of a {@linkcode GpuProfile}. */
+export interface DispatchTime {
+  /** The kernel's name, e.g. `matmul_texture`. */
+  kernel: string;
+  /** The {@linkcode Gpu.profilePhase} current when it was recorded. */
+  phase: string;
+  /** Milliseconds it ran on the GPU. */
+  ms: number;
+  /**
+   * GPU milliseconds since the previous kernel of the same submission ended: the copies and
+   * clears recorded between them, barriers, the driver's per-dispatch cost. 0 for a
+   * submission's first kernel, and without timestamps.
+   */
+  gapBeforeMs: number;
+}
+
+/** What {@linkcode Gpu.stopProfile} measured since {@linkcode Gpu.startProfile}. */
+export interface GpuProfile {
+  /** `timestamp`: per-dispatch timestamp queries; `wall`: each dispatch submitted and awaited. */
+  source: "timestamp" | "wall";
+  /** Every dispatch, in recording order. */
+  dispatches: DispatchTime[];
+  /** Host milliseconds spent recording dispatches (bind groups, passes). */
+  encodeMs: number;
+  /** Host milliseconds spent writing to the queue (uploads and uniforms). */
+  uploadMs: number;
+  /** Host milliseconds spent in readbacks, waiting for the GPU included. */
+  readMs: number;
+  /** Command buffers submitted. */
+  submits: number;
+  /**
+   * GPU milliseconds between consecutive kernels of one submission (copies, clears, barriers,
+   * the driver's per-pass cost); 0 without timestamps.
+   */
+  gpuGapMs: number;
+}
+
+interface StampLabel {
+  kernel: string;
+  phase: string;
+  submit: number;
+}
+
+/** Timestamp query sets of a running profile, and the host times it adds up. */
+class ProfileRecorder {
+  /** WebGPU's cap on queries per set. */
+  static readonly QUERIES_PER_SET = 4096;
+  readonly sets: Array<{ query: GPUQuerySet; used: number; labels: StampLabel[] }> = [];
+  readonly stamps: Array<StampLabel & { begin: bigint; end: bigint }> = [];
+  readonly walls: DispatchTime[] = [];
+  encodeMs = 0;
+  uploadMs = 0;
+  readMs = 0;
+
+  constructor(readonly timestamps: boolean, readonly firstSubmit: number) {}
+
+  /** The pass's timestamp writes for one dispatch; undefined without timestamp queries. */
+  timestampWrites(
+    device: GPUDevice,
+    kernel: string,
+    phase: string,
+    submit: number,
+  ): GPUComputePassTimestampWrites | undefined {
+    if (!this.timestamps) return undefined;
+    let set = this.sets.at(-1);
+    if (!set || set.used === ProfileRecorder.QUERIES_PER_SET) {
+      const query = device.createQuerySet({
+        type: "timestamp",
+        count: ProfileRecorder.QUERIES_PER_SET,
+      });
+      this.sets.push(set = { query, used: 0, labels: [] });
+    }
+    set.labels.push({ kernel, phase, submit });
+    set.used += 2;
+    return {
+      querySet: set.query,
+      beginningOfPassWriteIndex: set.used - 2,
+      endOfPassWriteIndex: set.used - 1,
+    };
   }
 }
 

@@ -72,6 +72,7 @@ export class AdamW {
    */
   async step(lr: number): Promise<() => Promise<number>> {
     const gpu = this.gpu;
+    gpu.profilePhase = "optimizer";
     const params = [...this.params.values()];
     await globalNorm(gpu, this.#norm, params.map((p) => ({ buffer: p.grad, count: p.size })));
     this.steps++;

@@ -28,8 +28,13 @@ export interface TapeNode {
 export class Tape {
   readonly #owned: Tensor[] = [];
 
-  /** An empty tape whose operations run on `gpu`. */
-  constructor(readonly gpu: Gpu) {}
+  /**
+   * An empty tape whose operations run on `gpu`. What is recorded from now on is a forward
+   * pass, as a profile ({@linkcode Gpu.startProfile}) files it.
+   */
+  constructor(readonly gpu: Gpu) {
+    gpu.profilePhase = "forward";
+  }
 
   /** A new activation tensor, freed by {@linkcode Tape.dispose}. */
   tensor(shape: readonly number[], name = ""): Tensor {
@@ -81,6 +86,7 @@ export class Tape {
       order.push(node);
     };
     visit(root.producer);
+    this.gpu.profilePhase = "backward";
     for (const node of order.reverse()) await node.backward();
   }
 

@@ -112,8 +112,9 @@ Deno.test("adamwUpdate() refuses overlapping ranges and clipping without a norm"
 Deno.test("adamwUpdate() updates 134 MB buffers, over the binding limit, in windows", async () => {
   const gpu = await testGpu();
   // 33.6M floats = 134.4 MB per buffer, just over the 128 MiB binding: two windows; the range
-  // ends off a multiple of 4 (a scalar tail). The moments start at zero (a first step).
-  const n = 33_600_003, first = 1000;
+  // ends off a multiple of 4 (a scalar tail). The moments start at zero (a first step). One
+  // launch covers both ranges: the decay ends inside a vec4 of the second window.
+  const n = 33_600_003, decayed = 33_555_001;
   /** A periodic pattern, doubled with copyWithin: far faster than a loop over 33.6M floats. */
   const make = (period: number) => {
     const x = new Float32Array(n);
@@ -127,21 +128,22 @@ Deno.test("adamwUpdate() updates 134 MB buffers, over the binding limit, in wind
   gpu.encoder.clearBuffer(bufs[1]);
   gpu.encoder.clearBuffer(bufs[2]);
   await adamwUpdate(gpu, bufs[0], bufs[1], bufs[2], bufs[3], [
-    { first: 0, count: first, decay: false },
-    { first, count: n - first, decay: true },
+    { first: 0, count: decayed, decay: true },
+    { first: decayed, count: n - decayed, decay: false },
   ], { ...HYPER, step: 1 });
-  // Elements around the window boundary (33554368 floats fit one binding) and at both ends.
-  for (const start of [0, 996, 33_554_300, 33_555_400, n - 40]) {
+  // Elements around the window boundary (33554368 floats fit one binding), around the end of
+  // the decay, and at both ends.
+  for (const start of [0, 33_554_300, 33_554_980, 33_555_400, n - 40]) {
     const at = (x: Float32Array) => x.slice(start, start + 40);
     const [p, mm, vv] = [at(params), at(m), at(v)];
-    const split = Math.max(0, Math.min(40, first - start));
+    const split = Math.max(0, Math.min(40, decayed - start));
     adamwUpdateCpu(
       p.subarray(0, split),
       mm.subarray(0, split),
       vv.subarray(0, split),
       at(grads).subarray(0, split),
       { ...HYPER, step: 1 },
-      false,
+      true,
     );
     adamwUpdateCpu(
       p.subarray(split),
@@ -149,7 +151,7 @@ Deno.test("adamwUpdate() updates 134 MB buffers, over the binding limit, in wind
       vv.subarray(split),
       at(grads).subarray(split),
       { ...HYPER, step: 1 },
-      true,
+      false,
     );
     assertClose(await gpu.readF32(bufs[0], 40, start), p, { atol: 1e-6, rtol: 1e-5 });
     assertClose(await gpu.readF32(bufs[1], 40, start), mm, { atol: 1e-7, rtol: 1e-5 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   acquireGpu,
   DeviceLostError,
+  type Gpu,
   grid2d,
   type Kernel,
   KernelCompileError,
@@ -141,4 +142,60 @@ Deno.test("the GPU timer measures a positive time per run", async () => {
   }, 5);
   assert.ok(timing.ms > 0 && Number.isFinite(timing.ms), `got ${timing.ms} ms`);
   console.log(`scaled add of 2^16 floats: ${timing.ms.toFixed(3)} ms (${timing.source})`);
+});
+
+/** Records `count` scaled adds of 2^12 floats under the GPU's current profile phase. */
+async function scaledAdds(gpu: Gpu, a: GPUBuffer, out: GPUBuffer, count: number) {
+  for (let i = 0; i < count; i++) {
+    const params = gpu.uniform(uniforms({ n: ["u32", 4096], alpha: ["f32", 2] }));
+    await gpu.run(scaledAddKernel, { workgroupSize: 64 }, [a, a, out, params], [64]);
+  }
+}
+
+for (const timestamps of [true, false]) {
+  const how = timestamps ? "with timestamp queries where offered" : "by timed submits";
+  Deno.test(`a profile times every dispatch, by kernel and phase, ${how}`, async () => {
+    const gpu = await testGpu();
+    const a = gpu.upload(new Float32Array(4096).fill(1)), out = gpu.acquire(4096 * 4);
+    await gpu.sync();
+    gpu.startProfile({ timestamps });
+    gpu.profilePhase = "first";
+    await scaledAdds(gpu, a, out, 2);
+    gpu.profilePhase = "second";
+    await scaledAdds(gpu, a, out, 1);
+    gpu.write(a, new Float32Array([3])); // an upload between the dispatches
+    assert.equal((await gpu.readF32(out, 1))[0], 3); // a readback: 1 + 2·1
+    const profile = await gpu.stopProfile();
+    gpu.profilePhase = "";
+    const stamped = timestamps && gpu.device.features.has("timestamp-query");
+    assert.equal(profile.source, stamped ? "timestamp" : "wall");
+    assert.deepEqual(
+      profile.dispatches.map((d) => `${d.phase}/${d.kernel}`),
+      ["first/scaled_add", "first/scaled_add", "second/scaled_add"],
+    );
+    for (const d of profile.dispatches) {
+      assert.ok(d.ms >= 0 && d.ms < 1000 && d.gapBeforeMs >= 0, JSON.stringify(d));
+    }
+    assert.ok(profile.dispatches.some((d) => d.ms > 0), "no dispatch took any time");
+    assert.ok(profile.uploadMs > 0 && profile.readMs > 0 && profile.encodeMs > 0);
+    assert.ok(profile.submits >= 1);
+    // Profiling is off again: nothing more is recorded, and a second stop is an error.
+    await scaledAdds(gpu, a, out, 1);
+    await assert.rejects(gpu.stopProfile(), /No profile is running/);
+    gpu.release(a);
+    gpu.release(out);
+  });
+}
+
+Deno.test("a profile of more dispatches than one query set holds keeps them all", async () => {
+  const gpu = await testGpu();
+  const a = gpu.acquire(4096 * 4), out = gpu.acquire(4096 * 4);
+  gpu.startProfile();
+  assert.throws(() => gpu.startProfile(), /already running/);
+  await scaledAdds(gpu, a, out, 2100); // 4200 timestamps: two query sets of 4096
+  const profile = await gpu.stopProfile();
+  assert.equal(profile.dispatches.length, 2100);
+  assert.ok(profile.dispatches.every((d) => d.kernel === "scaled_add" && d.ms >= 0));
+  gpu.release(a);
+  gpu.release(out);
 });

@@ -57,3 +57,29 @@ Deno.test("a tensor's gradient must exist before it is read", async () => {
   assert.throws(() => x.grad, /Tensor x has no gradient yet; call backward/);
   x.dispose();
 });
+
+Deno.test("a profile files a tape's forward and backward kernels under those phases", async () => {
+  const gpu = await testGpu();
+  const x = Tensor.from(gpu, Float32Array.from(randomArray(N * C, 21)), [N, C], "x");
+  gpu.startProfile();
+  const tape = new Tape(gpu);
+  const logits = await gelu(tape, x);
+  const losses = await crossEntropyLoss(tape, logits, {
+    targets: gpu.upload(targets),
+    mask: null,
+    counted: N,
+  });
+  await tape.backward(losses);
+  const profile = await gpu.stopProfile();
+  // Kernel names and part counts are the kernels' business; the phases come in order.
+  const phases = profile.dispatches.map((d) => d.phase);
+  const backwardFrom = phases.indexOf("backward");
+  assert.ok(backwardFrom > 0, phases.join());
+  assert.ok(phases.every((phase, i) => phase === (i < backwardFrom ? "forward" : "backward")));
+  const kernels = (phase: string) =>
+    new Set(profile.dispatches.filter((d) => d.phase === phase).map((d) => d.kernel));
+  assert.ok(kernels("forward").has("gelu_forward") && !kernels("forward").has("gelu_backward"));
+  assert.ok(kernels("backward").has("gelu_backward"));
+  tape.dispose();
+  x.dispose();
+});
