@@ -32,9 +32,10 @@
  * this measured 4-5x faster than the unfused path (bench/attention.ts).
  * The HS loop is unrolled at compile time (HS is a constant: the row vectors live in
  * registers). Scores are kept in base 2 (q is pre-scaled by log2(e) / sqrt(HS)) so the forward
- * needs one exp2 per score. On a real GPU the same kernels run with one row per invocation and
- * 64 invocations per workgroup ({@linkcode GPU_TILES}); a shared-memory tiled variant would be
- * the next step there.
+ * needs one exp2 per score. On a real GPU the same kernels run with one row per invocation, up
+ * to 64 invocations per workgroup, and the streamed rows (keys and values; queries and output
+ * gradients for dK/dV) staged tile by tile in workgroup memory, loaded once per workgroup
+ * instead of once per invocation; {@linkcode gpuTiles} sizes both from the adapter's limits.
  *
  * @module
  */
@@ -209,7 +210,7 @@ function storeRow(tensor: string, row: string, name: string, n: number, scale = 
  */
 function rowsPrologue(n: number, lanes: number, perLane: number, type: string): string {
   return `  let T = params.T;
-  let head = wid.z * groups.y + wid.y;  // (batch, head) within this batch part
+  let head = wid.y;  // (batch, head) within this part of heads
   let hb = params.base + head * T * ${n}u;  // first vector of this head
   let r0 = wid.x * ${lanes * perLane}u;
 ${unroll(perLane, (t) => `  let row${t} = min(r0 + ${t * lanes}u + lid, T - 1u);`)}
@@ -543,7 +544,13 @@ function checkShapes(
   if (NH > 65535 || Math.ceil(T / fewestRows) > 65535) {
     throw new RangeError(`Attention with NH=${NH}, T=${T} needs more than 65535 workgroups a row.`);
   }
-  return rowParts(gpu, B, NH * T * HS, 1, bindingLimit);
+  // Parts of whole heads, at most 65535 (a grid dimension) each.
+  return rowParts(gpu, B * NH, T * HS, 1, bindingLimit).flatMap(({ first, count }) =>
+    Array.from(
+      { length: Math.ceil(count / 65535) },
+      (_, i) => ({ first: first + i * 65535, count: Math.min(65535, count - i * 65535) }),
+    )
+  );
 }
 
 /** Binds the same element window of several (B, NH, T, HS) tensors. */
@@ -579,9 +586,9 @@ export async function attentionForward(
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);
   for (const { first, count } of parts) {
-    const n = NH * T * HS;
+    const n = T * HS; // floats of a head
     const w = windows(gpu, [o, q, k, v], first * n, count * n);
-    const l = bufferWindow(gpu, lse, first * NH * T, count * NH * T);
+    const l = bufferWindow(gpu, lse, first * T, count * T);
     const params = gpu.uniform(uniforms({
       T: ["u32", T],
       base: ["u32", w.elementOffset / width],
@@ -595,7 +602,7 @@ export async function attentionForward(
       attentionForwardKernel,
       { headSize: HS, lanes: tiles.lanes, perLane: tiles.forward, tile: tiles.tile },
       [ow, l.binding, qw, kw, vw, params],
-      [Math.ceil(T / (tiles.lanes * tiles.forward)), NH, count],
+      [Math.ceil(T / (tiles.lanes * tiles.forward)), count],
     );
   }
 }
@@ -632,11 +639,11 @@ export async function attentionBackward(
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);
   for (const { first, count } of parts) {
-    const n = NH * T * HS;
+    const n = T * HS; // floats of a head
     const w = windows(gpu, [dq, dk, dv, dout, q, k, v, o], first * n, count * n);
     const [dqw, dkw, dvw, dow, qw, kw, vw, ow] = w.bindings;
-    const l = bufferWindow(gpu, lse, first * NH * T, count * NH * T);
-    const rows = count * NH * T;
+    const l = bufferWindow(gpu, lse, first * T, count * T);
+    const rows = count * T;
     const dsum = gpu.acquire(rows * 4, undefined, "attention D");
     const base = w.elementOffset / width;
     await gpu.run(
@@ -658,13 +665,13 @@ export async function attentionBackward(
       attentionBackwardKeyValueKernel,
       { headSize: HS, lanes, perLane: keyValue, tile },
       [dkw, dvw, qw, kw, vw, dow, l.binding, dsum, params],
-      [Math.ceil(T / (lanes * keyValue)), NH, count],
+      [Math.ceil(T / (lanes * keyValue)), count],
     );
     await gpu.run(
       attentionBackwardQueryKernel,
       { headSize: HS, lanes, perLane: query, tile },
       [dqw, qw, kw, vw, dow, l.binding, dsum, params],
-      [Math.ceil(T / (lanes * query)), NH, count],
+      [Math.ceil(T / (lanes * query)), count],
     );
     gpu.release(dsum);
   }

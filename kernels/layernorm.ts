@@ -470,8 +470,12 @@ export async function layernormBackward(
     : layernormBackwardInputKernel;
   const columns = { workgroupSize: COLUMN_WORKGROUP, width };
   // Blocks of 128 rows (at most 1024 blocks, so the partials stay small for any N): 6-8 blocks
-  // for the usual 1024 rows give enough invocations, and a short final sum.
-  const rowsPerBlock = Math.max(128, Math.ceil(n / 1024));
+  // for the usual 1024 rows give enough invocations, and a short final sum. Fewer rows when a
+  // block would not fit one binding (wide rows, or a small binding limit).
+  const fit = Math.floor(
+    (gpu.maxBinding - gpu.device.limits.minStorageBufferOffsetAlignment) / (c * 4),
+  );
+  const rowsPerBlock = Math.max(1, Math.min(Math.max(128, Math.ceil(n / 1024)), fit));
   const blocks = Math.ceil(n / rowsPerBlock);
   const partials = gpu.acquire(blocks * 2 * c * 4);
   for (const { first, count } of rowParts(gpu, n, c, rowsPerBlock)) {

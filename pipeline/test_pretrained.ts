@@ -39,6 +39,8 @@ export interface CompleteOptions extends SamplingOptions {
   stopTokens?: readonly string[];
   /** Called with each new piece of text as it is generated. */
   onText?: (text: string) => void;
+  /** Called with each new token id, a stop token included (to tell how generation ended). */
+  onToken?: (id: number) => void;
 }
 
 /** Continues `prompt` with `model`; returns the new text (special tokens left out). */
@@ -68,6 +70,7 @@ export async function completePrompt(
     ...options,
     stopIds,
     onToken: (id) => {
+      options.onToken?.(id);
       ids.push(id);
       // Decode the whole completion each time: a character may span several byte tokens.
       const text = render();

@@ -23,6 +23,21 @@ else
   deno --version | head -n 1 | sed 's/^/setup: installed /'
 fi
 
+# --- link-grammar (for the eval only) -------------------------------------------------
+# deno task eval scores grammar with link-grammar's parser; nothing else needs it.
+if command -v link-parser >/dev/null 2>&1; then
+  say "skipped link-grammar: link-parser is installed (used by deno task eval)"
+elif command -v apt-get >/dev/null 2>&1; then
+  say "installing link-grammar (the grammar score of deno task eval)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq link-grammar >/dev/null 2>&1 ||
+    { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq link-grammar >/dev/null; }
+  say "installed link-grammar $(dpkg-query -W -f='${Version}' link-grammar)"
+else
+  say "note: install link-grammar (link-parser) with your package manager for deno task eval's"
+  say "grammar score; everything else works without it"
+fi
+
 # --- WebGPU adapter ---------------------------------------------------------------------
 probe() { DENO_WEBGPU_BACKEND=vulkan deno run --allow-all bench/adapter.ts 2>/dev/null || true; }
 

@@ -176,8 +176,8 @@ for (const storage of [undefined, 16384, 2048]) {
 }
 
 Deno.test("attention kernels match the CPU when batches are split over bindings", async () => {
-  // One batch of q is 3*37*16 floats = 7104 bytes: a 15000-byte limit makes parts of 2 batches,
-  // and the second part's window starts mid-way into a 256-byte block.
+  // One head of q is 37*16 floats = 2368 bytes: a 15000-byte limit makes parts of 6 heads (of
+  // 9), and the second part's window starts mid-way into a 256-byte block.
   const gpu = await testGpuWithBindingLimit(15_000);
   const shape = { B: 3, NH: 3, T: 37, HS: 16 };
   const ref = reference(shape, 3);

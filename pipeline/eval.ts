@@ -1,0 +1,440 @@
+/**
+ * Measured quality (`deno task eval`): the validation loss of the pretrained model (and the same
+ * in bits per byte, which compares across tokenizers), its completions of a fixed set of prompts,
+ * and the tuned model's answers to a fixed set of questions, scored for grammar (link-grammar),
+ * sentences per completion, repetition (distinct bigrams), staying on topic, and answers that end
+ * by themselves. Every completion and answer is written as JSON Lines with its scores, the
+ * figures as `eval.json`.
+ *
+ *     deno task eval --work runs/main
+ *     deno task eval --pretrained runs/main/model/checkpoint.safetensors \
+ *       --tokenizer runs/main/tokenizer --validation runs/main/tokenized --out runs/main/eval
+ *
+ * The grammar score needs link-grammar's parser (`sudo apt-get install link-grammar` on
+ * Debian/Ubuntu); `--skip-grammar` leaves it out.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { loadCheckpoint } from "../nn/checkpoint.ts";
+import type { GPT2 } from "../nn/gpt2.ts";
+import type { SamplingOptions } from "../nn/sampling.ts";
+import type { BpeTokenizer } from "../tokenizer/bpe.ts";
+import { batchOfRows, type RowRange, splitRows } from "./batches.ts";
+import { chatReply } from "./chat.ts";
+import { IM_END } from "./chatml.ts";
+import { EVAL_PROMPTS, EVAL_QUESTIONS, type EvalQuestion } from "./eval_prompts.ts";
+import {
+  type AnswerRecord,
+  type AnswerSample,
+  type CompletionRecord,
+  type CompletionSample,
+  type EvalFigures,
+  scoreSamples,
+} from "./eval_scores.ts";
+import { LINK_PARSER_INSTALL, linkParserAvailable } from "./_link_grammar.ts";
+import { completePrompt } from "./test_pretrained.ts";
+import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
+import { resolveTokenizer } from "./tokenize_dataset.ts";
+import { validationLosses } from "./validation_loss.ts";
+import { writeTextFileAtomic } from "../util/files.ts";
+import { ProgressBar } from "./_progress.ts";
+import { fractionFlag, intFlag, numberFlag, runCli } from "./_cli.ts";
+
+export {
+  grammarScore,
+  LINK_PARSER_INSTALL,
+  type LinkGrammarOptions,
+  linkGrammarVerdicts,
+  linkParserAvailable,
+  type LinkVerdict,
+} from "./_link_grammar.ts";
+
+/** New tokens per completion of a prompt. */
+export const EVAL_COMPLETION_TOKENS = 120;
+/** The most tokens of a chat answer; one that reaches it did not end by itself. */
+export const EVAL_ANSWER_TOKENS = 200;
+
+/** Options of {@linkcode evaluateModel}; give a pretrained model, a tuned one, or both. */
+export interface EvaluateOptions extends SamplingOptions {
+  /** The pretrained checkpoint: validation loss and completions. */
+  pretrained?: string;
+  /** The pretrained model's tokenizer (folder or `tokenizer.json`). */
+  tokenizer?: BpeTokenizer | string;
+  /** A tokenized dataset folder of the pretrained tokenizer, for the validation loss. */
+  validation?: string;
+  /**
+   * The rows of `validation` to measure. Default: the rows train_model holds out for
+   * `valFraction` and `batchSize` (the last ones), or every row when that split leaves none.
+   */
+  validationRows?: RowRange;
+  /** Share of `validation`'s rows held out, as in training. Default 0.05. */
+  valFraction?: number;
+  /** Rows per validation batch. Default 8. */
+  batchSize?: number;
+  /** The most validation batches read. Default 16. */
+  valBatches?: number;
+  /** The instruction-tuned checkpoint: answers in ChatML. */
+  tuned?: string;
+  /** The tuned model's tokenizer (with the ChatML tokens). */
+  tunedTokenizer?: BpeTokenizer | string;
+  /** Prompts to complete. Default {@linkcode EVAL_PROMPTS}. */
+  prompts?: readonly string[];
+  /** Questions to answer. Default {@linkcode EVAL_QUESTIONS}. */
+  questions?: readonly EvalQuestion[];
+  /** New tokens per completion. Default {@linkcode EVAL_COMPLETION_TOKENS} (120). */
+  maxNewTokens?: number;
+  /** The most tokens of an answer. Default {@linkcode EVAL_ANSWER_TOKENS} (200). */
+  maxAnswerTokens?: number;
+  /** Seed of the sampling; prompt i uses `seed + i`. Default 0. */
+  seed?: number;
+  /** Score grammar with link-grammar. Default true; throws early when the parser is missing. */
+  grammar?: boolean;
+  /** Where to write `completions.jsonl`, `answers.jsonl` and `eval.json`; nothing when absent. */
+  out?: string;
+  /** The GPU to use; acquired when absent. */
+  gpu?: Gpu;
+  /** No progress output. */
+  quiet?: boolean;
+}
+
+/** What the validation set gave. */
+export interface ValidationFigures {
+  /** Mean loss per counted token, in nats. */
+  loss: number;
+  /** Bits per UTF-8 byte of the text of the counted tokens. */
+  bitsPerByte: number;
+  /** Tokens counted. */
+  tokens: number;
+  /** UTF-8 bytes of their text (special tokens count none). */
+  bytes: number;
+  /** Mean loss by position bucket (positions 1–128, 129–256, ...); null for an empty bucket. */
+  lossByPosition: (number | null)[];
+  /** Positions per bucket. */
+  bucketSize: number;
+}
+
+/** What {@linkcode evaluateModel} measured; also written as `eval.json`. */
+export interface EvalSummary {
+  /** The figures, named as the report card knows them. */
+  figures: EvalFigures;
+  /** The validation details, when a validation set was given. */
+  validation?: ValidationFigures;
+  /** Every completion with its scores. */
+  completions: CompletionRecord[];
+  /** Every answer with its scores. */
+  answers: AnswerRecord[];
+  /** The sampling used: temperature, top-k, top-p, seed and token limits. */
+  settings: Record<string, number | boolean>;
+}
+
+/** Measures the given models; see the module documentation. */
+export async function evaluateModel(options: EvaluateOptions): Promise<EvalSummary> {
+  if (!options.pretrained && !options.tuned) {
+    throw new Error("Nothing to evaluate: give a pretrained checkpoint, a tuned one, or both.");
+  }
+  const grammar = options.grammar ?? true;
+  // Checked first, so a missing parser fails before minutes of generation, not after.
+  if (grammar && !await linkParserAvailable()) {
+    throw new Error(
+      `The grammar score needs link-grammar's link-parser, which is missing: ${LINK_PARSER_INSTALL}` +
+        "; or leave the score out (--skip-grammar).",
+    );
+  }
+  const sampling = {
+    temperature: options.temperature ?? 0.7,
+    topK: options.topK ?? 40,
+    topP: options.topP ?? 1,
+  };
+  const seed = options.seed ?? 0;
+  const maxNewTokens = options.maxNewTokens ?? EVAL_COMPLETION_TOKENS;
+  const maxAnswerTokens = options.maxAnswerTokens ?? EVAL_ANSWER_TOKENS;
+  const prompts = options.pretrained ? options.prompts ?? EVAL_PROMPTS : [];
+  const questions = options.tuned ? options.questions ?? EVAL_QUESTIONS : [];
+  const progress = new ProgressBar("eval", prompts.length + questions.length, {
+    unit: "texts",
+    silent: options.quiet,
+  });
+  const gpu = options.gpu ?? await acquireGpu();
+
+  let validation: ValidationFigures | undefined;
+  const completions: CompletionSample[] = [];
+  if (options.pretrained) {
+    if (!options.tokenizer) throw new Error("Give the pretrained model's tokenizer.");
+    const tokenizer = await resolveTokenizer(options.tokenizer);
+    const { model } = await loadCheckpoint(gpu, options.pretrained);
+    try {
+      if (options.validation) {
+        progress.update(0, undefined, "validation loss");
+        validation = await measureValidation(model, tokenizer, options);
+      }
+      for (const [i, prompt] of prompts.entries()) {
+        const text = await completePrompt(model, tokenizer, prompt, {
+          ...sampling,
+          maxNewTokens,
+          seed: seed + i,
+        });
+        completions.push({ prompt, text });
+        progress.update(completions.length, undefined, "completions");
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+
+  const answers: AnswerSample[] = [];
+  if (options.tuned) {
+    if (!options.tunedTokenizer) throw new Error("Give the tuned model's tokenizer.");
+    const tokenizer = await resolveTokenizer(options.tunedTokenizer);
+    const imEnd = tokenizer.tokenToId(IM_END);
+    if (imEnd === undefined) {
+      throw new Error(
+        `The tuned model's tokenizer has no ${IM_END} token; pass the tokenizer that ` +
+          "prepare-instruct wrote (its data folder's tokenizer/).",
+      );
+    }
+    const { model } = await loadCheckpoint(gpu, options.tuned);
+    try {
+      for (const [i, { question, topicWords }] of questions.entries()) {
+        let last = -1;
+        const answer = await chatReply(model, tokenizer, [], question, {
+          ...sampling,
+          maxNewTokens: maxAnswerTokens,
+          seed: seed + i,
+          onToken: (id) => (last = id),
+        });
+        answers.push({ question, topicWords, answer, endedByItself: last === imEnd });
+        progress.update(completions.length + answers.length, undefined, "answers");
+      }
+    } finally {
+      model.dispose();
+    }
+  }
+  progress.finish();
+
+  const scored = await scoreSamples(completions, answers, { grammar });
+  const figures: EvalFigures = validation
+    ? { valLoss: validation.loss, bitsPerByte: validation.bitsPerByte, ...scored.figures }
+    : scored.figures;
+  const summary: EvalSummary = {
+    figures,
+    validation,
+    completions: scored.completions,
+    answers: scored.answers,
+    settings: { ...sampling, seed, maxNewTokens, maxAnswerTokens, grammar },
+  };
+  if (options.out) await writeEval(options.out, summary);
+  return summary;
+}
+
+/**
+ * The validation loss of `model` on the held-out rows, and the same in bits per byte: the
+ * summed loss in nats over ln 2, divided by the UTF-8 bytes of the counted target tokens' text.
+ */
+async function measureValidation(
+  model: GPT2,
+  tokenizer: BpeTokenizer,
+  options: EvaluateOptions,
+): Promise<ValidationFigures> {
+  const dataset = await loadTokenizedDataset(options.validation!);
+  if (dataset.meta.vocabSize > model.config.vocabSize) {
+    throw new Error(
+      `${options.validation} was tokenized with ${dataset.meta.vocabSize} tokens but the model ` +
+        `has ${model.config.vocabSize}; pass the validation set of the model's tokenizer.`,
+    );
+  }
+  const batchSize = options.batchSize ?? 8;
+  const held = options.validationRows ??
+    splitRows(dataset.meta.rows, options.valFraction ?? 0.05, batchSize).validation ??
+    { first: 0, count: dataset.meta.rows };
+  // Whole batches only, so the bytes below are counted over exactly the rows the loss reads.
+  const batches = Math.min(options.valBatches ?? 16, Math.floor(held.count / batchSize));
+  if (batches === 0) {
+    throw new Error(
+      `${options.validation} holds ${held.count} validation rows, fewer than one batch of ` +
+        `${batchSize}; use a smaller batch size.`,
+    );
+  }
+  const rows = { first: held.first, count: batches * batchSize };
+  const losses = await validationLosses(model, dataset, rows, batchSize, { batches });
+  const { tokens, bytes } = countedText(dataset, tokenizer, rows);
+  return {
+    loss: losses.loss,
+    bitsPerByte: (losses.loss * tokens) / (Math.LN2 * Math.max(1, bytes)),
+    tokens,
+    bytes,
+    lossByPosition: losses.byPosition,
+    bucketSize: losses.bucketSize,
+  };
+}
+
+/** The target tokens the loss counts over `rows`, and the UTF-8 bytes of their text. */
+function countedText(
+  dataset: TokenizedDataset,
+  tokenizer: BpeTokenizer,
+  rows: RowRange,
+): { tokens: number; bytes: number } {
+  const T = dataset.meta.contextLength, encoder = new TextEncoder();
+  let tokens = 0, bytes = 0;
+  for (let row = rows.first; row < rows.first + rows.count; row++) {
+    const { targets, mask } = batchOfRows(dataset, [row]);
+    const counted: number[] = [];
+    for (let t = 0; t < T; t++) if (mask[t]) counted.push(targets[t]);
+    tokens += counted.length;
+    bytes += encoder.encode(tokenizer.decode(counted, { skipSpecialTokens: true })).length;
+  }
+  return { tokens, bytes };
+}
+
+/** Writes `completions.jsonl`, `answers.jsonl` and `eval.json` into `out`. */
+async function writeEval(out: string, summary: EvalSummary): Promise<void> {
+  await Deno.mkdir(out, { recursive: true });
+  const lines = (records: readonly object[]) => records.map((r) => JSON.stringify(r) + "\n");
+  await writeTextFileAtomic(`${out}/completions.jsonl`, lines(summary.completions).join(""));
+  await writeTextFileAtomic(`${out}/answers.jsonl`, lines(summary.answers).join(""));
+  const { completions: _c, answers: _a, ...figures } = summary;
+  await writeTextFileAtomic(`${out}/eval.json`, JSON.stringify(figures, null, 2) + "\n");
+}
+
+/** The figures as a few lines of text, each with the bar the mission sets where it has one. */
+export function formatEvalSummary(summary: EvalSummary): string {
+  const f = summary.figures, lines: string[] = [];
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  const bar = (x: number, atLeast: number, show = pct) =>
+    ` (bar ≥ ${show(atLeast)}: ${x >= atLeast ? "met" : "not met"})`;
+  if (summary.validation) {
+    const v = summary.validation;
+    lines.push(
+      `validation loss        ${v.loss.toFixed(3)} nats/token, ${v.bitsPerByte.toFixed(3)} ` +
+        `bits/byte (${v.tokens} tokens, ${v.bytes} bytes)`,
+      `  by position          ${
+        v.lossByPosition.map((l, k) =>
+          `${k * v.bucketSize + 1}-${(k + 1) * v.bucketSize}: ${l === null ? "-" : l.toFixed(2)}`
+        ).join("  ")
+      }`,
+    );
+  }
+  const n = summary.completions.length, a = summary.answers.length;
+  if (f.sentencesPerCompletion !== undefined) {
+    const s = f.sentencesPerCompletion;
+    lines.push(`sentences/completion   ${s.toFixed(2)}${bar(s, 3, (x) => String(x))}`);
+  }
+  if (f.grammar !== undefined) {
+    lines.push(`grammar (completions)  ${pct(f.grammar)}${bar(f.grammar, 0.85)}`);
+  }
+  if (f.grammarKnownWords !== undefined) {
+    lines.push(`  with known words only ${pct(f.grammarKnownWords)} (no invented word guessed)`);
+  }
+  if (f.distinctBigrams !== undefined) {
+    lines.push(`distinct bigrams       ${pct(f.distinctBigrams)} (mean over ${n} completions)`);
+  }
+  if (f.onTopic !== undefined) {
+    lines.push(`on topic               ${pct(f.onTopic)}${bar(f.onTopic, 0.8)}`);
+  }
+  if (f.endsByThemselves !== undefined) {
+    lines.push(`ends by itself         ${pct(f.endsByThemselves)}${bar(f.endsByThemselves, 0.95)}`);
+  }
+  if (f.answerGrammar !== undefined) {
+    lines.push(`grammar (answers)      ${pct(f.answerGrammar)}${bar(f.answerGrammar, 0.8)}`);
+  }
+  if (f.answerGrammarKnownWords !== undefined) {
+    lines.push(`  with known words only ${pct(f.answerGrammarKnownWords)}`);
+  }
+  if (a > 0) lines.push(`(${a} answers)`);
+  return lines.join("\n");
+}
+
+const HELP = `deno task eval: measures a pretrained and/or an instruction-tuned model.
+
+  --work DIR              a main-job work folder (default runs/main): the paths below default
+                          to its model/, tokenizer/, tokenized/, instruct/ and eval/
+  --pretrained FILE       pretrained checkpoint (completions, validation loss)
+  --tokenizer DIR         its tokenizer
+  --validation DIR        a tokenized dataset folder for the validation loss
+  --val-fraction X        share of its rows held out in training (default 0.05)
+  --batch-size N          validation rows per batch (default 8)
+  --val-batches N         most validation batches (default 16)
+  --tuned FILE            instruction-tuned checkpoint (answers in ChatML)
+  --tuned-tokenizer DIR   its tokenizer
+  --out DIR               completions.jsonl, answers.jsonl, eval.json
+  --max-new-tokens N      tokens per completion (default ${EVAL_COMPLETION_TOKENS})
+  --max-answer-tokens N   most tokens per answer (default ${EVAL_ANSWER_TOKENS})
+  --temperature X --top-k N --seed N   sampling (default 0.7, 40, 0)
+  --skip-grammar          leave out the link-grammar score (the parser is needed otherwise:
+                          sudo apt-get install link-grammar)
+  --quiet                 no progress bar
+
+Paths taken from --work are used only when they exist; paths given explicitly must exist.`;
+
+/** Whether a file or folder exists. */
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+if (import.meta.main) {
+  await runCli(async () => {
+    const { values } = parseArgs({
+      args: Deno.args,
+      options: {
+        help: { type: "boolean", default: false },
+        work: { type: "string", default: "runs/main" },
+        pretrained: { type: "string" },
+        tokenizer: { type: "string" },
+        validation: { type: "string" },
+        "val-fraction": { type: "string", default: "0.05" },
+        "batch-size": { type: "string", default: "8" },
+        "val-batches": { type: "string", default: "16" },
+        tuned: { type: "string" },
+        "tuned-tokenizer": { type: "string" },
+        out: { type: "string" },
+        "max-new-tokens": { type: "string", default: String(EVAL_COMPLETION_TOKENS) },
+        "max-answer-tokens": { type: "string", default: String(EVAL_ANSWER_TOKENS) },
+        temperature: { type: "string", default: "0.7" },
+        "top-k": { type: "string", default: "40" },
+        seed: { type: "string", default: "0" },
+        "skip-grammar": { type: "boolean", default: false },
+        quiet: { type: "boolean", default: false },
+      },
+    });
+    if (values.help) {
+      console.log(HELP);
+      return;
+    }
+    const work = values.work;
+    // A path from --work is used when present; one given explicitly must exist (or it errors).
+    const pick = async (given: string | undefined, fallback: string) =>
+      given ?? (await exists(fallback) ? fallback : undefined);
+    const pretrained = await pick(values.pretrained, `${work}/model/checkpoint.safetensors`);
+    const tuned = await pick(values.tuned, `${work}/instruct/model/checkpoint.safetensors`);
+    if (!pretrained && !tuned) {
+      throw new Error(
+        `No checkpoint in ${work} (model/ or instruct/model/); run deno task train, or pass ` +
+          "--pretrained and/or --tuned. See --help.",
+      );
+    }
+    const summary = await evaluateModel({
+      pretrained,
+      tokenizer: values.tokenizer ?? `${work}/tokenizer`,
+      validation: pretrained ? await pick(values.validation, `${work}/tokenized`) : undefined,
+      valFraction: fractionFlag("val-fraction", values["val-fraction"]),
+      batchSize: intFlag("batch-size", values["batch-size"]),
+      valBatches: intFlag("val-batches", values["val-batches"]),
+      tuned,
+      tunedTokenizer: values["tuned-tokenizer"] ?? `${work}/instruct/data/tokenizer`,
+      out: values.out ?? `${work}/eval`,
+      maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
+      maxAnswerTokens: intFlag("max-answer-tokens", values["max-answer-tokens"]),
+      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      topK: intFlag("top-k", values["top-k"]),
+      seed: intFlag("seed", values.seed, 0),
+      grammar: !values["skip-grammar"],
+      quiet: values.quiet,
+    });
+    console.log(formatEvalSummary(summary));
+    console.log(
+      `wrote ${values.out ?? `${work}/eval`}/{completions.jsonl,answers.jsonl,eval.json}`,
+    );
+  });
+}
