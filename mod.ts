@@ -17,7 +17,7 @@
  * ```
  *
  * The pipeline from text to a chat model is a function per stage, from `prepareDataset` to
- * `testInstruct`; `runPretraining` runs the pretraining stages in order (`deno task train`).
+ * `testInstruct`; `runMainJob` runs them all within a time budget (`deno task train`).
  *
  * @module
  */
@@ -31,6 +31,8 @@ export * from "./pipeline/hub.ts";
 export * from "./pipeline/prepare_dataset.ts";
 export * from "./nn/config.ts";
 export * from "./pipeline/compute_params.ts";
+export * from "./pipeline/plan.ts";
+export * from "./pipeline/budget.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./pipeline/train_tokenizer.ts";
 export * from "./pipeline/tokenize_dataset.ts";

@@ -6,11 +6,13 @@
  *
  *     deno task params --tokens 20000000
  *     deno task params --tokens 20000000 --vocab-size 16384 --context 512
+ *     deno task params --budget 30m --vocab-size 8192   # the main job's plan, measured here
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import { acquireGpu } from "../kernels/device.ts";
 import {
   type GPT2Config,
   gpt2ParameterCount,
@@ -18,10 +20,10 @@ import {
   MAX_PARAMETERS,
   validateConfig,
 } from "../nn/config.ts";
+import { estimateDataTokens, planForBudget, STAGE_ESTIMATES } from "./budget.ts";
+import { CHINCHILLA_TOKENS_PER_PARAMETER, formatPlan, parseDuration } from "./plan.ts";
 import { intFlag, runCli } from "./_cli.ts";
-
-/** Chinchilla's compute-optimal ratio of training tokens to parameters. */
-export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
+import { HELP_FLAG, helpText } from "./_flags.ts";
 
 /** Head size of every suggested model, as in GPT-2. */
 const HEAD_SIZE = 64;
@@ -102,21 +104,41 @@ export function formatSizing(tokens: number, sizing: ModelSizing): string {
 }
 
 if (import.meta.main) {
-  await runCli(() => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        tokens: { type: "string" },
-        "vocab-size": { type: "string", default: "50257" },
-        context: { type: "string", default: String(MAX_CONTEXT_LENGTH) },
+  await runCli(async () => {
+    const flags = {
+      tokens: {
+        type: "string",
+        help: "dataset tokens (with --budget, the bundled corpus's estimate when absent)",
       },
-    });
-    if (!values.tokens) throw new Error("Pass the dataset size with --tokens N.");
-    const tokens = intFlag("tokens", values.tokens);
-    const sizing = suggestModel(tokens, {
-      vocabSize: intFlag("vocab-size", values["vocab-size"]),
-      contextLength: intFlag("context", values.context),
-    });
-    console.log(formatSizing(tokens, sizing));
+      "vocab-size": { type: "string", default: "50257", help: "tokenizer vocabulary" },
+      context: { type: "string", default: String(MAX_CONTEXT_LENGTH), help: "context length" },
+      budget: {
+        type: "string",
+        help: "also the main job's plan for this much time, measured on this adapter: 30m, 2h",
+      },
+      ...HELP_FLAG,
+    } as const;
+    const { values } = parseArgs({ args: Deno.args, options: flags });
+    if (values.help) {
+      console.log(helpText("deno task params [options]", flags));
+      return;
+    }
+    if (!values.tokens && !values.budget) throw new Error("Pass the dataset size with --tokens N.");
+    const vocabSize = intFlag("vocab-size", values["vocab-size"]);
+    const contextLength = intFlag("context", values.context);
+    const tokens = values.tokens ? intFlag("tokens", values.tokens) : await estimateDataTokens({});
+    console.log(formatSizing(tokens, suggestModel(tokens, { vocabSize, contextLength })));
+    if (values.budget) {
+      const budgetSeconds = parseDuration(values.budget);
+      const { plan } = await planForBudget(await acquireGpu(), {
+        budgetSeconds,
+        vocabSize,
+        contextLength,
+        dataTokens: tokens,
+        estimates: STAGE_ESTIMATES,
+      }, (line) => console.error(line));
+      console.log(`\nthe main job's plan for ${values.budget} on this adapter:`);
+      console.log(formatPlan(plan, budgetSeconds));
+    }
   });
 }

@@ -17,7 +17,9 @@
  */
 
 import { type GPT2Config, gpt2ParameterCount, MAX_PARAMETERS } from "../nn/config.ts";
-import { CHINCHILLA_TOKENS_PER_PARAMETER } from "./compute_params.ts";
+
+/** Chinchilla's compute-optimal ratio of training tokens to parameters. */
+export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
 
 /** Model FLOPs per trained token: 6·N for the matmuls plus 12·L·C·T for attention (PaLM's count). */
 export function trainingFlopsPerToken(config: GPT2Config): number {

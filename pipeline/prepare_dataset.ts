@@ -30,7 +30,7 @@ export interface PrepareDatasetOptions {
   data?: string;
   /** The hub dataset to sample when `data` is absent. Default FineWeb `sample-10BT`. */
   hub?: HubDataset;
-  /** How many documents to keep (the first ones, in file order). Default 10,000. */
+  /** How many documents to keep (the first ones, in file order); `Infinity` for all. Default 10,000. */
   rows?: number;
   /** The JSON Lines file to write. */
   out: string;
@@ -57,10 +57,10 @@ export interface PreparedDataset {
  */
 export async function prepareDataset(options: PrepareDatasetOptions): Promise<PreparedDataset> {
   const rows = options.rows ?? 10_000;
-  if (!Number.isInteger(rows) || rows <= 0) {
+  if (!(Number.isInteger(rows) && rows > 0 || rows === Infinity)) {
     throw new Error(`--rows must be a positive whole number, got ${rows}.`);
   }
-  const progress = new ProgressBar("prepare dataset", rows, {
+  const progress = new ProgressBar("prepare dataset", rows === Infinity ? 0 : rows, {
     unit: "rows",
     silent: options.quiet,
   });

@@ -1,0 +1,205 @@
+/**
+ * The main job's budget, measured: a short probe of this adapter's training speed, and the plan
+ * ({@linkcode planBudget}) that follows from it. Shared by `deno task train --budget` and
+ * `deno task params --budget`, so both print the same plan.
+ *
+ * @module
+ */
+
+import type { Gpu } from "../kernels/device.ts";
+import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
+import {
+  type BudgetPlan,
+  candidateShapes,
+  fitThroughput,
+  planBudget,
+  type StageTime,
+  type ThroughputSample,
+} from "./plan.ts";
+import { measureTrainThroughput } from "./throughput_probe.ts";
+import { BUNDLED_PRETRAIN_DIR } from "./bundled_data.ts";
+
+/** Documents a hub sample takes by default (the seed's 10k rows of FineWeb). */
+export const HUB_ROWS = 10_000;
+
+/** The main job's default budget: 30 minutes. */
+export const DEFAULT_BUDGET = "30m";
+
+/** The stages of the main job in order (`probe` is the throughput measurement). */
+export const MAIN_JOB_STAGES = [
+  "prepare_dataset",
+  "train_tokenizer",
+  "tokenize_dataset",
+  "probe",
+  "train_model",
+  "test_pretrained",
+  "prepare_dataset_instruct",
+  "finetune_instruct",
+  "test_instruct",
+  "eval",
+  "report",
+] as const;
+
+/** A stage of the main job. */
+export type MainJobStage = typeof MAIN_JOB_STAGES[number];
+
+/**
+ * Measures training throughput for the budget: first a small shape, then the shape the fit so
+ * far would choose, refitting after each, until the choice holds (at most `maxProbes` shapes).
+ * Every probe trains a few steps of one full-context row on random tokens.
+ */
+export async function probeThroughput(
+  gpu: Gpu,
+  plan: (samples: ThroughputSample[]) => BudgetPlan,
+  { vocabSize, contextLength, maxProbes = 3, log = (_: string) => {} }: {
+    vocabSize: number;
+    contextLength: number;
+    maxProbes?: number;
+    log?: (line: string) => void;
+  },
+): Promise<ThroughputSample[]> {
+  const shapes = candidateShapes(vocabSize, contextLength);
+  const samples: ThroughputSample[] = [];
+  const measure = async (config: GPT2Config) => {
+    // About 2,048 tokens a step keep a CPU busy (fewer measure launch overhead, not training);
+    // a GPU needs the rows a real step has.
+    const batchSize = gpu.adapter.isCpu ? Math.max(1, Math.ceil(2048 / contextLength)) : 8;
+    const { tokensPerSecond } = await measureTrainThroughput(gpu, config, { batchSize, steps: 2 });
+    samples.push({ config, tokensPerSecond });
+    log(
+      `probe: ${(gpt2ParameterCount(config).total / 1e6).toFixed(2)}M parameters ` +
+        `(n_layer=${config.nLayer} n_embd=${config.nEmbd}): ${
+          Math.round(tokensPerSecond)
+        } tokens/s`,
+    );
+  };
+  // A small model near the bottom of the ladder, but with a few layers of real width.
+  await measure(shapes.find((s) => s.nEmbd >= 128 && s.nLayer >= 2) ?? shapes[0]);
+  while (samples.length < maxProbes) {
+    const choice = plan(samples).config;
+    if (samples.some((s) => sameShape(s.config, choice))) break;
+    await measure(choice);
+  }
+  return samples;
+}
+
+function sameShape(a: GPT2Config, b: GPT2Config): boolean {
+  return a.nLayer === b.nLayer && a.nEmbd === b.nEmbd && a.nHead === b.nHead;
+}
+
+/** Inputs of {@linkcode planMainJob}. */
+export interface MainJobPlanOptions {
+  /** The whole job's wall-clock budget, in seconds. */
+  budgetSeconds: number;
+  /** Tokenizer vocabulary. */
+  vocabSize: number;
+  /** The model's context. */
+  contextLength: number;
+  /** Pretraining tokens (measured after tokenizing, or estimated before). */
+  dataTokens: number;
+  /** Stages already done, with the seconds they took; the rest are estimated. */
+  spent?: readonly StageTime[];
+  /** Seconds each remaining non-training stage is expected to take. */
+  estimates: Partial<Record<MainJobStage, number>>;
+}
+
+/** The stage list for {@linkcode planBudget}: spent stages as measured, the rest estimated. */
+export function mainJobStages(options: MainJobPlanOptions): StageTime[] {
+  return MAIN_JOB_STAGES.map((stage) => ({
+    stage,
+    seconds: options.spent?.find((s) => s.stage === stage)?.seconds ??
+      options.estimates[stage] ?? 0,
+  }));
+}
+
+/** Plans the main job from throughput samples; see {@linkcode planBudget}. */
+export function planMainJob(
+  options: MainJobPlanOptions,
+  samples: readonly ThroughputSample[],
+): BudgetPlan {
+  return planBudget({
+    budgetSeconds: options.budgetSeconds,
+    throughput: fitThroughput(samples),
+    vocabSize: options.vocabSize,
+    contextLength: options.contextLength,
+    dataTokens: options.dataTokens,
+    stages: mainJobStages(options),
+  });
+}
+
+/** Seconds each stage other than the trainings takes, before it has run: measured on lavapipe. */
+export const STAGE_ESTIMATES: Partial<Record<MainJobStage, number>> = {
+  prepare_dataset: 5,
+  train_tokenizer: 15,
+  tokenize_dataset: 10,
+  probe: 60,
+  test_pretrained: 15,
+  prepare_dataset_instruct: 10,
+  test_instruct: 30,
+  eval: 150,
+  report: 2,
+};
+
+/**
+ * Tokens of the pretraining corpus before it is tokenized, at about 4 bytes of English a token:
+ * the uncompressed size of gzip files (their last four bytes), the size of others, and 3,000
+ * bytes a document from the hub.
+ */
+export async function estimateDataTokens(
+  source: { data?: string; hub?: boolean; rows?: number },
+): Promise<number> {
+  const BYTES_PER_TOKEN = 4;
+  if (source.hub) return (source.rows ?? HUB_ROWS) * 3000 / BYTES_PER_TOKEN;
+  let bytes = 0;
+  for (const path of await filesUnder(source.data ?? BUNDLED_PRETRAIN_DIR)) {
+    if (path.endsWith(".gz")) {
+      const file = await Deno.open(path);
+      try {
+        const size = (await file.stat()).size;
+        const tail = new Uint8Array(4);
+        await file.seek(size - 4, Deno.SeekMode.Start);
+        await file.read(tail);
+        bytes += new DataView(tail.buffer).getUint32(0, true);
+      } finally {
+        file.close();
+      }
+    } else {
+      bytes += (await Deno.stat(path)).size;
+    }
+  }
+  return Math.max(1, Math.round(bytes / BYTES_PER_TOKEN));
+}
+
+async function filesUnder(path: string): Promise<string[]> {
+  const info = await Deno.stat(path).catch(() => {
+    throw new Error(`No such file or folder: ${path}. Pass a text, JSON Lines or Parquet file.`);
+  });
+  if (!info.isDirectory) return [path];
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(path)) {
+    if (entry.isFile) files.push(`${path}/${entry.name}`);
+  }
+  return files;
+}
+
+/** A plan and the throughput samples it came from (the main job's `plan.json`). */
+export interface MeasuredPlan {
+  /** The plan. */
+  plan: BudgetPlan;
+  /** What the probe measured. */
+  samples: ThroughputSample[];
+}
+
+/** Probes this adapter's throughput and plans the main job for the budget. */
+export async function planForBudget(
+  gpu: Gpu,
+  options: MainJobPlanOptions,
+  log: (line: string) => void = () => {},
+): Promise<MeasuredPlan> {
+  const samples = await probeThroughput(gpu, (s) => planMainJob(options, s), {
+    vocabSize: options.vocabSize,
+    contextLength: options.contextLength,
+    log,
+  });
+  return { plan: planMainJob(options, samples), samples };
+}
