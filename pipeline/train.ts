@@ -1,201 +1,562 @@
 /**
- * The main job, `deno task train`: every pretraining stage in order, from raw text to a model
- * that completes a prompt. Each stage writes into the work folder and is skipped when its output
- * is already there, so an interrupted run picks up where it stopped (training itself resumes
- * from its checkpoint).
+ * The main job, `deno task train`: from raw text to a model you can chat with, within a time
+ * budget. It measures this adapter's training speed, prints the plan (model, tokens, the time of
+ * every stage), then runs every stage: prepare → tokenizer → tokenize → probe → pretrain →
+ * test_pretrained → prepare_instruct → finetune_instruct → test_instruct → eval → report.
  *
- *     deno task train                                       # FineWeb sample-10BT from the hub
- *     deno task train --data ../shared/data/simple-stories.txt --context 128 --steps 2000
+ * By default it trains on the corpus bundled in `data/` (offline); `--hub` takes a FineWeb
+ * `sample-10BT` sample from the Hugging Face hub instead, and `--data` local text. Each stage
+ * writes into the work folder and is skipped when its output is there; training resumes from
+ * its checkpoint, so an interrupted job picks up where it stopped. The flags that shape the
+ * outputs are recorded in `job.json`: running again in the same folder with other ones is an
+ * error rather than a silent reuse.
+ *
+ *     deno task train                      # 30 minutes, bundled data
+ *     deno task train --budget 2h          # a larger model
+ *     deno task train --hub --rows 10000   # FineWeb from the hub
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { acquireGpu } from "../kernels/device.ts";
-import { gpt2ParameterCount } from "../nn/config.ts";
-import { formatSizing, suggestModel } from "./compute_params.ts";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import {
+  DEFAULT_BUDGET,
+  estimateDataTokens,
+  HUB_ROWS,
+  type MainJobPlanOptions,
+  type MainJobStage,
+  type MeasuredPlan,
+  planForBudget,
+  planMainJob,
+  STAGE_ESTIMATES,
+} from "./budget.ts";
+import { BUNDLED_INSTRUCT_DIR, BUNDLED_PRETRAIN_DIR } from "./bundled_data.ts";
+import {
+  type BudgetPlan,
+  formatDuration,
+  formatPlan,
+  parseDuration,
+  type StageTime,
+} from "./plan.ts";
 import { FINEWEB_SAMPLE_10BT, prepareDataset } from "./prepare_dataset.ts";
+import type { HubDataset } from "./hub.ts";
+import { prepareDatasetInstruct } from "./prepare_dataset_instruct.ts";
+import { finetuneInstruct } from "./finetune_instruct.ts";
 import { testPretrained } from "./test_pretrained.ts";
-import { type DocumentMethod, tokenizeDataset } from "./tokenize_dataset.ts";
+import { formatSideBySide, testInstruct } from "./test_instruct.ts";
+import { tokenizeDataset } from "./tokenize_dataset.ts";
 import { loadTokenizedDataset } from "./token_rows.ts";
 import { trainModel } from "./train_model.ts";
+import { type EvalSummary, evaluateModel, formatEvalSummary } from "./eval.ts";
+import { writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
-import { interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+import { writeTextFileAtomic } from "../util/files.ts";
+import { interruptSignal, intFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 
-/** Options of {@linkcode runPretraining}. */
-export interface PretrainingOptions {
-  /** A local corpus (file or folder); FineWeb `sample-10BT` from the hub when absent. */
+/** The main job's settings, each default in one place: the CLI, `--help` and the JSDoc read it. */
+export const MAIN_JOB_DEFAULTS = {
+  budget: DEFAULT_BUDGET,
+  work: "runs/main",
+  hubRows: HUB_ROWS,
+  vocabSize: 8192,
+  context: 1024,
+  instructContext: 256,
+  prompt: "Once upon a time",
+  questions: [
+    "What is the capital of France?",
+    "Why is the sky blue?",
+    "Write a short story about a cat.",
+  ],
+} as const;
+
+/** Options of {@linkcode runMainJob}; see {@linkcode MAIN_JOB_DEFAULTS} for the defaults. */
+export interface MainJobOptions {
+  /** The whole job's wall-clock budget, e.g. `30m`, `2h`. */
+  budget?: string;
+  /** A local corpus (file or folder) instead of the bundled one. */
   data?: string;
-  /** The work folder every stage writes into. Default `runs/main`. */
-  work?: string;
-  /** Documents to take. Default 10,000. */
+  /** Take FineWeb `sample-10BT` from the Hugging Face hub instead of the bundled corpus. */
+  hub?: boolean;
+  /** Documents to take: all of a local or bundled corpus by default, 10,000 from the hub. */
   rows?: number;
-  /** Tokenizer vocabulary. Default 8192. */
+  /** Instruction pairs for the tuning (JSON, JSON Lines or Parquet); the bundled ones by default. */
+  instructData?: string;
+  /** The work folder every stage writes into. */
+  work?: string;
+  /** Tokenizer vocabulary. */
   vocabSize?: number;
-  /** Tokens per row and the model's context. Default 1024. */
+  /** The model's context, and the length the last phase of pretraining trains at. */
   context?: number;
-  /** How documents become rows. Default `concat`. */
-  method?: DocumentMethod;
-  /** Transformer blocks; by default the shape Chinchilla's rule suggests for the data. */
-  nLayer?: number;
-  /** Attention heads; by default as suggested. */
-  nHead?: number;
-  /** Residual width, a multiple of `nHead`; by default as suggested. */
-  nEmbd?: number;
-  /** Rows per step. Default 8. */
-  batchSize?: number;
-  /** Training steps. Default: one pass over the data. */
-  steps?: number;
-  /** Peak learning rate. Default 1e-3. */
-  lr?: number;
-  /** The prompt completed at the end. */
+  /** The prompt completed after pretraining. */
   prompt?: string;
   /** Stops after the running stage (training: after its step, saving a checkpoint). */
   signal?: AbortSignal;
+  /** The GPU to use; acquired when absent. */
+  gpu?: Gpu;
 }
 
-const exists = (path: string) => Deno.stat(path).then(() => true, () => false);
+/** What the main job made. */
+export interface MainJobResult {
+  /** The plan it followed. */
+  plan: BudgetPlan;
+  /** Every stage it ran with the seconds it took (a skipped stage takes 0). */
+  stages: StageTime[];
+  /** The work folder's report, `report.md`. */
+  report: string;
+  /** The tuned model's checkpoint and tokenizer, for `deno task chat`. */
+  chat: { checkpoint: string; tokenizer: string };
+}
 
-/** Runs prepare → tokenizer → tokenize → size → train → complete; see the module doc. */
-export async function runPretraining(options: PretrainingOptions = {}): Promise<string> {
-  const work = options.work ?? "runs/main";
+/** The flags that decide what the stages write; a work folder keeps the ones it was made with. */
+export type JobIdentity = Record<string, string | number | boolean | null>;
+
+/** Runs the whole pipeline within the budget; see the module documentation. */
+export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobResult | null> {
+  const d = MAIN_JOB_DEFAULTS;
+  const work = options.work ?? d.work;
+  const budgetSeconds = parseDuration(options.budget ?? d.budget);
+  const vocabSize = options.vocabSize ?? d.vocabSize;
+  const context = options.context ?? d.context;
   const paths = {
+    job: `${work}/job.json`,
+    plan: `${work}/plan.json`,
+    stages: `${work}/stages.json`,
     dataset: `${work}/dataset.jsonl`,
     tokenizer: `${work}/tokenizer`,
     tokenized: `${work}/tokenized`,
     model: `${work}/model`,
+    instruct: `${work}/instruct/data`,
+    tuned: `${work}/instruct/model`,
   };
-  const stage = (name: string, skipped: boolean) =>
-    console.error(`\n== ${name}${skipped ? " (done already, skipped)" : ""}`);
-  // Ctrl-C lets the running stage finish (training: its step and a checkpoint), then stops here.
+  const prompt = options.prompt ?? d.prompt;
+  await Deno.mkdir(work, { recursive: true });
+  const source = pretrainingSource(options);
+  await checkJobIdentity(paths.job, {
+    data: options.data ?? (options.hub ? "hub" : "bundled"),
+    rows: options.rows ?? null,
+    instructData: options.instructData ?? "bundled",
+    vocabSize,
+    context,
+  });
+
+  const gpu = options.gpu ?? await acquireGpu();
+  const spent: JobStageTime[] = await readJson(paths.stages) ?? [];
+  const done = (stage: MainJobStage) => spent.some((s) => s.stage === stage && s.done);
+  // Runs a stage unless it is done, adding its seconds to the record; a stage that Ctrl-C cut
+  // short is recorded as not done, and runs (resumes) next time.
+  const stage = async (name: MainJobStage, note: string, run: () => Promise<unknown>) => {
+    heading(name, done(name) ? " (done already, skipped)" : note);
+    if (done(name)) return;
+    const started = performance.now();
+    await run();
+    const seconds = (performance.now() - started) / 1000 + spentOn(spent, name);
+    const record = { stage: name, seconds, done: !options.signal?.aborted };
+    spent.splice(0, spent.length, ...spent.filter((s) => s.stage !== name), record);
+    await writeTextFileAtomic(paths.stages, JSON.stringify(spent, null, 2) + "\n");
+  };
+  const heading = (name: string, note = "") => console.error(`\n== ${name}${note}`);
   const stopped = () => {
     if (!options.signal?.aborted) return false;
     console.error("stopped; run the same command again to resume");
     return true;
   };
 
-  const haveDataset = await exists(paths.dataset);
-  stage(`prepare_dataset: ${options.data ?? "FineWeb sample-10BT from the hub"}`, haveDataset);
-  if (!haveDataset) {
-    await prepareDataset({
-      data: options.data,
-      hub: FINEWEB_SAMPLE_10BT,
-      rows: options.rows ?? 10_000,
-      out: paths.dataset,
-    });
+  // The plan comes first: probe the adapter, estimate the data, print what will happen.
+  const planOptions: MainJobPlanOptions = {
+    budgetSeconds,
+    vocabSize,
+    contextLength: context,
+    dataTokens: await estimateDataTokens(options),
+    spent,
+    estimates: STAGE_ESTIMATES,
+  };
+  let saved = await readJson<MeasuredPlan>(paths.plan);
+  if (!saved) {
+    await stage(
+      "probe",
+      `: this adapter's training speed (${gpu.adapter.name})`,
+      async () => {
+        saved = await planForBudget(gpu, planOptions, (line) => console.error(line));
+      },
+    );
+    if (stopped() || !saved) return null;
+    await writeTextFileAtomic(paths.plan, JSON.stringify(saved, null, 2) + "\n");
   }
+  heading(`plan for a budget of ${formatDuration(budgetSeconds)}`);
+  console.error(formatPlan(saved.plan, budgetSeconds));
 
-  if (stopped()) return "";
-  const haveTokenizer = await exists(`${paths.tokenizer}/tokenizer.json`);
-  stage("train_tokenizer", haveTokenizer);
-  if (!haveTokenizer) {
-    await trainTokenizer({
-      data: paths.dataset,
-      vocabSize: options.vocabSize ?? 8192,
-      out: paths.tokenizer,
-    });
-  }
-
-  if (stopped()) return "";
-  const haveTokenized = await exists(`${paths.tokenized}/meta.json`);
-  stage("tokenize_dataset", haveTokenized);
-  if (!haveTokenized) {
-    await tokenizeDataset({
+  await stage(
+    "prepare_dataset",
+    `: ${source.label}`,
+    () =>
+      prepareDataset({ data: source.data, hub: source.hub, rows: source.rows, out: paths.dataset }),
+  );
+  if (stopped()) return null;
+  await stage(
+    "train_tokenizer",
+    `: byte-level BPE, ${vocabSize} tokens`,
+    () => trainTokenizer({ data: paths.dataset, vocabSize, out: paths.tokenizer }),
+  );
+  if (stopped()) return null;
+  await stage("tokenize_dataset", `: rows of ${context} tokens`, () =>
+    tokenizeDataset({
       data: paths.dataset,
       tokenizer: paths.tokenizer,
-      method: options.method ?? "concat",
-      contextLength: options.context ?? 1024,
+      method: "concat",
+      contextLength: context,
       out: paths.tokenized,
-    });
-  }
+    }));
+  if (stopped()) return null;
+
+  // With the data's real size and the stages' real times the plan is final; it is printed again
+  // if that changed it.
   const { meta } = await loadTokenizedDataset(paths.tokenized);
-
-  if (stopped()) return "";
-  stage("compute_params", false);
-  const sizing = suggestModel(meta.tokens, {
-    vocabSize: meta.vocabSize,
-    contextLength: meta.contextLength,
-  });
-  console.error(formatSizing(meta.tokens, sizing));
-  const shape = {
-    nLayer: options.nLayer ?? sizing.config.nLayer,
-    nHead: options.nHead ?? sizing.config.nHead,
-    nEmbd: options.nEmbd ?? sizing.config.nEmbd,
+  if (!done("train_model") && spentOn(spent, "train_model") === 0) {
+    const final = planMainJob({ ...planOptions, dataTokens: meta.tokens }, saved.samples);
+    if (
+      !sameShape(final, saved.plan) ||
+      Math.abs(final.steps - saved.plan.steps) > 0.05 * saved.plan.steps
+    ) {
+      heading("plan, with the data's measured size");
+      console.error(formatPlan(final, budgetSeconds));
+    }
+    saved = { ...saved, plan: final };
+    await writeTextFileAtomic(paths.plan, JSON.stringify(saved, null, 2) + "\n");
+  }
+  const plan = saved.plan;
+  // A training stage gets what the budget has left once the stages before it took what they
+  // took and the ones after it are given their planned time: early errors of the estimates are
+  // absorbed by training, not added to the job's end.
+  const secondsLeftFor = (name: MainJobStage) => {
+    const at = plan.stages.findIndex((s) => s.stage === name);
+    const before = spent.filter((s) => s.stage !== name).reduce((sum, s) => sum + s.seconds, 0);
+    const after = plan.stages.slice(at + 1).reduce((sum, s) => sum + s.seconds, 0);
+    return Math.max(1, budgetSeconds - before - after - spentOn(spent, name));
   };
-  const parameters = gpt2ParameterCount({ ...sizing.config, ...shape }).total;
-  console.error(
-    `training: n_layer=${shape.nLayer} n_head=${shape.nHead} n_embd=${shape.nEmbd} ` +
-      `(${(parameters / 1e6).toFixed(2)}M parameters)`,
+
+  const pretrained = `${paths.model}/checkpoint.safetensors`;
+  await stage(
+    "train_model",
+    `: ${(plan.parameters / 1e6).toFixed(2)}M parameters`,
+    () =>
+      trainModel({
+        gpu,
+        data: paths.tokenized,
+        out: paths.model,
+        nLayer: plan.config.nLayer,
+        nHead: plan.config.nHead,
+        nEmbd: plan.config.nEmbd,
+        batchSize: plan.batchSize,
+        gradAccum: plan.gradAccum,
+        // A quarter more steps than planned, with the time limit ending the run: a probe that
+        // underrated the speed leaves no time unused, and wsd decays before the limit either way.
+        steps: Math.ceil(plan.steps * 1.25),
+        lr: pretrainingLearningRate(plan.parameters),
+        schedule: "wsd",
+        seqWarmup: { startLength: Math.min(128, context), untilFraction: 0.5 },
+        maxSeconds: secondsLeftFor("train_model"),
+        signal: options.signal,
+      }),
   );
+  if (stopped()) return null;
 
-  stage("train_model", false);
-  const batchSize = options.batchSize ?? 8;
-  const gpu = await acquireGpu();
-  const result = await trainModel({
-    gpu,
-    data: paths.tokenized,
-    out: paths.model,
-    ...shape,
-    batchSize,
-    steps: options.steps ?? Math.max(1, Math.floor(meta.rows / batchSize)),
-    lr: options.lr,
-    signal: options.signal,
+  await stage("test_pretrained", `: "${prompt}"`, async () => {
+    const completion = await testPretrained({
+      gpu,
+      checkpoint: pretrained,
+      tokenizer: paths.tokenizer,
+      prompt,
+      maxNewTokens: 60,
+      temperature: 0.8,
+      topK: 50,
+    });
+    console.log(prompt + completion);
   });
+  if (stopped()) return null;
 
-  if (stopped()) return "";
-  const prompt = options.prompt ?? "Once upon a time";
-  stage(`test_pretrained: "${prompt}"`, false);
-  const completion = await testPretrained({
-    gpu,
-    checkpoint: result.checkpoint,
-    tokenizer: paths.tokenizer,
-    prompt,
-    maxNewTokens: 60,
-    temperature: 0.8,
-    topK: 50,
+  await stage(
+    "prepare_dataset_instruct",
+    `: ${options.instructData ?? "bundled pairs"}`,
+    () =>
+      prepareDatasetInstruct({
+        data: options.instructData ?? BUNDLED_INSTRUCT_DIR,
+        tokenizer: paths.tokenizer,
+        contextLength: Math.min(d.instructContext, context),
+        out: paths.instruct,
+      }),
+  );
+  if (stopped()) return null;
+
+  const tuned = `${paths.tuned}/checkpoint.safetensors`;
+  const tunedTokenizer = `${paths.instruct}/tokenizer`;
+  const tuneRows = 16, tuneLength = Math.min(d.instructContext, context);
+  await stage("finetune_instruct", "", () =>
+    finetuneInstruct({
+      gpu,
+      pretrained,
+      data: `${paths.instruct}/tokenized`,
+      out: paths.tuned,
+      batchSize: tuneRows,
+      steps: Math.max(
+        10,
+        Math.ceil(1.25 * plan.finetuneSeconds * plan.tokensPerSecond / (tuneRows * tuneLength)),
+      ),
+      schedule: "wsd",
+      maxSeconds: secondsLeftFor("finetune_instruct"),
+      signal: options.signal,
+    }));
+  if (stopped()) return null;
+
+  await stage("test_instruct", "", async () => {
+    const results = await testInstruct({
+      gpu,
+      pretrained,
+      tokenizer: paths.tokenizer,
+      tuned,
+      tunedTokenizer,
+      questions: d.questions,
+      maxNewTokens: 60,
+      temperature: 0.7,
+      topK: 40,
+    });
+    console.log(formatSideBySide(results));
   });
-  console.log(prompt + completion);
-  return completion;
+  if (stopped()) return null;
+
+  let summary: Pick<EvalSummary, "figures"> | null = await readJson(`${work}/eval/eval.json`);
+  await stage("eval", ": validation, completions, answers, grammar", async () => {
+    const result = await evaluateModel({
+      gpu,
+      pretrained,
+      tokenizer: paths.tokenizer,
+      validation: paths.tokenized,
+      tuned,
+      tunedTokenizer,
+      out: `${work}/eval`,
+    });
+    console.log(formatEvalSummary(result));
+    summary = result;
+  });
+  if (stopped()) return null;
+
+  // The report is remade on every run: it is cheap and shows the stages as they stand.
+  heading("report");
+  const samples = summary ? await readEvalSamples(`${work}/eval`) : null;
+  const { report } = await writeReport({
+    work,
+    plan: { figures: planFigures(plan, budgetSeconds), stages: plan.stages },
+    stageTimes: spent,
+    pretrainLog: `${paths.model}/log.jsonl`,
+    instructLog: `${paths.tuned}/log.jsonl`,
+    evals: summary?.figures as Record<string, number> | undefined,
+    completions: samples?.completions,
+    answers: samples?.answers,
+    environment: { adapter: gpu.adapter.name },
+  });
+  const total = spent.reduce((sum, s) => sum + s.seconds, 0);
+  console.error(
+    `the job took ${formatDuration(total)} of its ${formatDuration(budgetSeconds)} budget`,
+  );
+  return {
+    plan,
+    stages: spent,
+    report,
+    chat: { checkpoint: tuned, tokenizer: tunedTokenizer },
+  };
+}
+
+/** The plan's figures as the report card shows them. */
+function planFigures(plan: BudgetPlan, budgetSeconds: number): Record<string, string | number> {
+  const { nLayer, nHead, nEmbd, vocabSize, contextLength } = plan.config;
+  return {
+    budget: formatDuration(budgetSeconds),
+    shape:
+      `n_layer=${nLayer} n_head=${nHead} n_embd=${nEmbd} vocab=${vocabSize} context=${contextLength}`,
+    parameters: plan.parameters,
+    tokens: plan.tokens,
+    tokensPerParameter: Number(plan.tokensPerParameter.toFixed(1)),
+    epochs: Number(plan.epochs.toFixed(2)),
+    batch: `${plan.batchSize} rows x ${plan.gradAccum} accumulated = ${plan.tokensPerStep} tokens`,
+    steps: plan.steps,
+    tokensPerSecond: Math.round(plan.tokensPerSecond),
+  };
+}
+
+/** The unedited completions and answers the eval wrote, as the report shows them. */
+async function readEvalSamples(folder: string) {
+  const lines = async <T>(path: string): Promise<T[]> =>
+    (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+  const completions = await lines<{ prompt: string; text: string }>(`${folder}/completions.jsonl`);
+  const answers = await lines<{ question: string; answer: string }>(`${folder}/answers.jsonl`);
+  return {
+    completions: completions.map(({ prompt, text }) => ({ prompt, text })),
+    answers: answers.map(({ question, answer }) => ({ prompt: question, text: answer })),
+  };
+}
+
+/** A stage's seconds as recorded in `stages.json`, and whether it finished. */
+interface JobStageTime extends StageTime {
+  /** The stage ran to its end (a stage cut short by Ctrl-C resumes next time). */
+  done: boolean;
+}
+
+function spentOn(spent: readonly StageTime[], stage: string): number {
+  return spent.find((s) => s.stage === stage)?.seconds ?? 0;
+}
+
+function sameShape(a: BudgetPlan, b: BudgetPlan): boolean {
+  return a.config.nLayer === b.config.nLayer && a.config.nEmbd === b.config.nEmbd;
+}
+
+/** Where the main job's pretraining text comes from. */
+export interface PretrainingSource {
+  /** A local file or folder (the bundled corpus unless `--data` or `--hub`). */
+  data?: string;
+  /** The hub dataset, with `--hub`. */
+  hub?: HubDataset;
+  /** Documents to take; `Infinity` for all. */
+  rows: number;
+  /** What the job says it reads. */
+  label: string;
+}
+
+/**
+ * The pretraining text for the job's flags: the corpus bundled in `data/` by default, so a
+ * fresh clone trains offline; `--hub` for the seed's FineWeb sample, `--data` for local text.
+ */
+export function pretrainingSource(options: MainJobOptions): PretrainingSource {
+  if (options.hub && options.data) throw new Error("Pass --data or --hub, not both.");
+  if (options.hub) {
+    return {
+      hub: FINEWEB_SAMPLE_10BT,
+      rows: options.rows ?? MAIN_JOB_DEFAULTS.hubRows,
+      label: `FineWeb sample-10BT from the Hugging Face hub (${FINEWEB_SAMPLE_10BT.repo})`,
+    };
+  }
+  if (options.data) {
+    return { data: options.data, rows: options.rows ?? Infinity, label: options.data };
+  }
+  return {
+    data: BUNDLED_PRETRAIN_DIR,
+    rows: options.rows ?? Infinity,
+    label: "the corpus bundled in data/, offline (FineWeb sample-10BT pages and simple " +
+      "stories); --hub reads FineWeb from the hub, --data your own text",
+  };
+}
+
+/**
+ * The peak pretraining learning rate for a model size: GPT-3's table (Brown et al., 2020,
+ * table 2.1: 6e-4 at 125M, 3e-4 at 350M, 2.5e-4 at 760M), rising for the smaller models a
+ * short budget trains, which tolerate (and need) larger steps.
+ */
+export function pretrainingLearningRate(parameters: number): number {
+  if (parameters >= 700e6) return 2.5e-4;
+  if (parameters >= 300e6) return 3e-4;
+  if (parameters >= 100e6) return 6e-4;
+  if (parameters >= 20e6) return 1e-3;
+  return 2e-3;
+}
+
+/**
+ * Checks that the work folder was made with the same output-shaping flags, recording them on
+ * first use.
+ */
+export async function checkJobIdentity(path: string, identity: JobIdentity): Promise<void> {
+  const recorded: JobIdentity | null = await readJson(path);
+  if (!recorded) {
+    await writeTextFileAtomic(path, JSON.stringify(identity, null, 2) + "\n");
+    return;
+  }
+  const changed = Object.keys(identity).filter((key) => recorded[key] !== identity[key]);
+  if (changed.length > 0) {
+    const list = changed.map((key) => `${key} ${recorded[key]} → ${identity[key]}`).join(", ");
+    throw new Error(
+      `${path} records a job made with other settings (${list}); run with the same flags to ` +
+        "resume it, or pass another --work for a new job.",
+    );
+  }
+}
+
+async function readJson<T>(path: string): Promise<T | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw error;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new Error(
+      `${path} is not valid JSON (an interrupted write?); delete it to redo that step.`,
+    );
+  }
+}
+
+/** The main job's flags, their defaults and help read from {@linkcode MAIN_JOB_DEFAULTS}. */
+function mainJobFlags() {
+  const d = MAIN_JOB_DEFAULTS;
+  return {
+    budget: {
+      type: "string",
+      default: d.budget,
+      help: "wall-clock time for the whole job: 30m, 2h, 1h30m",
+    },
+    data: {
+      type: "string",
+      help: "your own corpus (text, JSON Lines, Parquet; a file or folder) instead of data/",
+    },
+    hub: {
+      type: "boolean",
+      default: false,
+      help: "FineWeb sample-10BT from the Hugging Face hub instead of the bundled corpus",
+    },
+    rows: { type: "string", help: `documents to take (default all; ${d.hubRows} from the hub)` },
+    "instruct-data": {
+      type: "string",
+      help: "instruction pairs (Alpaca fields) for the tuning, instead of data/instruct",
+    },
+    work: { type: "string", default: d.work, help: "the work folder every stage writes into" },
+    "vocab-size": { type: "string", default: String(d.vocabSize), help: "tokenizer vocabulary" },
+    context: {
+      type: "string",
+      default: String(d.context),
+      help: "the model's context in tokens (at most 1024)",
+    },
+    prompt: { type: "string", default: d.prompt, help: "the prompt completed after pretraining" },
+    ...HELP_FLAG,
+  } as const;
 }
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        data: { type: "string" },
-        work: { type: "string", default: "runs/main" },
-        rows: { type: "string", default: "10000" },
-        "vocab-size": { type: "string", default: "8192" },
-        context: { type: "string", default: "1024" },
-        method: { type: "string", default: "concat" },
-        layers: { type: "string" },
-        heads: { type: "string" },
-        embd: { type: "string" },
-        "batch-size": { type: "string", default: "8" },
-        steps: { type: "string" },
-        lr: { type: "string", default: "1e-3" },
-        prompt: { type: "string", default: "Once upon a time" },
-      },
-    });
-    const optional = (name: string, value: string | undefined) =>
-      value === undefined ? undefined : intFlag(name, value);
-    const signal = interruptSignal();
-    await runPretraining({
+    const flags = mainJobFlags();
+    const { values } = parseArgs({ args: Deno.args, options: flags });
+    if (values.help) {
+      console.log(helpText("deno task train [options]", flags));
+      return;
+    }
+    const result = await runMainJob({
+      budget: values.budget,
       data: values.data,
+      hub: values.hub,
+      rows: values.rows === undefined ? undefined : intFlag("rows", values.rows),
+      instructData: values["instruct-data"],
       work: values.work,
-      rows: intFlag("rows", values.rows),
-      vocabSize: intFlag("vocab-size", values["vocab-size"]),
+      vocabSize: intFlag("vocab-size", values["vocab-size"], 261),
       context: intFlag("context", values.context, 2),
-      method: values.method as DocumentMethod,
-      nLayer: optional("layers", values.layers),
-      nHead: optional("heads", values.heads),
-      nEmbd: optional("embd", values.embd),
-      batchSize: intFlag("batch-size", values["batch-size"]),
-      steps: optional("steps", values.steps),
-      lr: numberFlag("lr", values.lr),
       prompt: values.prompt,
-      signal,
+      signal: interruptSignal(),
     });
+    if (result) {
+      console.error(`\nreport: ${result.report}`);
+      console.error(
+        `chat with the model: deno task chat --checkpoint ${result.chat.checkpoint} ` +
+          `--tokenizer ${result.chat.tokenizer}`,
+      );
+    }
   });
 }

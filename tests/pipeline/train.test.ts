@@ -1,0 +1,66 @@
+import assert from "node:assert/strict";
+import { estimateDataTokens } from "../../pipeline/budget.ts";
+import { BUNDLED_PRETRAIN_DIR } from "../../pipeline/bundled_data.ts";
+import { prepareDataset } from "../../pipeline/prepare_dataset.ts";
+import { checkJobIdentity, MAIN_JOB_DEFAULTS, pretrainingSource } from "../../pipeline/train.ts";
+
+Deno.test("the main job trains on the bundled corpus by default, offline", async () => {
+  const source = pretrainingSource({});
+  assert.equal(source.data, BUNDLED_PRETRAIN_DIR);
+  assert.equal(source.hub, undefined);
+  assert.match(source.label, /bundled/);
+  // The bundled files are in the checkout and read without a network.
+  const dir = await Deno.makeTempDir();
+  try {
+    const result = await prepareDataset({
+      data: source.data,
+      rows: 5,
+      out: `${dir}/dataset.jsonl`,
+      quiet: true,
+    });
+    assert.equal(result.rows, 5);
+    assert.ok(result.characters > 100);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  // About 4 bytes a token: millions of tokens, read from the gzip sizes without unpacking.
+  const tokens = await estimateDataTokens({});
+  assert.ok(tokens > 5e6 && tokens < 5e7, `${tokens}`);
+});
+
+Deno.test("--hub takes the seed's FineWeb sample, and cannot be mixed with --data", () => {
+  const hub = pretrainingSource({ hub: true });
+  assert.equal(hub.data, undefined);
+  assert.equal(hub.hub?.repo, "HuggingFaceFW/fineweb");
+  assert.equal(hub.rows, MAIN_JOB_DEFAULTS.hubRows);
+  assert.equal(pretrainingSource({ data: "corpus.txt", rows: 7 }).rows, 7);
+  assert.throws(() => pretrainingSource({ hub: true, data: "corpus.txt" }), /--data or --hub/);
+});
+
+Deno.test("estimateDataTokens() reads a gzip file's uncompressed size", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = JSON.stringify({ text: "word ".repeat(20_000) }) + "\n";
+    const gz = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
+    await Deno.writeFile(`${dir}/a.jsonl.gz`, new Uint8Array(await new Response(gz).arrayBuffer()));
+    await Deno.writeTextFile(`${dir}/b.txt`, "x".repeat(4000));
+    assert.equal(await estimateDataTokens({ data: dir }), Math.round((text.length + 4000) / 4));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a work folder refuses a job with other data or shape flags", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const identity = { data: "bundled", rows: null, vocabSize: 8192, context: 1024 };
+    await checkJobIdentity(`${dir}/job.json`, identity);
+    await checkJobIdentity(`${dir}/job.json`, identity); // the same flags resume
+    await assert.rejects(
+      () => checkJobIdentity(`${dir}/job.json`, { ...identity, vocabSize: 4096 }),
+      /vocabSize 8192 → 4096.*--work/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
