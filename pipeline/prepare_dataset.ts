@@ -28,6 +28,8 @@ export const FINEWEB_SAMPLE_10BT: HubDataset = {
 export interface PrepareDatasetOptions {
   /** A local file or folder of them; when absent, `hub` is read. */
   data?: string;
+  /** Several local sources interleaved by share, instead of `data` or `hub`. */
+  mixture?: readonly MixtureSource[];
   /** The hub dataset to sample when `data` is absent. Default FineWeb `sample-10BT`. */
   hub?: HubDataset;
   /** How many documents to keep (the first ones, in file order); `Infinity` for all. Default 10,000. */
@@ -89,6 +91,10 @@ export async function prepareDataset(options: PrepareDatasetOptions): Promise<Pr
 /** Batches of documents from the local path, or from the hub's Parquet files in order. */
 async function* sourceBatches(options: PrepareDatasetOptions): AsyncGenerator<string[]> {
   const read = { textField: options.textField, batchSize: 1000 };
+  if (options.mixture) {
+    yield* mixtureBatches(options.mixture, read);
+    return;
+  }
   if (options.data) {
     yield* readTextBatches(options.data, read);
     return;
@@ -97,6 +103,55 @@ async function* sourceBatches(options: PrepareDatasetOptions): AsyncGenerator<st
   for (const path of await listHubParquetFiles(dataset)) {
     yield* parquetTextBatches(await hubFileBuffer(dataset, path), `${dataset.repo}/${path}`, read);
   }
+}
+
+/** A source of a mixture and its share of the text. */
+export interface MixtureSource {
+  /** A local file or folder. */
+  data: string;
+  /** Its share of the mixture's characters, from 0 to 1 (the shares are normalized). */
+  share: number;
+}
+
+/**
+ * Documents of several sources interleaved so that each has its `share` of the characters all
+ * along the file: the next document comes from the source furthest below its share. The mixture
+ * ends when a source runs out, so the shares hold to the end (and a held-out tail of the file
+ * has the same mixture as the rest).
+ */
+async function* mixtureBatches(
+  sources: readonly MixtureSource[],
+  read: { textField?: string; batchSize: number },
+): AsyncGenerator<string[]> {
+  const total = sources.reduce((sum, s) => sum + s.share, 0);
+  if (!(total > 0) || sources.some((s) => !(s.share >= 0))) {
+    throw new Error("A mixture needs shares of 0 or more that add up to more than 0.");
+  }
+  const live = sources.filter((s) => s.share > 0).map((source) => ({
+    share: source.share / total,
+    batches: readTextBatches(source.data, read)[Symbol.asyncIterator](),
+    pending: [] as string[],
+    characters: 0,
+  }));
+  let batch: string[] = [];
+  while (true) {
+    const next = live.reduce((a, b) => a.characters / a.share <= b.characters / b.share ? a : b);
+    if (next.pending.length === 0) {
+      const { value, done } = await next.batches.next();
+      if (done) break;
+      next.pending = value.reverse();
+      continue;
+    }
+    const text = next.pending.pop()!;
+    next.characters += text.length;
+    batch.push(text);
+    if (batch.length === read.batchSize) {
+      yield batch;
+      batch = [];
+    }
+  }
+  if (batch.length) yield batch;
+  for (const source of live) await source.batches.return?.(undefined);
 }
 
 if (import.meta.main) {

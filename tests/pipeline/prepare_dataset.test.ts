@@ -128,3 +128,36 @@ Deno.test("prepareDataset() says which column to pick when the text column is mi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prepareDataset() interleaves a mixture by share and ends with its scarcest source", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const doc = (tag: string, i: number) =>
+      JSON.stringify({ text: `${tag}${i} `.padEnd(100, tag) });
+    await Deno.writeTextFile(
+      `${dir}/a.jsonl`,
+      Array.from({ length: 30 }, (_, i) => doc("a", i)).join("\n"),
+    );
+    await Deno.writeTextFile(
+      `${dir}/b.jsonl`,
+      Array.from({ length: 50 }, (_, i) => doc("b", i)).join("\n"),
+    );
+    await prepareDataset({
+      mixture: [{ data: `${dir}/a.jsonl`, share: 3 }, { data: `${dir}/b.jsonl`, share: 1 }],
+      rows: Infinity,
+      out: `${dir}/out.jsonl`,
+      quiet: true,
+    });
+    const tags = (await Deno.readTextFile(`${dir}/out.jsonl`)).trim().split("\n")
+      .map((line) => (JSON.parse(line).text as string)[0]);
+    // All 30 of a (the scarce one at its share), 10 of b, mixed all along: every window of 4
+    // documents has 3 of a and 1 of b.
+    assert.equal(tags.filter((t) => t === "a").length, 30);
+    assert.equal(tags.filter((t) => t === "b").length, 10);
+    for (let i = 0; i + 4 <= tags.length; i += 4) {
+      assert.equal(tags.slice(i, i + 4).filter((t) => t === "b").length, 1);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,19 +1,19 @@
 import assert from "node:assert/strict";
 import { estimateDataTokens } from "../../pipeline/budget.ts";
-import { BUNDLED_PRETRAIN_DIR } from "../../pipeline/bundled_data.ts";
+import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "../../pipeline/bundled_data.ts";
 import { prepareDataset } from "../../pipeline/prepare_dataset.ts";
 import { checkJobIdentity, MAIN_JOB_DEFAULTS, pretrainingSource } from "../../pipeline/train.ts";
 
 Deno.test("the main job trains on the bundled corpus by default, offline", async () => {
   const source = pretrainingSource({});
-  assert.equal(source.data, BUNDLED_PRETRAIN_DIR);
+  assert.deepEqual(source.mixture?.map((s) => s.data), [BUNDLED_STORIES, BUNDLED_FINEWEB]);
   assert.equal(source.hub, undefined);
   assert.match(source.label, /bundled/);
   // The bundled files are in the checkout and read without a network.
   const dir = await Deno.makeTempDir();
   try {
     const result = await prepareDataset({
-      data: source.data,
+      mixture: source.mixture,
       rows: 5,
       out: `${dir}/dataset.jsonl`,
       quiet: true,
