@@ -109,8 +109,12 @@ export interface MatmulConstants extends MatmulTile, Record<string, number | boo
   transB: boolean;
   /** A bias buffer is bound. */
   bias: boolean;
-  /** A pre-activation output buffer is bound. */
+  /** A pre-activation output buffer is bound (only with \`gelu\`). */
   pre: boolean;
+  /** Add the output's previous value (\`accumulate\`, or a later part of a split reduction). */
+  accumulate: boolean;
+  /** Apply GELU after the bias. */
+  gelu: boolean;
 }
 
 /**
@@ -250,20 +254,23 @@ export const matmulKernel: Kernel<MatmulConstants> = {
       reductionStep(c, 1, emit);
       emit(`  }`);
     }
-    // Epilogue: one bounds-checked scalar store per output (N need not be a multiple of 4). It
-    // is a loop over a private copy of the tile, not unrolled: lavapipe expands each storage
-    // access into ~100 instructions, and an unrolled epilogue of 128 stores with bias and GELU
-    // took LLVM tens of seconds to compile.
-    const accs: string[] = [];
-    for (let i = 0; i < tm; i++) for (let j = 0; j < tn4; j++) accs.push(`acc${i}_${j}`);
-    emit(`  let tile = array<vec4f, ${tm * tn4}>(${accs.join(", ")});`);
+    // Epilogue: one bounds-checked scalar store per output (N need not be a multiple of 4),
+    // row by row. Row i of the tile is picked with a chain of selects on the loop counter:
+    // on lavapipe a private array indexed by it (the simple way) is a per-lane gather, which
+    // made the epilogue cost more than a 128-long reduction; fully unrolled (256 stores) it
+    // runs as fast as this but takes LLVM 5-60 s to compile, this 1-2 s.
     emit(`  for (var i = 0u; i < ${tm}u; i++) {`);
-    emit(`    let row = p.c_offset + wid.z * p.c_batch + (r0 + i) * p.ldc;`);
-    emit(`    for (var j = 0u; j < ${tn}u; j++) {`);
-    emit(`      if (r0 + i < p.m && c0 + j < p.n) {`);
-    emit(`        store(row, c0 + j, tile[i * ${tn4}u + j / 4u][j % 4u]);`);
-    emit(`      }`);
-    emit(`    }`);
+    for (let j4 = 0; j4 < tn4; j4++) {
+      let pick = `acc${tm - 1}_${j4}`;
+      for (let i = tm - 2; i >= 0; i--) pick = `select(${pick}, acc${i}_${j4}, i == ${i}u)`;
+      emit(`    let row_${j4} = ${pick};`);
+    }
+    emit(`    let at = p.c_offset + wid.z * p.c_batch + (r0 + i) * p.ldc + c0;`);
+    for (let j = 0; j < tn; j++) {
+      emit(`    if (r0 + i < p.m && c0 + ${j}u < p.n) {`);
+      emit(`      store(at + ${j}u, c0 + ${j}u, row_${j >> 2}[${j & 3}]);`);
+      emit(`    }`);
+    }
     emit(`  }`);
     const bindings = matmulBindings(c);
     const at = (kind: string, nth = 0) => {
@@ -282,9 +289,6 @@ struct Params {
   bias_offset: u32, // element of bias[col 0]
   a_layer: u32,     // 1 when A has a layer per batch entry, 0 when one A is shared
   b_layer: u32,     // as a_layer, for B
-  accumulate: u32,  // add the output's previous value
-  final_part: u32,  // last part of the reduction: apply bias and GELU
-  gelu: u32,        // apply GELU in the final part
 }
 
 @group(0) @binding(0) var ta: texture_storage_2d_array<rgba32float, read>;
@@ -294,21 +298,16 @@ ${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<f32
 ${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<f32>;` : ""}
 @group(0) @binding(${bindings.length - 1}) var<uniform> p: Params;
 
-${GELU_WGSL}
+${c.gelu ? GELU_WGSL : ""}
 
-fn store(row: u32, col: u32, value: f32) {
+// Stores output element \`at\` (column \`col\` of this part) with the epilogue.
+fn store(at: u32, col: u32, value: f32) {
   var x = value;
-  if (p.accumulate != 0u) {
-    x += c[row + col];
-  }
-  if (p.final_part != 0u) {
-    ${c.bias ? "x += bias[p.bias_offset + col];" : ""}
-    ${c.pre ? "pre[row + col - p.c_offset + p.pre_offset] = x;" : ""}
-    if (p.gelu != 0u) {
-      x = gelu(x);
-    }
-  }
-  c[row + col] = x;
+  ${c.accumulate ? "x += c[at];" : ""}
+  ${c.bias ? "x += bias[p.bias_offset + col];" : ""}
+  ${c.pre ? "pre[at - p.c_offset + p.pre_offset] = x;" : ""}
+  ${c.gelu ? "x = gelu(x);" : ""}
+  c[at] = x;
 }
 
 @compute @workgroup_size(${wx}, ${wy})
@@ -438,12 +437,19 @@ export async function matmul(
   const nParts = ranges(n, n <= nChunk ? n : nChunk);
   const kParts = ranges(k, k <= kChunk ? k : kChunk);
 
-  const constants: MatmulConstants = {
-    ...tile,
-    transA,
-    transB,
-    bias: !!options.bias,
-    pre: !!options.pre,
+  // The epilogue is compiled in: bias, pre-activation and GELU in the last part of the
+  // reduction only, accumulation into the output in every later part.
+  const constantsOf = (kIndex: number): MatmulConstants => {
+    const last = kIndex === kParts.length - 1;
+    return {
+      ...tile,
+      transA,
+      transB,
+      bias: last && !!options.bias,
+      pre: last && !!options.pre,
+      gelu: last && !!options.gelu,
+      accumulate: !!options.accumulate || kIndex > 0,
+    };
   };
   const staged: Record<string, string> = {};
   const stage = async (role: string, block: MatrixBlock, kRows: boolean) => {
@@ -497,7 +503,6 @@ export async function matmul(
           };
           const ta = await stage("a", aBlock, transA);
           const tb = await stage("b", bBlock, !transB);
-          const last = kIndex === kParts.length - 1;
           const params = gpu.uniform(uniforms({
             m: mp.count,
             n: np.count,
@@ -509,16 +514,14 @@ export async function matmul(
             bias_offset: np.first,
             a_layer: strideA === 0 ? 0 : 1,
             b_layer: strideB === 0 ? 0 : 1,
-            accumulate: options.accumulate || kIndex > 0 ? 1 : 0,
-            final_part: last ? 1 : 0,
-            gelu: options.gelu ? 1 : 0,
           }));
+          const constants = constantsOf(kIndex);
           const bindings = [
             ta,
             tb,
             outWindow.binding,
-            ...(options.bias ? [options.bias] : []),
-            ...(preWindow ? [preWindow.binding] : []),
+            ...(constants.bias ? [options.bias!] : []),
+            ...(constants.pre ? [preWindow!.binding] : []),
             params,
           ];
           await gpu.run(matmulKernel, constants, bindings, [
