@@ -47,6 +47,7 @@ export * from "./nn/ops.ts";
 export * from "./nn/gpt2.ts";
 export * from "./nn/optimizer.ts";
 export * from "./nn/muon.ts";
+export * from "./nn/muon_adamw.ts";
 export * from "./nn/checkpoint.ts";
 export * from "./nn/generate.ts";
 export * from "./pipeline/train_model.ts";

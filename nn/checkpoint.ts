@@ -9,7 +9,6 @@
 import type { Gpu } from "../kernels/device.ts";
 import type { GPT2Config } from "./config.ts";
 import { GPT2 } from "./gpt2.ts";
-import type { AdamW } from "./optimizer.ts";
 import { type NamedTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
 
 /** What a checkpoint holds besides tensors. */
@@ -26,7 +25,7 @@ export interface CheckpointInfo {
 export interface LoadedCheckpoint extends CheckpointInfo {
   /** The model, its weights uploaded to the GPU; the caller disposes it. */
   model: GPT2;
-  /** Every tensor of the file (weights and optimizer moments), for {@linkcode AdamW.load}. */
+  /** Every tensor of the file (weights and optimizer moments), for the optimizer's `load`. */
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
 
@@ -35,7 +34,7 @@ export async function saveCheckpoint(
   path: string,
   model: GPT2,
   info: CheckpointInfo,
-  optimizer?: AdamW,
+  optimizer?: { state(): Promise<NamedTensor[]> },
 ): Promise<void> {
   const tensors: NamedTensor[] = [];
   for (const [name, param] of model.params) {

@@ -69,12 +69,18 @@ export class AdamW {
   /**
    * Records one update with learning rate `lr` from the parameters' gradients, and returns a
    * function that reads the gradient's global norm (before clipping) once the work is done.
+   *
+   * @param gradNorm a norm to clip by instead of this optimizer's parameters' own (when another
+   *   optimizer updates the rest of the model, both clip by the norm over all of it).
    */
-  async step(lr: number): Promise<() => Promise<number>> {
+  async step(lr: number, gradNorm?: GPUBuffer): Promise<() => Promise<number>> {
     const gpu = this.gpu;
     gpu.profilePhase = "optimizer";
-    const params = [...this.params.values()];
-    await globalNorm(gpu, this.#norm, params.map((p) => ({ buffer: p.grad, count: p.size })));
+    const norm = gradNorm ?? this.#norm;
+    if (!gradNorm) {
+      const params = [...this.params.values()];
+      await globalNorm(gpu, norm, params.map((p) => ({ buffer: p.grad, count: p.size })));
+    }
     this.steps++;
     for (const [name, param] of this.params) {
       await adamwUpdate(
@@ -85,10 +91,10 @@ export class AdamW {
         param.grad,
         [{ first: 0, count: param.size, decay: this.decayed.has(name) }],
         { ...this.settings, lr, step: this.steps },
-        this.#norm,
+        norm,
       );
     }
-    return async () => (await gpu.readF32(this.#norm, 1))[0];
+    return async () => (await gpu.readF32(norm, 1))[0];
   }
 
   /** The moments as named tensors (`adam.m.<name>`, `adam.v.<name>`), for a checkpoint. */

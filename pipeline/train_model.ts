@@ -20,6 +20,7 @@ import { GPT2, growVocabulary } from "../nn/gpt2.ts";
 import { readSafetensors } from "../nn/safetensors.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
+import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
 import { accumulatedStep } from "../nn/accumulated_step.ts";
 import {
   DEFAULT_DECAY_FRACTION,
@@ -78,6 +79,8 @@ export const TRAIN_DEFAULTS = {
   evalBatches: 4,
   /** Seed of the initialization and the batch order. */
   seed: 1337,
+  /** AdamW on every parameter, or Muon on the blocks' matrices and AdamW on the rest. */
+  optimizer: "adamw" as OptimizerKind,
   /** The learning-rate schedule's shape. */
   schedule: DEFAULT_SCHEDULE,
   /** The share of the steps a `wsd` schedule decays over. */
@@ -135,6 +138,11 @@ export interface TrainModelOptions {
    * steps. Default `cosine`.
    */
   schedule?: ScheduleKind;
+  /**
+   * `adamw` (default) for every parameter, or `muon`: Muon for the blocks' matrices (Moonshot's
+   * update scale, so it shares AdamW's learning rate) and AdamW for the rest.
+   */
+  optimizer?: OptimizerKind;
   /** The share of the steps a `wsd` schedule decays over. Default 0.2. */
   decayFraction?: number;
   /**
@@ -256,6 +264,8 @@ interface TrainingState {
   mixSampler?: SamplerState;
   /** Set when a time limit moved the end of a `wsd` schedule earlier. */
   scheduleSteps?: number;
+  /** Checkpoints from before Muon existed used AdamW. */
+  optimizer?: OptimizerKind;
 }
 
 /** The flags that must match to resume, as the command line spells them. */
@@ -268,7 +278,8 @@ function runSignature(state: Partial<TrainingState>): string {
       state.finalMix.fromFraction
     : "";
   return `--seed ${state.seed} --batch-size ${state.batchSize} --grad-accum ` +
-    `${state.gradAccum ?? 1} --val-fraction ${state.valFraction}${warmup}${mix}`;
+    `${state.gradAccum ?? 1} --val-fraction ${state.valFraction}${warmup}${mix}` +
+    (state.optimizer === "muon" ? " --optimizer muon" : "");
 }
 
 /** Trains (or resumes training) a GPT-2 model; see the module documentation. */
@@ -297,6 +308,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     valFraction,
     seqWarmup: options.seqWarmup,
     finalMix: options.finalMix,
+    optimizer: options.optimizer ?? D.optimizer,
   };
 
   const resumable = (options.resume ?? true) &&
@@ -354,7 +366,9 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   // A resumed run keeps the log up to its checkpoint (later steps are trained again); a new run
   // starts a new log.
   await truncateLog(`${options.out}/log.jsonl`, step);
-  const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
+  const optimizer = (options.optimizer ?? D.optimizer) === "muon"
+    ? new MuonAdamW(gpu, model)
+    : new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
   if (moments) optimizer.load(moments, step);
   moments = null; // the checkpoint's CPU copies are no longer needed
   const split = splitRows(dataset.meta.rows, valFraction, batchSize);
@@ -576,6 +590,7 @@ export type RunValueFlag =
   | "lr"
   | "schedule"
   | "decay-fraction"
+  | "optimizer"
   | "seq-warmup"
   | "mix-share"
   | "mix-from"
@@ -613,6 +628,11 @@ export function runFlags(
       type: "string",
       default: String(D.decayFraction),
       help: "share of the steps a wsd schedule decays over",
+    },
+    optimizer: {
+      type: "string",
+      default: D.optimizer,
+      help: "adamw, or muon (Muon on the blocks' matrices, AdamW on the rest)",
     },
     "seq-start": {
       type: "string",
@@ -666,6 +686,7 @@ export function runOptions(values: {
   lr: string;
   schedule: string;
   "decay-fraction": string;
+  optimizer: string;
   "seq-start"?: string;
   "seq-warmup": string;
   "mix-data"?: string;
@@ -684,6 +705,7 @@ export function runOptions(values: {
   | "steps"
   | "lr"
   | "schedule"
+  | "optimizer"
   | "decayFraction"
   | "seqWarmup"
   | "finalMix"
@@ -699,6 +721,9 @@ export function runOptions(values: {
   if (values.schedule !== "cosine" && values.schedule !== "wsd") {
     throw new Error(`--schedule must be cosine or wsd, got "${values.schedule}".`);
   }
+  if (values.optimizer !== "adamw" && values.optimizer !== "muon") {
+    throw new Error(`--optimizer must be adamw or muon, got "${values.optimizer}".`);
+  }
   const seqStart = values["seq-start"];
   const maxSeconds = values["max-seconds"], mixData = values["mix-data"];
   return {
@@ -707,6 +732,7 @@ export function runOptions(values: {
     steps: intFlag("steps", values.steps),
     lr: numberFlag("lr", values.lr),
     schedule: values.schedule,
+    optimizer: values.optimizer,
     decayFraction: fractionFlag("decay-fraction", values["decay-fraction"]),
     seqWarmup: seqStart === undefined ? undefined : {
       startLength: intFlag("seq-start", seqStart),

@@ -372,3 +372,33 @@ Deno.test("trainModel() joins a second dataset's rows to the last phase, resumab
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trainModel() with Muon learns, resumes exactly, and will not resume as AdamW", async () => {
+  const gpu = await testGpu();
+  const { dir } = await fixture();
+  try {
+    const run = { ...settings, gpu, data: `${dir}/tokenized`, optimizer: "muon" as const };
+    const whole = await trainModel({ ...run, out: `${dir}/whole`, steps: 30 });
+    assert.ok(whole.losses.at(-1)! < whole.losses[0] / 2, `${whole.losses}`);
+    await assert.rejects(
+      trainModel({
+        ...run,
+        out: `${dir}/split`,
+        steps: 30,
+        checkpointEvery: 10,
+        onStep: ({ step }) => {
+          if (step === 15) throw new Error("simulated crash");
+        },
+      }),
+      /simulated crash/,
+    );
+    await assert.rejects(
+      trainModel({ ...run, optimizer: "adamw", out: `${dir}/split`, steps: 30 }),
+      /--optimizer muon/,
+    );
+    const resumed = await trainModel({ ...run, out: `${dir}/split`, steps: 30 });
+    assert.deepEqual(resumed.losses, whole.losses.slice(10));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
