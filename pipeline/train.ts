@@ -48,8 +48,15 @@ import { formatSideBySide, testInstruct } from "./test_instruct.ts";
 import { tokenizeDataset } from "./tokenize_dataset.ts";
 import { loadTokenizedDataset } from "./token_rows.ts";
 import { trainModel } from "./train_model.ts";
-import { type EvalSummary, evaluateModel, formatEvalSummary } from "./eval.ts";
-import { writeReport } from "./report.ts";
+import {
+  type EvalSummary,
+  evaluateModel,
+  formatEvalSummary,
+  LINK_PARSER_INSTALL,
+  linkParserAvailable,
+} from "./eval.ts";
+import type { EvalFigures } from "./eval_scores.ts";
+import { type ReportFigure, writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { interruptSignal, intFlag, runCli } from "./_cli.ts";
@@ -148,6 +155,13 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   });
 
   const gpu = options.gpu ?? await acquireGpu();
+  // Said first, not after the training: the eval's grammar score needs link-grammar.
+  const grammar = await linkParserAvailable();
+  if (!grammar) {
+    console.error(
+      `note: the eval will skip its grammar score: link-grammar is missing (${LINK_PARSER_INSTALL})`,
+    );
+  }
   const spent: JobStageTime[] = await readJson(paths.stages) ?? [];
   const done = (stage: MainJobStage) => spent.some((s) => s.stage === stage && s.done);
   // Runs a stage unless it is done, adding its seconds to the record; a stage that Ctrl-C cut
@@ -339,6 +353,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
       validation: paths.tokenized,
       tuned,
       tunedTokenizer,
+      grammar,
       out: `${work}/eval`,
     });
     console.log(formatEvalSummary(result));
@@ -355,7 +370,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     stageTimes: spent,
     pretrainLog: `${paths.model}/log.jsonl`,
     instructLog: `${paths.tuned}/log.jsonl`,
-    evals: summary?.figures as Record<string, number> | undefined,
+    evals: summary ? reportFigures(summary.figures) : undefined,
     completions: samples?.completions,
     answers: samples?.answers,
     environment: { adapter: gpu.adapter.name },
@@ -387,6 +402,23 @@ function planFigures(plan: BudgetPlan, budgetSeconds: number): Record<string, st
     steps: plan.steps,
     tokensPerSecond: Math.round(plan.tokensPerSecond),
   };
+}
+
+/** The eval's figures for the report, with words for the two it does not know. */
+function reportFigures(figures: EvalFigures): Record<string, number | ReportFigure> {
+  const known = (value: number | undefined, of: string) =>
+    value === undefined ? undefined : {
+      value,
+      share: true,
+      description: `grammar of the ${of}, counting only sentences whose every word the parser ` +
+        "knows (it guesses at unknown words, which lets made-up words pass)",
+    };
+  const entries = Object.entries({
+    ...figures,
+    grammarKnownWords: known(figures.grammarKnownWords, "completions"),
+    answerGrammarKnownWords: known(figures.answerGrammarKnownWords, "answers"),
+  }).filter(([, value]) => value !== undefined);
+  return Object.fromEntries(entries) as Record<string, number | ReportFigure>;
 }
 
 /** The unedited completions and answers the eval wrote, as the report shows them. */
