@@ -7,8 +7,13 @@
  * @module
  */
 
+import { attentionDecode, type DecodeShape, kvCacheWrite } from "../kernels/attention_decode.ts";
 import type { Gpu } from "../kernels/device.ts";
+import { embeddingForward } from "../kernels/embedding.ts";
+import { layernormForward } from "../kernels/layernorm.ts";
+import { linearForward, matmul } from "../kernels/matmul.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
+import type { KvCache } from "./kv_cache.ts";
 import {
   add,
   causalSelfAttention,
@@ -150,6 +155,135 @@ export class GPT2 {
     return await linear(tape, x, this.#p("wte"), null); // the tied output head
   }
 
+  /**
+   * Inference with a key-value cache: logits (R, V) at the last new position of each of the R
+   * step rows. Each row's new tokens take positions `cache.lengths[row]` on (a whole prompt in
+   * a prefill, then one token per step), their keys and values are appended to the cache row,
+   * and each attends over its row's cache; `cache.lengths` then counts them. Rows with fewer new
+   * tokens than the longest are padded at the end: causal attention keeps the pads out of the
+   * real positions, and the pads' cache entries are overwritten before any query reaches them.
+   * No tape: nothing is kept for a backward. The same blocks as {@linkcode GPT2.forward}, with
+   * each residual add fused into the projection's store (`x += y·Wᵀ + b`).
+   */
+  async forwardCached(cache: KvCache, step: CachedStep): Promise<Tensor> {
+    const gpu = this.gpu;
+    const { nEmbd: C, nHead: NH, vocabSize: V, contextLength: maxT, nLayer } = this.config;
+    const { rows, tokens } = checkStep(cache, step);
+    const R = rows.length, Tq = Math.max(...tokens.map((t) => t.length)), N = R * Tq;
+    const starts = rows.map((row) => cache.lengths[row]);
+    const ids = new Int32Array(N); // (R, Tq), pads 0
+    tokens.forEach((row, r) => ids.set(row, r * Tq));
+    const scratch: GPUBuffer[] = [];
+    const buffer = (n: number, name: string) => {
+      scratch.push(gpu.acquire(Math.max(1, n) * 4, undefined, name));
+      return scratch.at(-1)!;
+    };
+    const upload = (data: Int32Array | Uint32Array, name: string) => {
+      scratch.push(gpu.upload(data, name));
+      return scratch.at(-1)!;
+    };
+    const idBuffer = upload(ids, "cached.ids");
+    const slots = upload(Uint32Array.from(rows.flatMap((row, r) => [row, starts[r]])), "slots");
+    const shape: DecodeShape = {
+      rows: R,
+      time: Tq,
+      channels: C,
+      heads: NH,
+      maxTime: maxT,
+      cacheRows: cache.rows,
+    };
+    const x = buffer(N * C, "cached.x"), h = buffer(N * C, "cached.h");
+    const qkv = buffer(N * 3 * C, "cached.qkv"), y = buffer(N * C, "cached.y");
+    const hidden = buffer(N * 4 * C, "cached.hidden");
+    const mean = buffer(N, "cached.mean"), rstd = buffer(N, "cached.rstd");
+    try {
+      await this.#embedAt(x, idBuffer, starts, R, Tq, buffer); // (R, Tq, C)
+      for (let i = 0; i < nLayer; i++) {
+        const p = (name: string) => this.#p(`h.${i}.${name}`).buffer;
+        const [kCache, vCache] = [cache.keys[i], cache.values[i]];
+        // x = x + attn(ln_1(x))
+        await layernormForward(gpu, h, mean, rstd, x, p("ln_1.weight"), p("ln_1.bias"), N, C);
+        await linearForward(
+          gpu,
+          qkv,
+          h,
+          p("attn.c_attn.weight"),
+          p("attn.c_attn.bias"),
+          N,
+          C,
+          3 * C,
+        ); // (R, Tq, 3C)
+        await kvCacheWrite(gpu, kCache, vCache, qkv, slots, shape);
+        await attentionDecode(gpu, y, qkv, kCache, vCache, slots, shape); // (R, Tq, C)
+        await addLinear(gpu, x, y, p("attn.c_proj.weight"), p("attn.c_proj.bias"), N, C, C);
+        // x = x + mlp(ln_2(x))
+        await layernormForward(gpu, h, mean, rstd, x, p("ln_2.weight"), p("ln_2.bias"), N, C);
+        await linearForward(gpu, hidden, h, p("mlp.c_fc.weight"), p("mlp.c_fc.bias"), N, C, 4 * C, {
+          gelu: true,
+        }); // (R, Tq, 4C)
+        await addLinear(gpu, x, hidden, p("mlp.c_proj.weight"), p("mlp.c_proj.bias"), N, 4 * C, C);
+      }
+      // Only each row's last real position is read out: the head is V wide.
+      const last = Tq === 1 ? x : buffer(R * C, "cached.last"); // (R, C)
+      if (Tq > 1) {
+        tokens.forEach((row, r) =>
+          gpu.encoder.copyBufferToBuffer(
+            x,
+            (r * Tq + row.length - 1) * C * 4,
+            last,
+            r * C * 4,
+            C * 4,
+          )
+        );
+      }
+      await layernormForward(
+        gpu,
+        h,
+        mean,
+        rstd,
+        last,
+        this.#p("ln_f.weight").buffer,
+        this.#p("ln_f.bias").buffer,
+        R,
+        C,
+      );
+      const logits = Tensor.empty(gpu, [R, V], "cached.logits");
+      await linearForward(gpu, logits.buffer, h, this.#p("wte").buffer, null, R, C, V); // tied head
+      rows.forEach((row, r) => cache.lengths[row] = starts[r] + tokens[r].length);
+      return logits;
+    } finally {
+      for (const b of scratch) gpu.release(b);
+    }
+  }
+
+  /**
+   * Token plus position embedding of the step's new tokens `ids` (R, Tq) at positions
+   * `starts[r] + t` into `out` (R, Tq, C). From position 0 (a prefill) that is the embedding
+   * kernel as in training; otherwise each row's position rows of `wpe` are first copied into a
+   * (R·Tq, C) table, row by row, which the same kernel then reads as the positions of one
+   * sequence of R·Tq tokens (positions past the context, pads only, are left out).
+   */
+  async #embedAt(
+    out: GPUBuffer,
+    ids: GPUBuffer,
+    starts: readonly number[],
+    R: number,
+    Tq: number,
+    buffer: (n: number, name: string) => GPUBuffer,
+  ): Promise<void> {
+    const { nEmbd: C, vocabSize: V, contextLength: maxT } = this.config;
+    const [wte, wpe] = [this.#p("wte").buffer, this.#p("wpe").buffer];
+    if (starts.every((s) => s === 0)) {
+      return await embeddingForward(this.gpu, out, ids, wte, wpe, R, Tq, C, V, maxT);
+    }
+    const table = buffer(R * Tq * C, "cached.positions");
+    starts.forEach((start, r) => {
+      const count = Math.min(Tq, maxT - start);
+      this.gpu.encoder.copyBufferToBuffer(wpe, start * C * 4, table, r * Tq * C * 4, count * C * 4);
+    });
+    await embeddingForward(this.gpu, out, ids, wte, table, 1, R * Tq, C, V, R * Tq);
+  }
+
   /** Per-position losses (B·T) of the next-token targets; `withGrad` readies the backward. */
   async loss(
     tape: Tape,
@@ -170,6 +304,57 @@ export class GPT2 {
   dispose(): void {
     for (const param of this.params.values()) param.dispose();
   }
+}
+
+/** The new tokens of one {@linkcode GPT2.forwardCached}: which cache rows advance, and by what. */
+export interface CachedStep {
+  /** The cache row each step row reads and appends to; distinct. */
+  rows: readonly number[];
+  /** Each step row's new tokens (at least one): a prompt, or the token chosen last. */
+  tokens: readonly (readonly number[])[];
+}
+
+/** Checks a cached step against its cache; returns it. */
+function checkStep(cache: KvCache, step: CachedStep): CachedStep {
+  const { rows, tokens } = step;
+  if (rows.length === 0 || rows.length !== tokens.length) {
+    throw new Error(
+      `A cached step needs one token list per row, got ${rows.length} rows and ` +
+        `${tokens.length} token lists.`,
+    );
+  }
+  if (new Set(rows).size !== rows.length) throw new Error(`Cached step rows [${rows}] repeat.`);
+  rows.forEach((row, r) => {
+    if (!(Number.isInteger(row) && row >= 0 && row < cache.rows)) {
+      throw new RangeError(`Cache row ${row} is not in 0..${cache.rows - 1}.`);
+    }
+    const end = cache.lengths[row] + tokens[r].length;
+    if (tokens[r].length === 0 || end > cache.maxTime) {
+      throw new RangeError(
+        `Cache row ${row} holds ${cache.lengths[row]} positions; adding ${tokens[r].length} ` +
+          `would not fit its ${cache.maxTime} (give 1 or more tokens; reset a full row and ` +
+          "prefill its last positions again).",
+      );
+    }
+  });
+  return step;
+}
+
+/**
+ * `x (N, OC) += inp (N, IC) · weightᵀ + bias`: a projection into the residual stream with the
+ * residual add fused into the matmul's store.
+ */
+async function addLinear(
+  gpu: Gpu,
+  x: GPUBuffer,
+  inp: GPUBuffer,
+  weight: GPUBuffer,
+  bias: GPUBuffer,
+  N: number,
+  IC: number,
+  OC: number,
+): Promise<void> {
+  await matmul(gpu, x, inp, weight, { m: N, n: OC, k: IC, transB: true, bias, accumulate: true });
 }
 
 /**

@@ -1,0 +1,195 @@
+import assert from "node:assert/strict";
+import type { Gpu } from "../../kernels/device.ts";
+import type { GPT2Config } from "../../nn/config.ts";
+import { generateBatch, generateTokens, generateTokensUncached } from "../../nn/generate.ts";
+import { GPT2, gpt2ParameterSpecs } from "../../nn/gpt2.ts";
+import { KvCache } from "../../nn/kv_cache.ts";
+import { Random } from "../../nn/random.ts";
+import { argmax } from "../../nn/sampling.ts";
+import { Tape } from "../../nn/tape.ts";
+import { assertClose, testGpu, testGpuWithBindingLimit } from "../_gpu.ts";
+
+// Head sizes 6 (scalar rows in the decode kernel) and 12 (vec4 rows); short contexts, so the
+// sliding window is reached.
+const CONFIGS: GPT2Config[] = [
+  { vocabSize: 53, contextLength: 16, nLayer: 2, nHead: 3, nEmbd: 18 },
+  { vocabSize: 61, contextLength: 24, nLayer: 2, nHead: 2, nEmbd: 24 },
+];
+
+const label = (c: GPT2Config) =>
+  `V=${c.vocabSize}, T=${c.contextLength}, L=${c.nLayer}, NH=${c.nHead}, C=${c.nEmbd}`;
+
+/**
+ * A model whose attention is sharp: GPT-2's initialization (std 0.02) gives near-uniform
+ * softmax rows, under which a wrong scale, mask or position would go unseen. Matrices here have
+ * std 1.5/sqrt(fan-in), embeddings std 1, and the layernorm and bias parameters are random too.
+ */
+function sharpModel(gpu: Gpu, config: GPT2Config, seed: number): GPT2 {
+  const random = new Random(seed);
+  const weights = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const spec of gpt2ParameterSpecs(config)) {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    const std = spec.shape.length === 2
+      ? (spec.name === "wte" || spec.name === "wpe" ? 1 : 1.5 / Math.sqrt(spec.shape[1]))
+      : 0.2;
+    const base = spec.init === "ones" ? 1 : 0;
+    const data = Float32Array.from({ length: size }, () => base + std * random.normal());
+    weights.set(spec.name, { shape: spec.shape, data });
+  }
+  return GPT2.fromWeights(gpu, config, weights);
+}
+
+/** A prompt of `n` tokens from `seed`. */
+function prompt(n: number, seed: number, vocabSize: number): number[] {
+  return Array.from({ length: n }, (_, i) => (i * 17 + seed * 29 + 3) % vocabSize);
+}
+
+/** The training forward's logits (V) at the last position of `tokens`. */
+async function lastLogits(model: GPT2, tokens: readonly number[]): Promise<Float32Array> {
+  const ids = Int32Array.from(tokens), tape = new Tape(model.gpu);
+  const buffer = model.gpu.upload(ids);
+  try {
+    const logits = await model.forward(tape, { ids, buffer, batch: 1, time: ids.length });
+    const V = model.config.vocabSize;
+    return await model.gpu.readF32(logits.buffer, V, (ids.length - 1) * V);
+  } finally {
+    tape.dispose();
+    model.gpu.release(buffer);
+  }
+}
+
+async function cachedLogits(
+  model: GPT2,
+  cache: KvCache,
+  rows: number[],
+  tokens: number[][],
+): Promise<Float32Array[]> {
+  const logits = await model.forwardCached(cache, { rows, tokens });
+  const values = await logits.read();
+  logits.dispose();
+  const V = model.config.vocabSize;
+  return rows.map((_, r) => values.subarray(r * V, (r + 1) * V));
+}
+
+for (const [index, config] of CONFIGS.entries()) {
+  Deno.test(`forwardCached() gives forward()'s logits at every step: ${label(config)}`, async () => {
+    const gpu = await testGpu();
+    const model = sharpModel(gpu, config, 1 + index);
+    const V = config.vocabSize;
+    // Three prompts of different lengths in one batch, in cache rows out of order.
+    const sequences = [prompt(11, 1, V), prompt(1, 2, V), prompt(5, 3, V)];
+    const rows = [2, 0, 1];
+    const cache = new KvCache(gpu, config, 3);
+    try {
+      let logits = await cachedLogits(model, cache, rows, sequences);
+      for (let step = 0;; step++) {
+        for (const [r, sequence] of sequences.entries()) {
+          assertClose(logits[r], await lastLogits(model, sequence), { atol: 2e-5, rtol: 1e-3 });
+          assert.equal(cache.lengths[rows[r]], sequence.length);
+        }
+        if (sequences[0].length === config.contextLength) break;
+        const next = logits.map((l) => argmax(l));
+        next.forEach((id, r) => sequences[r].push(id));
+        logits = await cachedLogits(model, cache, rows, next.map((id) => [id]));
+      }
+      // Appending to a full row is refused, with what to do instead.
+      await assert.rejects(
+        () => model.forwardCached(cache, { rows: [2], tokens: [[1]] }),
+        /reset a full row/,
+      );
+    } finally {
+      cache.dispose();
+      model.dispose();
+    }
+  });
+
+  Deno.test(`generateTokens() gives the uncached loop's greedy tokens: ${label(config)}`, async () => {
+    const gpu = await testGpu();
+    const model = sharpModel(gpu, config, 7 + index);
+    const T = config.contextLength;
+    try {
+      // Short, mid-length, one token under the context, and longer than the context; each
+      // runs past the context, into the sliding window.
+      for (const [i, length] of [1, 6, T - 1, T + 4].entries()) {
+        const tokens = prompt(length, 10 + i, config.vocabSize);
+        const options = { temperature: 0, maxNewTokens: T - 4 };
+        const cached = await generateTokens(model, tokens, options);
+        assert.deepEqual(cached, await generateTokensUncached(model, tokens, options));
+        assert.equal(cached.length, options.maxNewTokens);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+}
+
+Deno.test("generateBatch() gives each prompt what generateTokens() gives it alone", async () => {
+  const gpu = await testGpu();
+  const config = CONFIGS[0];
+  const model = sharpModel(gpu, config, 3);
+  const V = config.vocabSize;
+  const prompts = [prompt(3, 1, V), prompt(9, 2, V), prompt(1, 3, V), prompt(14, 4, V)];
+  const seeds = [5, 6, 7, 8];
+  const sampling = { temperature: 1, topK: 20, topP: 0.9, maxNewTokens: 20 };
+  try {
+    // A stop token that prompt 0 draws at its fourth step, so rows end at different times.
+    const free = await generateTokens(model, prompts[0], { ...sampling, seed: seeds[0] });
+    const stopIds = [free[3]];
+    const alone = [];
+    for (const [i, p] of prompts.entries()) {
+      alone.push(await generateTokens(model, p, { ...sampling, stopIds, seed: seeds[i] }));
+    }
+    const streamed: number[][] = prompts.map(() => []);
+    const batch = await generateBatch(model, prompts, {
+      ...sampling,
+      stopIds,
+      seeds,
+      onToken: (row, id) => streamed[row].push(id),
+    });
+    assert.deepEqual(batch, alone);
+    assert.deepEqual(streamed, alone);
+    assert.ok(batch[0].length <= 4 && batch[0].at(-1) === stopIds[0], `row 0: ${batch[0]}`);
+    // The same tokens again under greedy choice, where the uncached loop is the reference.
+    const greedy = await generateBatch(model, prompts, { temperature: 0, maxNewTokens: 15 });
+    for (const [i, p] of prompts.entries()) {
+      const reference = await generateTokensUncached(model, p, {
+        temperature: 0,
+        maxNewTokens: 15,
+      });
+      assert.deepEqual(greedy[i], reference, `prompt ${i}`);
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("generateBatch() splits prompts into groups when one cache cannot hold them all", async () => {
+  // 16 positions x 18 channels x 4 bytes = 1152 bytes per cache row: three rows per 4 KiB.
+  const gpu: Gpu = await testGpuWithBindingLimit(4096);
+  const config = CONFIGS[0];
+  assert.equal(KvCache.maxRows(gpu, config), 3);
+  const model = sharpModel(gpu, config, 4);
+  try {
+    const prompts = [1, 4, 2, 7, 3].map((n, i) => prompt(n, i, config.vocabSize));
+    const options = { temperature: 0, maxNewTokens: 6 };
+    const batch = await generateBatch(model, prompts, options);
+    for (const [i, p] of prompts.entries()) {
+      assert.deepEqual(batch[i], await generateTokensUncached(model, p, options), `prompt ${i}`);
+    }
+    assert.throws(() => new KvCache(gpu, config, 4), /1 to 3 rows/);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("generateBatch() rejects an empty prompt and adds nothing for maxNewTokens 0", async () => {
+  const gpu = await testGpu();
+  const model = GPT2.init(gpu, CONFIGS[0], 5);
+  try {
+    await assert.rejects(() => generateBatch(model, [[1], []]), /at least one token/);
+    await assert.rejects(() => generateBatch(model, [[1]], { seeds: [1, 2] }), /one seed/);
+    assert.deepEqual(await generateBatch(model, [[1], [2, 3]], { maxNewTokens: 0 }), [[], []]);
+  } finally {
+    model.dispose();
+  }
+});
