@@ -121,9 +121,9 @@ export const matmulCases: BenchCase[] = [
   matmulCase("matmul", SQUARE, { m: 1024, n: 1024, k: 1024 }),
   matmulCase("matmul (naive)", SQUARE, { m: 1024, n: 1024, k: 1024 }, 1, true),
   tfjsMatmulCase(SQUARE, 1024, 1024, 1024),
-  // The products of a training step of each config, then the ceiling again (the machine's
-  // load drifts over a long run; ratios are to the best ceiling so far).
-  ...STEP_CONFIGS.flatMap(stepCases),
+  // The products of a training step of each config, each config after the ceiling again (the
+  // machine's load drifts over a long run; ratios are to the best ceiling so far).
+  ...STEP_CONFIGS.flatMap((config) => [...fmaCeilingCases, ...stepCases(config)]),
   ...fmaCeilingCases,
   // GPT-2 small. Forward of the linear layers: out = inp · Wᵀ.
   matmulCase("matmul", QKV, { m: 1024, n: 2304, k: 768, transB: true }),

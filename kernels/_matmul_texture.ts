@@ -4,8 +4,9 @@
  *
  * Why textures: on lavapipe (the CPU adapter) every storage-buffer load is scalarized per lane
  * with a bounds check and a branch (about ten instructions per float), while a `textureLoad` of an
- * `rgba32float` texel fetches four floats per lane at once. A matmul whose operands are read as
- * texels runs about three times faster there; see `kernels/matmul.ts`.
+ * `rgba32float` texel fetches four floats per lane at once (the matmul binds these textures as
+ * read-only storage textures: a much shorter load routine than a sampled texture's). A matmul
+ * whose operands are read as texels runs several times faster there; see `kernels/matmul.ts`.
  *
  * A staged operand is the stored matrix as rows of vec4s: element `(r, c)` of layer `l` is
  * component `c % 4` of texel `(c / 4, r)` in array layer `l`. Texels past the last column and rows

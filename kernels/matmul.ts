@@ -14,23 +14,47 @@
  * {@linkcode linearBackward}. GPT-2's tied lm head is `logits (BT, V) = x (BT, C) · wteᵀ`.
  *
  * How it is fast on lavapipe (Mesa's Vulkan driver on the CPU, where a workgroup runs as a loop
- * over SIMD groups of 8 invocations, one per AVX lane): every storage-buffer load there is
- * scalarized per lane with a bounds check and a branch (~10 instructions per float, even when
- * the address is the same for all lanes), so a matmul that reads its operands from storage
- * buffers is load-bound at 3-4.5 GFLOP/s however it is register-blocked (measured: rows per lane
- * with uniform columns, 8-16 outputs per invocation, vec4 loads, K unrolled). A `textureLoad` of
- * an `rgba32float` texel is one call into a texel-fetch routine that brings four floats to each
- * of the 8 lanes. So the operands are first staged into `rgba32float` array textures (a plain
- * buffer-to-texture copy when rows are a multiple of 64 floats, else a small pack kernel; either
- * costs a few percent of a 1024³ product), and the product kernel reads texels: each invocation
- * holds an 8 x 16 register tile and, per four steps of the reduction, fetches 8 texels of A and
- * 16 of B for 512 multiply-adds. No workgroup memory and no barriers (on a CPU workgroup memory
- * is just memory, and a barrier switches coroutines). The output is stored through a storage
- * buffer with bounds checks, once per output, so any M, N, K work. Tiles measured at 1024³ in
- * one run (GFLOP/s, best of 4, busy CPU): 4x12 9.0, 8x12 11.3, 12x12 12.7, 16x16 9.8, 8x16 13.3
- * (and 20-24 when the CPU was quieter), with 4 x 8 invocations per workgroup (a 64 x 64 tile).
- * That is 3-9x TensorFlow.js's WebGPU matmul and ~10x the naive kernel on the same adapter; see
- * bench/matmul.ts.
+ * over SIMD groups of 8 invocations, one per AVX lane, so every scalar an invocation keeps live
+ * is a whole 256-bit register). Read off the generated code (`GALLIVM_DEBUG=asm`,
+ * `MESA_SHADER_CACHE_DISABLE=true`) and measured against the FMA-ceiling shader
+ * (bench/fma_ceiling.ts: independent multiply-adds, no loads, ~60 GFLOP/s on the 2-core
+ * development machine when idle; llvmpipe emits a multiply and an add, never an FMA):
+ *
+ * - Operands come from `rgba32float` array textures read as read-only storage textures. A
+ *   storage-buffer load is scalarized per lane with a bounds check and a branch (~10
+ *   instructions per float, even for an address shared by all lanes: Mesa 25.0 treats only
+ *   constant addresses as uniform), so a storage-buffer matmul is load-bound at 3-4.5 GFLOP/s.
+ *   A texel load brings four floats to each of the 8 lanes; as a sampled texture
+ *   (`texture_2d_array`) it is a call into a ~200-instruction sampler routine (per-lane mip
+ *   level, lod clamping), as a read-only storage texture a call into a 48-instruction image
+ *   load (bounds, 8 loads, a transpose): twice the loads per second. The operands are staged
+ *   into the textures first (a buffer-to-texture copy when rows are a multiple of 64 floats,
+ *   else a small pack kernel; a few percent of a 1024³ product).
+ * - Each invocation holds a 16 x 16 register tile (256 accumulators: they live in memory, not
+ *   in registers, but so do the FMA-ceiling shader's). Per texel step of the reduction (4
+ *   steps) it makes tm + tn = 32 texel loads for 1024 multiply-adds; an 8 x 16 tile makes 24 for
+ *   512, and the calls (each spills every live vector register) then cost as much as the
+ *   arithmetic. Each accumulator takes all of a loop trip's updates in a row (one load and one
+ *   store of it per trip), and a trip covers two texel steps (the loop's per-trip mask blends
+ *   are halved); a remainder loop takes the odd texel step.
+ * - The epilogue (bias, pre-activation, GELU, accumulate) is compiled in per use, one store per
+ *   output, row by row (see the kernel). Its former form, a loop over a private copy of the tile,
+ *   is a per-lane gather on lavapipe and cost more than a reduction of 128.
+ * - Eight invocations (one SIMD group) along the columns per workgroup: the lanes share their
+ *   rows, so the A texels they load are the same. No workgroup memory and no barriers (on a
+ *   CPU workgroup memory is just memory, and a barrier switches coroutines).
+ *
+ * Measured on a busy machine as GFLOP per CPU-second of the process (lavapipe's threads: robust
+ * to the other load), at 1024³: 8 x 16 tile with sampled textures (the former kernel) 10.8 =
+ * 0.36 of the ceiling's 30.4 per CPU-second; with storage textures about 0.5; 16 x 16 with two
+ * texel steps a trip 0.73-0.79; 12 x 16, 20 x 16, 16 x 20, 24 x 16, 16 x 24 and workgroups of
+ * 4 x 2, 2 x 4, 8 x 4 all within 5% of it; 8 x 16 0.62. Over the products of the three training
+ * configs of bench/matmul.ts: 0.54-1.0 of the ceiling (2.2-2.5x the former kernel); Aᵀ·B
+ * (weight gradients) is the slowest layout at 0.54-0.73, the same instructions but a texture
+ * walked down its rows. On a quiet machine the ceiling is ~60 GFLOP/s and 1024³ runs at 40-48.
+ *
+ * On a hardware GPU the tile is a conventional 4 x 4 per thread on a 16 x 16 workgroup, within
+ * the adapter's limits ({@linkcode matmulTile}).
  *
  * @module
  */
@@ -122,7 +146,7 @@ export interface MatmulConstants extends MatmulTile, Record<string, number | boo
  * SIMD group) per workgroup, two texels of the reduction per loop trip. See the module comment
  * for the measurements behind it.
  */
-export const MATMUL_TILE_CPU: MatmulTile = { tm: 16, tn: 16, wx: 4, wy: 2, ku: 2 };
+export const MATMUL_TILE_CPU: MatmulTile = { tm: 16, tn: 16, wx: 8, wy: 1, ku: 2 };
 
 /**
  * The tile on a hardware GPU: a 4 x 4 register tile (16 floats of accumulators per thread,
