@@ -1,14 +1,17 @@
 /**
  * The main job's recipe, chosen by measurement: short pretraining runs that differ in one
- * setting each (learning rate, schedule, batch, optimizer, data mix), every one given the same
- * wall-clock time on this machine, compared by the loss they reach on the same held-out text.
+ * setting each (model size, learning rate, schedule, batch, optimizer, data mix), every one given
+ * the same wall-clock time on this machine, compared by the loss they reach on the same held-out
+ * text.
+ *
+ * Equal time is turned into a number of steps before each run, from that variant's throughput
+ * measured just before it (`measureTrainThroughput`): the runs then stop at a step count, so a
+ * busy machine slows them without changing what they learn.
  * The results are appended to `<work>/results.jsonl` and printed as a Markdown table for
  * `docs/recipe.md`.
  *
  *     deno run -A bench/recipe.ts --minutes 3                # every variant, 3 minutes each
  *     deno run -A bench/recipe.ts --minutes 3 --only base,lr4e-3
- *
- * Run it on an otherwise idle machine: the runs are compared by what they reach in equal time.
  *
  * @module
  */
@@ -23,6 +26,8 @@ import { tokenizeDataset } from "../pipeline/tokenize_dataset.ts";
 import { loadTokenizedDataset } from "../pipeline/token_rows.ts";
 import { trainModel, type TrainModelOptions } from "../pipeline/train_model.ts";
 import { trainTokenizer } from "../pipeline/train_tokenizer.ts";
+import { measureTrainThroughput, type TrainThroughput } from "../pipeline/throughput_probe.ts";
+import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { validationLosses } from "../pipeline/validation_loss.ts";
 import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
 
@@ -53,6 +58,10 @@ const BASE_FINEWEB = 0.2;
 
 const VARIANTS: Variant[] = [
   { name: "base", change: "the base recipe" },
+  { name: "L1C64", change: "1 layer, width 64", options: { nLayer: 1, nHead: 2, nEmbd: 64 } },
+  { name: "L2C96", change: "2 layers, width 96", options: { nLayer: 2, nHead: 3, nEmbd: 96 } },
+  { name: "L4C192", change: "4 layers, width 192", options: { nLayer: 4, nHead: 6, nEmbd: 192 } },
+  { name: "L6C256", change: "6 layers, width 256", options: { nLayer: 6, nHead: 4, nEmbd: 256 } },
   { name: "lr1e-3", change: "peak lr 1e-3", options: { lr: 1e-3 } },
   { name: "lr4e-3", change: "peak lr 4e-3", options: { lr: 4e-3 } },
   { name: "cosine", change: "cosine schedule (to lr/10)", options: { schedule: "cosine" } },
@@ -67,41 +76,12 @@ const VARIANTS: Variant[] = [
     change: "Muon on the blocks' matrices, AdamW on the rest",
     options: { optimizer: "muon" },
   },
-  { name: "noseqwarm", change: "no sequence-length warmup", options: { seqWarmup: undefined } },
   { name: "stories", change: "stories only (no FineWeb)", finewebShare: 0 },
   { name: "fineweb40", change: "40% FineWeb", finewebShare: 0.4 },
 ];
 
 /** The shares whose data the runs and the comparison need. */
 const SHARES = [0, BASE_FINEWEB, 0.4, 1];
-
-if (import.meta.main) {
-  const flags = {
-    minutes: { type: "string", default: "3", help: "wall-clock minutes of each run" },
-    only: { type: "string", help: "comma-separated variant names (default all)" },
-    work: { type: "string", default: "runs/recipe", help: "where data, runs and results go" },
-    "vocab-size": { type: "string", default: "8192", help: "tokenizer vocabulary" },
-    context: { type: "string", default: "1024", help: "context length" },
-    ...HELP_FLAG,
-  } as const;
-  const { values } = parseArgs({ args: Deno.args, options: flags });
-  if (values.help) {
-    console.log(helpText("deno run -A bench/recipe.ts [options]", flags));
-    Deno.exit(0);
-  }
-  const only = values.only?.split(",");
-  const work = values.work;
-  const context = Number(values.context);
-  const gpu = await acquireGpu();
-  const data = await prepareData(work, Number(values["vocab-size"]), context);
-  for (const variant of VARIANTS.filter((v) => !only || only.includes(v.name))) {
-    const result = await runVariant(gpu, variant, data, work, Number(values.minutes) * 60);
-    await Deno.writeTextFile(`${work}/results.jsonl`, JSON.stringify(result) + "\n", {
-      append: true,
-    });
-    console.log(formatRow(result));
-  }
-}
 
 /** Tokenized datasets by FineWeb share, all with one tokenizer (trained on the base mix). */
 async function prepareData(work: string, vocabSize: number, context: number) {
@@ -143,6 +123,9 @@ async function prepareData(work: string, vocabSize: number, context: number) {
 interface RecipeResult {
   name: string;
   change: string;
+  parameters: number;
+  /** Measured just before the run, on this machine. */
+  tokensPerSecond: number;
   seconds: number;
   steps: number;
   tokens: number;
@@ -162,15 +145,24 @@ async function runVariant(
   const out = `${work}/runs/${variant.name}`;
   await Deno.remove(out, { recursive: true }).catch(() => {});
   const options = { ...BASE, ...variant.options };
+  const dataset = data(variant.finewebShare ?? BASE_FINEWEB);
+  const { meta } = await loadTokenizedDataset(dataset);
+  const config = {
+    vocabSize: meta.vocabSize,
+    contextLength: meta.contextLength,
+    nLayer: options.nLayer!,
+    nHead: options.nHead!,
+    nEmbd: options.nEmbd!,
+  };
+  const { tokensPerSecond, tokensPerStep } = await probe(gpu, config, options);
+  const steps = Math.max(20, Math.round(tokensPerSecond * seconds / tokensPerStep));
   const result = await trainModel({
     ...options,
     gpu,
-    data: data(variant.finewebShare ?? BASE_FINEWEB),
+    data: dataset,
     out,
-    // More steps than the time allows: the time limit ends the run, and wsd decays before it.
-    steps: 100_000,
-    warmupSteps: 50,
-    maxSeconds: seconds,
+    steps,
+    warmupSteps: Math.min(50, Math.ceil(steps / 10)),
     evalEvery: 1_000_000,
     quiet: true,
   });
@@ -185,6 +177,8 @@ async function runVariant(
     return {
       name: variant.name,
       change: variant.change,
+      parameters: gpt2ParameterCount(config).total,
+      tokensPerSecond,
       seconds: result.seconds,
       steps: result.steps,
       tokens: result.tokens,
@@ -197,7 +191,62 @@ async function runVariant(
   }
 }
 
+const probes = new Map<string, Promise<TrainThroughput>>();
+
+/**
+ * The throughput of a shape, batch and optimizer, measured once: variants that differ only in
+ * settings that cost nothing (learning rate, schedule, data) run the same number of steps.
+ */
+function probe(
+  gpu: Gpu,
+  config: GPT2Config,
+  options: Partial<TrainModelOptions>,
+): Promise<TrainThroughput> {
+  const settings = {
+    batchSize: options.batchSize!,
+    gradAccum: options.gradAccum,
+    optimizer: options.optimizer,
+    steps: 3,
+  };
+  const key = JSON.stringify({ config, settings });
+  if (!probes.has(key)) probes.set(key, measureTrainThroughput(gpu, config, settings));
+  return probes.get(key)!;
+}
+
 function formatRow(r: RecipeResult): string {
-  return `| ${r.name} | ${r.change} | ${r.steps} | ${(r.tokens / 1e6).toFixed(2)}M | ` +
+  return `| ${r.name} | ${r.change} | ${(r.parameters / 1e6).toFixed(2)}M | ` +
+    `${Math.round(r.tokensPerSecond)} | ${r.steps} | ${(r.tokens / 1e6).toFixed(2)}M | ` +
     `${r.valStories.toFixed(3)} | ${r.valMix.toFixed(3)} | ${r.valFineweb.toFixed(3)} |`;
+}
+
+if (import.meta.main) {
+  const flags = {
+    minutes: { type: "string", default: "3", help: "wall-clock minutes of each run" },
+    only: { type: "string", help: "comma-separated variant names (default all)" },
+    work: { type: "string", default: "runs/recipe", help: "where data, runs and results go" },
+    "vocab-size": { type: "string", default: "8192", help: "tokenizer vocabulary" },
+    context: { type: "string", default: "1024", help: "context length" },
+    ...HELP_FLAG,
+  } as const;
+  const { values } = parseArgs({ args: Deno.args, options: flags });
+  if (values.help) {
+    console.log(helpText("deno run -A bench/recipe.ts [options]", flags));
+    Deno.exit(0);
+  }
+  const only = values.only?.split(",");
+  const work = values.work;
+  const context = Number(values.context);
+  const gpu = await acquireGpu();
+  const data = await prepareData(work, Number(values["vocab-size"]), context);
+  console.log(
+    "| variant | change | parameters | tokens/s | steps | tokens | held-out loss: stories | " +
+      "20% FineWeb mix | FineWeb |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+  );
+  for (const variant of VARIANTS.filter((v) => !only || only.includes(v.name))) {
+    const result = await runVariant(gpu, variant, data, work, Number(values.minutes) * 60);
+    await Deno.writeTextFile(`${work}/results.jsonl`, JSON.stringify(result) + "\n", {
+      append: true,
+    });
+    console.log(formatRow(result));
+  }
 }

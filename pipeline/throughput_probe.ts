@@ -13,6 +13,7 @@ import type { GPT2Config } from "../nn/config.ts";
 import { GPT2 } from "../nn/gpt2.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { Random } from "../nn/random.ts";
+import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
 
 /** Settings of {@linkcode measureTrainThroughput}. */
 export interface ThroughputProbeOptions {
@@ -29,6 +30,8 @@ export interface ThroughputProbeOptions {
   seqLength?: number;
   /** Seed of the weights and the token ids. Default 1. */
   seed?: number;
+  /** The optimizer the steps use. Default `adamw`. */
+  optimizer?: OptimizerKind;
 }
 
 /** What {@linkcode measureTrainThroughput} measured. */
@@ -50,7 +53,8 @@ export interface TrainThroughput {
 export async function measureTrainThroughput(
   gpu: Gpu,
   config: GPT2Config,
-  { batchSize, steps = 3, gradAccum = 1, seqLength, seed = 1 }: ThroughputProbeOptions,
+  { batchSize, steps = 3, gradAccum = 1, seqLength, seed = 1, optimizer: kind = "adamw" }:
+    ThroughputProbeOptions,
 ): Promise<TrainThroughput> {
   const T = config.contextLength, L = seqLength ?? T;
   if (T % L !== 0) {
@@ -71,7 +75,9 @@ export async function measureTrainThroughput(
     };
   };
   const model = GPT2.init(gpu, config, seed);
-  const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
+  const optimizer = kind === "muon"
+    ? new MuonAdamW(gpu, model)
+    : new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
   try {
     const step = async () => {
       const batches = Array.from({ length: gradAccum }, microBatch);
