@@ -27,7 +27,7 @@
  */
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { assertFits, rowParts } from "./_parts.ts";
+import { assertFits, head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the AdamW kernels. */
@@ -125,6 +125,11 @@ export interface ParameterRange {
 export interface AdamWOptions {
   /** Use the one-float-per-invocation kernel everywhere (the benchmark baseline). */
   scalar?: boolean;
+  /**
+   * Where parameter 0 of the ranges sits in `m` and `v` (a multiple of 4): the moments of one
+   * tensor inside flat moment buffers. Default 0.
+   */
+  momentsFirst?: number;
 }
 
 /** A run of parameters one launch updates: the first `decayed` of them decay. */
@@ -203,11 +208,15 @@ export async function adamwUpdate(
   }
   const spans = spansOf(ranges);
   const end = spans.reduce((e, r) => Math.max(e, r.first + r.count), 0);
-  for (
-    const [name, buffer] of [["params", params], ["m", m], ["v", v], ["grads", grads]] as const
-  ) {
+  const momentsFirst = options.momentsFirst ?? 0;
+  if (momentsFirst % 4 !== 0) {
+    throw new RangeError(`momentsFirst must be a multiple of 4, got ${momentsFirst}.`);
+  }
+  for (const [name, buffer] of [["params", params], ["grads", grads]] as const) {
     assertFits(name, buffer, end);
   }
+  assertFits("m", m, momentsFirst + end);
+  assertFits("v", v, momentsFirst + end);
   const common: Record<string, ["f32", number]> = {
     lr: ["f32", hyper.lr],
     beta1: ["f32", hyper.beta1],
@@ -226,9 +235,15 @@ export async function adamwUpdate(
     // Parts in multiples of 256 bytes, so every window after the first starts aligned.
     for (const part of rowParts(gpu, count, bytes / 4, 256 / bytes)) {
       const at = first + part.first;
-      const [pw, mw, vw, gw] = [params, m, v, grads].map((buffer) =>
-        bufferWindow(gpu, buffer, at, part.count, bytes)
-      );
+      const momentsAt = at + momentsFirst / (bytes / 4);
+      const window = (buffer: GPUBuffer, start: number) =>
+        bufferWindow(gpu, buffer, start, part.count, bytes);
+      const [pw, mw, vw, gw] = [
+        window(params, at),
+        window(m, momentsAt),
+        window(v, momentsAt),
+        window(grads, at),
+      ];
       const uniform = gpu.uniform(uniforms({
         n: ["u32", part.count],
         pOffset: ["u32", pw.elementOffset],
@@ -260,6 +275,221 @@ export async function adamwUpdate(
     if (count > rest) {
       await launch(first + rest, count - rest, Math.max(0, decayed - rest), false);
     }
+  }
+}
+
+/** Compile-time constants of the many-tensor AdamW kernel. */
+export interface AdamWTensorsConstants extends Record<string, number | boolean> {
+  /** Invocations per workgroup. */
+  workgroupSize: number;
+  /** Tensors per launch, each bound as its own parameter and gradient buffers. */
+  tensors: number;
+  /** Four floats per invocation (every tensor's size a multiple of 4). */
+  vec4: boolean;
+}
+
+/**
+ * WGSL of the many-tensor update: one launch over up to `tensors` parameter tensors, each in its
+ * own buffer (as the model keeps them) with its gradient, the moments in one flat buffer. The
+ * uniform holds a range table: each tensor's first workgroup, size, offset in the moments and
+ * whether it decays. A workgroup finds its tensor in the table, and a `switch` picks the
+ * tensor's bindings (WGSL cannot index bindings).
+ */
+export const adamwTensorsKernel: Kernel<AdamWTensorsConstants> = {
+  name: "adamw_tensors",
+  bindings: ({ tensors }) => [
+    "write",
+    "write",
+    "read",
+    "uniform",
+    ...Array.from({ length: tensors }, () => ["write", "read"] as const).flat(),
+  ],
+  wgsl: ({ workgroupSize: wg, tensors: K, vec4 }) => {
+    const T = vec4 ? "vec4f" : "f32";
+    const bindings = Array.from({ length: K }, (_, k) => `
+@group(0) @binding(${4 + 2 * k}) var<storage, read_write> p${k}: array<${T}>;
+@group(0) @binding(${5 + 2 * k}) var<storage, read> g${k}: array<${T}>;`).join("");
+    const cases = Array.from({ length: K }, (_, k) => `
+    case ${k}u: { p${k}[i] = updated(p${k}[i], g${k}[i] * scale, mi, decays); }`).join("");
+    return /* wgsl */ `
+struct Params {
+  lr: f32, beta1: f32, beta2: f32, eps: f32,
+  weightDecay: f32, biasCorrection1: f32, biasCorrection2: f32, maxNorm: f32,
+  // Per tensor: (first workgroup, size, offset in m and v, 1 when it decays), in ${T}s.
+  table: array<vec4u, ${K}>,
+}
+
+@group(0) @binding(0) var<storage, read_write> m: array<${T}>;
+@group(0) @binding(1) var<storage, read_write> v: array<${T}>;
+@group(0) @binding(2) var<storage, read> gradNorm: array<f32>;  // (1); unread without clipping
+@group(0) @binding(3) var<uniform> params: Params;${bindings}
+
+/** Updates the moments at mi and returns the new parameter. */
+fn updated(old: ${T}, grad: ${T}, mi: u32, decays: bool) -> ${T} {
+  let mNew = params.beta1 * m[mi] + (1.0 - params.beta1) * grad;
+  let vNew = params.beta2 * v[mi] + (1.0 - params.beta2) * grad * grad;
+  m[mi] = mNew;
+  v[mi] = vNew;
+  let mHat = mNew * params.biasCorrection1;
+  let vHat = vNew * params.biasCorrection2;
+  let weightDecay = select(0.0, params.weightDecay, decays);
+  return old - params.lr * (mHat / (sqrt(vHat) + params.eps) + weightDecay * old);
+}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = wid.x + wid.y * groups.x;
+  var t = 0u;
+  for (var k = 1u; k < ${K}u; k++) {
+    if (w >= params.table[k].x) { t = k; }
+  }
+  let entry = params.table[t];
+  let i = (w - entry.x) * ${wg}u + lid;
+  if (i >= entry.y) { return; }
+  var scale = 1.0;
+  if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (gradNorm[0] + 1e-6)); }
+  let mi = entry.z + i;
+  let decays = entry.w != 0u;
+  switch t {${cases}
+    default: {}
+  }
+}
+`;
+  },
+};
+
+/** One parameter tensor for {@linkcode adamwUpdateTensors}. */
+export interface AdamWTensor {
+  /** The parameters, updated: `count` floats from the buffer's start. */
+  param: GPUBuffer;
+  /** The gradients, read: `count` floats from the buffer's start. */
+  grad: GPUBuffer;
+  /** Where the tensor's moments start in the flat `m` and `v` buffers, a multiple of 4. */
+  first: number;
+  /** Number of parameters. */
+  count: number;
+  /** Whether weight decay applies. */
+  decay: boolean;
+}
+
+/** Most tensors one launch binds; more cost a larger `switch` for little. */
+const MAX_TENSORS_PER_LAUNCH = 16;
+
+/**
+ * Records one AdamW step over parameter tensors that live in their own buffers, the moments in
+ * flat buffers: as few launches as the adapter's storage-buffer limit allows (GPT-2's 148
+ * tensors: 10 launches at 16 tensors each where 35 storage buffers may be bound; lavapipe allows
+ * 48). Tensors too large for one binding go through {@linkcode adamwUpdate}'s windows instead.
+ * The arithmetic is {@linkcode adamwUpdate}'s, so the bits are the same.
+ *
+ * @param m first moments, flat, updated (zeros before step 1).
+ * @param v second moments, flat, updated.
+ * @param gradNorm (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`.
+ */
+export async function adamwUpdateTensors(
+  gpu: Gpu,
+  tensors: readonly AdamWTensor[],
+  m: GPUBuffer,
+  v: GPUBuffer,
+  hyper: AdamWHyperparameters,
+  gradNorm: GPUBuffer | null = null,
+): Promise<void> {
+  const clip = (hyper.maxNorm ?? 0) > 0;
+  if (clip && !gradNorm) {
+    throw new Error(
+      "AdamW was asked to clip (maxNorm > 0) without a gradient-norm buffer; pass the buffer " +
+        "globalNorm() wrote, or maxNorm 0.",
+    );
+  }
+  if (!(hyper.step >= 1)) {
+    throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
+  }
+  const storageLimit = gpu.device.limits.maxStorageBuffersPerShaderStage;
+  const perLaunch = Math.min(MAX_TENSORS_PER_LAUNCH, Math.floor((storageLimit - 3) / 2));
+  // A tensor and its moments must each fit one binding, with room for the window's alignment.
+  const slack = gpu.device.limits.minStorageBufferOffsetAlignment;
+  const fits = (count: number) => count * 4 + slack <= gpu.maxBinding;
+  const large: AdamWTensor[] = [];
+  const groups: AdamWTensor[][] = [];
+  for (const tensor of tensors) {
+    if (tensor.first % 4 !== 0) {
+      throw new RangeError(
+        `A tensor's moments start at ${tensor.first}, not a multiple of 4; align them.`,
+      );
+    }
+    for (const [name, buffer] of [["param", tensor.param], ["grad", tensor.grad]] as const) {
+      assertFits(name, buffer, tensor.count);
+    }
+    assertFits("m", m, tensor.first + tensor.count);
+    assertFits("v", v, tensor.first + tensor.count);
+  }
+  // Tensors whose sizes are multiples of 4 take the vec4 kernel, in launches of their own.
+  for (const vec4 of [true, false]) {
+    let group: AdamWTensor[] = [];
+    for (const tensor of tensors) {
+      if (tensor.count === 0 || (tensor.count % 4 === 0) !== vec4) continue;
+      if (!fits(tensor.count)) {
+        large.push(tensor);
+        continue;
+      }
+      // The group's moments are bound as one window: it must fit one binding too.
+      const start = group.length ? Math.min(group[0].first, tensor.first) : tensor.first;
+      const end = Math.max(tensor.first + tensor.count, ...group.map((t) => t.first + t.count));
+      if (group.length === perLaunch || (group.length && !fits(end - start))) {
+        groups.push(group);
+        group = [];
+      }
+      group.push(tensor);
+    }
+    if (group.length) groups.push(group);
+  }
+
+  for (const { param, grad, first, count, decay } of large) {
+    await adamwUpdate(gpu, param, m, v, grad, [{ first: 0, count, decay }], hyper, gradNorm, {
+      momentsFirst: first,
+    });
+  }
+  const wg = WORKGROUP_SIZE;
+  for (const group of groups) {
+    const vec4 = group[0].count % 4 === 0;
+    const width = vec4 ? 4 : 1;
+    const first = Math.min(...group.map((t) => t.first));
+    const end = Math.max(...group.map((t) => t.first + t.count));
+    const [mw, vw] = [m, v].map((b) => bufferWindow(gpu, b, first, end - first));
+    // (8 f32 hyperparameters, then one vec4u table entry per tensor)
+    const bytes = new ArrayBuffer(32 + 16 * group.length);
+    new Float32Array(bytes, 0, 8).set([
+      hyper.lr,
+      hyper.beta1,
+      hyper.beta2,
+      hyper.eps,
+      hyper.weightDecay,
+      1 / (1 - hyper.beta1 ** hyper.step),
+      1 / (1 - hyper.beta2 ** hyper.step),
+      clip ? hyper.maxNorm! : 0,
+    ]);
+    const table = new Uint32Array(bytes, 32);
+    let workgroups = 0;
+    group.forEach((tensor, k) => {
+      const n = tensor.count / width;
+      const offset = (mw.elementOffset + tensor.first - first) / width;
+      table.set([workgroups, n, offset, tensor.decay ? 1 : 0], 4 * k);
+      workgroups += Math.ceil(n / wg);
+    });
+    const norm = gradNorm ?? group[0].grad; // unread without clipping
+    await gpu.run(
+      adamwTensorsKernel,
+      { workgroupSize: wg, tensors: group.length, vec4 },
+      [
+        mw.binding,
+        vw.binding,
+        { buffer: norm, offset: 0, size: 4 },
+        gpu.uniform(bytes),
+        ...group.flatMap((t) => [head(t.param, t.count), head(t.grad, t.count)]),
+      ],
+      grid2d(workgroups),
+    );
   }
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { adamwUpdate } from "../kernels/adamw.ts";
+import { adamwUpdateTensors } from "../kernels/adamw.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
 import type { Tensor } from "./tensor.ts";
@@ -35,12 +35,22 @@ export const GPT_ADAMW: AdamWSettings = {
   maxNorm: 1,
 };
 
-/** AdamW state (first and second moments) for a set of named parameters. */
+/**
+ * AdamW state for a set of named parameters: the two moments, each in one flat buffer (every
+ * tensor's at an offset that is a multiple of 4). A step takes the gradient's global norm and
+ * updates every tensor in as few launches as the adapter's storage-buffer limit allows (see
+ * `adamwUpdateTensors`), the parameters and gradients read where the model keeps them.
+ * Checkpoints hold the moments per tensor (`adam.m.<name>`, `adam.v.<name>`).
+ */
 export class AdamW {
   /** Updates done so far; the next update is step `steps + 1`. */
   steps = 0;
-  readonly #m = new Map<string, GPUBuffer>();
-  readonly #v = new Map<string, GPUBuffer>();
+  /** Where each parameter's moments start in the flat buffers, by name. */
+  readonly #first = new Map<string, number>();
+  /** Floats in each flat moment buffer. */
+  readonly #length: number;
+  readonly #m: GPUBuffer;
+  readonly #v: GPUBuffer;
   readonly #norm: GPUBuffer;
 
   /**
@@ -56,13 +66,17 @@ export class AdamW {
     readonly decayed: Set<string>,
     readonly settings: AdamWSettings = GPT_ADAMW,
   ) {
+    let end = 0;
     for (const [name, param] of params) {
-      for (const moments of [this.#m, this.#v]) {
-        const buffer = gpu.acquire(param.size * 4, undefined, `adam.${name}`);
-        gpu.encoder.clearBuffer(buffer, 0, buffer.size);
-        moments.set(name, buffer);
-      }
+      this.#first.set(name, end);
+      end += Math.ceil(param.size / 4) * 4; // aligned for the vec4 kernel
     }
+    this.#length = Math.max(4, end);
+    [this.#m, this.#v] = ["adam.m", "adam.v"].map((label) => {
+      const buffer = gpu.acquire(this.#length * 4, undefined, label);
+      gpu.encoder.clearBuffer(buffer, 0, this.#length * 4);
+      return buffer;
+    });
     this.#norm = gpu.acquire(4, undefined, "grad_norm");
   }
 
@@ -82,27 +96,32 @@ export class AdamW {
       await globalNorm(gpu, norm, params.map((p) => ({ buffer: p.grad, count: p.size })));
     }
     this.steps++;
-    for (const [name, param] of this.params) {
-      await adamwUpdate(
-        gpu,
-        param.buffer,
-        this.#m.get(name)!,
-        this.#v.get(name)!,
-        param.grad,
-        [{ first: 0, count: param.size, decay: this.decayed.has(name) }],
-        { ...this.settings, lr, step: this.steps },
-        norm,
-      );
-    }
+    await adamwUpdateTensors(
+      gpu,
+      [...this.params].map(([name, param]) => ({
+        param: param.buffer,
+        grad: param.grad,
+        first: this.#first.get(name)!,
+        count: param.size,
+        decay: this.decayed.has(name),
+      })),
+      this.#m,
+      this.#v,
+      { ...this.settings, lr, step: this.steps },
+      norm,
+    );
     return async () => (await gpu.readF32(norm, 1))[0];
   }
 
   /** The moments as named tensors (`adam.m.<name>`, `adam.v.<name>`), for a checkpoint. */
   async state(): Promise<Array<{ name: string; shape: number[]; data: Float32Array }>> {
+    const m = await this.gpu.readF32(this.#m, this.#length);
+    const v = await this.gpu.readF32(this.#v, this.#length);
     const out = [];
     for (const [name, param] of this.params) {
-      for (const [kind, moments] of [["m", this.#m], ["v", this.#v]] as const) {
-        const data = await this.gpu.readF32(moments.get(name)!, param.size);
+      const first = this.#first.get(name)!;
+      for (const [kind, moments] of [["m", m], ["v", v]] as const) {
+        const data = moments.slice(first, first + param.size);
         out.push({ name: `adam.${kind}.${name}`, shape: [...param.shape], data });
       }
     }
@@ -117,7 +136,7 @@ export class AdamW {
         if (!saved || saved.data.length !== param.size) {
           throw new Error(`The checkpoint lacks adam.${kind}.${name}; it cannot resume training.`);
         }
-        this.gpu.write(moments.get(name)!, saved.data);
+        this.gpu.write(moments, saved.data, this.#first.get(name)! * 4);
       }
     }
     this.steps = steps;
@@ -125,8 +144,6 @@ export class AdamW {
 
   /** Frees the moments. */
   dispose(): void {
-    for (const buffer of [...this.#m.values(), ...this.#v.values(), this.#norm]) {
-      this.gpu.release(buffer);
-    }
+    for (const buffer of [this.#m, this.#v, this.#norm]) this.gpu.release(buffer);
   }
 }

@@ -3,10 +3,18 @@ import {
   type AdamWHyperparameters,
   adamwUpdate,
   adamwUpdateCpu,
+  adamwUpdateTensors,
   type ParameterRange,
 } from "../../kernels/adamw.ts";
+import type { Gpu } from "../../kernels/device.ts";
 import { globalNorm, globalNormCpu } from "../../kernels/grad_norm.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 const HYPER: AdamWHyperparameters = {
   lr: 1e-3,
@@ -109,53 +117,146 @@ Deno.test("adamwUpdate() refuses overlapping ranges and clipping without a norm"
   gpu.release(b);
 });
 
-Deno.test("adamwUpdate() updates 134 MB buffers, over the binding limit, in windows", async () => {
-  const gpu = await testGpu();
-  // 33.6M floats = 134.4 MB per buffer, just over the 128 MiB binding: two windows; the range
-  // ends off a multiple of 4 (a scalar tail). The moments start at zero (a first step). One
-  // launch covers both ranges: the decay ends inside a vec4 of the second window.
-  const n = 33_600_003, decayed = 33_555_001;
-  /** A periodic pattern, doubled with copyWithin: far faster than a loop over 33.6M floats. */
-  const make = (period: number) => {
-    const x = new Float32Array(n);
-    for (let i = 0; i < period; i++) x[i] = i / period - 0.5;
-    for (let filled = period; filled < n; filled *= 2) x.copyWithin(filled, 0, filled);
-    return x;
-  };
-  const params = make(1013), grads = make(97);
+Deno.test("adamwUpdate() splits buffers over the binding limit into windows", async () => {
+  // A 64 KiB binding limit: 16128 floats a window, so 40003 floats take three windows, the
+  // decay ending inside a vec4 of the third and the range ending off a multiple of 4 (a scalar
+  // tail). The moments start at zero (a first step).
+  const gpu = await testGpuWithBindingLimit(64 * 1024);
+  const n = 40_003, decayed = 33_001;
+  const params = randomArray(n, 5), grads = randomArray(n, 6);
   const m = new Float32Array(n), v = new Float32Array(n);
-  const bufs = [gpu.upload(params), gpu.acquire(n * 4), gpu.acquire(n * 4), gpu.upload(grads)];
-  gpu.encoder.clearBuffer(bufs[1]);
-  gpu.encoder.clearBuffer(bufs[2]);
-  await adamwUpdate(gpu, bufs[0], bufs[1], bufs[2], bufs[3], [
+  const bufs = [params, m, v, grads].map((x) => gpu.upload(x));
+  const ranges = [
     { first: 0, count: decayed, decay: true },
     { first: decayed, count: n - decayed, decay: false },
-  ], { ...HYPER, step: 1 });
-  // Elements around the window boundary (33554368 floats fit one binding), around the end of
-  // the decay, and at both ends.
-  for (const start of [0, 33_554_300, 33_554_980, 33_555_400, n - 40]) {
-    const at = (x: Float32Array) => x.slice(start, start + 40);
-    const [p, mm, vv] = [at(params), at(m), at(v)];
-    const split = Math.max(0, Math.min(40, decayed - start));
-    adamwUpdateCpu(
-      p.subarray(0, split),
-      mm.subarray(0, split),
-      vv.subarray(0, split),
-      at(grads).subarray(0, split),
-      { ...HYPER, step: 1 },
-      true,
-    );
-    adamwUpdateCpu(
-      p.subarray(split),
-      mm.subarray(split),
-      vv.subarray(split),
-      at(grads).subarray(split),
-      { ...HYPER, step: 1 },
-      false,
-    );
-    assertClose(await gpu.readF32(bufs[0], 40, start), p, { atol: 1e-6, rtol: 1e-5 });
-    assertClose(await gpu.readF32(bufs[1], 40, start), mm, { atol: 1e-7, rtol: 1e-5 });
-    assertClose(await gpu.readF32(bufs[2], 40, start), vv, { atol: 1e-7, rtol: 1e-5 });
+  ];
+  const hyper = { ...HYPER, step: 1 };
+  const counts = await countDispatches(gpu, async () => {
+    await adamwUpdate(gpu, bufs[0], bufs[1], bufs[2], bufs[3], ranges, hyper);
+  });
+  assert.deepEqual(Object.fromEntries(counts), { adamw_vec4: 3, adamw_scalar: 1 });
+  for (const { first, count, decay } of ranges) {
+    const at = (x: Float32Array) => x.subarray(first, first + count);
+    adamwUpdateCpu(at(params), at(m), at(v), at(grads), hyper, decay);
   }
+  assertClose(await gpu.readF32(bufs[0], n), params, { atol: 1e-6, rtol: 1e-5 });
+  assertClose(await gpu.readF32(bufs[1], n), m, { atol: 1e-7, rtol: 1e-5 });
+  assertClose(await gpu.readF32(bufs[2], n), v, { atol: 1e-7, rtol: 1e-5 });
   for (const buffer of bufs) gpu.release(buffer);
 });
+
+/** Tensor sizes of a small model: matrices, biases, and sizes off a multiple of 4. */
+const SIZES = [
+  10000,
+  64,
+  64,
+  768,
+  192,
+  256,
+  64,
+  1024,
+  256,
+  1024,
+  64,
+  7,
+  1001,
+  3,
+  64,
+  64,
+  512,
+  128,
+  2048,
+  96,
+  33,
+];
+
+/** Tensors in their own buffers, their moments flat at offsets that are multiples of 4. */
+function modelTensors(gpu: Gpu, sizes: readonly number[]) {
+  let end = 0;
+  const tensors = sizes.map((count, i) => {
+    const first = end;
+    end += Math.ceil(count / 4) * 4;
+    return {
+      count,
+      first,
+      decay: i % 3 !== 1,
+      params: randomArray(count, 100 + i),
+      grads: randomArray(count, 200 + i),
+    };
+  });
+  const m = randomArray(end, 7).map((x) => x * 0.1), v = randomArray(end, 8).map(Math.abs);
+  const buffers = tensors.map((t) => ({ param: gpu.upload(t.params), grad: gpu.upload(t.grads) }));
+  return { tensors, m, v, buffers };
+}
+
+for (const limit of [0, 32 * 1024]) {
+  const what = limit ? ", over a binding limit of 32 KiB" : "";
+  Deno.test(`adamwUpdateTensors() matches its CPU reference and adamwUpdate's bits${what}`, async () => {
+    const gpu = await (limit ? testGpuWithBindingLimit(limit) : testGpu());
+    const { tensors, m, v, buffers } = modelTensors(gpu, SIZES);
+    const hyper = { ...HYPER, maxNorm: 1 };
+    const norm = gpu.acquire(4);
+    await globalNorm(gpu, norm, buffers.map((b, i) => ({ buffer: b.grad, count: SIZES[i] })));
+    const [mBuffer, vBuffer] = [m, v].map((x) => gpu.upload(x));
+    const counts = await countDispatches(gpu, async () => {
+      await adamwUpdateTensors(
+        gpu,
+        tensors.map((t, i) => ({ ...buffers[i], first: t.first, count: t.count, decay: t.decay })),
+        mBuffer,
+        vBuffer,
+        hyper,
+        norm,
+      );
+    });
+    // One launch per group of tensors whose sizes are multiples of 4 (the vec4 kernel), and
+    // per group of the others; under the limit, the tensor of 40 kB goes through adamwUpdate's
+    // windows, and the groups are cut where their moments would not fit one binding.
+    const perLaunch = Math.min(
+      16,
+      Math.floor((gpu.device.limits.maxStorageBuffersPerShaderStage - 3) / 2),
+    );
+    if (!limit) {
+      const vec4 = SIZES.filter((n) => n % 4 === 0).length;
+      const launches = Math.ceil(vec4 / perLaunch) + Math.ceil((SIZES.length - vec4) / perLaunch);
+      assert.equal(counts.get("adamw_tensors"), launches, JSON.stringify([...counts]));
+    } else assert.ok((counts.get("adamw_vec4") ?? 0) >= 2, JSON.stringify([...counts]));
+
+    // The same step, tensor by tensor, with adamwUpdate on copies of the same state.
+    const gradNorm = globalNormCpu(tensors.map((t) => t.grads));
+    const reference = [m.slice(), v.slice()].map((x) => gpu.upload(x));
+    for (const [i, t] of tensors.entries()) {
+      const param = gpu.upload(t.params);
+      const [mm, vv] = [m, v].map((x) => gpu.upload(x.slice(t.first, t.first + t.count)));
+      await adamwUpdate(gpu, param, mm, vv, buffers[i].grad, [{
+        first: 0,
+        count: t.count,
+        decay: t.decay,
+      }], {
+        ...hyper,
+      }, norm);
+      const expected = await gpu.readF32(param, t.count);
+      const at = (x: Float32Array) => x.subarray(t.first, t.first + t.count);
+      const mExpected = await gpu.readF32(mm, t.count), vExpected = await gpu.readF32(vv, t.count);
+      adamwUpdateCpu(t.params, at(m), at(v), t.grads, hyper, t.decay, gradNorm);
+      const got = await gpu.readF32(buffers[i].param, t.count);
+      assertClose(got, t.params, { atol: 1e-6, rtol: 1e-5 });
+      assert.deepEqual(got, expected, `tensor ${i}: not the bits of adamwUpdate`);
+      assert.deepEqual(await gpu.readF32(mBuffer, t.count, t.first), mExpected);
+      assert.deepEqual(await gpu.readF32(vBuffer, t.count, t.first), vExpected);
+      for (const buffer of [param, mm, vv]) gpu.release(buffer);
+    }
+    assertClose(await gpu.readF32(mBuffer, m.length), m, { atol: 1e-7, rtol: 1e-5 });
+    assertClose(await gpu.readF32(vBuffer, v.length), v, { atol: 1e-7, rtol: 1e-5 });
+    for (
+      const b of [
+        ...buffers.flatMap((b) => [b.param, b.grad]),
+        mBuffer,
+        vBuffer,
+        norm,
+        ...reference,
+      ]
+    ) {
+      gpu.release(b);
+    }
+  });
+}
