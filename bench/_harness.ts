@@ -17,6 +17,8 @@ export interface BenchCase {
   flops?: number;
   /** Bytes moved to or from memory per run, for memory-bound kernels (GB/s). */
   bytes?: number;
+  /** Tokens generated per run, for generation benchmarks (tokens/s). */
+  tokens?: number;
   /** Allocates inputs; returns how to record one run and how to free what it made. */
   setup: (gpu: Gpu) => Promise<BenchRun> | BenchRun;
   /** Runs to average over; slow cases on a CPU adapter want few. Default 5. */
@@ -43,6 +45,8 @@ export interface BenchRecord {
   ms: number;
   gflops?: number;
   gbps?: number;
+  /** Tokens generated per second, for generation benchmarks. */
+  tokensPerSecond?: number;
   /** `gflops` over the best FMA ceiling measured earlier in the same run. */
   ofCeiling?: number;
   adapter: string;
@@ -64,6 +68,7 @@ export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> 
     };
     if (bench.flops) record.gflops = round(bench.flops / ms / 1e6, 2);
     if (bench.bytes) record.gbps = round(bench.bytes / ms / 1e6, 2);
+    if (bench.tokens) record.tokensPerSecond = round(bench.tokens / ms * 1e3, 1);
     if (record.gflops !== undefined && bench.ceiling) {
       bestCeiling.set(gpu, Math.max(bestCeiling.get(gpu) ?? 0, record.gflops));
     } else if (record.gflops !== undefined && bestCeiling.has(gpu)) {
@@ -87,6 +92,8 @@ export function formatRow(r: BenchRecord): string {
     ? `${r.gflops.toFixed(2)} GFLOP/s`
     : r.gbps !== undefined
     ? `${r.gbps.toFixed(2)} GB/s`
+    : r.tokensPerSecond !== undefined
+    ? `${r.tokensPerSecond.toFixed(1)} tokens/s`
     : "";
   const ofCeiling = r.ofCeiling !== undefined ? `  ${r.ofCeiling.toFixed(2)} of FMA ceiling` : "";
   return `${r.kernel.padEnd(28)} ${r.shape.padEnd(34)} ${r.ms.toFixed(3).padStart(10)} ms ` +

@@ -10,11 +10,17 @@
 
 import { type BenchCase, runBenchCli } from "./_harness.ts";
 import { attentionCases } from "./attention.ts";
+import { generateCases } from "./generate.ts";
 import { matmulCases } from "./matmul.ts";
 import { opsCases } from "./ops.ts";
 import { runTrainBench } from "./train_step.ts";
 
 /** Every benchmark case, in the order printed. */
-export const allCases: BenchCase[] = [...matmulCases, ...attentionCases, ...opsCases];
+export const allCases: BenchCase[] = [
+  ...matmulCases,
+  ...attentionCases,
+  ...opsCases,
+  ...generateCases,
+];
 
 if (import.meta.main) await runBenchCli(allCases, runTrainBench);

@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
-import { generateTokens } from "../nn/generate.ts";
+import { generateBatch } from "../nn/generate.ts";
 import type { SamplingOptions } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
@@ -50,6 +50,37 @@ export async function completePrompt(
   prompt: string,
   options: CompleteOptions = {},
 ): Promise<string> {
+  const { onText, onToken, seed, ...rest } = options;
+  const [text] = await completePrompts(model, tokenizer, [prompt], {
+    ...rest,
+    seeds: [seed ?? 0],
+    onText: onText && ((_, piece) => onText(piece)),
+    onToken: onToken && ((_, id) => onToken(id)),
+  });
+  return text;
+}
+
+/** Options of {@linkcode completePrompts}: those of {@linkcode completePrompt}, per prompt. */
+export interface CompleteManyOptions extends Omit<CompleteOptions, "seed" | "onText" | "onToken"> {
+  /** The sampling seed of each prompt. Default 0 for every one. */
+  seeds?: readonly number[];
+  /** Called with each new piece of prompt `index`'s text as it is generated. */
+  onText?: (index: number, text: string) => void;
+  /** Called with each new token id of prompt `index`, a stop token included. */
+  onToken?: (index: number, id: number) => void;
+}
+
+/**
+ * Continues every one of `prompts` with `model`, all advancing in the same forward passes
+ * (`generateBatch`); returns each new text. Prompt i gets what {@linkcode completePrompt} gives
+ * it with seed `seeds[i]`.
+ */
+export async function completePrompts(
+  model: GPT2,
+  tokenizer: BpeTokenizer,
+  prompts: readonly string[],
+  options: CompleteManyOptions = {},
+): Promise<string[]> {
   if (model.config.vocabSize < tokenizer.vocabSize) {
     throw new Error(
       `The tokenizer has ${tokenizer.vocabSize} tokens but the model only ` +
@@ -59,28 +90,30 @@ export async function completePrompt(
   const stopIds = (options.stopTokens ?? ["</s>"])
     .map((token) => tokenizer.tokenToId(token))
     .filter((id): id is number => id !== undefined);
-  const ids: number[] = [];
   // An end of document the model writes but was not told to stop at shows as a line break.
   const eos = tokenizer.tokenToId("</s>");
-  const render = () =>
-    splitAt(ids, eos).map((part) => tokenizer.decode(part, { skipSpecialTokens: true }))
+  const ids: number[][] = prompts.map(() => []);
+  const shown: string[] = prompts.map(() => "");
+  const render = (index: number) =>
+    splitAt(ids[index], eos).map((part) => tokenizer.decode(part, { skipSpecialTokens: true }))
       .join("\n");
-  let shown = "";
-  await generateTokens(model, tokenizer.encode(prompt), {
+  await generateBatch(model, prompts.map((prompt) => tokenizer.encode(prompt)), {
     ...options,
+    seeds: options.seeds ?? prompts.map(() => 0),
     stopIds,
-    onToken: (id) => {
-      options.onToken?.(id);
-      ids.push(id);
+    onToken: (index, id) => {
+      options.onToken?.(index, id);
+      ids[index].push(id);
+      if (!options.onText) return;
       // Decode the whole completion each time: a character may span several byte tokens.
-      const text = render();
-      if (text.length > shown.length && !text.endsWith("\uFFFD")) {
-        options.onText?.(text.slice(shown.length));
-        shown = text;
+      const text = render(index);
+      if (text.length > shown[index].length && !text.endsWith("\uFFFD")) {
+        options.onText(index, text.slice(shown[index].length));
+        shown[index] = text;
       }
     },
   });
-  return render();
+  return prompts.map((_, index) => render(index));
 }
 
 /** `ids` cut at every `separator` (which is dropped). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { argmax, sampleToken } from "../../nn/sampling.ts";
+import { argmax, sampleToken, topIndices } from "../../nn/sampling.ts";
 import { Random } from "../../nn/random.ts";
 
 const logits = new Float32Array([0.1, 3, -1, 2.5, 0]);
@@ -32,4 +32,14 @@ Deno.test("sampleToken() with top-p keeps the smallest set holding that mass", (
   const seen = new Set<number>();
   for (let i = 0; i < 500; i++) seen.add(sampleToken(logits, { topP: 0.6 }, random));
   assert.deepEqual([...seen].sort(), [1, 3]);
+});
+
+Deno.test("topIndices() gives a stable full sort's first k, ties by index", () => {
+  const random = new Random(3);
+  // Few distinct values, so that many tie.
+  const values = Float32Array.from({ length: 5000 }, () => Math.round(random.normal() * 4));
+  const sorted = Array.from(values.keys()).sort((a, b) => values[b] - values[a]);
+  for (const k of [0, 1, 7, 40, 1249, 1250, 5000]) {
+    assert.deepEqual(topIndices(values, k), sorted.slice(0, k), `k=${k}`);
+  }
 });
