@@ -7,13 +7,13 @@
  * @module
  */
 
-import { attentionDecode, type DecodeShape, kvCacheWrite } from "../kernels/attention_decode.ts";
+import type { DecodeShape } from "../kernels/attention_decode.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { embeddingForward } from "../kernels/embedding.ts";
 import { layernormForward } from "../kernels/layernorm.ts";
 import { matmul, MATMUL_TILE_CPU, type MatmulLimits } from "../kernels/matmul.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
-import type { KvCache } from "./kv_cache.ts";
+import { cachedSelfAttention, type KvCache } from "./kv_cache.ts";
 import {
   add,
   causalSelfAttention,
@@ -163,7 +163,8 @@ export class GPT2 {
    * tokens than the longest are padded at the end: causal attention keeps the pads out of the
    * real positions, and the pads' cache entries are overwritten before any query reaches them.
    * No tape: nothing is kept for a backward. The same blocks as {@linkcode GPT2.forward}, with
-   * each residual add fused into the projection's store (`x += y·Wᵀ + b`).
+   * each residual add fused into the projection's store (`x += y·Wᵀ + b`), and the attention
+   * of {@linkcode cachedSelfAttention}.
    */
   async forwardCached(cache: KvCache, step: CachedStep): Promise<Tensor> {
     const gpu = this.gpu;
@@ -171,6 +172,7 @@ export class GPT2 {
     const { rows, tokens } = checkStep(cache, step);
     const R = rows.length, Tq = Math.max(...tokens.map((t) => t.length)), N = R * Tq;
     const starts = rows.map((row) => cache.lengths[row]);
+    const prefill = starts.every((start) => start === 0);
     const ids = new Int32Array(N); // (R, Tq), pads 0
     tokens.forEach((row, r) => ids.set(row, r * Tq));
     const scratch: GPUBuffer[] = [];
@@ -221,8 +223,7 @@ export class GPT2 {
         // x = x + attn(ln_1(x))
         await layernormForward(gpu, h, mean, rstd, x, p("ln_1.weight"), p("ln_1.bias"), N, C);
         await dense(qkv, h, "attn.c_attn", C, 3 * C); // (R, Tq, 3C)
-        await kvCacheWrite(gpu, kCache, vCache, qkv, slots, shape);
-        await attentionDecode(gpu, y, qkv, kCache, vCache, slots, shape); // (R, Tq, C)
+        await cachedSelfAttention(gpu, y, qkv, kCache, vCache, slots, shape, prefill); // (R, Tq, C)
         await dense(x, y, "attn.c_proj", C, C, { accumulate: true });
         // x = x + mlp(ln_2(x))
         await layernormForward(gpu, h, mean, rstd, x, p("ln_2.weight"), p("ln_2.bias"), N, C);
