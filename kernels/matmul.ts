@@ -49,11 +49,13 @@
  * 0.36 of the ceiling's 30.4 per CPU-second; with storage textures about 0.5; 16 x 16 with two
  * texel steps a trip 0.73-0.79; 12 x 16, 20 x 16, 16 x 20, 24 x 16, 16 x 24 and workgroups of
  * 4 x 2, 2 x 4, 8 x 4 all within 5% of it; 8 x 16 0.62. Over the products of the three training
- * configs of bench/matmul.ts: 0.54-1.0 of the ceiling (2.2-2.5x the former kernel). Aᵀ·B
- * (weight gradients, K = B·T = 2048) was the slowest layout at 0.54-0.75, the same instructions
- * as A·B (0.95) but A's texture walked down 2048 rows of up to 32 kB: split into reduction parts
- * of 512 that accumulate (`kPartTransA`) it runs at 0.82-0.87 (parts of 256: 0.77-0.83; 1024:
- * 0.74-0.80). On a quiet machine the ceiling is ~60 GFLOP/s.
+ * configs of bench/matmul.ts: 0.54-1.0 of the ceiling (2.2-2.5x the former kernel). Long
+ * reductions were the slow ones: Aᵀ·B (weight gradients, K = B·T = 2048) at 0.54-0.75, A·B with
+ * K = 8192 (the lm head's dinp) at 0.48, A·Bᵀ with K = 3072 at 0.71: the same instructions as
+ * a short reduction (0.95), but every launch walks a whole operand texture (up to 12 MB, rows
+ * of up to 32 kB). Split into reduction parts of 512 that accumulate (`kPart`), they run at
+ * 0.82-0.98 (parts of 256 for Aᵀ·B: 0.77-0.83; of 1024: 0.74-0.89). On a quiet machine the
+ * ceiling is ~60 GFLOP/s.
  *
  * On a hardware GPU the tile is a conventional 4 x 4 per thread on a 16 x 16 workgroup, within
  * the adapter's limits ({@linkcode matmulTile}).
@@ -126,11 +128,11 @@ export interface MatmulTile {
   /** Texels of the reduction (4 steps each) per trip of the main reduction loop. */
   ku: number;
   /**
-   * With A transposed (`Aᵀ·B`, weight gradients): the longest reduction one launch takes;
-   * longer ones are split into parts that accumulate, so that the rows of A's texture a launch
-   * walks down stay in cache. 0: no limit.
+   * The longest reduction one launch takes; longer ones are split into parts that accumulate,
+   * so that the part of each operand texture a launch walks through stays in cache. 0: no
+   * limit.
    */
-  kPartTransA: number;
+  kPart: number;
 }
 
 /** Compile-time constants of {@linkcode matmulKernel}. */
@@ -160,7 +162,7 @@ export const MATMUL_TILE_CPU: MatmulTile = {
   wx: 8,
   wy: 1,
   ku: 2,
-  kPartTransA: 512,
+  kPart: 512,
 };
 
 /**
@@ -177,7 +179,7 @@ export function matmulTile(gpu: Gpu): MatmulTile {
     (side * side > limits.maxComputeInvocationsPerWorkgroup ||
       side > limits.maxComputeWorkgroupSizeX || side > limits.maxComputeWorkgroupSizeY)
   ) side /= 2;
-  return { tm: 4, tn: 4, wx: side, wy: side, ku: 1, kPartTransA: 0 };
+  return { tm: 4, tn: 4, wx: side, wy: side, ku: 1, kPart: 0 };
 }
 
 /** The bindings of {@linkcode matmulKernel}: A and B textures, the output, then the optional ones. */
@@ -464,7 +466,7 @@ export async function matmul(
   }
   const mChunk = chunkOf(Math.min(mTex, Math.floor(maxElements / n)));
   const nChunk = chunkOf(nTex);
-  const kChunk = chunkOf(transA && tile.kPartTransA > 0 ? Math.min(kTex, tile.kPartTransA) : kTex);
+  const kChunk = chunkOf(tile.kPart > 0 ? Math.min(kTex, tile.kPart) : kTex);
   if (mChunk < 1 || nChunk < 1 || kChunk < 1) {
     throw new RangeError(
       `A matmul output row of ${n} floats leaves no room for a 4-row part within one binding ` +

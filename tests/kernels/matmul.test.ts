@@ -151,12 +151,12 @@ Deno.test("matmul() handles operands and outputs larger than one binding", async
 Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and odd tiles", async () => {
   // Whatever tile the adapter picks, each one must be right: the reduction loop's unrolled
   // main part and its remainder (K = 33 is 9 texels: 4 trips of 2 and 1 left; 3 trips of 3),
-  // outputs that end inside a tile, and Aᵀ·B split into reduction parts that accumulate.
+  // outputs that end inside a tile, and reductions split into parts that accumulate.
   const tiles: MatmulTile[] = [
     MATMUL_TILE_CPU,
-    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPartTransA: 0 },
-    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPartTransA: 8 },
-    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPartTransA: 12 },
+    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0 },
+    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8 },
+    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12 },
   ];
   for (const tile of tiles) {
     for (const { transA, transB } of LAYOUTS) {
