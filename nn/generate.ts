@@ -79,12 +79,16 @@ export async function generateBatch(
   if (options.seeds && options.seeds.length !== prompts.length) {
     throw new Error(`Give one seed per prompt: ${options.seeds.length} for ${prompts.length}.`);
   }
-  const groupSize = Math.max(1, KvCache.maxRows(model.gpu, model.config));
+  // Cache rows as long as the longest sequence can grow (the whole context when one reaches it).
+  const { contextLength } = model.config;
+  const longest = Math.max(...prompts.map((prompt) => Math.min(prompt.length, contextLength)));
+  const maxTime = Math.min(contextLength, longest + Math.max(0, options.maxNewTokens ?? 100));
+  const groupSize = Math.max(1, KvCache.maxRows(model.gpu, model.config, maxTime));
   const results: number[][] = [];
   for (let first = 0; first < prompts.length; first += groupSize) {
     const count = Math.min(groupSize, prompts.length - first);
     const indices = Array.from({ length: count }, (_, i) => first + i);
-    results.push(...await generateGroup(model, prompts, indices, options));
+    results.push(...await generateGroup(model, prompts, indices, maxTime, options));
   }
   return results;
 }
@@ -99,11 +103,15 @@ interface Sequence {
   done: boolean;
 }
 
-/** {@linkcode generateBatch} for the prompts `indices`, which share one cache (row i: index i). */
+/**
+ * {@linkcode generateBatch} for the prompts `indices`, which share one cache of rows of
+ * `maxTime` positions (row i: prompt `indices[i]`).
+ */
 async function generateGroup(
   model: GPT2,
   prompts: readonly (readonly number[])[],
   indices: readonly number[],
+  maxTime: number,
   options: GenerateBatchOptions,
 ): Promise<number[][]> {
   const { contextLength, vocabSize } = model.config;
@@ -117,7 +125,7 @@ async function generateGroup(
     done: maxNewTokens <= 0,
   }));
   if (sequences.every((s) => s.done)) return sequences.map((s) => s.generated);
-  const cache = new KvCache(model.gpu, model.config, sequences.length);
+  const cache = new KvCache(model.gpu, model.config, sequences.length, maxTime);
   try {
     // The prefill: every prompt (its last contextLength tokens) read in one forward pass.
     let rows = sequences.map((_, row) => row);

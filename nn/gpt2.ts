@@ -168,7 +168,8 @@ export class GPT2 {
    */
   async forwardCached(cache: KvCache, step: CachedStep): Promise<Tensor> {
     const gpu = this.gpu;
-    const { nEmbd: C, nHead: NH, vocabSize: V, contextLength: maxT, nLayer } = this.config;
+    const { nEmbd: C, nHead: NH, vocabSize: V, nLayer } = this.config;
+    const maxT = cache.maxTime;
     const { rows, tokens } = checkStep(cache, step);
     const R = rows.length, Tq = Math.max(...tokens.map((t) => t.length)), N = R * Tq;
     const starts = rows.map((row) => cache.lengths[row]);

@@ -23,35 +23,46 @@ export class KvCache {
   readonly values: GPUBuffer[] = [];
   /** Positions each row holds: its next token goes to position `lengths[row]`. */
   readonly lengths: number[];
-  /** Positions a row can hold: the model's context length. */
+  /** Positions a row can hold: at most the model's context length. */
   readonly maxTime: number;
 
   /**
-   * An empty cache of `rows` sequences for a model of `config`.
+   * An empty cache of `rows` sequences of up to `maxTime` positions (default: the context
+   * length) for a model of `config`.
    *
    * @throws {RangeError} when one layer's keys for `rows` rows are over the adapter's binding
    *   limit; {@linkcode KvCache.maxRows} says how many fit.
    */
-  constructor(readonly gpu: Gpu, readonly config: GPT2Config, readonly rows: number) {
-    const fit = KvCache.maxRows(gpu, config);
+  constructor(
+    readonly gpu: Gpu,
+    readonly config: GPT2Config,
+    readonly rows: number,
+    maxTime: number = config.contextLength,
+  ) {
+    if (!(Number.isInteger(maxTime) && maxTime >= 1 && maxTime <= config.contextLength)) {
+      throw new RangeError(
+        `A cache row holds 1 to ${config.contextLength} positions (the context), not ${maxTime}.`,
+      );
+    }
+    const fit = KvCache.maxRows(gpu, config, maxTime);
     if (!(Number.isInteger(rows) && rows >= 1 && rows <= fit)) {
       throw new RangeError(
         `A key-value cache takes 1 to ${fit} rows on this adapter, not ${rows}; ` +
           "generate for fewer sequences at once.",
       );
     }
-    this.maxTime = config.contextLength;
+    this.maxTime = maxTime;
     this.lengths = new Array(rows).fill(0);
-    const bytes = rows * this.maxTime * config.nEmbd * 4;
+    const bytes = rows * maxTime * config.nEmbd * 4;
     for (let layer = 0; layer < config.nLayer; layer++) {
       this.keys.push(gpu.acquire(bytes, undefined, `cache.k.${layer}`));
       this.values.push(gpu.acquire(bytes, undefined, `cache.v.${layer}`));
     }
   }
 
-  /** The most rows whose cache tensors each fit one binding of `gpu`. */
-  static maxRows(gpu: Gpu, config: GPT2Config): number {
-    return Math.floor(gpu.maxBinding / (config.contextLength * config.nEmbd * 4));
+  /** The most rows of `maxTime` positions whose cache tensors each fit one binding of `gpu`. */
+  static maxRows(gpu: Gpu, config: GPT2Config, maxTime: number = config.contextLength): number {
+    return Math.floor(gpu.maxBinding / (maxTime * config.nEmbd * 4));
   }
 
   /** Forgets what row `row` holds (its next forward starts at position 0). */

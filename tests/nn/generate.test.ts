@@ -164,9 +164,11 @@ Deno.test("generateBatch() gives each prompt what generateTokens() gives it alon
 });
 
 Deno.test("generateBatch() splits prompts into groups when one cache cannot hold them all", async () => {
-  // 16 positions x 18 channels x 4 bytes = 1152 bytes per cache row: three rows per 4 KiB.
+  // Rows sized to the longest prompt (7) plus 6 new tokens: 13 positions x 18 channels x 4
+  // bytes = 936 bytes per cache row, four per 4 KiB: two groups for five prompts.
   const gpu: Gpu = await testGpuWithBindingLimit(4096);
   const config = CONFIGS[0];
+  assert.equal(KvCache.maxRows(gpu, config, 13), 4);
   assert.equal(KvCache.maxRows(gpu, config), 3);
   const model = sharpModel(gpu, config, 4);
   try {
