@@ -15,7 +15,12 @@ import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { chatPrompt, chatResponse, IM_END } from "./chatml.ts";
-import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
+import {
+  type CompleteManyOptions,
+  type CompleteOptions,
+  completePrompt,
+  completePrompts,
+} from "./test_pretrained.ts";
 import { linesOf } from "./text_source.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
@@ -27,6 +32,9 @@ export interface ChatTurn {
   /** What the model answered (without the end marker). */
   assistant: string;
 }
+
+/** The tokens that end the assistant's turn. */
+const CHAT_STOP_TOKENS = [IM_END, "</s>"];
 
 /**
  * The assistant's reply to `message` after the earlier `turns` of the conversation. The reply
@@ -42,8 +50,23 @@ export function chatReply(
   const history = turns.map((turn) => chatPrompt(turn.user) + chatResponse(turn.assistant) + "\n");
   return completePrompt(model, tokenizer, history.join("") + chatPrompt(message), {
     ...options,
-    stopTokens: [IM_END, "</s>"],
+    stopTokens: CHAT_STOP_TOKENS,
   });
+}
+
+/**
+ * The assistant's replies to each of `messages`, each the first message of its own
+ * conversation, generated together (`completePrompts`): reply i is what
+ * {@linkcode chatReply} gives with no earlier turns and seed `seeds[i]`.
+ */
+export function chatReplies(
+  model: GPT2,
+  tokenizer: BpeTokenizer,
+  messages: readonly string[],
+  options: Omit<CompleteManyOptions, "stopTokens"> = {},
+): Promise<string[]> {
+  const prompts = messages.map((message) => chatPrompt(message));
+  return completePrompts(model, tokenizer, prompts, { ...options, stopTokens: CHAT_STOP_TOKENS });
 }
 
 if (import.meta.main) {

@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
 import { GPT2 } from "../../nn/gpt2.ts";
+import { chatReplies, chatReply } from "../../pipeline/chat.ts";
 import { completePrompt, completePrompts } from "../../pipeline/test_pretrained.ts";
 import { BpeTokenizer } from "../../tokenizer/bpe.ts";
 import { trainBpe } from "../../tokenizer/train_bpe.ts";
 import { countWords } from "../../tokenizer/word_counts.ts";
 import { testGpu } from "../_gpu.ts";
 
-Deno.test("completePrompts() gives each prompt what completePrompt() gives it alone", async () => {
+Deno.test("completePrompts() and chatReplies() give each prompt what it gets alone", async () => {
   const gpu = await testGpu();
   const text = ["the cat sat on the mat", "a dog ran in the park", "birds sing at dawn"];
   const tokenizer = BpeTokenizer.fromTrained(
@@ -39,6 +40,12 @@ Deno.test("completePrompts() gives each prompt what completePrompt() gives it al
       assert.equal(tokens[i].length, 12);
     }
     assert.notEqual(together[0], together[2]);
+    // Questions as first messages of their own conversations, likewise.
+    const replies = await chatReplies(model, tokenizer, prompts, { ...sampling, seeds });
+    for (const [i, message] of prompts.entries()) {
+      const alone = await chatReply(model, tokenizer, [], message, { ...sampling, seed: seeds[i] });
+      assert.equal(replies[i], alone, `reply ${i}`);
+    }
   } finally {
     model.dispose();
   }
