@@ -10,9 +10,11 @@
  *     deno run --allow-all bench/generate.ts --json   # one JSON record per line
  *
  * Each cached run decodes the same position again (the row's length is set back first), so
- * every run measures the position it names.
+ * every run measures the position it names. The decode attention kernel alone is measured too,
+ * in GB/s of keys and values read (it reads each once per step, so loads bound it).
  */
 
+import { attentionDecode, type DecodeShape } from "../kernels/attention_decode.ts";
 import type { Gpu } from "../kernels/device.ts";
 import type { GPT2Config } from "../nn/config.ts";
 import { GPT2 } from "../nn/gpt2.ts";
@@ -84,6 +86,30 @@ function uncachedStep(gpu: Gpu, position: number): BenchRun {
   };
 }
 
+/** One layer's decode attention for `rows` sequences at `position` (cache rows of 1024). */
+function decodeAttention(gpu: Gpu, position: number, rows: number): BenchRun {
+  const { nEmbd: C, nHead: NH, contextLength: maxT } = CONFIG;
+  const shape: DecodeShape = {
+    rows,
+    time: 1,
+    channels: C,
+    heads: NH,
+    maxTime: maxT,
+    cacheRows: rows,
+  };
+  const buffers = [rows * 3 * C, rows * C, rows * maxT * C, rows * maxT * C].map((n) =>
+    gpu.acquire(n * 4)
+  );
+  const [qkv, y, k, v] = buffers;
+  const slots = gpu.upload(
+    Uint32Array.from({ length: 2 * rows }, (_, i) => i % 2 ? position : i / 2),
+  );
+  return {
+    run: () => attentionDecode(gpu, y, qkv, k, v, slots, shape),
+    dispose: () => [...buffers, slots].forEach((b) => gpu.release(b)),
+  };
+}
+
 /** Generation steps at positions 64 and 1000, cached and uncached, and a batch of 20. */
 export const generateCases: BenchCase[] = [64, 1000].flatMap((position): BenchCase[] => [
   {
@@ -106,6 +132,12 @@ export const generateCases: BenchCase[] = [64, 1000].flatMap((position): BenchCa
     tokens: 20,
     reps: 5,
     setup: (gpu) => cachedStep(gpu, position, 20),
+  },
+  {
+    kernel: "attention_decode",
+    shape: `B=20 NH=4 HS=64, pos ${position}`,
+    bytes: 2 * 20 * (position + 1) * CONFIG.nEmbd * 4,
+    setup: (gpu) => decodeAttention(gpu, position, 20),
   },
 ]);
 
