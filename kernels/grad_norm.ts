@@ -57,6 +57,60 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 `,
 };
 
+/**
+ * WGSL of pass 1 over up to `tensors` tensors in one launch, each bound as its own buffer: the
+ * uniform's range table gives each tensor's first workgroup, size, first partial and element
+ * offset in its window, and a `switch` picks the binding (WGSL cannot index bindings). Each
+ * workgroup sums its chunk exactly as {@linkcode gradNormPartialsKernel} does, so the partials
+ * have the same bits.
+ */
+export const gradNormPartialsTensorsKernel: Kernel<
+  GradNormConstants & { chunk: number; tensors: number }
+> = {
+  name: "grad_norm_partials_tensors",
+  bindings: ({ tensors }) => ["write", "uniform", ...Array(tensors).fill("read")],
+  wgsl: ({ workgroupSize: wg, chunk, tensors: K }) => /* wgsl */ `
+// Per tensor: (first workgroup, size, first partial, element offset in its window).
+struct Params { table: array<vec4u, ${K}> }
+
+@group(0) @binding(0) var<storage, read_write> partials: array<f32>;  // (total chunks)
+@group(0) @binding(1) var<uniform> params: Params;
+${
+    Array.from({ length: K }, (_, k) =>
+      `@group(0) @binding(${2 + k}) var<storage, read> x${k}: array<f32>;`).join("\n")
+  }
+${workgroupSumWgsl(wg)}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = wid.x + wid.y * groups.x;
+  var t = 0u;
+  for (var k = 1u; k < ${K}u; k++) {
+    if (w >= params.table[k].x) { t = k; }
+  }
+  let entry = params.table[t];
+  let start = (w - entry.x) * ${chunk}u;
+  if (start >= entry.y) { return; }
+  let end = min(start + ${chunk}u, entry.y);
+  var sum = 0.0;
+  switch t {${
+    Array.from({ length: K }, (_, k) => `
+    case ${k}u: {
+      for (var i = start + lid; i < end; i += ${wg}u) { let g = x${k}[entry.w + i]; sum += g * g; }
+    }`).join("")
+  }
+    default: {}
+  }
+  let total = workgroupSum(lid, sum);
+  if (lid == 0u) { partials[entry.z + w - entry.x] = total; }
+}
+`,
+};
+
+/** Most tensors one pass-1 launch binds. */
+const MAX_TENSORS_PER_LAUNCH = 16;
+
 /** WGSL of pass 2: one workgroup, `out[0] = sqrt(sum of partials)`. */
 export const gradNormFinalKernel: Kernel<GradNormConstants> = {
   name: "grad_norm_final",
@@ -91,6 +145,9 @@ export interface TensorRange {
 
 /**
  * Records `out[0] = sqrt(sum of squares over every element of every range)`, deterministically.
+ * Tensors that fit one binding share pass-1 launches (16 a launch where the adapter's
+ * storage-buffer limit allows; GPT-2 small's 148 gradients take 10 launches and pass 2); larger
+ * ones are split into windows. Either way the partials, and so the bits, are the same.
  *
  * @param out (1) the global norm, WRITTEN.
  * @param tensors the gradient tensors: per-tensor buffers, or ranges of one flat buffer.
@@ -114,8 +171,42 @@ export async function globalNorm(
   }
   const partials = gpu.acquire(Math.max(1, chunks) * 4);
   const wg = reductionWorkgroup(gpu, WORKGROUP_SIZE, 16);
+  const storageLimit = gpu.device.limits.maxStorageBuffersPerShaderStage;
+  const perLaunch = Math.max(1, Math.min(MAX_TENSORS_PER_LAUNCH, storageLimit - 1));
+  const slack = gpu.device.limits.minStorageBufferOffsetAlignment;
   let partialOffset = 0;
+  // Consecutive tensors that fit one binding, with their first partials: one launch.
+  let group: Array<{ window: ReturnType<typeof bufferWindow>; count: number; partial: number }> =
+    [];
+  const launchGroup = async () => {
+    if (group.length === 0) return;
+    const table = new Uint32Array(4 * group.length);
+    let workgroups = 0;
+    group.forEach(({ window, count, partial }, k) => {
+      table.set([workgroups, count, partial, window.elementOffset], 4 * k);
+      workgroups += Math.ceil(count / CHUNK);
+    });
+    await gpu.run(
+      gradNormPartialsTensorsKernel,
+      { workgroupSize: wg, chunk: CHUNK, tensors: group.length },
+      [partials, gpu.uniform(table.buffer), ...group.map((g) => g.window.binding)],
+      grid2d(workgroups),
+    );
+    group = [];
+  };
   for (const { buffer, first = 0, count } of tensors) {
+    if (count === 0) continue;
+    if (count * 4 + slack <= gpu.maxBinding) {
+      group.push({
+        window: bufferWindow(gpu, buffer, first, count),
+        count,
+        partial: partialOffset,
+      });
+      partialOffset += Math.ceil(count / CHUNK);
+      if (group.length === perLaunch) await launchGroup();
+      continue;
+    }
+    await launchGroup();
     for (const part of rowParts(gpu, count, 1, CHUNK)) {
       const x = bufferWindow(gpu, buffer, first + part.first, part.count);
       const groups = Math.ceil(part.count / CHUNK);
@@ -133,6 +224,7 @@ export async function globalNorm(
       partialOffset += groups;
     }
   }
+  await launchGroup();
   const params = gpu.uniform(uniforms({ count: ["u32", chunks] }));
   await gpu.run(
     gradNormFinalKernel,

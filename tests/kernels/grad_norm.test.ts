@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { globalNorm, globalNormCpu } from "../../kernels/grad_norm.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpu,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 Deno.test("globalNorm() matches its CPU reference over several tensors and ranges", async () => {
   const gpu = await testGpu();
@@ -39,4 +45,36 @@ Deno.test("globalNorm() of nothing is zero", async () => {
   await globalNorm(gpu, out, []);
   assert.deepEqual([...await gpu.readF32(out, 1)], [0]);
   gpu.release(out);
+});
+
+Deno.test("globalNorm() takes many tensors in few launches, with the bits of split launches", async () => {
+  // 40 tensors, some ranges of one flat buffer, sizes below and past a 4096-element chunk.
+  const sizes = Array.from({ length: 40 }, (_, i) => [384, 1, 4096, 4097, 77, 10_000][i % 6]);
+  const data = sizes.map((n, i) => randomArray(n, 10 + i));
+  const flat = randomArray(20_000, 99);
+  const norms = [];
+  for (const limit of [0, 16 * 1024 + 1024]) {
+    const gpu = await (limit ? testGpuWithBindingLimit(limit) : testGpu());
+    const buffers = data.map((x) => gpu.upload(x));
+    const flatBuffer = gpu.upload(flat);
+    const ranges = [
+      ...buffers.map((buffer, i) => ({ buffer, count: sizes[i] })),
+      { buffer: flatBuffer, first: 3, count: 5000 },
+      { buffer: flatBuffer, first: 5003, count: 14_000 },
+    ];
+    const out = gpu.acquire(4);
+    const counts = await countDispatches(gpu, () => globalNorm(gpu, out, ranges));
+    if (!limit) {
+      const perLaunch = Math.min(16, gpu.device.limits.maxStorageBuffersPerShaderStage - 1);
+      assert.deepEqual(Object.fromEntries(counts), {
+        grad_norm_partials_tensors: Math.ceil(42 / perLaunch),
+        grad_norm_final: 1,
+      });
+    } else assert.ok((counts.get("grad_norm_partials") ?? 0) > 10, JSON.stringify([...counts]));
+    const expected = globalNormCpu([...data, flat.subarray(3, 5003), flat.subarray(5003, 19_003)]);
+    assertClose(await gpu.readF32(out, 1), [expected], { atol: 0, rtol: 1e-5 });
+    norms.push(new Uint32Array(await gpu.read(out, 0, 4))[0]);
+    for (const buffer of [...buffers, flatBuffer, out]) gpu.release(buffer);
+  }
+  assert.equal(norms[0], norms[1], "split launches gave other bits");
 });
