@@ -169,6 +169,9 @@ Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and 
       pre: true,
       limits: { tile },
     });
+    await checkMatmul({ m: 20, n: 30, k: 50, batch: 3, strideB: 0, transA: true }, {
+      limits: { tile },
+    });
   }
 });
 
