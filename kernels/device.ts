@@ -264,6 +264,9 @@ const LAYOUT_ENTRY: Record<BindingKind, Omit<GPUBindGroupLayoutEntry, "binding" 
   },
 };
 
+/** Bind groups kept at most; the cache starts over when full (a step uses a few hundred). */
+const BIND_GROUP_CACHE_SIZE = 8192;
+
 const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
 const UNIFORM_USAGE = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
 const READBACK_USAGE = GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST;
@@ -297,6 +300,14 @@ export class Gpu {
   #lost: GPUDeviceLostInfo | null = null;
   readonly #lostPromise: Promise<never>;
   #timestamps: { query: GPUQuerySet; resolve: GPUBuffer } | null = null;
+  /**
+   * Bind groups by pipeline and bound resources: a training step's dispatches often bind the
+   * same pooled buffers as the step before, and then find their bind groups here instead of
+   * creating them (about 15 µs each on lavapipe, where a small dispatch costs about 50 µs).
+   */
+  readonly #bindGroups = new Map<string, GPUBindGroup>();
+  readonly #ids = new WeakMap<object, number>();
+  #nextId = 1;
   #profile: ProfileRecorder | null = null;
   /**
    * The phase a profile files the dispatches recorded from now on under: a new tape sets
@@ -428,13 +439,19 @@ export class Gpu {
     }
     const profile = this.#profile;
     const started = profile ? performance.now() : 0;
-    this.device.pushErrorScope("validation");
-    const bindGroup = this.device.createBindGroup({
-      label: name,
-      layout: pipeline.getBindGroupLayout(0),
-      entries: bindings.map(bindingEntry),
-    });
-    this.#checks.push({ kernel: name, error: this.device.popErrorScope() });
+    const key = this.#bindGroupKey(pipeline, bindings);
+    let bindGroup = this.#bindGroups.get(key);
+    if (!bindGroup) {
+      this.device.pushErrorScope("validation");
+      bindGroup = this.device.createBindGroup({
+        label: name,
+        layout: pipeline.getBindGroupLayout(0),
+        entries: bindings.map(bindingEntry),
+      });
+      this.#checks.push({ kernel: name, error: this.device.popErrorScope() });
+      if (this.#bindGroups.size >= BIND_GROUP_CACHE_SIZE) this.#bindGroups.clear();
+      this.#bindGroups.set(key, bindGroup);
+    }
     this.#kernelsThisBatch.add(name);
     // One labelled pass per dispatch: WebGPU orders passes, and errors name the kernel.
     const pass = this.encoder.beginComputePass({
@@ -451,6 +468,25 @@ export class Gpu {
     pass.dispatchWorkgroups(workgroups[0], workgroups[1] ?? 1, workgroups[2] ?? 1);
     pass.end();
     if (profile) profile.encodeMs += performance.now() - started;
+  }
+
+  #idOf(object: object): number {
+    let id = this.#ids.get(object);
+    if (id === undefined) this.#ids.set(object, id = this.#nextId++);
+    return id;
+  }
+
+  /** The bind-group cache key: the pipeline and each binding's resource, offset and size. */
+  #bindGroupKey(pipeline: GPUComputePipeline, bindings: readonly Binding[]): string {
+    let key = `${this.#idOf(pipeline)}`;
+    for (const binding of bindings) {
+      if (binding instanceof GPUTexture || !("buffer" in binding)) {
+        key += `|${this.#idOf(binding)}`;
+      } else {
+        key += `|${this.#idOf(binding.buffer)}:${binding.offset ?? 0}:${binding.size ?? "*"}`;
+      }
+    }
+    return key;
   }
 
   /**
@@ -561,7 +597,10 @@ export class Gpu {
     this.#checks = [];
     for (const check of checks) {
       const error = await this.#unlessLost(check.error);
-      if (error) throw new KernelValidationError(check.kernel, error.message);
+      if (error) {
+        this.#bindGroups.clear(); // an invalid bind group must not be reused
+        throw new KernelValidationError(check.kernel, error.message);
+      }
     }
   }
 
@@ -579,7 +618,13 @@ export class Gpu {
 
   /** What was released in this batch may be reused once the batch is in the queue. */
   #recycleReleased(): void {
-    for (const buffer of this.#releasedThisBatch) this.#poolOf(buffer).push(buffer);
+    // Pushed last-released first, so that they are handed out again in the order they were
+    // released: a training step then gets more of the buffers the step before used in the same
+    // places, and finds more of its bind groups cached (measured: 40% of them, not 25-45%).
+    for (let i = this.#releasedThisBatch.length - 1; i >= 0; i--) {
+      const buffer = this.#releasedThisBatch[i];
+      this.#poolOf(buffer).push(buffer);
+    }
     this.#releasedThisBatch = [];
   }
 

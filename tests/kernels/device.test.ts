@@ -199,3 +199,34 @@ Deno.test("a profile of more dispatches than one query set holds keeps them all"
   gpu.release(a);
   gpu.release(out);
 });
+
+Deno.test("a dispatch with the bindings of an earlier one reuses its bind group", async () => {
+  const gpu = await testGpu();
+  const a = gpu.upload(new Float32Array(64).fill(1)), out = gpu.acquire(64 * 4);
+  const other = gpu.acquire(64 * 4);
+  let created = 0;
+  const device = gpu.device, original = device.createBindGroup;
+  device.createBindGroup = function (descriptor) {
+    created++;
+    return original.call(this, descriptor);
+  };
+  try {
+    // One uniform buffer written before each run: the bind groups can be the same.
+    const params = gpu.acquire(16, GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST);
+    const run = async (alpha: number, into: GPUBuffer) => {
+      gpu.write(params, new Uint8Array(uniforms({ n: ["u32", 64], alpha: ["f32", alpha] })));
+      await gpu.run(scaledAddKernel, { workgroupSize: 64 }, [a, a, into, params], [1]);
+      return (await gpu.readF32(into, 1))[0];
+    };
+    assert.equal(await run(2, out), 3);
+    const first = created;
+    assert.equal(await run(3, out), 4, "the reused bind group sees the new uniform values");
+    assert.equal(created, first, "the same bindings created a second bind group");
+    assert.equal(await run(2, other), 3);
+    assert.equal(created, first + 1, "other bindings need their own bind group");
+    gpu.release(params);
+  } finally {
+    device.createBindGroup = original;
+  }
+  for (const buffer of [a, out, other]) gpu.release(buffer);
+});
