@@ -4,7 +4,10 @@
  * the number of training tokens and the batch.
  *
  * Chinchilla (Hoffmann et al., 2022): for a compute budget, loss is lowest when parameters N and
- * tokens D grow together, at about 20 tokens per parameter. Here compute is time × this adapter's
+ * tokens D grow together, at about 20 tokens per parameter. N here counts the blocks' parameters,
+ * not the embeddings (Kaplan et al., 2020, whose scaling laws are clean only without them): in the
+ * small models a short budget buys, the token table is most of the parameters but little of the
+ * model, and counting it would pick a one-layer model with a large vocabulary. Here compute is time × this adapter's
  * throughput, which depends on the shape, so the rule becomes: the largest model that still sees
  * 20 tokens per parameter in the time it gets. Repeating a small corpus many times overfits, so
  * when the data would be read more than `maxEpochs` times, the spare time goes into a larger
@@ -77,8 +80,8 @@ export function fitThroughput(samples: readonly ThroughputSample[]): ThroughputM
 }
 
 /**
- * The shapes the planner chooses from, smallest first: GPT-2's proportions (width 32 to 128
- * times the depth), heads of 32 below a width of 256 and of 64 from there (small models keep at
+ * The shapes the planner chooses from, smallest first: two layers or more, GPT-2's proportions
+ * (width 32 to 128 times the depth), heads of 32 below a width of 256 and of 64 from there (small models keep at
  * least two heads), under one billion parameters. Of two shapes the slower-and-smaller one is
  * dropped, so a larger budget can only move up the list.
  */
@@ -87,7 +90,9 @@ export function candidateShapes(vocabSize: number, contextLength: number): GPT2C
   const shapes: GPT2Config[] = [];
   for (const nEmbd of widths) {
     const headSize = nEmbd < 256 ? 32 : 64;
-    for (let nLayer = 1; nLayer <= 48; nLayer++) {
+    // Two layers at least: copying from the context (a name from the prompt, the question's
+    // words in an answer) needs an induction head, which takes two (Olsson et al., 2022).
+    for (let nLayer = 2; nLayer <= 48; nLayer++) {
       if (nEmbd < 32 * nLayer || nEmbd > 128 * nLayer) continue;
       const config = { vocabSize, contextLength, nLayer, nHead: nEmbd / headSize, nEmbd };
       if (gpt2ParameterCount(config).total <= MAX_PARAMETERS) shapes.push(config);
@@ -149,7 +154,9 @@ export interface BudgetPlan {
   parameters: number;
   /** Pretraining tokens. */
   tokens: number;
-  /** `tokens / parameters`. */
+  /** The parameters of the blocks and the final norm: all but `wte` and `wpe`. */
+  nonEmbeddingParameters: number;
+  /** `tokens / nonEmbeddingParameters`. */
   tokensPerParameter: number;
   /** Passes over the pretraining data. */
   epochs: number;
@@ -216,21 +223,25 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
   const cap = maxEpochs * dataTokens;
   const shapes = candidateShapes(vocabSize, contextLength);
   const tokensIn = (c: GPT2Config) => pretrainSeconds / throughput.secondsPerToken(c);
+  const nonEmbedding = (c: GPT2Config) => {
+    const count = gpt2ParameterCount(c);
+    return count.total - count.wte - count.wpe;
+  };
   // The largest shape that reaches the target ratio, or (data-bound) that can read the whole
   // capped corpus in the time: both conditions only loosen as the budget grows.
   let chosen = shapes[0];
   for (const shape of shapes) {
-    const n = gpt2ParameterCount(shape).total;
-    if (tokensIn(shape) >= Math.min(target * n, cap)) chosen = shape;
+    if (tokensIn(shape) >= Math.min(target * nonEmbedding(shape), cap)) chosen = shape;
   }
   const parameters = gpt2ParameterCount(chosen).total;
+  const blockParameters = nonEmbedding(chosen);
   const tokens = Math.floor(tokensIn(chosen));
-  if (tokens < target * parameters && tokens < cap) {
+  if (tokens < target * blockParameters && tokens < cap) {
     notes.push(
-      `even the smallest model gets only ${(tokens / parameters).toFixed(1)} tokens per ` +
+      `even the smallest model gets only ${(tokens / blockParameters).toFixed(1)} tokens per ` +
         "parameter in this budget; give more time (--budget) for a model that learns more.",
     );
-  } else if (tokens / parameters < target) {
+  } else if (tokens / blockParameters < target) {
     notes.push(
       `the data (${dataTokens.toLocaleString("en-US")} tokens) would be read over ${maxEpochs} ` +
         "times by the compute-optimal model, so a larger model trains on fewer tokens per " +
@@ -258,7 +269,8 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
     config: chosen,
     parameters,
     tokens,
-    tokensPerParameter: tokens / parameters,
+    nonEmbeddingParameters: blockParameters,
+    tokensPerParameter: tokens / blockParameters,
     epochs: tokens / dataTokens,
     tokensPerStep,
     batchSize,
@@ -304,9 +316,9 @@ export function formatPlan(plan: BudgetPlan, budgetSeconds: number): string {
   return [
     `model:        n_layer=${c.nLayer} n_head=${c.nHead} n_embd=${c.nEmbd} ` +
     `vocab=${c.vocabSize} context=${c.contextLength}: ${(plan.parameters / 1e6).toFixed(2)}M ` +
-    "parameters",
+    `parameters (${(plan.nonEmbeddingParameters / 1e6).toFixed(2)}M outside the embeddings)`,
     `pretraining:  ${n(plan.tokens)} tokens (${plan.tokensPerParameter.toFixed(1)} per ` +
-    `parameter, ${plan.epochs.toFixed(2)} epochs) in ${n(plan.steps)} steps of ` +
+    `non-embedding parameter, ${plan.epochs.toFixed(2)} epochs) in ${n(plan.steps)} steps of ` +
     `${n(plan.tokensPerStep)} tokens (${plan.batchSize} rows x ${plan.gradAccum} accumulated), ` +
     `~${n(plan.tokensPerSecond)} tokens/s`,
     "stages:",

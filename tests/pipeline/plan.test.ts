@@ -88,7 +88,7 @@ Deno.test("planBudget(): a larger budget never gets a smaller model, and the pla
   }
 });
 
-Deno.test("planBudget() aims at 20 tokens per parameter when data is plentiful", () => {
+Deno.test("planBudget() aims at 20 tokens per non-embedding parameter when data is plentiful", () => {
   const p = plan(3 * 3600, GPU, 1e12);
   assert.ok(p.tokensPerParameter >= 20, `${p.tokensPerParameter}`);
   // The next larger shape would not have reached 20.
@@ -96,7 +96,12 @@ Deno.test("planBudget() aims at 20 tokens per parameter when data is plentiful",
   const at = shapes.findIndex((s) => s.nLayer === p.config.nLayer && s.nEmbd === p.config.nEmbd);
   const next = shapes[at + 1];
   const nextTokens = p.pretrainSeconds / GPU.secondsPerToken(next);
-  assert.ok(nextTokens < 20 * gpt2ParameterCount(next).total);
+  const count = gpt2ParameterCount(next);
+  assert.ok(nextTokens < 20 * (count.total - count.wte - count.wpe));
+  assert.equal(
+    p.nonEmbeddingParameters,
+    p.parameters - VOCAB * p.config.nEmbd - CONTEXT * p.config.nEmbd,
+  );
 });
 
 Deno.test("planBudget() picks a larger model on a faster adapter", () => {
