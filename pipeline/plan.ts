@@ -79,11 +79,18 @@ export function fitThroughput(samples: readonly ThroughputSample[]): ThroughputM
   };
 }
 
+/** Parameters outside the token and position tables: the count the planner's ratio uses. */
+export function nonEmbeddingParameters(config: GPT2Config): number {
+  const count = gpt2ParameterCount(config);
+  return count.total - count.wte - count.wpe;
+}
+
 /**
  * The shapes the planner chooses from, smallest first: two layers or more, GPT-2's proportions
- * (width 32 to 128 times the depth), heads of 32 below a width of 256 and of 64 from there (small models keep at
- * least two heads), under one billion parameters. Of two shapes the slower-and-smaller one is
- * dropped, so a larger budget can only move up the list.
+ * (width 32 to 128 times the depth), heads of 32 below a width of 256 and of 64 from there
+ * (small models keep at least two heads), under one billion parameters. Ordered by
+ * non-embedding parameters, and of two shapes the slower-and-smaller one is dropped: along the
+ * list both the size and the cost per token grow, so a larger budget can only move up it.
  */
 export function candidateShapes(vocabSize: number, contextLength: number): GPT2Config[] {
   const widths = [64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1280, 1536];
@@ -98,8 +105,7 @@ export function candidateShapes(vocabSize: number, contextLength: number): GPT2C
       if (gpt2ParameterCount(config).total <= MAX_PARAMETERS) shapes.push(config);
     }
   }
-  const size = (c: GPT2Config) => gpt2ParameterCount(c).total;
-  shapes.sort((a, b) => size(a) - size(b));
+  shapes.sort((a, b) => nonEmbeddingParameters(a) - nonEmbeddingParameters(b));
   // Keep a chain where both size and cost grow: a shape that costs more per token than a
   // larger one is never the better buy.
   const chain: GPT2Config[] = [];
@@ -223,25 +229,30 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
   const cap = maxEpochs * dataTokens;
   const shapes = candidateShapes(vocabSize, contextLength);
   const tokensIn = (c: GPT2Config) => pretrainSeconds / throughput.secondsPerToken(c);
-  const nonEmbedding = (c: GPT2Config) => {
-    const count = gpt2ParameterCount(c);
-    return count.total - count.wte - count.wpe;
-  };
-  // The largest shape that reaches the target ratio, or (data-bound) that can read the whole
-  // capped corpus in the time: both conditions only loosen as the budget grows.
-  let chosen = shapes[0];
-  for (const shape of shapes) {
-    if (tokensIn(shape) >= Math.min(target * nonEmbedding(shape), cap)) chosen = shape;
-  }
-  const parameters = gpt2ParameterCount(chosen).total;
-  const blockParameters = nonEmbedding(chosen);
-  const tokens = Math.floor(tokensIn(chosen));
-  if (tokens < target * blockParameters && tokens < cap) {
+  const nonEmbedding = nonEmbeddingParameters;
+  // The shape whose tokens per parameter come nearest the target (in ratio: IsoFLOP curves are
+  // flat in log N near the optimum), or, when the data is the limit, the largest that can read
+  // the whole capped corpus in the time. Along the list the ratio falls, and every shape's grows
+  // with the budget, so both picks only move up the list as the budget grows.
+  const distance = (c: GPT2Config) => Math.abs(Math.log(tokensIn(c) / (target * nonEmbedding(c))));
+  let chosen = 0;
+  shapes.forEach((shape, i) => {
+    if (distance(shape) < distance(shapes[chosen])) chosen = i;
+  });
+  const computeOptimal = chosen;
+  shapes.forEach((shape, i) => {
+    if (tokensIn(shape) >= cap) chosen = Math.max(chosen, i);
+  });
+  const config = shapes[chosen];
+  const parameters = gpt2ParameterCount(config).total;
+  const blockParameters = nonEmbedding(config);
+  const tokens = Math.floor(tokensIn(config));
+  if (chosen === 0 && tokens < target * blockParameters / 2) {
     notes.push(
       `even the smallest model gets only ${(tokens / blockParameters).toFixed(1)} tokens per ` +
         "parameter in this budget; give more time (--budget) for a model that learns more.",
     );
-  } else if (tokens / blockParameters < target) {
+  } else if (chosen > computeOptimal) {
     notes.push(
       `the data (${dataTokens.toLocaleString("en-US")} tokens) would be read over ${maxEpochs} ` +
         "times by the compute-optimal model, so a larger model trains on fewer tokens per " +
@@ -266,7 +277,7 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
       : { ...s }
   );
   return {
-    config: chosen,
+    config,
     parameters,
     tokens,
     nonEmbeddingParameters: blockParameters,
@@ -276,7 +287,7 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
     batchSize,
     gradAccum,
     steps,
-    tokensPerSecond: 1 / throughput.secondsPerToken(chosen),
+    tokensPerSecond: 1 / throughput.secondsPerToken(config),
     pretrainSeconds,
     finetuneSeconds,
     stages,

@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { gpt2ParameterCount } from "../../nn/config.ts";
+import type { GPT2Config } from "../../nn/config.ts";
 import {
   candidateShapes,
   fitThroughput,
   formatDuration,
+  nonEmbeddingParameters,
   parseDuration,
   planBudget,
   type StageTime,
@@ -66,7 +67,7 @@ Deno.test("fitThroughput() recovers the overhead and FLOP rate of its samples", 
 Deno.test("candidateShapes() grow in size and in cost together", () => {
   const shapes = candidateShapes(VOCAB, CONTEXT);
   for (let i = 1; i < shapes.length; i++) {
-    assert.ok(gpt2ParameterCount(shapes[i]).total > gpt2ParameterCount(shapes[i - 1]).total);
+    assert.ok(nonEmbeddingParameters(shapes[i]) > nonEmbeddingParameters(shapes[i - 1]));
     assert.ok(trainingFlopsPerToken(shapes[i]) > trainingFlopsPerToken(shapes[i - 1]));
     assert.equal(shapes[i].nEmbd % shapes[i].nHead, 0);
   }
@@ -78,8 +79,8 @@ Deno.test("planBudget(): a larger budget never gets a smaller model, and the pla
     for (const minutes of [5, 10, 30, 60, 90, 180, 600, 2400]) {
       const budget = minutes * 60;
       const p = plan(budget, throughput);
-      assert.ok(p.parameters >= previous, `${minutes} min gave a smaller model`);
-      previous = p.parameters;
+      assert.ok(p.nonEmbeddingParameters >= previous, `${minutes} min gave a smaller model`);
+      previous = p.nonEmbeddingParameters;
       assert.ok(Math.abs(p.totalSeconds - budget) < 1e-6 * budget, "the stages fill the budget");
       // Whole steps: within half a step of the planned tokens.
       assert.ok(Math.abs(p.steps * p.tokensPerStep - p.tokens) <= p.tokensPerStep / 2 + 1);
@@ -88,16 +89,17 @@ Deno.test("planBudget(): a larger budget never gets a smaller model, and the pla
   }
 });
 
-Deno.test("planBudget() aims at 20 tokens per non-embedding parameter when data is plentiful", () => {
+Deno.test("planBudget() picks the shape nearest 20 tokens per non-embedding parameter", () => {
   const p = plan(3 * 3600, GPU, 1e12);
-  assert.ok(p.tokensPerParameter >= 20, `${p.tokensPerParameter}`);
-  // The next larger shape would not have reached 20.
   const shapes = candidateShapes(VOCAB, CONTEXT);
+  const ratio = (c: GPT2Config) =>
+    p.pretrainSeconds / GPU.secondsPerToken(c) / nonEmbeddingParameters(c);
   const at = shapes.findIndex((s) => s.nLayer === p.config.nLayer && s.nEmbd === p.config.nEmbd);
-  const next = shapes[at + 1];
-  const nextTokens = p.pretrainSeconds / GPU.secondsPerToken(next);
-  const count = gpt2ParameterCount(next);
-  assert.ok(nextTokens < 20 * (count.total - count.wte - count.wpe));
+  assert.ok(Math.abs(ratio(shapes[at]) - p.tokensPerParameter) < 1e-6 * p.tokensPerParameter);
+  // Its neighbours are further from 20 in ratio: one above it, one below.
+  const off = (c: GPT2Config) => Math.abs(Math.log(ratio(c) / 20));
+  assert.ok(off(shapes[at]) <= off(shapes[at - 1]) && off(shapes[at]) <= off(shapes[at + 1]));
+  assert.ok(ratio(shapes[at - 1]) > 20 && ratio(shapes[at + 1]) < 20);
   assert.equal(
     p.nonEmbeddingParameters,
     p.parameters - VOCAB * p.config.nEmbd - CONTEXT * p.config.nEmbd,
