@@ -47,6 +47,16 @@ export function testGpuWithBindingLimit(bytes: number): Promise<Gpu> {
 }
 
 /**
+ * The shared test GPU with the device's own binding limit, whatever `WEBGPU_MAX_BINDING` caps:
+ * for code that refuses, rather than splits, work over one binding (Muon's stacks), whose
+ * numerics are tested at sizes the cap would refuse.
+ */
+export async function testGpuUncapped(): Promise<Gpu> {
+  const gpu = await testGpu();
+  return testGpuWithBindingLimit(gpu.device.limits.maxStorageBufferBindingSize);
+}
+
+/**
  * Runs `work` and returns how many dispatches of each kernel (by name) it recorded on `gpu`:
  * tests assert with it that a launcher really split its work.
  */

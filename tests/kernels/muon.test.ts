@@ -11,7 +11,7 @@ import {
   muonUpdate,
   muonUpdateCpu,
 } from "../../kernels/muon.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import { assertClose, randomArray, testGpuUncapped } from "../_gpu.ts";
 
 Deno.test("muonMomentumCpu() takes the hand-computed Nesterov step, clipped", () => {
   const m = new Float64Array([1, -2]), g = new Float64Array([4, 2]);
@@ -27,7 +27,7 @@ for (
   const [n, nesterov, clip] of [[1, true, 0], [1003, true, 3], [4096 + 5, false, 0.5]] as const
 ) {
   Deno.test(`muonMomentum() matches its CPU reference (n=${n}, nesterov ${nesterov}, clip ${clip})`, async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpuUncapped();
     const m = randomArray(n, 1), g = randomArray(n, 2);
     const gradNorm = 7.25;
     const hyper = { momentum: 0.95, nesterov, maxNorm: clip };
@@ -43,7 +43,7 @@ for (
 }
 
 Deno.test("muonMomentum() refuses to clip without a norm buffer", async () => {
-  const gpu = await testGpu();
+  const gpu = await testGpuUncapped();
   const buffer = gpu.acquire(16);
   await assert.rejects(
     () => muonMomentum(gpu, buffer, buffer, 4, { momentum: 0.9, nesterov: true, maxNorm: 1 }),
@@ -54,7 +54,7 @@ Deno.test("muonMomentum() refuses to clip without a norm buffer", async () => {
 
 for (const [count, rows, cols] of [[1, 1, 1], [3, 7, 13], [2, 96, 384], [5, 48, 48]]) {
   Deno.test(`muonInverseNorms() and muonScale() match their CPU references (${count} x ${rows}x${cols})`, async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpuUncapped();
     const size = rows * cols;
     const x = randomArray(count * size, count + rows);
     // One matrix of zeros: its inverse norm is 1/eps, and it stays zero.
@@ -74,7 +74,7 @@ for (const [count, rows, cols] of [[1, 1, 1], [3, 7, 13], [2, 96, 384], [5, 48, 
 
 for (const [count, s] of [[1, 1], [3, 7], [2, 48]]) {
   Deno.test(`muonPolynomial() matches its CPU reference (${count} x ${s}x${s})`, async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpuUncapped();
     const n = count * s * s;
     const gram = randomArray(n, 3), gram2 = randomArray(n, 4);
     const coefficients = { a: 3.4445, b: -4.775, c: 2.0315 };
@@ -89,7 +89,7 @@ for (const [count, s] of [[1, 1], [3, 7], [2, 48]]) {
 
 for (const n of [1, 4099]) {
   Deno.test(`muonUpdate() matches its CPU reference (n=${n})`, async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpuUncapped();
     const w = randomArray(n, 5), o = randomArray(n, 6);
     const hyper = { lr: 0.03, scale: 3.9, weightDecay: 0.1 };
     const wBuf = gpu.upload(w), oBuf = gpu.upload(o);

@@ -15,7 +15,13 @@ import { AdamW } from "../../nn/optimizer.ts";
 import { Random } from "../../nn/random.ts";
 import { Tape } from "../../nn/tape.ts";
 import { Tensor } from "../../nn/tensor.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import {
+  assertClose,
+  countDispatches,
+  randomArray,
+  testGpuUncapped,
+  testGpuWithBindingLimit,
+} from "../_gpu.ts";
 
 const NS = { steps: 5, coefficients: NEWTON_SCHULZ_5, eps: 1e-7 };
 
@@ -91,7 +97,7 @@ for (const [rows, cols] of SHAPES) {
 
 for (const [rows, cols] of SHAPES) {
   Deno.test(`newtonSchulz() matches its float64 CPU reference on a stack of ${rows}x${cols}`, async () => {
-    const gpu = await testGpu();
+    const gpu = await testGpuUncapped();
     const count = 2, size = rows * cols;
     const u = randomArray(count * size, rows + 7 * cols);
     for (let i = size; i < 2 * size; i++) u[i] *= 1e-3; // a much smaller second matrix
@@ -140,7 +146,7 @@ async function checkAgainstCpu(
   scales: number[],
   externalNorm?: number,
 ): Promise<void> {
-  const gpu = await testGpu();
+  const gpu = await testGpuUncapped();
   // Two 7x13 matrices share a stack; the others are stacks of one.
   const shapes: Array<[number, number]> = [[7, 13], ...SHAPES];
   const params = matrices(gpu, shapes, 10);
@@ -212,7 +218,7 @@ Deno.test("Muon.step() clips by a gradient norm it is given (e.g. the whole mode
 });
 
 Deno.test("Muon.load() restores the momentum that state() saved", async () => {
-  const gpu = await testGpu();
+  const gpu = await testGpuUncapped();
   const shapes: Array<[number, number]> = [[7, 13], [13, 7], [7, 13]];
   const first = matrices(gpu, shapes, 1), second = matrices(gpu, shapes, 1);
   const names = [...first.keys()];
@@ -238,8 +244,32 @@ Deno.test("Muon.load() restores the momentum that state() saved", async () => {
   }
 });
 
+Deno.test("Muon splits a shape's matrices into stacks that fit a binding, and refuses one over it", async () => {
+  const uncapped = await testGpuUncapped(), capped = await testGpuWithBindingLimit(4096);
+  // Three 24x24 matrices (2,304 bytes each): one stack uncapped, three under a 4 KiB binding.
+  const shapes: Array<[number, number]> = [[24, 24], [24, 24], [24, 24]];
+  const results: Float32Array[][] = [];
+  for (const gpu of [uncapped, capped]) {
+    const params = matrices(gpu, shapes, 3);
+    const muon = new Muon(gpu, params, [...params.keys()]);
+    try {
+      setGradients(gpu, params, 7, 0.1);
+      const counts = await countDispatches(gpu, () => muon.step(0.01));
+      assert.equal(counts.get("muon_update"), gpu === capped ? 3 : 1);
+      results.push(await Promise.all([...params.values()].map((p) => p.read())));
+    } finally {
+      muon.dispose();
+      for (const param of params.values()) param.dispose();
+    }
+  }
+  assert.deepEqual(results[1], results[0]);
+  const big = matrices(capped, [[40, 40]], 1); // 6,400 bytes
+  assert.throws(() => new Muon(capped, big, ["p0"]), /larger than one binding/);
+  for (const param of big.values()) param.dispose();
+});
+
 Deno.test("Muon refuses vectors and unknown names", async () => {
-  const gpu = await testGpu();
+  const gpu = await testGpuUncapped();
   const bias = Tensor.from(gpu, new Float32Array(3), [3], "bias");
   const params = new Map([["bias", bias]]);
   assert.throws(() => new Muon(gpu, params, ["bias"]), /matrices only.*leave it to AdamW/);
@@ -259,7 +289,7 @@ Deno.test("muonParameterNames() names each block's four matrices, all 2-D GPT-2 
 
 /** Trains a tiny GPT-2 on one repeated batch; returns the loss before each step. */
 async function trainTiny(useMuon: boolean, steps: number, lr: number): Promise<number[]> {
-  const gpu = await testGpu();
+  const gpu = await testGpuUncapped();
   const config = { vocabSize: 64, contextLength: 16, nLayer: 2, nHead: 2, nEmbd: 32 };
   const model = GPT2.init(gpu, config, 7);
   const random = new Random(11);
