@@ -33,6 +33,7 @@ export * from "./nn/config.ts";
 export * from "./pipeline/compute_params.ts";
 export * from "./pipeline/plan.ts";
 export * from "./pipeline/budget.ts";
+export * from "./pipeline/pretraining_source.ts";
 export * from "./tokenizer/mod.ts";
 export * from "./pipeline/train_tokenizer.ts";
 export * from "./pipeline/tokenize_dataset.ts";

@@ -17,10 +17,6 @@ import {
   type ThroughputSample,
 } from "./plan.ts";
 import { measureTrainThroughput } from "./throughput_probe.ts";
-import { BUNDLED_PRETRAIN_DIR } from "./bundled_data.ts";
-
-/** Documents a hub sample takes by default (the seed's 10k rows of FineWeb). */
-export const HUB_ROWS = 10_000;
 
 /** The main job's default budget: 30 minutes. */
 export const DEFAULT_BUDGET = "30m";
@@ -139,48 +135,6 @@ export const STAGE_ESTIMATES: Partial<Record<MainJobStage, number>> = {
   eval: 150,
   report: 2,
 };
-
-/**
- * Tokens of the pretraining corpus before it is tokenized, at about 4 bytes of English a token:
- * the uncompressed size of gzip files (their last four bytes), the size of others, and 3,000
- * bytes a document from the hub.
- */
-export async function estimateDataTokens(
-  source: { data?: string; hub?: boolean; rows?: number },
-): Promise<number> {
-  const BYTES_PER_TOKEN = 4;
-  if (source.hub) return (source.rows ?? HUB_ROWS) * 3000 / BYTES_PER_TOKEN;
-  let bytes = 0;
-  for (const path of await filesUnder(source.data ?? BUNDLED_PRETRAIN_DIR)) {
-    if (path.endsWith(".gz")) {
-      const file = await Deno.open(path);
-      try {
-        const size = (await file.stat()).size;
-        const tail = new Uint8Array(4);
-        await file.seek(size - 4, Deno.SeekMode.Start);
-        await file.read(tail);
-        bytes += new DataView(tail.buffer).getUint32(0, true);
-      } finally {
-        file.close();
-      }
-    } else {
-      bytes += (await Deno.stat(path)).size;
-    }
-  }
-  return Math.max(1, Math.round(bytes / BYTES_PER_TOKEN));
-}
-
-async function filesUnder(path: string): Promise<string[]> {
-  const info = await Deno.stat(path).catch(() => {
-    throw new Error(`No such file or folder: ${path}. Pass a text, JSON Lines or Parquet file.`);
-  });
-  if (!info.isDirectory) return [path];
-  const files: string[] = [];
-  for await (const entry of Deno.readDir(path)) {
-    if (entry.isFile) files.push(`${path}/${entry.name}`);
-  }
-  return files;
-}
 
 /** A plan and the throughput samples it came from (the main job's `plan.json`). */
 export interface MeasuredPlan {

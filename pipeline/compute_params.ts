@@ -20,7 +20,8 @@ import {
   MAX_PARAMETERS,
   validateConfig,
 } from "../nn/config.ts";
-import { estimateDataTokens, planForBudget, STAGE_ESTIMATES } from "./budget.ts";
+import { planForBudget, STAGE_ESTIMATES } from "./budget.ts";
+import { estimateSourceTokens, pretrainingSource } from "./pretraining_source.ts";
 import { CHINCHILLA_TOKENS_PER_PARAMETER, formatPlan, parseDuration } from "./plan.ts";
 import { intFlag, runCli } from "./_cli.ts";
 import { HELP_FLAG, helpText } from "./_flags.ts";
@@ -126,7 +127,9 @@ if (import.meta.main) {
     if (!values.tokens && !values.budget) throw new Error("Pass the dataset size with --tokens N.");
     const vocabSize = intFlag("vocab-size", values["vocab-size"]);
     const contextLength = intFlag("context", values.context);
-    const tokens = values.tokens ? intFlag("tokens", values.tokens) : await estimateDataTokens({});
+    const tokens = values.tokens
+      ? intFlag("tokens", values.tokens)
+      : await estimateSourceTokens(pretrainingSource({}));
     console.log(formatSizing(tokens, suggestModel(tokens, { vocabSize, contextLength })));
     if (values.budget) {
       const budgetSeconds = parseDuration(values.budget);

@@ -22,8 +22,6 @@ import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import {
   DEFAULT_BUDGET,
-  estimateDataTokens,
-  HUB_ROWS,
   type MainJobPlanOptions,
   type MainJobStage,
   type MeasuredPlan,
@@ -31,7 +29,14 @@ import {
   planMainJob,
   STAGE_ESTIMATES,
 } from "./budget.ts";
-import { BUNDLED_FINEWEB, BUNDLED_INSTRUCT_DIR, BUNDLED_STORIES } from "./bundled_data.ts";
+import { BUNDLED_INSTRUCT_DIR } from "./bundled_data.ts";
+import { JobFolder, readJson } from "./_job_folder.ts";
+import {
+  BUNDLED_FINEWEB_SHARE,
+  estimateSourceTokens,
+  HUB_ROWS,
+  pretrainingSource,
+} from "./pretraining_source.ts";
 import {
   type BudgetPlan,
   formatDuration,
@@ -39,8 +44,7 @@ import {
   parseDuration,
   type StageTime,
 } from "./plan.ts";
-import { FINEWEB_SAMPLE_10BT, type MixtureSource, prepareDataset } from "./prepare_dataset.ts";
-import type { HubDataset } from "./hub.ts";
+import { prepareDataset } from "./prepare_dataset.ts";
 import { prepareDatasetInstruct } from "./prepare_dataset_instruct.ts";
 import { finetuneInstruct } from "./finetune_instruct.ts";
 import { testPretrained } from "./test_pretrained.ts";
@@ -70,12 +74,8 @@ export const MAIN_JOB_DEFAULTS = {
   vocabSize: 8192,
   context: 1024,
   instructContext: 256,
-  /**
-   * FineWeb's share of the bundled pretraining text, the rest simple stories: models this small
-   * write grammatical English from simple, clean text, and not yet from web pages (TinyStories,
-   * Eldan & Li, 2023); see docs/recipe.md for the measurement.
-   */
-  finewebShare: 0.2,
+  /** FineWeb's share of the bundled pretraining text, the rest simple stories. */
+  finewebShare: BUNDLED_FINEWEB_SHARE,
   prompt: "Once upon a time",
   questions: [
     "What is the capital of France?",
@@ -122,9 +122,6 @@ export interface MainJobResult {
   chat: { checkpoint: string; tokenizer: string };
 }
 
-/** The flags that decide what the stages write; a work folder keeps the ones it was made with. */
-export type JobIdentity = Record<string, string | number | boolean | null>;
-
 /** Runs the whole pipeline within the budget; see the module documentation. */
 export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobResult | null> {
   const d = MAIN_JOB_DEFAULTS;
@@ -144,15 +141,14 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     tuned: `${work}/instruct/model`,
   };
   const prompt = options.prompt ?? d.prompt;
-  await Deno.mkdir(work, { recursive: true });
   const source = pretrainingSource(options);
-  await checkJobIdentity(paths.job, {
+  const job = await JobFolder.open(work, {
     data: options.data ?? (options.hub ? "hub" : "bundled"),
     rows: options.rows ?? null,
     instructData: options.instructData ?? "bundled",
     vocabSize,
     context,
-  });
+  }, options.signal);
 
   const gpu = options.gpu ?? await acquireGpu();
   // Said first, not after the training: the eval's grammar score needs link-grammar.
@@ -162,64 +158,44 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
       `note: the eval will skip its grammar score: link-grammar is missing (${LINK_PARSER_INSTALL})`,
     );
   }
-  const spent: JobStageTime[] = await readJson(paths.stages) ?? [];
-  const done = (stage: MainJobStage) => spent.some((s) => s.stage === stage && s.done);
-  // Runs a stage unless it is done, adding its seconds to the record; a stage that Ctrl-C cut
-  // short is recorded as not done, and runs (resumes) next time.
-  const stage = async (name: MainJobStage, note: string, run: () => Promise<unknown>) => {
-    heading(name, done(name) ? " (done already, skipped)" : note);
-    if (done(name)) return;
-    const started = performance.now();
-    await run();
-    const seconds = (performance.now() - started) / 1000 + spentOn(spent, name);
-    const record = { stage: name, seconds, done: !options.signal?.aborted };
-    spent.splice(0, spent.length, ...spent.filter((s) => s.stage !== name), record);
-    await writeTextFileAtomic(paths.stages, JSON.stringify(spent, null, 2) + "\n");
-  };
-  const heading = (name: string, note = "") => console.error(`\n== ${name}${note}`);
-  const stopped = () => {
-    if (!options.signal?.aborted) return false;
-    console.error("stopped; run the same command again to resume");
-    return true;
-  };
 
   // The plan comes first: probe the adapter, estimate the data, print what will happen.
   const planOptions: MainJobPlanOptions = {
     budgetSeconds,
     vocabSize,
     contextLength: context,
-    dataTokens: await estimateDataTokens(options),
-    spent,
+    dataTokens: await estimateSourceTokens(source),
+    spent: job.stages,
     estimates: STAGE_ESTIMATES,
   };
   let saved = await readJson<MeasuredPlan>(paths.plan);
   if (!saved) {
-    await stage(
+    await job.run(
       "probe",
       `: this adapter's training speed (${gpu.adapter.name})`,
       async () => {
         saved = await planForBudget(gpu, planOptions, (line) => console.error(line));
       },
     );
-    if (stopped() || !saved) return null;
+    if (job.stopped() || !saved) return null;
     await writeTextFileAtomic(paths.plan, JSON.stringify(saved, null, 2) + "\n");
   }
-  heading(`plan for a budget of ${formatDuration(budgetSeconds)}`);
+  console.error(`\n== plan for a budget of ${formatDuration(budgetSeconds)}`);
   console.error(formatPlan(saved.plan, budgetSeconds));
 
-  await stage(
+  await job.run(
     "prepare_dataset",
     `: ${source.label}`,
     () => prepareDataset({ ...source, out: paths.dataset }),
   );
-  if (stopped()) return null;
-  await stage(
+  if (job.stopped()) return null;
+  await job.run(
     "train_tokenizer",
     `: byte-level BPE, ${vocabSize} tokens`,
     () => trainTokenizer({ data: paths.dataset, vocabSize, out: paths.tokenizer }),
   );
-  if (stopped()) return null;
-  await stage("tokenize_dataset", `: rows of ${context} tokens`, () =>
+  if (job.stopped()) return null;
+  await job.run("tokenize_dataset", `: rows of ${context} tokens`, () =>
     tokenizeDataset({
       data: paths.dataset,
       tokenizer: paths.tokenizer,
@@ -227,18 +203,18 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
       contextLength: context,
       out: paths.tokenized,
     }));
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
   // With the data's real size and the stages' real times the plan is final; it is printed again
   // if that changed it.
   const { meta } = await loadTokenizedDataset(paths.tokenized);
-  if (!done("train_model") && spentOn(spent, "train_model") === 0) {
+  if (!job.done("train_model") && job.spentOn("train_model") === 0) {
     const final = planMainJob({ ...planOptions, dataTokens: meta.tokens }, saved.samples);
     if (
       !sameShape(final, saved.plan) ||
       Math.abs(final.steps - saved.plan.steps) > 0.05 * saved.plan.steps
     ) {
-      heading("plan, with the data's measured size");
+      console.error("\n== plan, with the data's measured size");
       console.error(formatPlan(final, budgetSeconds));
     }
     saved = { ...saved, plan: final };
@@ -250,13 +226,12 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   // absorbed by training, not added to the job's end.
   const secondsLeftFor = (name: MainJobStage) => {
     const at = plan.stages.findIndex((s) => s.stage === name);
-    const before = spent.filter((s) => s.stage !== name).reduce((sum, s) => sum + s.seconds, 0);
     const after = plan.stages.slice(at + 1).reduce((sum, s) => sum + s.seconds, 0);
-    return Math.max(1, budgetSeconds - before - after - spentOn(spent, name));
+    return Math.max(1, budgetSeconds - job.spentBesides(name) - after - job.spentOn(name));
   };
 
   const pretrained = `${paths.model}/checkpoint.safetensors`;
-  await stage(
+  await job.run(
     "train_model",
     `: ${(plan.parameters / 1e6).toFixed(2)}M parameters`,
     () =>
@@ -279,9 +254,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
         signal: options.signal,
       }),
   );
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
-  await stage("test_pretrained", `: "${prompt}"`, async () => {
+  await job.run("test_pretrained", `: "${prompt}"`, async () => {
     const completion = await testPretrained({
       gpu,
       checkpoint: pretrained,
@@ -293,9 +268,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     });
     console.log(prompt + completion);
   });
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
-  await stage(
+  await job.run(
     "prepare_dataset_instruct",
     `: ${options.instructData ?? "bundled pairs"}`,
     () =>
@@ -306,12 +281,12 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
         out: paths.instruct,
       }),
   );
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
   const tuned = `${paths.tuned}/checkpoint.safetensors`;
   const tunedTokenizer = `${paths.instruct}/tokenizer`;
   const tuneRows = 16, tuneLength = Math.min(d.instructContext, context);
-  await stage("finetune_instruct", "", () =>
+  await job.run("finetune_instruct", "", () =>
     finetuneInstruct({
       gpu,
       pretrained,
@@ -326,9 +301,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
       maxSeconds: secondsLeftFor("finetune_instruct"),
       signal: options.signal,
     }));
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
-  await stage("test_instruct", "", async () => {
+  await job.run("test_instruct", "", async () => {
     const results = await testInstruct({
       gpu,
       pretrained,
@@ -342,10 +317,10 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     });
     console.log(formatSideBySide(results));
   });
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
   let summary: Pick<EvalSummary, "figures"> | null = await readJson(`${work}/eval/eval.json`);
-  await stage("eval", ": validation, completions, answers, grammar", async () => {
+  await job.run("eval", ": validation, completions, answers, grammar", async () => {
     const result = await evaluateModel({
       gpu,
       pretrained,
@@ -359,15 +334,15 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     console.log(formatEvalSummary(result));
     summary = result;
   });
-  if (stopped()) return null;
+  if (job.stopped()) return null;
 
   // The report is remade on every run: it is cheap and shows the stages as they stand.
-  heading("report");
+  console.error("\n== report");
   const samples = summary ? await readEvalSamples(`${work}/eval`) : null;
   const { report } = await writeReport({
     work,
     plan: { figures: planFigures(plan, budgetSeconds), stages: plan.stages },
-    stageTimes: spent,
+    stageTimes: job.stages,
     pretrainLog: `${paths.model}/log.jsonl`,
     instructLog: `${paths.tuned}/log.jsonl`,
     evals: summary ? reportFigures(summary.figures) : undefined,
@@ -375,13 +350,13 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     answers: samples?.answers,
     environment: { adapter: gpu.adapter.name },
   });
-  const total = spent.reduce((sum, s) => sum + s.seconds, 0);
+  const total = job.spentBesides("");
   console.error(
     `the job took ${formatDuration(total)} of its ${formatDuration(budgetSeconds)} budget`,
   );
   return {
     plan,
-    stages: spent,
+    stages: job.stages,
     report,
     chat: { checkpoint: tuned, tokenizer: tunedTokenizer },
   };
@@ -433,60 +408,8 @@ async function readEvalSamples(folder: string) {
   };
 }
 
-/** A stage's seconds as recorded in `stages.json`, and whether it finished. */
-interface JobStageTime extends StageTime {
-  /** The stage ran to its end (a stage cut short by Ctrl-C resumes next time). */
-  done: boolean;
-}
-
-function spentOn(spent: readonly StageTime[], stage: string): number {
-  return spent.find((s) => s.stage === stage)?.seconds ?? 0;
-}
-
 function sameShape(a: BudgetPlan, b: BudgetPlan): boolean {
   return a.config.nLayer === b.config.nLayer && a.config.nEmbd === b.config.nEmbd;
-}
-
-/** Where the main job's pretraining text comes from. */
-export interface PretrainingSource {
-  /** A local file or folder, with `--data`. */
-  data?: string;
-  /** The bundled corpus's sources and their shares, by default. */
-  mixture?: MixtureSource[];
-  /** The hub dataset, with `--hub`. */
-  hub?: HubDataset;
-  /** Documents to take; `Infinity` for all. */
-  rows: number;
-  /** What the job says it reads. */
-  label: string;
-}
-
-/**
- * The pretraining text for the job's flags: the corpus bundled in `data/` by default, so a
- * fresh clone trains offline; `--hub` for the seed's FineWeb sample, `--data` for local text.
- */
-export function pretrainingSource(options: MainJobOptions): PretrainingSource {
-  if (options.hub && options.data) throw new Error("Pass --data or --hub, not both.");
-  if (options.hub) {
-    return {
-      hub: FINEWEB_SAMPLE_10BT,
-      rows: options.rows ?? MAIN_JOB_DEFAULTS.hubRows,
-      label: `FineWeb sample-10BT from the Hugging Face hub (${FINEWEB_SAMPLE_10BT.repo})`,
-    };
-  }
-  if (options.data) {
-    return { data: options.data, rows: options.rows ?? Infinity, label: options.data };
-  }
-  const fineweb = MAIN_JOB_DEFAULTS.finewebShare;
-  return {
-    mixture: [{ data: BUNDLED_STORIES, share: 1 - fineweb }, {
-      data: BUNDLED_FINEWEB,
-      share: fineweb,
-    }],
-    rows: options.rows ?? Infinity,
-    label: `the corpus bundled in data/, offline: simple stories with ${fineweb * 100}% ` +
-      "FineWeb sample-10BT pages (--hub reads FineWeb from the hub, --data your own text)",
-  };
 }
 
 /**
@@ -500,43 +423,6 @@ export function pretrainingLearningRate(parameters: number): number {
   if (parameters >= 100e6) return 6e-4;
   if (parameters >= 20e6) return 1e-3;
   return 2e-3;
-}
-
-/**
- * Checks that the work folder was made with the same output-shaping flags, recording them on
- * first use.
- */
-export async function checkJobIdentity(path: string, identity: JobIdentity): Promise<void> {
-  const recorded: JobIdentity | null = await readJson(path);
-  if (!recorded) {
-    await writeTextFileAtomic(path, JSON.stringify(identity, null, 2) + "\n");
-    return;
-  }
-  const changed = Object.keys(identity).filter((key) => recorded[key] !== identity[key]);
-  if (changed.length > 0) {
-    const list = changed.map((key) => `${key} ${recorded[key]} → ${identity[key]}`).join(", ");
-    throw new Error(
-      `${path} records a job made with other settings (${list}); run with the same flags to ` +
-        "resume it, or pass another --work for a new job.",
-    );
-  }
-}
-
-async function readJson<T>(path: string): Promise<T | null> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return null;
-    throw error;
-  }
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new Error(
-      `${path} is not valid JSON (an interrupted write?); delete it to redo that step.`,
-    );
-  }
 }
 
 /** The main job's flags, their defaults and help read from {@linkcode MAIN_JOB_DEFAULTS}. */

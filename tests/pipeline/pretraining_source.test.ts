@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
-import { estimateDataTokens } from "../../pipeline/budget.ts";
 import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "../../pipeline/bundled_data.ts";
 import { prepareDataset } from "../../pipeline/prepare_dataset.ts";
-import { checkJobIdentity, MAIN_JOB_DEFAULTS, pretrainingSource } from "../../pipeline/train.ts";
+import {
+  estimateSourceTokens,
+  HUB_ROWS,
+  pretrainingSource,
+} from "../../pipeline/pretraining_source.ts";
 
 Deno.test("the main job trains on the bundled corpus by default, offline", async () => {
   const source = pretrainingSource({});
@@ -24,7 +27,7 @@ Deno.test("the main job trains on the bundled corpus by default, offline", async
     await Deno.remove(dir, { recursive: true });
   }
   // About 4 bytes a token: millions of tokens, read from the gzip sizes without unpacking.
-  const tokens = await estimateDataTokens({});
+  const tokens = await estimateSourceTokens(source);
   assert.ok(tokens > 5e6 && tokens < 5e7, `${tokens}`);
 });
 
@@ -32,33 +35,28 @@ Deno.test("--hub takes the seed's FineWeb sample, and cannot be mixed with --dat
   const hub = pretrainingSource({ hub: true });
   assert.equal(hub.data, undefined);
   assert.equal(hub.hub?.repo, "HuggingFaceFW/fineweb");
-  assert.equal(hub.rows, MAIN_JOB_DEFAULTS.hubRows);
+  assert.equal(hub.rows, HUB_ROWS);
   assert.equal(pretrainingSource({ data: "corpus.txt", rows: 7 }).rows, 7);
   assert.throws(() => pretrainingSource({ hub: true, data: "corpus.txt" }), /--data or --hub/);
 });
 
-Deno.test("estimateDataTokens() reads a gzip file's uncompressed size", async () => {
+Deno.test("estimateSourceTokens() reads a gzip file's uncompressed size, and a mixture's limit", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const text = JSON.stringify({ text: "word ".repeat(20_000) }) + "\n";
     const gz = new Blob([text]).stream().pipeThrough(new CompressionStream("gzip"));
     await Deno.writeFile(`${dir}/a.jsonl.gz`, new Uint8Array(await new Response(gz).arrayBuffer()));
     await Deno.writeTextFile(`${dir}/b.txt`, "x".repeat(4000));
-    assert.equal(await estimateDataTokens({ data: dir }), Math.round((text.length + 4000) / 4));
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("a work folder refuses a job with other data or shape flags", async () => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const identity = { data: "bundled", rows: null, vocabSize: 8192, context: 1024 };
-    await checkJobIdentity(`${dir}/job.json`, identity);
-    await checkJobIdentity(`${dir}/job.json`, identity); // the same flags resume
-    await assert.rejects(
-      () => checkJobIdentity(`${dir}/job.json`, { ...identity, vocabSize: 4096 }),
-      /vocabSize 8192 → 4096.*--work/,
+    const source = (data: string) => pretrainingSource({ data });
+    assert.equal(
+      await estimateSourceTokens(source(dir)),
+      Math.round((text.length + 4000) / 4),
+    );
+    // 4,000 bytes at a quarter share allow 16,000 bytes of mixture, less than the other's limit.
+    const mixture = [{ data: `${dir}/a.jsonl.gz`, share: 3 }, { data: `${dir}/b.txt`, share: 1 }];
+    assert.equal(
+      await estimateSourceTokens({ mixture, rows: Infinity, label: "" }),
+      Math.round(Math.min(text.length / 0.75, 4000 / 0.25) / 4),
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
