@@ -42,6 +42,15 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
+import {
+  attentionForwardTextureKernel,
+  attentionKeyValueTextureKernel,
+  attentionQueryTextureKernel,
+  maxTextureHeads,
+  stageHeads,
+  TEXTURE_LANES,
+  texturesFit,
+} from "./_attention_texture.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the fused attention kernels. */
@@ -125,10 +134,40 @@ export function gpuTiles(
   return { lanes, forward: 1, query: 1, keyValue: 1, tile };
 }
 
+/** Rows per invocation and streamed rows per step of one texture kernel (CPU adapters). */
+export interface TextureTile {
+  /** Rows (queries, or keys for dK/dV) each invocation owns. */
+  rows: number;
+  /** Streamed rows (keys, or queries for dK/dV) per loop step. */
+  block: number;
+}
+
+/** The tiles of the three texture kernels a CPU adapter runs (see the module doc). */
+export interface TextureTiles {
+  forward: TextureTile;
+  query: TextureTile;
+  keyValue: TextureTile;
+}
+
+/** Texture-kernel tiles for lavapipe, measured at B=4, NH=12, T=1024, HS=64 (module doc). */
+export const CPU_TEXTURE_TILES: TextureTiles = {
+  forward: { rows: 8, block: 4 },
+  query: { rows: 8, block: 4 },
+  keyValue: { rows: 8, block: 4 },
+};
+
 /** Options of the fused attention launchers. */
 export interface AttentionOptions {
-  /** Tile sizes (default: {@linkcode defaultTiles}); benchmarks try others. */
+  /**
+   * Tile sizes of the storage-buffer kernels, which then run whatever the adapter (default:
+   * {@linkcode defaultTiles}; tests and benchmarks pass others).
+   */
   tiles?: AttentionTiles;
+  /**
+   * Tiles of the texture kernels, which then run whatever the adapter (default on a CPU
+   * adapter without `tiles`: {@linkcode CPU_TEXTURE_TILES}).
+   */
+  textureTiles?: TextureTiles;
   /** Bytes one binding may hold (default: the adapter's limit); tests pass less. */
   bindingLimit?: number;
 }
@@ -553,6 +592,54 @@ function checkShapes(
   );
 }
 
+/** How a launch runs: storage-buffer kernels with `tiles`, or texture kernels, over `parts`. */
+function planFor(
+  gpu: Gpu,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+  options: AttentionOptions,
+) {
+  const tiles = options.tiles ?? defaultTiles(gpu, HS);
+  const useTextures = options.textureTiles !== undefined ||
+    (options.tiles === undefined && gpu.adapter.isCpu && texturesFit(gpu, T));
+  const textures = useTextures ? options.textureTiles ?? CPU_TEXTURE_TILES : undefined;
+  if (textures && !texturesFit(gpu, T)) {
+    throw new RangeError(`Attention with T=${T} does not fit a texture's height.`);
+  }
+  let parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
+  if (textures) {
+    // One texture layer a head: parts of at most maxTextureArrayLayers heads.
+    const most = maxTextureHeads(gpu);
+    parts = parts.flatMap(({ first, count }) =>
+      Array.from(
+        { length: Math.ceil(count / most) },
+        (_, i) => ({ first: first + i * most, count: Math.min(most, count - i * most) }),
+      )
+    );
+  }
+  return { tiles, textures, parts, maxBinding: options.bindingLimit ?? gpu.maxBinding };
+}
+
+/** The uniform of the texture kernels; `base` is the element of the output windows' head 0. */
+function textureParams(
+  gpu: Gpu,
+  T: number,
+  HS: number,
+  base: number,
+  l: { elementOffset: number },
+) {
+  return gpu.uniform(uniforms({
+    T: ["u32", T],
+    base: ["u32", base],
+    baseL: ["u32", l.elementOffset],
+    scale: ["f32", LOG2E / Math.sqrt(HS)],
+    invSqrt: ["f32", 1 / Math.sqrt(HS)],
+    hs: ["u32", HS],
+  }));
+}
+
 /** Binds the same element window of several (B, NH, T, HS) tensors. */
 function windows(gpu: Gpu, buffers: GPUBuffer[], first: number, count: number) {
   const views = buffers.map((b) => bufferWindow(gpu, b, first, count));
@@ -581,14 +668,29 @@ export async function attentionForward(
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
-  const tiles = options.tiles ?? defaultTiles(gpu, HS);
-  const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
+  const plan = planFor(gpu, B, NH, T, HS, options);
   if (B * NH * T * HS === 0) return;
+  const { tiles, textures, parts, maxBinding } = plan;
   const { width } = rowType(HS);
   for (const { first, count } of parts) {
     const n = T * HS; // floats of a head
-    const w = windows(gpu, [o, q, k, v], first * n, count * n);
     const l = bufferWindow(gpu, lse, first * T, count * T);
+    if (textures) {
+      const ow = bufferWindow(gpu, o, first * n, count * n);
+      const staged: GPUTexture[] = [];
+      for (const [role, buffer] of [["q", q], ["k", k], ["v", v]] as const) {
+        staged.push(await stageHeads(gpu, role, buffer, first, count, T, HS, maxBinding));
+      }
+      const { rows, block } = textures.forward;
+      await gpu.run(
+        attentionForwardTextureKernel,
+        { headSize: HS, rows, block },
+        [ow.binding, l.binding, ...staged, textureParams(gpu, T, HS, ow.elementOffset, l)],
+        [Math.ceil(T / (TEXTURE_LANES * rows)), count],
+      );
+      continue;
+    }
+    const w = windows(gpu, [o, q, k, v], first * n, count * n);
     const params = gpu.uniform(uniforms({
       T: ["u32", T],
       base: ["u32", w.elementOffset / width],
@@ -634,8 +736,7 @@ export async function attentionBackward(
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
-  const tiles = options.tiles ?? defaultTiles(gpu, HS);
-  const parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
+  const { tiles, textures, parts, maxBinding } = planFor(gpu, B, NH, T, HS, options);
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);
   for (const { first, count } of parts) {
@@ -652,6 +753,28 @@ export async function attentionBackward(
       [dsum, dow, ow, gpu.uniform(uniforms({ rows: ["u32", rows], base: ["u32", base] }))],
       grid2d(Math.ceil(rows / 64)),
     );
+    if (textures) {
+      const staged: GPUTexture[] = [];
+      for (const [role, buffer] of [["q", q], ["k", k], ["v", v], ["dout", dout]] as const) {
+        staged.push(await stageHeads(gpu, role, buffer, first, count, T, HS, maxBinding));
+      }
+      const inputs = [...staged, l.binding, dsum, textureParams(gpu, T, HS, w.elementOffset, l)];
+      const kv = textures.keyValue, qt = textures.query;
+      await gpu.run(
+        attentionKeyValueTextureKernel,
+        { headSize: HS, rows: kv.rows, block: kv.block },
+        [dkw, dvw, ...inputs],
+        [Math.ceil(T / (TEXTURE_LANES * kv.rows)), count],
+      );
+      await gpu.run(
+        attentionQueryTextureKernel,
+        { headSize: HS, rows: qt.rows, block: qt.block },
+        [dqw, ...inputs],
+        [Math.ceil(T / (TEXTURE_LANES * qt.rows)), count],
+      );
+      gpu.release(dsum);
+      continue;
+    }
     const params = gpu.uniform(uniforms({
       T: ["u32", T],
       base: ["u32", base],

@@ -5,7 +5,9 @@ import {
   attentionForward,
   attentionForwardCpu,
   type AttentionOptions,
+  CPU_TILES,
   gpuTiles,
+  type TextureTiles,
 } from "../../kernels/attention.ts";
 import {
   mergeHeadsBackward,
@@ -148,6 +150,39 @@ for (const shape of SHAPES) {
   });
 }
 
+// The texture kernels (a CPU adapter's default) on any adapter, with tiles that leave partial
+// blocks and workgroups: 2 or 3 rows an invocation (16 or 24 rows a workgroup), blocks of 3 or
+// 5 streamed rows. Head sizes 6 and 24 are not multiples of 16 floats (the pack kernel stages
+// them, zero-padded to whole texels); 64 and 96 are (a buffer-to-texture copy).
+const ODD_TEXTURE_TILES: TextureTiles = {
+  forward: { rows: 3, block: 5 },
+  query: { rows: 2, block: 3 },
+  keyValue: { rows: 3, block: 2 },
+};
+for (
+  const shape of [
+    { B: 2, NH: 2, T: 37, HS: 24 },
+    { B: 1, NH: 2, T: 9, HS: 6 },
+    { B: 1, NH: 1, T: 70, HS: 96 },
+    { B: 1, NH: 2, T: 41, HS: 64 },
+  ]
+) {
+  Deno.test(`attention texture kernels match the CPU with odd tiles for ${label(shape)}`, async () => {
+    const gpu = await testGpu();
+    const ref = reference(shape, 6);
+    assertMatches(await fused(gpu, shape, ref, { textureTiles: ODD_TEXTURE_TILES }), ref);
+  });
+}
+
+Deno.test("attention storage-buffer kernels match the CPU with the CPU tiles", async () => {
+  // A CPU adapter runs them only when T is over a texture's height; test them on any adapter.
+  const gpu = await testGpu();
+  for (const shape of [{ B: 2, NH: 2, T: 37, HS: 16 }, { B: 1, NH: 2, T: 9, HS: 6 }]) {
+    const ref = reference(shape, 7);
+    assertMatches(await fused(gpu, shape, ref, { tiles: CPU_TILES }), ref);
+  }
+});
+
 // A GPU's tiles, from its limits: this adapter's, and WebGPU's minimum of 16 KiB of workgroup
 // storage (31 staged rows at HS=64) and a small 2 KiB (staging 4 rows at HS=64, 15 at HS=16),
 // so the last tile of keys is partial; HS=6 stages rows of floats.
@@ -175,20 +210,27 @@ for (const storage of [undefined, 16384, 2048]) {
   }
 }
 
-Deno.test("attention kernels match the CPU when batches are split over bindings", async () => {
-  // One head of q is 37*16 floats = 2368 bytes: a 15000-byte limit makes parts of 6 heads (of
-  // 9), and the second part's window starts mid-way into a 256-byte block.
-  const gpu = await testGpuWithBindingLimit(15_000);
-  const shape = { B: 3, NH: 3, T: 37, HS: 16 };
-  const ref = reference(shape, 3);
-  let result: Awaited<ReturnType<typeof fused>> | undefined;
-  const counts = await countDispatches(gpu, async () => {
-    result = await fused(gpu, shape, ref);
+for (const path of ["texture", "storage-buffer"] as const) {
+  Deno.test(`attention ${path} kernels match the CPU when batches are split over bindings`, async () => {
+    // One head of q is 37*16 floats = 2368 bytes: a 15000-byte limit makes parts of 6 heads (of
+    // 9), and the second part's window starts mid-way into a 256-byte block.
+    const gpu = await testGpuWithBindingLimit(15_000);
+    const shape = { B: 3, NH: 3, T: 37, HS: 16 };
+    const ref = reference(shape, 3);
+    const options: AttentionOptions = path === "texture"
+      ? { textureTiles: ODD_TEXTURE_TILES }
+      : { tiles: CPU_TILES };
+    let result: Awaited<ReturnType<typeof fused>> | undefined;
+    const counts = await countDispatches(gpu, async () => {
+      result = await fused(gpu, shape, ref, options);
+    });
+    const suffix = path === "texture" ? "_texture" : "";
+    assert.equal(counts.get(`attention_forward${suffix}`), 2);
+    assert.equal(counts.get(`attention_backward_query${suffix}`), 2);
+    assert.equal(counts.get(`attention_backward_key_value${suffix}`), 2);
+    assertMatches(result!, ref);
   });
-  assert.equal(counts.get("attention_forward"), 2);
-  assert.equal(counts.get("attention_backward_query"), 2);
-  assertMatches(result!, ref);
-});
+}
 
 Deno.test("attentionForward() rejects a head size over 128", async () => {
   const gpu = await testGpu();
