@@ -12,7 +12,12 @@
  * the recomputed S), counted as 2.5 x the forward. Softmax and exp are not counted.
  */
 
-import { attentionBackward, attentionForward } from "../kernels/attention.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  type AttentionOptions,
+  defaultTiles,
+} from "../kernels/attention.ts";
 import { attentionNaiveBackward, attentionNaiveForward } from "../kernels/attention_naive.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { type BenchCase, type BenchRun, runBenchCli } from "./_harness.ts";
@@ -31,7 +36,12 @@ function values(n: number, seed: number): Float32Array {
   });
 }
 
-type Path = "fused" | "naive";
+/**
+ * "fused": the default fused kernels (texture kernels on a CPU adapter); "buffers": the fused
+ * storage-buffer kernels with the adapter's tiles (on a GPU the same as "fused"); "naive": the
+ * unfused path.
+ */
+type Path = "fused" | "buffers" | "naive";
 type Pass = "forward" | "backward" | "both";
 
 /**
@@ -43,15 +53,16 @@ async function setup(gpu: Gpu, path: Path, pass: Pass): Promise<BenchRun> {
   const [q, k, v, dout] = [1, 2, 3, 4].map((seed) => gpu.upload(values(n, seed)));
   const [o, dq, dk, dv] = [0, 1, 2, 3].map(() => gpu.acquire(n * 4));
   // The fused path keeps L (B, NH, T); the naive one the probabilities (B, NH, T, T).
-  const saved = gpu.acquire(path === "fused" ? B * NH * T * 4 : B * NH * T * T * 4);
+  const saved = gpu.acquire(path === "naive" ? B * NH * T * T * 4 : B * NH * T * 4);
+  const options: AttentionOptions = path === "buffers" ? { tiles: defaultTiles(gpu, HS) } : {};
   const forward = () =>
-    path === "fused"
-      ? attentionForward(gpu, o, saved, q, k, v, B, NH, T, HS)
-      : attentionNaiveForward(gpu, o, saved, q, k, v, B, NH, T, HS);
+    path === "naive"
+      ? attentionNaiveForward(gpu, o, saved, q, k, v, B, NH, T, HS)
+      : attentionForward(gpu, o, saved, q, k, v, B, NH, T, HS, options);
   const backward = () =>
-    path === "fused"
-      ? attentionBackward(gpu, dq, dk, dv, dout, q, k, v, o, saved, B, NH, T, HS)
-      : attentionNaiveBackward(gpu, dq, dk, dv, dout, q, k, v, saved, B, NH, T, HS);
+    path === "naive"
+      ? attentionNaiveBackward(gpu, dq, dk, dv, dout, q, k, v, saved, B, NH, T, HS)
+      : attentionBackward(gpu, dq, dk, dv, dout, q, k, v, o, saved, B, NH, T, HS, options);
   if (pass === "backward") await forward();
   return {
     run: async () => {
@@ -67,7 +78,7 @@ async function setup(gpu: Gpu, path: Path, pass: Pass): Promise<BenchRun> {
 function benchCase(path: Path, pass: Pass): BenchCase {
   const name = { forward: "attention fwd", backward: "attention bwd", both: "attention fwd+bwd" };
   return {
-    kernel: path === "fused" ? name[pass] : `${name[pass]} (naive)`,
+    kernel: path === "fused" ? name[pass] : `${name[pass]} (${path})`,
     shape: SHAPE,
     flops: pass === "forward"
       ? FORWARD_FLOPS
@@ -76,13 +87,16 @@ function benchCase(path: Path, pass: Pass): BenchCase {
       : FORWARD_FLOPS + BACKWARD_FLOPS,
     setup: (gpu) => setup(gpu, path, pass),
     // Each run takes from a fraction of a second (fused) to seconds (naive) on lavapipe.
-    reps: path === "fused" ? 2 : 1,
+    reps: path === "naive" ? 1 : 2,
   };
 }
 
-/** The attention cases: fused and unfused, forward, backward, and both. */
+/**
+ * The attention cases: fused (default and storage-buffer kernels) and unfused, forward,
+ * backward, and both.
+ */
 export const attentionCases: BenchCase[] = (["forward", "backward", "both"] as const).flatMap((
   pass,
-) => [benchCase("fused", pass), benchCase("naive", pass)]);
+) => [benchCase("fused", pass), benchCase("buffers", pass), benchCase("naive", pass)]);
 
 if (import.meta.main) await runBenchCli(attentionCases);

@@ -8,10 +8,10 @@
  * matmul's (B, T, 3C)). `lse` is (B, NH, T): row i's log-sum-exp L_i = m_i + ln(l_i) of its
  * scaled scores S_ij = q_i . k_j / sqrt(HS), j <= i.
  *
- * - Forward: each invocation owns `perLane` query rows of one (batch, head) and walks the keys
- *   0..(the workgroup's last row) with an online softmax: per key a row computes its score,
- *   raises its running max m, rescales its running sum l and its HS-vector accumulator, and adds
- *   p_j v_j; the row's L is saved at the end. Keys after the workgroup's last row are never
+ * - Forward: each invocation owns a few query rows of one (batch, head) and walks the keys
+ *   0..(the workgroup's last row) with an online softmax: per key (per block of keys in the
+ *   texture kernels) a row computes its scores, raises its running max m, rescales its running
+ *   sum l and its HS-vector accumulator, and adds p_j v_j; the row's L is saved at the end. Keys after the workgroup's last row are never
  *   visited (causal skipping halves the work); within the workgroup's rows, later keys score
  *   MASKED.
  * - Backward (FlashAttention-2 split, deterministic, no atomics): D_i = dO_i . O_i per row, then
@@ -22,20 +22,51 @@
  *
  * Gradients dq, dk, dv are activation gradients: written (`=`), never accumulated.
  *
- * Why this shape of kernel (measured on lavapipe, Mesa 25.0, the CPU adapter this project
- * develops on): an invocation is one lane of an 8-wide SIMD vector, and there every load from a
- * storage buffer whose index is not a constant is compiled into a scalar load per lane with a
- * branch around each (workgroup ids and loop counters count as varying), so a load costs tens
- * of times an arithmetic vector instruction. Workgroup memory would not help (its loads are
- * per-lane too) and its barriers are costly. What helps is reuse in registers: each invocation
- * owns 4 rows, so one key row (k_j and v_j, 2 HS loads) serves 4 query rows (8 HS multiply-adds);
- * this measured 4-5x faster than the unfused path (bench/attention.ts).
- * The HS loop is unrolled at compile time (HS is a constant: the row vectors live in
- * registers). Scores are kept in base 2 (q is pre-scaled by log2(e) / sqrt(HS)) so the forward
- * needs one exp2 per score. On a real GPU the same kernels run with one row per invocation, up
- * to 64 invocations per workgroup, and the streamed rows (keys and values; queries and output
- * gradients for dK/dV) staged tile by tile in workgroup memory, loaded once per workgroup
- * instead of once per invocation; {@linkcode gpuTiles} sizes both from the adapter's limits.
+ * Two sets of kernels compute this. On a hardware GPU, storage-buffer kernels: one row per
+ * invocation, up to 64 invocations per workgroup, and the streamed rows (keys and values;
+ * queries and output gradients for dK/dV) staged tile by tile in workgroup memory, loaded once
+ * per workgroup instead of once per invocation; {@linkcode gpuTiles} sizes both from the
+ * adapter's limits. On a CPU adapter (lavapipe), texture kernels (`_attention_texture.ts`):
+ * q, k, v (and dO) are first staged into `rgba32float` array textures, one layer per
+ * (batch, head) (a buffer-to-texture copy when HS is a multiple of 64, else a pack kernel), and
+ * read as read-only storage textures.
+ *
+ * Why (read off lavapipe's generated code, Mesa 25.0, `GALLIVM_DEBUG=asm`; see
+ * `kernels/matmul.ts`): an invocation is one lane of an 8-wide SIMD vector; a storage-buffer
+ * load is scalarized per lane with a bounds check (~80 instructions for one float on all 8
+ * lanes, even at an address shared by all lanes), while a read-only storage texel load is a
+ * ~48-instruction call that brings four floats to all 8 lanes. Each invocation owns several
+ * rows (strided by the 8 lanes), so a streamed texel serves all of them, and takes the streamed
+ * rows a block at a time: one max, one rescale of the accumulators (which live in memory: rows
+ * of HS floats are more than 16 vector registers) and one load and store of each accumulator
+ * per block instead of per key; the loads of a block are grouped (a call spills every live
+ * vector register). The HS loop is unrolled at compile time (HS is a constant). Scores are kept
+ * in base 2 (q is pre-scaled by log2(e) / sqrt(HS)). The storage-buffer kernels still run on a
+ * CPU adapter when T is over a texture's height ({@linkcode CPU_TILES}: 4 rows an invocation).
+ *
+ * Measured on the 2-core development machine, lavapipe (LLVM 15, 256 bits), B=4 NH=12 T=1024
+ * HS=64, best of 3, the two versions alternated, with another long training run on the same
+ * cores (so about one core free; the FMA-ceiling shader, bench/fma_ceiling.ts, gave ~31 GFLOP/s
+ * at the time; GFLOP per CPU-second of the process in brackets):
+ *
+ * | kernels                                  | forward                 | backward                 |
+ * | ---------------------------------------- | ----------------------- | ------------------------ |
+ * | storage buffers, 4 rows (before)         | 1074-1252 ms, 5.1-6.0   | 2733-2865 ms, 5.6-5.9    |
+ * |                                          | (5.0-5.4)               | (5.5-5.7)                |
+ * | textures, fwd 8 rows, bwd 4, blocks of 4 | 278-302 ms, 21.3-23.2   | 870-1044 ms, 15.4-18.1   |
+ * |                                          | (21.9-22.6)             | (15.4-17.8)              |
+ *
+ * (GFLOP/s of useful causal work; the backward counts 2.5 x the forward, but runs 7 products
+ * per (query, key) pair against the forward's 2, because both its kernels recompute the scores
+ * and dP; per product all three kernels run at ~0.75-0.8 of the FMA ceiling: dK/dV 530 ms,
+ * dQ 383 ms, D 8 ms, staging copies ~12 ms.) Tiles hardly matter: forward rows 4, 8, 16 with
+ * blocks of 2, 4, 8, backward rows 2-16 with blocks of 2-8, all within 5% (noise); the cost
+ * is the unrolled arithmetic and its spills (most multiplies take an operand from the stack),
+ * and more rows cost compile time (cold, the three kernels at HS=64: backward at 8 rows 17 s,
+ * at 4 rows 6 s; the storage-buffer kernels 12 s). In the ctx1024 train step (V8192 L6 H4
+ * C256 T1024 B2, `deno task bench --train --filter ctx1024`, run back to back): attention
+ * 1159 + 2740 ms (forward + backward) of a 7564 ms step, 271 tokens/s, before; 293 + 963 ms
+ * of 5011 ms, 409 tokens/s, after.
  *
  * @module
  */
@@ -93,10 +124,11 @@ export const MAX_HEAD_SIZE = 128;
 const LOG2E = Math.LOG2E;
 
 /**
- * Tile sizes for a CPU adapter (lavapipe), measured at B=4, NH=12, T=1024, HS=64: one 8-wide
- * SIMD vector of invocations. Every load from a storage buffer there costs a scalar load per
- * lane, so each invocation owns several rows and a key (or query) row loaded once serves all of
- * them; more rows than these spilled too much to gain, and took minutes to compile.
+ * Storage-buffer tile sizes for a CPU adapter (lavapipe), measured at B=4, NH=12, T=1024,
+ * HS=64: one 8-wide SIMD vector of invocations. Every load from a storage buffer there costs a
+ * scalar load per lane, so each invocation owns several rows and a key (or query) row loaded
+ * once serves all of them; more rows than these spilled too much to gain, and took minutes to
+ * compile. Used only when T is over a texture's height (see the module doc).
  */
 export const CPU_TILES: AttentionTiles = {
   lanes: 8,
@@ -152,8 +184,8 @@ export interface TextureTiles {
 /** Texture-kernel tiles for lavapipe, measured at B=4, NH=12, T=1024, HS=64 (module doc). */
 export const CPU_TEXTURE_TILES: TextureTiles = {
   forward: { rows: 8, block: 4 },
-  query: { rows: 8, block: 4 },
-  keyValue: { rows: 8, block: 4 },
+  query: { rows: 4, block: 4 },
+  keyValue: { rows: 4, block: 4 },
 };
 
 /** Options of the fused attention launchers. */
