@@ -365,26 +365,33 @@ ${storeRow("dv", t, `gv${t}`, N)}
 const pools = new WeakMap<Gpu, Map<string, GPUTexture>>();
 
 /**
- * A scratch texture of `texels` x `height` texels and `layers` layers for `role` ("q", "k", ...),
- * reused by later launches of the same size (safe: every use is recorded in order into the
- * command stream). Heights are rounded up to 64 rows so that few distinct textures exist.
+ * A scratch texture of at least `texels` x `height` texels and `layers` layers for `role` ("q",
+ * "k", ...). One texture a role is kept and reused by later launches that fit in it (safe:
+ * every use is recorded in order into the command stream); a launch that does not fit replaces
+ * it with one as large as both (heights rounded up to 64 rows), so that prefills of growing
+ * lengths do not pile up textures.
  */
 function scratch(gpu: Gpu, role: string, texels: number, height: number, layers: number) {
   let pool = pools.get(gpu);
   if (!pool) pools.set(gpu, pool = new Map());
-  const h = Math.min(gpu.device.limits.maxTextureDimension2D, Math.ceil(height / 64) * 64);
-  const key = `${role}:${texels}x${h}x${layers}`;
-  let texture = pool.get(key);
-  if (!texture) {
-    texture = gpu.device.createTexture({
-      label: `attention ${role} ${texels}x${h}x${layers}`,
-      size: [texels, h, layers],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-        GPUTextureUsage.COPY_DST,
-    });
-    pool.set(key, texture);
+  const old = pool.get(role);
+  if (old && old.width >= texels && old.height >= height && old.depthOrArrayLayers >= layers) {
+    return old;
   }
+  const w = Math.max(texels, old?.width ?? 0);
+  const h = Math.min(
+    gpu.device.limits.maxTextureDimension2D,
+    Math.max(Math.ceil(height / 64) * 64, old?.height ?? 0),
+  );
+  const d = Math.max(layers, old?.depthOrArrayLayers ?? 0);
+  const texture = gpu.device.createTexture({
+    label: `attention ${role} ${w}x${h}x${d}`,
+    size: [w, h, d],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+      GPUTextureUsage.COPY_DST,
+  });
+  pool.set(role, texture);
   return texture;
 }
 

@@ -73,6 +73,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
+export { releaseAttentionTextures as releaseAttentionScratch } from "./_attention_texture.ts";
 import {
   attentionForwardTextureKernel,
   attentionKeyValueTextureKernel,
@@ -176,8 +177,11 @@ export interface TextureTile {
 
 /** The tiles of the three texture kernels a CPU adapter runs (see the module doc). */
 export interface TextureTiles {
+  /** The forward's tile. */
   forward: TextureTile;
+  /** The dQ kernel's tile. */
   query: TextureTile;
+  /** The dK, dV kernel's tile. */
   keyValue: TextureTile;
 }
 
@@ -200,6 +204,8 @@ export interface AttentionOptions {
    * adapter without `tiles`: {@linkcode CPU_TEXTURE_TILES}).
    */
   textureTiles?: TextureTiles;
+  /** Heads one texture launch may stage, one layer each (default: the adapter's limit); tests pass less. */
+  textureLayers?: number;
   /** Bytes one binding may hold (default: the adapter's limit); tests pass less. */
   bindingLimit?: number;
 }
@@ -643,7 +649,7 @@ function planFor(
   let parts = checkShapes(gpu, B, NH, T, HS, tiles, options.bindingLimit);
   if (textures) {
     // One texture layer a head: parts of at most maxTextureArrayLayers heads.
-    const most = maxTextureHeads(gpu);
+    const most = Math.min(options.textureLayers ?? Infinity, maxTextureHeads(gpu));
     parts = parts.flatMap(({ first, count }) =>
       Array.from(
         { length: Math.ceil(count / most) },

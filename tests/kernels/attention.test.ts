@@ -174,6 +174,20 @@ for (
   });
 }
 
+Deno.test("attention texture kernels match the CPU when heads are split over texture layers", async () => {
+  // 9 heads, at most 2 a texture: 5 launches of each kernel, the last of one head.
+  const gpu = await testGpu();
+  const shape = { B: 3, NH: 3, T: 21, HS: 8 };
+  const ref = reference(shape, 8);
+  let result: Awaited<ReturnType<typeof fused>> | undefined;
+  const counts = await countDispatches(gpu, async () => {
+    result = await fused(gpu, shape, ref, { textureTiles: ODD_TEXTURE_TILES, textureLayers: 2 });
+  });
+  assert.equal(counts.get("attention_forward_texture"), 5);
+  assert.equal(counts.get("attention_backward_key_value_texture"), 5);
+  assertMatches(result!, ref);
+});
+
 Deno.test("attention storage-buffer kernels match the CPU with the CPU tiles", async () => {
   // A CPU adapter runs them only when T is over a texture's height; test them on any adapter.
   const gpu = await testGpu();
