@@ -42,7 +42,8 @@ export const BUNDLED_ALPACA: string = `${BUNDLED_INSTRUCT_DIR}/alpaca-style-1100
 
 /**
  * Question / instruction and answer pairs of `erikhyrkas/snakes` (trivia, explanations,
- * explain-like-I'm-five, how-to, word tasks, story requests, ...) whose text is at most 2,000
+ * explain-like-I'm-five, how-to, word tasks, story requests, ...; no spelling or fill-in-the-blank
+ * drills) whose text is at most 2,000
  * characters, so each fits a short context: JSON Lines with Alpaca's fields and `source`. MIT;
  * generated with Llama 3.1, so facts are often wrong.
  */

@@ -9,7 +9,7 @@
  * - stories: every story of `stories.jsonl`, as it is;
  * - Alpaca-style pairs: the JSON array, as it is;
  * - snakes-qa: the pairs whose instruction, input and output together are at most
- *   QA_MAX_CHARACTERS long, in file order.
+ *   QA_MAX_CHARACTERS long, in file order, except the drills of QA_DRILLS.
  *
  * `simple-stories.txt` (non-commercial licence) is never read.
  *
@@ -36,6 +36,13 @@ import { runCli } from "../pipeline/_cli.ts";
 const FINEWEB_CHARACTERS = 19_000_000;
 /** The longest instruction pair kept (instruction + input + output, in characters). */
 const QA_MAX_CHARACTERS = 2000;
+
+/**
+ * Drills left out of the chat data: letter-by-letter spelling ("R-U-S-S-E-L-L The letter l is
+ * found 2 times.") and step-by-step multiple choice. Together 40% of the short pairs, they
+ * taught a small tuned model to answer every question in their formats, not in sentences.
+ */
+const QA_DRILLS = new Set(["generated-spelling", "generated-fill-in-the-blank"]);
 
 /** Writes `lines` (each ending in a line break) gzip-compressed to `path`; returns the bytes. */
 async function writeGzip(path: string, lines: Iterable<string> | AsyncIterable<string>) {
@@ -74,8 +81,9 @@ async function* linesKept(path: string, keep: (line: string) => boolean, counts:
 
 function shortPair(line: string): boolean {
   const pair = JSON.parse(line) as Record<string, string>;
-  return pair.instruction.length + (pair.input ?? "").length + pair.output.length <=
-    QA_MAX_CHARACTERS;
+  return !QA_DRILLS.has(pair.source) &&
+    pair.instruction.length + (pair.input ?? "").length + pair.output.length <=
+      QA_MAX_CHARACTERS;
 }
 
 if (import.meta.main) {
