@@ -23,7 +23,7 @@ import type { GPT2 } from "../nn/gpt2.ts";
 import type { SamplingOptions } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { batchOfRows, type RowRange, splitRows } from "./batches.ts";
-import { chatReply } from "./chat.ts";
+import { chatReplies } from "./chat.ts";
 import { IM_END } from "./chatml.ts";
 import { EVAL_PROMPTS, EVAL_QUESTIONS, type EvalQuestion } from "./eval_prompts.ts";
 import {
@@ -35,7 +35,7 @@ import {
   scoreSamples,
 } from "./eval_scores.ts";
 import { LINK_PARSER_INSTALL, linkParserAvailable } from "./_link_grammar.ts";
-import { completePrompt } from "./test_pretrained.ts";
+import { completePrompts } from "./test_pretrained.ts";
 import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { validationLosses } from "./validation_loss.ts";
@@ -170,15 +170,16 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         progress.update(0, undefined, "validation loss");
         validation = await measureValidation(model, tokenizer, options);
       }
-      for (const [i, prompt] of prompts.entries()) {
-        const text = await completePrompt(model, tokenizer, prompt, {
-          ...sampling,
-          maxNewTokens,
-          seed: seed + i,
-        });
-        completions.push({ prompt, text });
-        progress.update(completions.length, undefined, "completions");
-      }
+      // All prompts advance together (one forward pass per token for all of them); prompt i
+      // gets what it would alone with seed + i.
+      progress.update(0, undefined, "completions");
+      const texts = await completePrompts(model, tokenizer, prompts, {
+        ...sampling,
+        maxNewTokens,
+        seeds: prompts.map((_, i) => seed + i),
+      });
+      prompts.forEach((prompt, i) => completions.push({ prompt, text: texts[i] }));
+      progress.update(completions.length, undefined, "completions");
     } finally {
       model.dispose();
     }
@@ -197,17 +198,17 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
     }
     const { model } = await loadCheckpoint(gpu, options.tuned);
     try {
-      for (const [i, { question, topicWords }] of questions.entries()) {
-        let last = -1;
-        const answer = await chatReply(model, tokenizer, [], question, {
-          ...sampling,
-          maxNewTokens: maxAnswerTokens,
-          seed: seed + i,
-          onToken: (id) => (last = id),
-        });
-        answers.push({ question, topicWords, answer, endedByItself: last === imEnd });
-        progress.update(completions.length + answers.length, undefined, "answers");
-      }
+      const last = questions.map(() => -1);
+      const replies = await chatReplies(model, tokenizer, questions.map((q) => q.question), {
+        ...sampling,
+        maxNewTokens: maxAnswerTokens,
+        seeds: questions.map((_, i) => seed + i),
+        onToken: (i, id) => (last[i] = id),
+      });
+      questions.forEach(({ question, topicWords }, i) =>
+        answers.push({ question, topicWords, answer: replies[i], endedByItself: last[i] === imEnd })
+      );
+      progress.update(completions.length + answers.length, undefined, "answers");
     } finally {
       model.dispose();
     }
