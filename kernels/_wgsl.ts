@@ -25,3 +25,19 @@ fn workgroupSum(lid: u32, value: f32) -> f32 {
   return total;
 }`;
 }
+
+/**
+ * `tableIndex(w)`: which of the `k` entries of the uniform range table `params.table` (each an
+ * `vec4u` whose `x` is its first workgroup, in increasing order) workgroup `w` belongs to. Kernels
+ * that update or reduce many tensors in one launch find their tensor with it.
+ */
+export function rangeTableWgsl(k: number): string {
+  return /* wgsl */ `
+fn tableIndex(w: u32) -> u32 {
+  var t = 0u;
+  for (var k = 1u; k < ${k}u; k++) {
+    if (w >= params.table[k].x) { t = k; }
+  }
+  return t;
+}`;
+}

@@ -28,6 +28,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
+import { rangeTableWgsl } from "./_wgsl.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the AdamW kernels. */
@@ -336,14 +337,13 @@ fn updated(old: ${T}, grad: ${T}, mi: u32, decays: bool) -> ${T} {
   return old - params.lr * (mHat / (sqrt(vHat) + params.eps) + weightDecay * old);
 }
 
+${rangeTableWgsl(K)}
+
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let w = wid.x + wid.y * groups.x;
-  var t = 0u;
-  for (var k = 1u; k < ${K}u; k++) {
-    if (w >= params.table[k].x) { t = k; }
-  }
+  let t = tableIndex(w);
   let entry = params.table[t];
   let i = (w - entry.x) * ${wg}u + lid;
   if (i >= entry.y) { return; }

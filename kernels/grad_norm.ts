@@ -14,7 +14,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, reductionWorkgroup, rowParts } from "./_parts.ts";
-import { workgroupSumWgsl } from "./_wgsl.ts";
+import { rangeTableWgsl, workgroupSumWgsl } from "./_wgsl.ts";
 
 /** Compile-time constants of the norm kernels. */
 export interface GradNormConstants extends Record<string, number> {
@@ -81,14 +81,13 @@ ${
   }
 ${workgroupSumWgsl(wg)}
 
+${rangeTableWgsl(K)}
+
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let w = wid.x + wid.y * groups.x;
-  var t = 0u;
-  for (var k = 1u; k < ${K}u; k++) {
-    if (w >= params.table[k].x) { t = k; }
-  }
+  let t = tableIndex(w);
   let entry = params.table[t];
   let start = (w - entry.x) * ${chunk}u;
   if (start >= entry.y) { return; }
