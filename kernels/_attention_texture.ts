@@ -19,7 +19,7 @@
  */
 
 import { type Gpu, type Kernel } from "./device.ts";
-import { stageBlock } from "./_matmul_texture.ts";
+import { createOperandTexture, stageBlock } from "./_matmul_texture.ts";
 
 /** Compile-time constants of the texture kernels. */
 export interface TextureAttentionConstants extends Record<string, number> {
@@ -384,13 +384,7 @@ function scratch(gpu: Gpu, role: string, texels: number, height: number, layers:
     Math.max(Math.ceil(height / 64) * 64, old?.height ?? 0),
   );
   const d = Math.max(layers, old?.depthOrArrayLayers ?? 0);
-  const texture = gpu.device.createTexture({
-    label: `attention ${role} ${w}x${h}x${d}`,
-    size: [w, h, d],
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-      GPUTextureUsage.COPY_DST,
-  });
+  const texture = createOperandTexture(gpu, `attention ${role}`, [w, h, d]);
   pool.set(role, texture);
   return texture;
 }

@@ -24,6 +24,24 @@ import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.
 const scratch = new WeakMap<Gpu, Map<string, GPUTexture>>();
 
 /**
+ * An `rgba32float` array texture for staged operands: written by copies and the pack kernel,
+ * read by kernels as a (read-only storage) texture. Shared with the attention's staging.
+ */
+export function createOperandTexture(
+  gpu: Gpu,
+  label: string,
+  [width, height, layers]: [number, number, number],
+): GPUTexture {
+  return gpu.device.createTexture({
+    label: `${label} ${width}x${height}x${layers}`,
+    size: [width, height, layers],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
+      GPUTextureUsage.COPY_DST,
+  });
+}
+
+/**
  * A scratch `rgba32float` array texture of at least `width` x `height` texels and `layers`
  * layers for `role` ("a" or "b"). Sizes are rounded up to multiples of 64 so that few distinct
  * textures exist; one is reused by later matmuls, which is safe because every use is recorded in
@@ -44,13 +62,7 @@ export function scratchTexture(
   const key = `${role}:${w}x${h}x${layers}`;
   let texture = pool.get(key);
   if (!texture) {
-    texture = gpu.device.createTexture({
-      label: `matmul operand ${role} ${w}x${h}x${layers}`,
-      size: [w, h, layers],
-      format: "rgba32float",
-      usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-        GPUTextureUsage.COPY_DST,
-    });
+    texture = createOperandTexture(gpu, `matmul operand ${role}`, [w, h, layers]);
     pool.set(key, texture);
   }
   return texture;
