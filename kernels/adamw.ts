@@ -197,16 +197,7 @@ export async function adamwUpdate(
   gradNorm: GPUBuffer | null = null,
   options: AdamWOptions = {},
 ): Promise<void> {
-  const clip = (hyper.maxNorm ?? 0) > 0;
-  if (clip && !gradNorm) {
-    throw new Error(
-      "AdamW was asked to clip (maxNorm > 0) without a gradient-norm buffer; pass the buffer " +
-        "globalNorm() wrote, or maxNorm 0.",
-    );
-  }
-  if (!(hyper.step >= 1)) {
-    throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
-  }
+  const clip = checkHyperparameters(hyper, gradNorm);
   const spans = spansOf(ranges);
   const end = spans.reduce((e, r) => Math.max(e, r.first + r.count), 0);
   const momentsFirst = options.momentsFirst ?? 0;
@@ -386,6 +377,24 @@ const MAX_TENSORS_PER_LAUNCH = 16;
 const OWN_LAUNCH_FROM = 16384;
 
 /**
+ * Checks a step's hyperparameters (the step counts from 1; clipping needs the norm buffer) and
+ * returns whether the step clips.
+ */
+function checkHyperparameters(hyper: AdamWHyperparameters, gradNorm: GPUBuffer | null): boolean {
+  const clip = (hyper.maxNorm ?? 0) > 0;
+  if (clip && !gradNorm) {
+    throw new Error(
+      "AdamW was asked to clip (maxNorm > 0) without a gradient-norm buffer; pass the buffer " +
+        "globalNorm() wrote, or maxNorm 0.",
+    );
+  }
+  if (!(hyper.step >= 1)) {
+    throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
+  }
+  return clip;
+}
+
+/**
  * Records one AdamW step over parameter tensors that live in their own buffers, the moments in
  * flat buffers. Tensors of 16384 floats or more (matrices, embeddings) get a launch each, of
  * {@linkcode adamwUpdate} (in windows when larger than a binding); the small ones share
@@ -405,16 +414,7 @@ export async function adamwUpdateTensors(
   hyper: AdamWHyperparameters,
   gradNorm: GPUBuffer | null = null,
 ): Promise<void> {
-  const clip = (hyper.maxNorm ?? 0) > 0;
-  if (clip && !gradNorm) {
-    throw new Error(
-      "AdamW was asked to clip (maxNorm > 0) without a gradient-norm buffer; pass the buffer " +
-        "globalNorm() wrote, or maxNorm 0.",
-    );
-  }
-  if (!(hyper.step >= 1)) {
-    throw new RangeError(`AdamW's step counts from 1, got ${hyper.step}; pass the step number.`);
-  }
+  const clip = checkHyperparameters(hyper, gradNorm);
   const storageLimit = gpu.device.limits.maxStorageBuffersPerShaderStage;
   const perLaunch = Math.min(MAX_TENSORS_PER_LAUNCH, Math.floor((storageLimit - 3) / 2));
   // A tensor and its moments must each fit one binding, with room for the window's alignment.
