@@ -41,3 +41,26 @@ fn tableIndex(w: u32) -> u32 {
   return t;
 }`;
 }
+
+/**
+ * How a row of HS floats is held: as HS/4 vec4s when HS is a multiple of 4 (then every row and
+ * every batch window start on a vec4), else as HS scalars.
+ */
+export function rowType(headSize: number): {
+  width: number;
+  n: number;
+  type: string;
+  zero: string;
+  dot: (a: string, b: string) => string;
+  sum: (a: string) => string;
+} {
+  const width = headSize % 4 === 0 ? 4 : 1;
+  return {
+    width,
+    n: headSize / width,
+    type: width === 4 ? "vec4f" : "f32",
+    zero: width === 4 ? "vec4f(0.0)" : "0.0",
+    dot: (a: string, b: string) => (width === 4 ? `dot(${a}, ${b})` : `${a} * ${b}`),
+    sum: (a: string) => (width === 4 ? `dot(${a}, vec4f(1.0))` : a),
+  };
+}

@@ -73,6 +73,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
+import { rowType } from "./_wgsl.ts";
 export { releaseAttentionTextures as releaseAttentionScratch } from "./_attention_texture.ts";
 import {
   attentionForwardTextureKernel,
@@ -227,22 +228,6 @@ function unroll(n: number, line: (i: number) => string): string {
 /** `f(0) + f(1) + ... + f(n - 1)`. */
 function sumOf(n: number, term: (i: number) => string): string {
   return range(n).map(term).join(" + ");
-}
-
-/**
- * How a row of HS floats is held: as HS/4 vec4s when HS is a multiple of 4 (then every row and
- * every batch window start on a vec4), else as HS scalars.
- */
-function rowType(headSize: number) {
-  const width = headSize % 4 === 0 ? 4 : 1;
-  return {
-    width,
-    n: headSize / width,
-    type: width === 4 ? "vec4f" : "f32",
-    zero: width === 4 ? "vec4f(0.0)" : "0.0",
-    dot: (a: string, b: string) => (width === 4 ? `dot(${a}, ${b})` : `${a} * ${b}`),
-    sum: (a: string) => (width === 4 ? `dot(${a}, vec4f(1.0))` : a),
-  };
 }
 
 function checkConstants({ headSize, lanes, perLane, tile }: AttentionConstants): void {

@@ -35,6 +35,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { MAX_HEAD_SIZE } from "./attention.ts";
+import { rowType } from "./_wgsl.ts";
 import { headSizeOf } from "./attention_layout.ts";
 import { head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
@@ -67,18 +68,6 @@ export function decodeLanes(gpu: Gpu): number {
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
-}
-
-/** Rows of HS floats as vec4s when HS is a multiple of 4 (every offset then is too), else f32s. */
-function rowType(headSize: number) {
-  const width = headSize % 4 === 0 ? 4 : 1;
-  return {
-    width,
-    n: headSize / width,
-    type: width === 4 ? "vec4f" : "f32",
-    zero: width === 4 ? "vec4f(0.0)" : "0.0",
-    dot: (a: string, b: string) => (width === 4 ? `dot(${a}, ${b})` : `${a} * ${b}`),
-  };
 }
 
 function checkHeadSize(headSize: number): void {
