@@ -32,3 +32,8 @@ export function chatPrompt(instruction: string, input = ""): string {
 export function chatResponse(output: string): string {
   return `${output.trim()}${IM_END}`;
 }
+
+/** A whole exchange as one document of text: the user's turn, then the assistant's. */
+export function chatDocument(pair: InstructionPair): string {
+  return chatPrompt(pair.instruction, pair.input) + chatResponse(pair.output) + "\n";
+}

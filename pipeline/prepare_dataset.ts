@@ -13,7 +13,8 @@
 import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { type HubDataset, hubFileBuffer, listHubParquetFiles } from "./hub.ts";
-import { parquetTextBatches, readTextBatches } from "./text_source.ts";
+import { parquetTextBatches, readRecordBatches, readTextBatches } from "./text_source.ts";
+import { chatDocument } from "./chatml.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
@@ -111,6 +112,33 @@ export interface MixtureSource {
   data: string;
   /** Its share of the mixture's characters, from 0 to 1 (the shares are normalized). */
   share: number;
+  /**
+   * Instruction pairs (Alpaca's `instruction`, `input`, `output`), each written as one ChatML
+   * exchange, instead of documents' `text`: pretraining that sees conversations learns their
+   * format and the end marker with its whole budget, not only in the short tuning after it.
+   */
+  chat?: boolean;
+}
+
+/** A mixture source's documents, in batches. */
+async function* mixtureSourceBatches(
+  source: MixtureSource,
+  read: { textField?: string; batchSize: number },
+): AsyncGenerator<string[]> {
+  if (!source.chat) {
+    yield* readTextBatches(source.data, read);
+    return;
+  }
+  const pairs = readRecordBatches(source.data, {
+    batchSize: read.batchSize,
+    fields: ["instruction", "output"],
+    optionalFields: ["input"],
+  });
+  for await (const batch of pairs) {
+    yield batch.map((pair) =>
+      chatDocument({ instruction: pair.instruction, input: pair.input, output: pair.output })
+    );
+  }
 }
 
 /**
@@ -129,7 +157,7 @@ async function* mixtureBatches(
   }
   const live = sources.filter((s) => s.share > 0).map((source) => ({
     share: source.share / total,
-    batches: readTextBatches(source.data, read)[Symbol.asyncIterator](),
+    batches: mixtureSourceBatches(source, read),
     pending: [] as string[],
     characters: 0,
   }));

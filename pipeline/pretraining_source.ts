@@ -5,7 +5,7 @@
  * @module
  */
 
-import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "./bundled_data.ts";
+import { BUNDLED_FINEWEB, BUNDLED_INSTRUCT_DIR, BUNDLED_STORIES } from "./bundled_data.ts";
 import type { HubDataset } from "./hub.ts";
 import { FINEWEB_SAMPLE_10BT, type MixtureSource } from "./prepare_dataset.ts";
 
@@ -13,11 +13,14 @@ import { FINEWEB_SAMPLE_10BT, type MixtureSource } from "./prepare_dataset.ts";
 export const HUB_ROWS = 10_000;
 
 /**
- * FineWeb's share of the bundled pretraining text, the rest simple stories: models this small
- * write grammatical English from simple, clean text, and not yet from web pages (TinyStories,
- * Eldan & Li, 2023).
+ * The bundled pretraining text's shares: mostly simple stories, since models this small write
+ * grammatical English from simple, clean text and not yet from web pages (TinyStories, Eldan &
+ * Li, 2023); FineWeb pages for the words of the wider world; and the instruction pairs as ChatML
+ * conversations, so that the model learns to answer and to stop with its whole budget rather
+ * than in the few minutes of tuning (the "midtraining" of nanochat, the instruction data of
+ * phi-1's pretraining).
  */
-export const BUNDLED_FINEWEB_SHARE = 0.2;
+export const BUNDLED_SHARES = { stories: 0.6, fineweb: 0.15, chat: 0.25 } as const;
 
 /** The flags that choose the text. */
 export interface SourceFlags {
@@ -57,15 +60,18 @@ export function pretrainingSource(flags: SourceFlags): PretrainingSource {
     };
   }
   if (flags.data) return { data: flags.data, rows: flags.rows ?? Infinity, label: flags.data };
-  const fineweb = BUNDLED_FINEWEB_SHARE;
+  const shares = BUNDLED_SHARES;
+  const percent = (share: number) => `${Math.round(share * 100)}%`;
   return {
     mixture: [
-      { data: BUNDLED_STORIES, share: 1 - fineweb },
-      { data: BUNDLED_FINEWEB, share: fineweb },
+      { data: BUNDLED_STORIES, share: shares.stories },
+      { data: BUNDLED_FINEWEB, share: shares.fineweb },
+      { data: BUNDLED_INSTRUCT_DIR, share: shares.chat, chat: true },
     ],
     rows: flags.rows ?? Infinity,
-    label: `the corpus bundled in data/, offline: simple stories with ${fineweb * 100}% ` +
-      "FineWeb sample-10BT pages (--hub reads FineWeb from the hub, --data your own text)",
+    label: `the corpus bundled in data/, offline: ${percent(shares.stories)} simple stories, ` +
+      `${percent(shares.fineweb)} FineWeb sample-10BT pages, ${percent(shares.chat)} ` +
+      "instruction pairs as ChatML (--hub reads FineWeb from the hub, --data your own text)",
   };
 }
 

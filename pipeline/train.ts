@@ -32,7 +32,7 @@ import {
 import { BUNDLED_INSTRUCT_DIR } from "./bundled_data.ts";
 import { JobFolder, readJson } from "./_job_folder.ts";
 import {
-  BUNDLED_FINEWEB_SHARE,
+  BUNDLED_SHARES,
   estimateSourceTokens,
   HUB_ROWS,
   pretrainingSource,
@@ -62,6 +62,8 @@ import {
 import type { EvalFigures } from "./eval_scores.ts";
 import { type ReportFigure, writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
+import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
+import { IM_END, IM_START } from "./chatml.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { interruptSignal, intFlag, runCli } from "./_cli.ts";
 import { HELP_FLAG, helpText } from "./_flags.ts";
@@ -74,8 +76,8 @@ export const MAIN_JOB_DEFAULTS = {
   vocabSize: 8192,
   context: 1024,
   instructContext: 256,
-  /** FineWeb's share of the bundled pretraining text, the rest simple stories. */
-  finewebShare: BUNDLED_FINEWEB_SHARE,
+  /** The shares of stories, FineWeb and ChatML conversations in the bundled pretraining text. */
+  shares: BUNDLED_SHARES,
   prompt: "Once upon a time",
   questions: [
     "What is the capital of France?",
@@ -143,7 +145,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   const prompt = options.prompt ?? d.prompt;
   const source = pretrainingSource(options);
   const job = await JobFolder.open(work, {
-    data: options.data ?? (options.hub ? "hub" : "bundled"),
+    // The bundled mixture's shares are part of what the folder holds.
+    data: options.data ?? (options.hub ? "hub" : `bundled ${JSON.stringify(d.shares)}`),
     rows: options.rows ?? null,
     instructData: options.instructData ?? "bundled",
     vocabSize,
@@ -192,7 +195,15 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   await job.run(
     "train_tokenizer",
     `: byte-level BPE, ${vocabSize} tokens`,
-    () => trainTokenizer({ data: paths.dataset, vocabSize, out: paths.tokenizer }),
+    // ChatML's markers are special tokens from the start: the bundled text holds conversations,
+    // and the tuning then needs no new embeddings.
+    () =>
+      trainTokenizer({
+        data: paths.dataset,
+        vocabSize,
+        specialTokens: [...DEFAULT_SPECIAL_TOKENS, IM_START, IM_END],
+        out: paths.tokenizer,
+      }),
   );
   if (job.stopped()) return null;
   await job.run("tokenize_dataset", `: rows of ${context} tokens`, () =>
@@ -248,6 +259,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
         // underrated the speed leaves no time unused, and wsd decays before the limit either way.
         steps: Math.ceil(plan.steps * 1.25),
         lr: pretrainingLearningRate(plan.parameters),
+        // Muon reached a held-out loss 0.1 nats lower than AdamW in the same time (docs/recipe.md).
+        optimizer: "muon",
         schedule: "wsd",
         seqWarmup: { startLength: Math.min(128, context), untilFraction: 0.5 },
         maxSeconds: secondsLeftFor("train_model"),

@@ -85,7 +85,8 @@ function tokenizerConfig(specialTokens: readonly string[]): Record<string, unkno
     model_max_length: 1024,
   };
   const roles = ["bos_token", "pad_token", "eos_token", "unk_token", "mask_token"];
-  if (specialTokens.join() === DEFAULT_SPECIAL_TOKENS.join()) {
+  // The roles hold when the defaults come first (the main job appends ChatML's markers).
+  if (DEFAULT_SPECIAL_TOKENS.every((token, i) => specialTokens[i] === token)) {
     roles.forEach((role, i) => config[role] = specialTokens[i]);
   }
   return config;

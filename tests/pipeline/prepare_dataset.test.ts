@@ -161,3 +161,37 @@ Deno.test("prepareDataset() interleaves a mixture by share and ends with its sca
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prepareDataset() writes a chat source's pairs as ChatML conversations", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/pairs.json`,
+      JSON.stringify([
+        { instruction: "Name a colour.", input: "", output: "Blue." },
+        { instruction: "Add the numbers.", input: "2 and 3", output: "5" },
+      ]),
+    );
+    const page = JSON.stringify({ text: "A plain page." });
+    await Deno.writeTextFile(`${dir}/text.jsonl`, Array(20).fill(page).join("\n"));
+    await prepareDataset({
+      mixture: [
+        { data: `${dir}/pairs.json`, share: 1, chat: true },
+        { data: `${dir}/text.jsonl`, share: 1 },
+      ],
+      rows: Infinity,
+      out: `${dir}/out.jsonl`,
+      quiet: true,
+    });
+    const texts = (await Deno.readTextFile(`${dir}/out.jsonl`)).trim().split("\n")
+      .map((line) => JSON.parse(line).text);
+    // The mixture ends when the pairs run out (the scarce source), with pages between them.
+    assert.ok(texts.includes("A plain page."));
+    assert.deepEqual(texts.filter((text: string) => text !== "A plain page.").sort(), [
+      "<|im_start|>user\nAdd the numbers.\n\n2 and 3<|im_end|>\n<|im_start|>assistant\n5<|im_end|>\n",
+      "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\nBlue.<|im_end|>\n",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,5 +1,9 @@
 import assert from "node:assert/strict";
-import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "../../pipeline/bundled_data.ts";
+import {
+  BUNDLED_FINEWEB,
+  BUNDLED_INSTRUCT_DIR,
+  BUNDLED_STORIES,
+} from "../../pipeline/bundled_data.ts";
 import { prepareDataset } from "../../pipeline/prepare_dataset.ts";
 import {
   estimateSourceTokens,
@@ -9,7 +13,11 @@ import {
 
 Deno.test("the main job trains on the bundled corpus by default, offline", async () => {
   const source = pretrainingSource({});
-  assert.deepEqual(source.mixture?.map((s) => s.data), [BUNDLED_STORIES, BUNDLED_FINEWEB]);
+  assert.deepEqual(
+    source.mixture?.map((s) => s.data),
+    [BUNDLED_STORIES, BUNDLED_FINEWEB, BUNDLED_INSTRUCT_DIR],
+  );
+  assert.deepEqual(source.mixture?.map((s) => s.chat ?? false), [false, false, true]);
   assert.equal(source.hub, undefined);
   assert.match(source.label, /bundled/);
   // The bundled files are in the checkout and read without a network.
@@ -17,12 +25,23 @@ Deno.test("the main job trains on the bundled corpus by default, offline", async
   try {
     const result = await prepareDataset({
       mixture: source.mixture,
-      rows: 5,
+      rows: 20,
       out: `${dir}/dataset.jsonl`,
       quiet: true,
     });
-    assert.equal(result.rows, 5);
+    assert.equal(result.rows, 20);
     assert.ok(result.characters > 100);
+    // The instruction pairs come in as ChatML conversations among the stories and pages.
+    const texts = (await Deno.readTextFile(`${dir}/dataset.jsonl`)).trim().split("\n")
+      .map((line) => JSON.parse(line).text as string);
+    const chats = texts.filter((text) => text.startsWith("<|im_start|>user\n"));
+    assert.ok(
+      chats.length > 0 && chats.length < texts.length,
+      `${chats.length} of ${texts.length}`,
+    );
+    for (const chat of chats) {
+      assert.match(chat, /<\|im_end\|>\n<\|im_start\|>assistant\n.+<\|im_end\|>\n$/s);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
