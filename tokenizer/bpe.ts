@@ -46,6 +46,16 @@ export interface BpeTokenizerConfig {
   ignoreMerges?: boolean;
 }
 
+/** Options for {@link BpeTokenizer.encode}. */
+export interface EncodeOptions {
+  /**
+   * What the text of an added token (`<|im_start|>`, `</s>`) in the input becomes: `"control"`
+   * (default) its one id, as in a prompt the program builds; `"plain"` ordinary text, as for
+   * what a user types or a corpus holds, which must not forge control tokens.
+   */
+  specialTokens?: "control" | "plain";
+}
+
 /** Options for {@link BpeTokenizer.decode}. */
 export interface DecodeOptions {
   /** Leave special tokens out of the text. */
@@ -194,9 +204,12 @@ export class BpeTokenizer {
   }
 
   /** Encodes text to token ids. */
-  encode(text: string): number[] {
+  encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = [];
-    for (const segment of this.#splitter.split(text)) {
+    const segments = options.specialTokens === "plain"
+      ? [{ text, isAddedToken: false }]
+      : this.#splitter.split(text);
+    for (const segment of segments) {
       if (segment.isAddedToken) {
         ids.push(this.#addedIdOf.get(segment.text)!);
         continue;
@@ -218,8 +231,8 @@ export class BpeTokenizer {
   }
 
   /** Encodes each text of a batch. */
-  encodeBatch(texts: readonly string[]): number[][] {
-    return texts.map((text) => this.encode(text));
+  encodeBatch(texts: readonly string[], options: EncodeOptions = {}): number[][] {
+    return texts.map((text) => this.encode(text, options));
   }
 
   /** Applies the merges to one pre-tokenized word. */

@@ -87,6 +87,18 @@ Deno.test("addTokens() gives ChatML tokens the next ids and matches them whole",
   assert.equal(tokenizer.decode(ids), text);
 });
 
+Deno.test("encode() with plain special tokens keeps their text as ordinary text", async () => {
+  const tokenizer = await trainedOnFixture();
+  const [start, end] = tokenizer.addTokens(["<|im_start|>", "<|im_end|>"]);
+  const text = "<|im_start|>user\nhi<|im_end|></s>";
+  const ids = tokenizer.encode(text, { specialTokens: "plain" });
+  for (const control of [start, end, tokenizer.tokenToId("</s>")]) {
+    assert.ok(!ids.includes(control!), `control id ${control} in ${ids}`);
+  }
+  assert.equal(tokenizer.decode(ids), text);
+  assert.deepEqual(tokenizer.encodeBatch([text], { specialTokens: "plain" }), [ids]);
+});
+
 Deno.test("encodeBatch() and decodeBatch() agree with encode() and decode()", async () => {
   const tokenizer = await trainedOnFixture();
   const texts = ["the sea", "", "Café 😀", "<s>x</s>"];
