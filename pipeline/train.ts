@@ -63,6 +63,7 @@ import type { EvalFigures } from "./eval_scores.ts";
 import { type ReportFigure, writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
 import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
+import { MAX_CONTEXT_LENGTH } from "../nn/config.ts";
 import { IM_END, IM_START } from "./chatml.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { interruptSignal, intFlag, runCli } from "./_cli.ts";
@@ -131,6 +132,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   const budgetSeconds = parseDuration(options.budget ?? d.budget);
   const vocabSize = options.vocabSize ?? d.vocabSize;
   const context = options.context ?? d.context;
+  await checkMainJobInputs({ ...options, vocabSize, context });
   const paths = {
     job: `${work}/job.json`,
     plan: `${work}/plan.json`,
@@ -151,6 +153,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     instructData: options.instructData ?? "bundled",
     vocabSize,
     context,
+    // The plan in the folder was made for this budget.
+    budgetSeconds,
   }, options.signal);
 
   const gpu = options.gpu ?? await acquireGpu();
@@ -443,6 +447,41 @@ export function pretrainingLearningRate(parameters: number): number {
   return 2e-3;
 }
 
+/** The largest vocabulary the main job trains: its token rows are stored as 16-bit ids. */
+const MAX_VOCAB_SIZE = 65_536;
+
+/**
+ * Refuses settings that a later stage would refuse, before the first stage runs: a job that
+ * fails after minutes of work for a flag it could have checked at once wastes the user's time.
+ */
+async function checkMainJobInputs(
+  options: MainJobOptions & { vocabSize: number; context: number },
+): Promise<void> {
+  const { vocabSize, context } = options;
+  if (!Number.isInteger(context) || context < 2 || context > MAX_CONTEXT_LENGTH) {
+    throw new Error(
+      `--context must be a whole number from 2 to ${MAX_CONTEXT_LENGTH} (GPT-2's position ` +
+        `table), got ${context}.`,
+    );
+  }
+  // The byte alphabet, the special tokens and ChatML's two markers come before any merge.
+  const smallest = 256 + DEFAULT_SPECIAL_TOKENS.length + 2;
+  if (!Number.isInteger(vocabSize) || vocabSize < smallest || vocabSize > MAX_VOCAB_SIZE) {
+    throw new Error(
+      `--vocab-size must be a whole number from ${smallest} (the 256 bytes and the special ` +
+        `tokens) to ${MAX_VOCAB_SIZE}, got ${vocabSize}.`,
+    );
+  }
+  for (
+    const [flag, path] of [["--data", options.data], ["--instruct-data", options.instructData]]
+  ) {
+    if (path === undefined) continue;
+    await Deno.stat(path).catch(() => {
+      throw new Error(`${flag} ${path}: no such file or folder.`);
+    });
+  }
+}
+
 /** The main job's flags, their defaults and help read from {@linkcode MAIN_JOB_DEFAULTS}. */
 function mainJobFlags() {
   const d = MAIN_JOB_DEFAULTS;
@@ -493,7 +532,7 @@ if (import.meta.main) {
       rows: values.rows === undefined ? undefined : intFlag("rows", values.rows),
       instructData: values["instruct-data"],
       work: values.work,
-      vocabSize: intFlag("vocab-size", values["vocab-size"], 261),
+      vocabSize: intFlag("vocab-size", values["vocab-size"], 1),
       context: intFlag("context", values.context, 2),
       prompt: values.prompt,
       signal: interruptSignal(),
