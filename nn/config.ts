@@ -4,6 +4,8 @@
  * @module
  */
 
+import { MAX_HEAD_SIZE } from "../kernels/attention.ts";
+
 /** The shape of a GPT-2 model (names follow nanoGPT's `GPTConfig`). */
 export interface GPT2Config {
   /** Token vocabulary size (GPT-2: 50257). */
@@ -63,26 +65,60 @@ export function gpt2ParameterCount(config: GPT2Config): GPT2ParameterCount {
   return { wte, wpe, perBlock, lnF, total: wte + wpe + L * perBlock + lnF };
 }
 
+/** The command-line flag of each configuration field, so an error says what to pass. */
+const FLAG_OF: Record<keyof GPT2Config, string> = {
+  vocabSize: "--vocab-size",
+  contextLength: "--context",
+  nLayer: "--layers",
+  nHead: "--heads",
+  nEmbd: "--embd",
+};
+
+/**
+ * The head counts a width of `nEmbd` can take: the divisors of `nEmbd` whose heads are at most
+ * {@linkcode MAX_HEAD_SIZE} wide, in increasing order (32 → 1, 2, 4, 8, 16, 32).
+ */
+export function validHeadCounts(nEmbd: number): number[] {
+  const counts: number[] = [];
+  for (let heads = 1; heads <= nEmbd; heads++) {
+    if (nEmbd % heads === 0 && nEmbd / heads <= MAX_HEAD_SIZE) counts.push(heads);
+  }
+  return counts;
+}
+
 /**
  * Checks a configuration before anything is allocated.
  *
- * @throws with what to change when the shape is invalid, the context is longer than
- * {@linkcode MAX_CONTEXT_LENGTH}, or the model is over {@linkcode MAX_PARAMETERS}.
+ * @throws with what to change, valid values included, when the shape is invalid (a field that
+ * is not a positive whole number, a width the heads cannot share, heads over
+ * {@linkcode MAX_HEAD_SIZE} wide), the context is longer than {@linkcode MAX_CONTEXT_LENGTH},
+ * or the model is over {@linkcode MAX_PARAMETERS}.
  */
 export function validateConfig(config: GPT2Config): void {
   for (const key of ["vocabSize", "contextLength", "nLayer", "nHead", "nEmbd"] as const) {
     if (!Number.isInteger(config[key]) || config[key] <= 0) {
-      throw new Error(`${key} must be a positive whole number, got ${config[key]}.`);
+      throw new Error(
+        `${key} (${FLAG_OF[key]}) must be a positive whole number, got ${config[key]}.`,
+      );
     }
   }
-  if (config.nEmbd % config.nHead !== 0) {
+  const { nEmbd, nHead } = config;
+  if (nEmbd % nHead !== 0 || nEmbd / nHead > MAX_HEAD_SIZE) {
+    // Suggest both ways out: a head count for this width, or a width for this head count.
+    const below = Math.floor(nEmbd / nHead) * nHead, above = below + nHead;
+    const widths = [below, above].filter((width) => width > 0 && width / nHead <= MAX_HEAD_SIZE);
+    const problem = nEmbd % nHead !== 0
+      ? `nEmbd (${nEmbd}) must be divisible by nHead (${nHead}), so that every head gets an ` +
+        "equal share of the width"
+      : `Head size ${nEmbd / nHead} (nEmbd ${nEmbd} / nHead ${nHead}) is over ` +
+        `${MAX_HEAD_SIZE}, the most the attention kernels take`;
     throw new Error(
-      `nEmbd (${config.nEmbd}) must be divisible by nHead (${config.nHead}); ` +
-        `try nHead = ${config.nEmbd / 64} (--heads) for heads of 64.`,
+      `${problem}. Head counts that fit a width of ${nEmbd}: ` +
+        `${validHeadCounts(nEmbd).join(", ")} (--heads)` +
+        (widths.length > 0 && nEmbd % nHead !== 0
+          ? `; or a width that ${nHead} heads share: ${widths.join(" or ")} (--embd).`
+          : "."),
     );
-  }
-  if (config.nEmbd / config.nHead > 128) {
-    throw new Error(`Head size ${config.nEmbd / config.nHead} is over 128; use more heads.`);
   }
   if (config.contextLength > MAX_CONTEXT_LENGTH) {
     throw new Error(
@@ -90,11 +126,17 @@ export function validateConfig(config: GPT2Config): void {
         "this project supports; use --context 1024 or less.",
     );
   }
-  const { total } = gpt2ParameterCount(config);
-  if (total > MAX_PARAMETERS) {
+  const count = gpt2ParameterCount(config);
+  if (count.total > MAX_PARAMETERS) {
+    const maxLayers = Math.floor(
+      (MAX_PARAMETERS - count.wte - count.wpe - count.lnF) / count.perBlock,
+    );
+    const depth = maxLayers >= 1
+      ? `at most ${maxLayers} layers at this width (--layers ${maxLayers})`
+      : "fewer layers (--layers)";
     throw new Error(
-      `This configuration has ${(total / 1e9).toFixed(2)}B parameters, over the 1B limit; ` +
-        "reduce the depth or the width (nLayer or nEmbd; --layers or --embd on the command line).",
+      `This configuration has ${(count.total / 1e9).toFixed(2)}B parameters, over the 1B ` +
+        `limit; reduce the depth to ${depth}, or the width (--embd).`,
     );
   }
 }

@@ -17,12 +17,41 @@ export interface SamplingOptions {
   topP?: number;
 }
 
-/** Picks a token id from `logits` (V) under `options`, drawing from `random`. */
+/**
+ * Checks sampling options before a model is loaded: a temperature of 0 or more, a whole top-k of
+ * at least 1, a top-p above 0 and at most 1 (a share of the probability mass).
+ *
+ * @throws naming the command-line flag and the range, for a value outside it.
+ */
+export function validateSampling(options: SamplingOptions): void {
+  const { temperature, topK, topP } = options;
+  if (temperature !== undefined && !(Number.isFinite(temperature) && temperature >= 0)) {
+    throw new Error(
+      `--temperature must be a number of 0 (greedy) or more, got ${temperature}.`,
+    );
+  }
+  if (topK !== undefined && !(Number.isInteger(topK) && topK >= 1)) {
+    throw new Error(`--top-k must be a whole number of at least 1, got ${topK}.`);
+  }
+  if (topP !== undefined && !(topP > 0 && topP <= 1)) {
+    throw new Error(
+      `--top-p must be above 0 and at most 1 (the share of probability mass kept), got ${topP}.`,
+    );
+  }
+}
+
+/**
+ * Picks a token id from `logits` (V) under `options`, drawing from `random`.
+ *
+ * @throws when a logit is NaN or infinite: no choice would mean anything (greedy would pick id
+ * 0, sampling no id at all), and it means the model's weights are broken.
+ */
 export function sampleToken(
   logits: Float32Array,
   options: SamplingOptions,
   random: Random,
 ): number {
+  assertFinite(logits);
   const temperature = options.temperature ?? 1;
   if (temperature <= 0) return argmax(logits);
   const topK = Math.min(options.topK ?? logits.length, logits.length);
@@ -39,6 +68,19 @@ export function sampleToken(
     if (draw < 0) return order[i];
   }
   return order[kept - 1];
+}
+
+/** Throws the error of a model whose outputs are not finite numbers. */
+function assertFinite(logits: Float32Array): void {
+  for (let id = 0; id < logits.length; id++) {
+    if (!Number.isFinite(logits[id])) {
+      throw new Error(
+        `The model's outputs are not finite (logit of token ${id} is ${logits[id]}): its ` +
+          "weights hold NaN or infinite values. Use an earlier checkpoint (one saved before " +
+          "training diverged), or train again with a lower --lr.",
+      );
+    }
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { argmax, sampleToken, topIndices } from "../../nn/sampling.ts";
+import { argmax, sampleToken, topIndices, validateSampling } from "../../nn/sampling.ts";
 import { Random } from "../../nn/random.ts";
 
 const logits = new Float32Array([0.1, 3, -1, 2.5, 0]);
@@ -42,4 +42,30 @@ Deno.test("topIndices() gives a stable full sort's first k, ties by index", () =
   for (const k of [0, 1, 7, 40, 1249, 1250, 5000]) {
     assert.deepEqual(topIndices(values, k), sorted.slice(0, k), `k=${k}`);
   }
+});
+
+Deno.test("sampleToken() refuses NaN or infinite logits, greedy or sampled", () => {
+  for (const bad of [NaN, Infinity, -Infinity]) {
+    const broken = Float32Array.from([0.5, bad, 1]);
+    for (const temperature of [0, 1]) {
+      assert.throws(
+        () => sampleToken(broken, { temperature }, new Random(1)),
+        /outputs are not finite \(logit of token 1 is .*Use an earlier checkpoint/,
+        `logit ${bad} at temperature ${temperature}`,
+      );
+    }
+  }
+});
+
+Deno.test("validateSampling() names the flag and its range", () => {
+  validateSampling({ temperature: 0, topK: 1, topP: 1 });
+  validateSampling({});
+  assert.throws(
+    () => validateSampling({ topP: 5 }),
+    /--top-p must be above 0 and at most 1.*got 5/,
+  );
+  assert.throws(() => validateSampling({ topP: 0 }), /--top-p/);
+  assert.throws(() => validateSampling({ topP: NaN }), /--top-p/);
+  assert.throws(() => validateSampling({ topK: 0 }), /--top-k must be a whole number/);
+  assert.throws(() => validateSampling({ temperature: -1 }), /--temperature must be/);
 });
