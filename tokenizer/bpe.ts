@@ -8,7 +8,9 @@
  * now at its place yields the same token, which can only matter for
  * vocabularies where two merges produce one token; here a merge always
  * happens at its own rank.) Words repeat a lot in text, so each word's ids
- * are cached.
+ * are cached. A character whose bytes a vocabulary without the full byte alphabet
+ * (`--alphabet seen`) cannot spell becomes one `<unk>`. A tokenizer with no `<unk>` (a
+ * Hugging Face file trained that way) leaves it out, as HF does, and warns once.
  * Decoding concatenates the bytes of the tokens and reads them as UTF-8,
  * replacing invalid sequences with U+FFFD.
  *
@@ -44,6 +46,11 @@ export interface BpeTokenizerConfig {
   useRegex?: boolean;
   /** Take a word that is itself a vocabulary entry as one token (HF `ignore_merges`). */
   ignoreMerges?: boolean;
+  /**
+   * The token that stands for a character the alphabet cannot spell (an added token or a
+   * vocabulary entry). Default `<unk>`. Only a vocabulary without all 256 byte symbols needs it.
+   */
+  unkToken?: string;
 }
 
 /** Options for {@link BpeTokenizer.encode}. */
@@ -85,7 +92,7 @@ export class BpeTokenizer {
   readonly #rankOfPair: PairTable;
   /** Rank → id of the merged token. */
   readonly #mergedIdOfRank: Int32Array;
-  /** Byte → id of its symbol, -1 when the alphabet lacks it (such bytes are dropped, as in HF). */
+  /** Byte → id of its symbol, -1 when the alphabet lacks it (its character becomes `<unk>`). */
   readonly #byteIds = new Int32Array(256);
   readonly #addedTokens: AddedToken[] = [];
   readonly #addedIdOf = new Map<string, number>();
@@ -93,6 +100,8 @@ export class BpeTokenizer {
   readonly #cache = new Map<string, Int32Array>();
   readonly #tokenBytes: Array<Uint8Array | undefined> = [];
   readonly #specialIds = new Set<number>();
+  readonly #unkToken: string;
+  #warnedOfDrops = false;
   /** Prefix each text with a space (HF ByteLevel `add_prefix_space`). */
   readonly addPrefixSpace: boolean;
   /** Split into GPT-2 words before BPE (HF ByteLevel `use_regex`). */
@@ -107,6 +116,7 @@ export class BpeTokenizer {
     this.addPrefixSpace = config.addPrefixSpace ?? false;
     this.useRegex = config.useRegex ?? true;
     this.ignoreMerges = config.ignoreMerges ?? false;
+    this.#unkToken = config.unkToken ?? "<unk>";
 
     this.#merges = config.merges.map(([a, b]) => [a, b]);
     this.#mergedIdOfRank = new Int32Array(this.#merges.length);
@@ -253,10 +263,47 @@ export class BpeTokenizer {
     let n = 0;
     for (let i = 0; i < length; i++) {
       const id = this.#byteIds[bytes === null ? word.charCodeAt(i) : bytes[i]];
-      if (id >= 0) symbols[n++] = id;
+      if (id >= 0) {
+        symbols[n++] = id;
+        continue;
+      }
+      // The alphabet lacks this byte: its whole character becomes one <unk>. The character's
+      // earlier bytes (UTF-8 continuation bytes are 10xxxxxx) were placed already; take them
+      // back, and skip its later ones.
+      let start = i, end = i + 1;
+      if (bytes !== null) {
+        while (start > 0 && (bytes[start] & 0xc0) === 0x80) start--;
+        while (end < length && (bytes[end] & 0xc0) === 0x80) end++;
+      }
+      n -= i - start;
+      const unk = this.#unknownId(bytes === null ? word[i] : bytes.subarray(start, end));
+      if (unk >= 0) symbols[n++] = unk;
+      i = end - 1;
     }
     if (n < 2) return symbols.slice(0, n);
     return n <= SCAN_LIMIT ? this.#mergeByScan(symbols, n) : this.#mergeByHeap(symbols, n);
+  }
+
+  /**
+   * The id of `<unk>`, for a character the alphabet cannot spell. Without one, -1 (the character
+   * is left out, as HF does with no `unk_token`, so its files encode to HF's ids), and a
+   * warning the first time, so that the loss is never silent.
+   */
+  #unknownId(character: string | Uint8Array): number {
+    const id = this.tokenToId(this.#unkToken);
+    if (id !== undefined) return id;
+    if (!this.#warnedOfDrops) {
+      this.#warnedOfDrops = true;
+      const text = typeof character === "string" ? character : new TextDecoder().decode(character);
+      const codePoint = text.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+      console.warn(
+        `warning: the character ${JSON.stringify(text)} (U+${codePoint}) is not in this ` +
+          `tokenizer's alphabet and it has no ${this.#unkToken} token, so such characters are ` +
+          "left out of the ids; a tokenizer trained with --alphabet bytes (the default) " +
+          "encodes any text.",
+      );
+    }
+    return -1;
   }
 
   /**

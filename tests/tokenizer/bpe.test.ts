@@ -111,3 +111,50 @@ Deno.test("decode() refuses an id outside the vocabulary", async () => {
   const tokenizer = await trainedOnFixture();
   assert.throws(() => tokenizer.decode([1_000_000]), /not in the vocabulary/);
 });
+
+/** A tokenizer of only the characters of a few words (`--alphabet seen`), `é` among them. */
+async function seenAlphabetTokenizer(specialTokens?: readonly string[]): Promise<BpeTokenizer> {
+  const counts = await countWords([["hello world café", "the cat sat"]]);
+  return BpeTokenizer.fromTrained(
+    trainBpe(counts, { vocabSize: 60, alphabet: "seen", specialTokens }),
+  );
+}
+
+Deno.test("alphabet seen: an unseen character becomes one <unk>, never nothing", async () => {
+  const tokenizer = await seenAlphabetTokenizer();
+  const unk = tokenizer.tokenToId("<unk>")!;
+  // 🦊 (4 bytes), 你 and 好 (3 each) and ã (its lead byte 0xC3 is in the alphabet through é,
+  // its second byte is not) are one <unk> each; the rest is spelled as before.
+  const ids = tokenizer.encode("café 🦊 你好 hello ã");
+  assert.equal(ids.filter((id) => id === unk).length, 4);
+  assert.equal(tokenizer.decode(ids), "café <unk> <unk><unk> hello <unk>");
+  assert.equal(tokenizer.decode(ids, { skipSpecialTokens: true }), "café   hello ");
+  // Unseen characters inside a word: its seen characters are kept around the <unk>.
+  assert.equal(tokenizer.decode(tokenizer.encode("hexlo")), "he<unk>lo");
+  // A long word takes the heap path; same result.
+  assert.equal(
+    tokenizer.decode(tokenizer.encode("helloq".repeat(10))),
+    "hello<unk>".repeat(10),
+  );
+});
+
+Deno.test("alphabet seen without an <unk> token leaves the character out with one warning", async () => {
+  const tokenizer = await seenAlphabetTokenizer(["<s>", "</s>"]);
+  const warnings: string[] = [];
+  const warn = console.warn;
+  console.warn = (message: string) => warnings.push(message);
+  try {
+    assert.equal(tokenizer.decode(tokenizer.encode("hello")), "hello");
+    assert.equal(warnings.length, 0);
+    // As HF does without an unk_token (its parity is tested in hf_json.test.ts), but not silently.
+    assert.equal(tokenizer.decode(tokenizer.encode("hello 🦊 Ω")), "hello  ");
+    assert.equal(tokenizer.decode(tokenizer.encode("hello Ω")), "hello ");
+  } finally {
+    console.warn = warn;
+  }
+  assert.equal(warnings.length, 1);
+  assert.match(
+    warnings[0],
+    /"🦊" \(U\+1F98A\) is not in this tokenizer's alphabet.*no <unk> token.*--alphabet bytes/,
+  );
+});
