@@ -11,6 +11,8 @@
  * outgrows its context, the model sees its last `contextLength` tokens, re-read from position 0
  * (a fresh prefill of that row, every step from then on: the positions of the cached keys would
  * all shift by one). That is exactly what the uncached loop does, so both give the same tokens.
+ * A prompt already longer than the context loses its start before anything is generated; the
+ * `onPromptCut` option hears of it once per call ({@linkcode promptCutWarning} words it).
  *
  * @module
  */
@@ -18,7 +20,7 @@
 import type { GPT2 } from "./gpt2.ts";
 import { KvCache } from "./kv_cache.ts";
 import { Random } from "./random.ts";
-import { sampleToken, type SamplingOptions } from "./sampling.ts";
+import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { Tape } from "./tape.ts";
 
 /** Options of {@linkcode generateTokens}. */
@@ -31,6 +33,40 @@ export interface GenerateOptions extends SamplingOptions {
   seed?: number;
   /** Called with each new token id as it is chosen (for streaming output). */
   onToken?: (id: number) => void;
+  /**
+   * Called once, before generating, when the prompt is longer than the model's context (its
+   * start is cut: the model sees only its last `contextLength` tokens).
+   */
+  onPromptCut?: (cuts: readonly PromptCut[], contextLength: number) => void;
+}
+
+/** A prompt longer than the context, of which the model sees only the last tokens. */
+export interface PromptCut {
+  /** The prompt's index in the caller's list (0 for a single prompt). */
+  index: number;
+  /** Its length in tokens. */
+  length: number;
+}
+
+/**
+ * A one-line warning for prompts cut to the context, with both lengths: "the prompt is 330
+ * tokens, longer than the model's context of 32; the model sees only its last 32 tokens".
+ * `what` names the prompt ("the prompt", "the conversation").
+ */
+export function promptCutWarning(
+  cuts: readonly PromptCut[],
+  contextLength: number,
+  what = "the prompt",
+): string {
+  const tail = `the model sees only the last ${contextLength} tokens`;
+  if (cuts.length === 1) {
+    return `${what} is ${cuts[0].length} tokens, longer than the model's context of ` +
+      `${contextLength}; ${tail}.`;
+  }
+  const longest = Math.max(...cuts.map((cut) => cut.length));
+  return `${cuts.length} prompts (${cuts.map((cut) => cut.index).join(", ")}) are longer than ` +
+    `the model's context of ${contextLength} tokens, the longest ${longest} tokens; ${tail} of ` +
+    "each.";
 }
 
 /** Options of {@linkcode generateBatch}: those of {@linkcode generateTokens}, per row. */
@@ -79,8 +115,13 @@ export async function generateBatch(
   if (options.seeds && options.seeds.length !== prompts.length) {
     throw new Error(`Give one seed per prompt: ${options.seeds.length} for ${prompts.length}.`);
   }
-  // Cache rows as long as the longest sequence can grow (the whole context when one reaches it).
+  validateSampling(options);
   const { contextLength } = model.config;
+  const cuts = prompts.flatMap((prompt, index) =>
+    prompt.length > contextLength ? [{ index, length: prompt.length }] : []
+  );
+  if (cuts.length > 0) options.onPromptCut?.(cuts, contextLength);
+  // Cache rows as long as the longest sequence can grow (the whole context when one reaches it).
   const longest = Math.max(...prompts.map((prompt) => Math.min(prompt.length, contextLength)));
   const maxTime = Math.min(contextLength, longest + Math.max(0, options.maxNewTokens ?? 100));
   const groupSize = Math.max(1, KvCache.maxRows(model.gpu, model.config, maxTime));
@@ -204,7 +245,11 @@ export async function generateTokensUncached(
   options: GenerateOptions = {},
 ): Promise<number[]> {
   if (prompt.length === 0) throw new Error("Generation needs a prompt of at least one token.");
+  validateSampling(options);
   const { contextLength, vocabSize } = model.config;
+  if (prompt.length > contextLength) {
+    options.onPromptCut?.([{ index: 0, length: prompt.length }], contextLength);
+  }
   const random = new Random(options.seed ?? 0);
   const stop = new Set(options.stopIds ?? []);
   const tokens = [...prompt];

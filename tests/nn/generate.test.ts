@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../kernels/device.ts";
 import type { GPT2Config } from "../../nn/config.ts";
-import { generateBatch, generateTokens, generateTokensUncached } from "../../nn/generate.ts";
+import {
+  generateBatch,
+  generateTokens,
+  generateTokensUncached,
+  type PromptCut,
+  promptCutWarning,
+} from "../../nn/generate.ts";
 import { GPT2, gpt2ParameterSpecs } from "../../nn/gpt2.ts";
 import { KvCache } from "../../nn/kv_cache.ts";
 import { Random } from "../../nn/random.ts";
@@ -191,6 +197,73 @@ Deno.test("generateBatch() rejects an empty prompt and adds nothing for maxNewTo
     await assert.rejects(() => generateBatch(model, [[1], []]), /at least one token/);
     await assert.rejects(() => generateBatch(model, [[1]], { seeds: [1, 2] }), /one seed/);
     assert.deepEqual(await generateBatch(model, [[1], [2, 3]], { maxNewTokens: 0 }), [[], []]);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("generateBatch() reports prompts longer than the context once, with both lengths", async () => {
+  const gpu = await testGpu();
+  const config = CONFIGS[0]; // context 16
+  const model = GPT2.init(gpu, config, 6);
+  const V = config.vocabSize;
+  try {
+    const calls: [readonly PromptCut[], number][] = [];
+    const onPromptCut = (cuts: readonly PromptCut[], T: number) => calls.push([cuts, T]);
+    const options = { temperature: 0, maxNewTokens: 20, onPromptCut };
+    // Prompts that fit are not reported, even when generation runs past the context.
+    await generateBatch(model, [prompt(16, 1, V), prompt(3, 2, V)], options);
+    await generateTokens(model, prompt(5, 3, V), options);
+    assert.equal(calls.length, 0);
+    await generateBatch(model, [prompt(3, 1, V), prompt(40, 2, V), prompt(17, 3, V)], options);
+    assert.deepEqual(calls, [[[{ index: 1, length: 40 }, { index: 2, length: 17 }], 16]]);
+    await generateTokens(model, prompt(33, 4, V), options);
+    await generateTokensUncached(model, prompt(33, 4, V), { ...options, maxNewTokens: 2 });
+    assert.deepEqual(calls.slice(1), [[[{ index: 0, length: 33 }], 16], [
+      [{ index: 0, length: 33 }],
+      16,
+    ]]);
+  } finally {
+    model.dispose();
+  }
+  assert.equal(
+    promptCutWarning([{ index: 0, length: 330 }], 32),
+    "the prompt is 330 tokens, longer than the model's context of 32; the model sees only the " +
+      "last 32 tokens.",
+  );
+  assert.match(
+    promptCutWarning([{ index: 1, length: 40 }, { index: 4, length: 70 }], 32),
+    /^2 prompts \(1, 4\) are longer than the model's context of 32 tokens, the longest 70/,
+  );
+});
+
+Deno.test("generateBatch() refuses sampling options out of range before any work", async () => {
+  const gpu = await testGpu();
+  const model = GPT2.init(gpu, CONFIGS[0], 5);
+  try {
+    await assert.rejects(() => generateBatch(model, [[1]], { topP: 5 }), /--top-p must be above 0/);
+    await assert.rejects(() => generateTokensUncached(model, [1], { topK: 0 }), /--top-k/);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("generation from a model with NaN weights stops with a clear error", async () => {
+  const gpu = await testGpu();
+  const config = CONFIGS[0];
+  const weights = new Map<string, { shape: number[]; data: Float32Array }>();
+  for (const spec of gpt2ParameterSpecs(config)) {
+    const size = spec.shape.reduce((a, b) => a * b, 1);
+    weights.set(spec.name, { shape: spec.shape, data: new Float32Array(size).fill(NaN) });
+  }
+  const model = GPT2.fromWeights(gpu, config, weights);
+  try {
+    for (const temperature of [0, 0.8]) {
+      await assert.rejects(
+        () => generateTokens(model, [1, 2], { temperature, maxNewTokens: 3 }),
+        /outputs are not finite.*Use an earlier checkpoint/,
+      );
+    }
   } finally {
     model.dispose();
   }
