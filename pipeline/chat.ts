@@ -1,7 +1,10 @@
 /**
  * Chatting with an instruction-tuned model: each user message is appended to the conversation
  * in ChatML, and the model writes the assistant's turn until `<|im_end|>`. The whole
- * conversation is the prompt (its last `contextLength` tokens, when it grows longer).
+ * conversation is the prompt (its last `contextLength` tokens, when it grows longer: a warning
+ * says so). A message is plain text: typing `<|im_end|>` cannot end the user's turn
+ * (`--allow-special-tokens` lets it). On a terminal, control characters in the model's answer
+ * are shown escaped (`\x1b`).
  *
  *     deno task chat --checkpoint runs/instruct/model/checkpoint.safetensors \
  *       --tokenizer runs/instruct/data/tokenizer
@@ -13,8 +16,16 @@ import { parseArgs } from "node:util";
 import { acquireGpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
+import { promptCutWarning } from "../nn/generate.ts";
+import { validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
-import { chatPrompt, chatResponse, IM_END } from "./chatml.ts";
+import {
+  type ChatEncodeOptions,
+  chatMarkerIds,
+  chatPromptIds,
+  type ChatTurn,
+  IM_END,
+} from "./chatml.ts";
 import {
   type CompleteManyOptions,
   type CompleteOptions,
@@ -24,31 +35,28 @@ import {
 import { linesOf } from "./text_source.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { stdoutWriter, warn } from "./_terminal.ts";
 
-/** One exchange of a conversation. */
-export interface ChatTurn {
-  /** What the user wrote. */
-  user: string;
-  /** What the model answered (without the end marker). */
-  assistant: string;
-}
+export type { ChatTurn } from "./chatml.ts";
 
 /** The tokens that end the assistant's turn. */
 const CHAT_STOP_TOKENS = [IM_END, "</s>"];
 
 /**
  * The assistant's reply to `message` after the earlier `turns` of the conversation. The reply
- * streams through `options.onText` as it is written.
+ * streams through `options.onText` as it is written. The messages are plain text unless
+ * `allowSpecialTokens`; a conversation longer than the context warns (`onPromptCut`).
  */
 export function chatReply(
   model: GPT2,
   tokenizer: BpeTokenizer,
   turns: readonly ChatTurn[],
   message: string,
-  options: Omit<CompleteOptions, "stopTokens"> = {},
+  options: Omit<CompleteOptions, "stopTokens"> & ChatEncodeOptions = {},
 ): Promise<string> {
-  const history = turns.map((turn) => chatPrompt(turn.user) + chatResponse(turn.assistant) + "\n");
-  return completePrompt(model, tokenizer, history.join("") + chatPrompt(message), {
+  return completePrompt(model, tokenizer, chatPromptIds(tokenizer, message, turns, options), {
+    onPromptCut: (cuts, contextLength) =>
+      warn(promptCutWarning(cuts, contextLength, "the conversation")),
     ...options,
     stopTokens: CHAT_STOP_TOKENS,
   });
@@ -63,9 +71,9 @@ export function chatReplies(
   model: GPT2,
   tokenizer: BpeTokenizer,
   messages: readonly string[],
-  options: Omit<CompleteManyOptions, "stopTokens"> = {},
+  options: Omit<CompleteManyOptions, "stopTokens"> & ChatEncodeOptions = {},
 ): Promise<string[]> {
-  const prompts = messages.map((message) => chatPrompt(message));
+  const prompts = messages.map((message) => chatPromptIds(tokenizer, message, [], options));
   return completePrompts(model, tokenizer, prompts, { ...options, stopTokens: CHAT_STOP_TOKENS });
 }
 
@@ -80,6 +88,7 @@ if (import.meta.main) {
         temperature: { type: "string", default: "0.7" },
         "top-k": { type: "string", default: "40" },
         seed: { type: "string", default: "0" },
+        "allow-special-tokens": { type: "boolean", default: false },
       },
     });
     const sampling = {
@@ -87,20 +96,29 @@ if (import.meta.main) {
       temperature: numberFlag("temperature", values.temperature, -1e-9),
       topK: intFlag("top-k", values["top-k"]),
       seed: intFlag("seed", values.seed, 0),
+      allowSpecialTokens: values["allow-special-tokens"],
     };
+    validateSampling(sampling);
     const tokenizer = await resolveTokenizer(values.tokenizer);
+    chatMarkerIds(tokenizer); // a tokenizer without the ChatML tokens fails before the model loads
     const { model } = await loadCheckpoint(await acquireGpu(), values.checkpoint);
-    const encoder = new TextEncoder();
     const turns: ChatTurn[] = [];
     console.log("Type a message and press Enter; an empty line or Ctrl-D ends the chat.");
-    const write = (text: string) => Deno.stdout.writeSync(encoder.encode(text));
+    const write = stdoutWriter();
     write("you> ");
     for await (const line of linesOf(Deno.stdin.readable)) {
       const message = line.trim();
       if (!message) break;
+      // A warning that the conversation outgrew the context goes before the answer.
+      const { contextLength } = model.config;
+      const length = chatPromptIds(tokenizer, message, turns, sampling).length;
+      if (length > contextLength) {
+        warn(promptCutWarning([{ index: 0, length }], contextLength, "the conversation"));
+      }
       write("model> ");
       const reply = await chatReply(model, tokenizer, turns, message, {
         ...sampling,
+        onPromptCut: () => {},
         onText: write,
       });
       write("\nyou> ");

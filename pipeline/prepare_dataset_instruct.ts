@@ -2,7 +2,8 @@
  * Stage 6a of the pipeline: instruction pairs (Alpaca's `instruction`, `input`, `output`, from a
  * JSON, JSON Lines or Parquet file) become ChatML conversations, tokenized for fine-tuning. The
  * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation, and its loss mask
- * keeps only the answer's tokens, so the model learns to answer, not to ask.
+ * keeps only the answer's tokens, so the model learns to answer, not to ask. The pairs' text is
+ * plain text: a `<|im_end|>` or `</s>` written in a pair stays text and cannot cut a turn short.
  *
  * The output folder holds `chat.jsonl` (the formatted conversations), `tokenizer/` (the
  * pretrained tokenizer plus the ChatML tokens) and `tokenized/` (rows with a loss mask).
@@ -15,7 +16,15 @@
 
 import { parseArgs } from "node:util";
 import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
-import { chatPrompt, chatResponse, IM_END, IM_START } from "./chatml.ts";
+import {
+  chatPrompt,
+  chatPromptIds,
+  chatResponse,
+  chatResponseIds,
+  IM_END,
+  IM_START,
+  userMessage,
+} from "./chatml.ts";
 import { readRecordBatches } from "./text_source.ts";
 import { type TokenizedDatasetMeta, TokenRowWriter } from "./token_rows.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
@@ -86,12 +95,12 @@ export async function prepareDatasetInstruct(
           writer.meta.documents++;
           const prompt = chatPrompt(pair.instruction, pair.input);
           const response = chatResponse(pair.output);
-          const promptIds = tokenizer.encode(prompt);
+          const promptIds = chatPromptIds(tokenizer, userMessage(pair.instruction, pair.input));
           if (promptIds.length >= context) {
             skipped++; // no room for a single answer token
             continue;
           }
-          const responseIds = tokenizer.encode(response);
+          const responseIds = chatResponseIds(tokenizer, pair.output);
           const ids = [...promptIds, ...responseIds].slice(0, context);
           if (ids.length < promptIds.length + responseIds.length) truncated++;
           rows.push(ids);

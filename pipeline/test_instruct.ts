@@ -2,7 +2,7 @@
  * Stage 6c of the pipeline: the pretrained and the instruction-tuned model side by side on the
  * same questions. The pretrained model continues the bare question as text (past any end of
  * document); the tuned one answers it as the assistant of a ChatML conversation and stops at
- * `<|im_end|>`.
+ * `<|im_end|>`. A question is plain text in both (`</s>` or `<|im_end|>` in it stays text).
  *
  *     deno task test-instruct --pretrained runs/main/model/checkpoint.safetensors \
  *       --tokenizer runs/main/tokenizer --tuned runs/instruct/model/checkpoint.safetensors \
@@ -15,10 +15,12 @@ import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
-import { chatPrompt, IM_END } from "./chatml.ts";
+import { validateSampling } from "../nn/sampling.ts";
+import { chatMarkerIds, chatPromptIds, IM_END } from "./chatml.ts";
 import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { escapeControlCharacters } from "./_terminal.ts";
 
 /** Options of {@linkcode testInstruct}. */
 export interface TestInstructOptions extends Omit<CompleteOptions, "stopTokens" | "onText"> {
@@ -48,6 +50,7 @@ export interface SideBySide {
 
 /** Asks both models every question; see the module documentation. */
 export async function testInstruct(options: TestInstructOptions): Promise<SideBySide[]> {
+  validateSampling(options);
   const gpu = options.gpu ?? await acquireGpu();
   const loaded: GPT2[] = [];
   const load = async (checkpoint: string, tokenizer: string) => {
@@ -59,6 +62,7 @@ export async function testInstruct(options: TestInstructOptions): Promise<SideBy
   try {
     const pretrained = await load(options.pretrained, options.tokenizer);
     const tuned = await load(options.tuned, options.tunedTokenizer);
+    chatMarkerIds(tuned.tokenizer); // refuses a tokenizer without the ChatML tokens
     for (const question of options.questions) {
       results.push({
         question,
@@ -68,10 +72,12 @@ export async function testInstruct(options: TestInstructOptions): Promise<SideBy
           ...options,
           stopTokens: [],
         }),
-        tuned: await completePrompt(tuned.model, tuned.tokenizer, chatPrompt(question), {
-          ...options,
-          stopTokens: [IM_END, "</s>"],
-        }),
+        tuned: await completePrompt(
+          tuned.model,
+          tuned.tokenizer,
+          chatPromptIds(tuned.tokenizer, question),
+          { ...options, stopTokens: [IM_END, "</s>"] },
+        ),
       });
     }
   } finally {
@@ -121,6 +127,7 @@ if (import.meta.main) {
       topK: intFlag("top-k", values["top-k"]),
       seed: intFlag("seed", values.seed, 0),
     });
-    console.log(formatSideBySide(results));
+    const text = formatSideBySide(results);
+    console.log(Deno.stdout.isTerminal() ? escapeControlCharacters(text) : text);
   });
 }

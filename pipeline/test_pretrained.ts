@@ -4,6 +4,11 @@
  *     deno task test-pretrained --checkpoint runs/gpt2/checkpoint.safetensors \
  *       --tokenizer out/tokenizer --prompt "Once upon a time"
  *
+ * The prompt is plain text: `</s>` in it is those four characters, not the end of a document
+ * (`--allow-special-tokens` makes such text control tokens). A prompt longer than the model's
+ * context is cut to its last tokens, with a warning that gives both lengths. On a terminal,
+ * control characters the model writes are shown escaped (`\x1b`).
+ *
  * @module
  */
 
@@ -11,11 +16,12 @@ import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
-import { generateBatch } from "../nn/generate.ts";
-import type { SamplingOptions } from "../nn/sampling.ts";
+import { generateBatch, type PromptCut, promptCutWarning } from "../nn/generate.ts";
+import { type SamplingOptions, validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { stdoutWriter, warn } from "./_terminal.ts";
 
 /** Options of {@linkcode testPretrained}. */
 export interface TestPretrainedOptions extends CompleteOptions {
@@ -41,13 +47,26 @@ export interface CompleteOptions extends SamplingOptions {
   onText?: (text: string) => void;
   /** Called with each new token id, a stop token included (to tell how generation ended). */
   onToken?: (id: number) => void;
+  /**
+   * Let the text of added tokens in a prompt given as text (`</s>`, `<|im_start|>`) become
+   * control tokens. Default false: a prompt is plain text.
+   */
+  allowSpecialTokens?: boolean;
+  /**
+   * Called once when a prompt is longer than the model's context and is cut to its last
+   * tokens. Default: a warning on standard error, with both lengths.
+   */
+  onPromptCut?: (cuts: readonly PromptCut[], contextLength: number) => void;
 }
+
+/** A prompt: text, or token ids built by the caller (a ChatML conversation). */
+export type Prompt = string | readonly number[];
 
 /** Continues `prompt` with `model`; returns the new text (special tokens left out). */
 export async function completePrompt(
   model: GPT2,
   tokenizer: BpeTokenizer,
-  prompt: string,
+  prompt: Prompt,
   options: CompleteOptions = {},
 ): Promise<string> {
   const { onText, onToken, seed, ...rest } = options;
@@ -78,9 +97,10 @@ export interface CompleteManyOptions extends Omit<CompleteOptions, "seed" | "onT
 export async function completePrompts(
   model: GPT2,
   tokenizer: BpeTokenizer,
-  prompts: readonly string[],
+  prompts: readonly Prompt[],
   options: CompleteManyOptions = {},
 ): Promise<string[]> {
+  validateSampling(options);
   if (model.config.vocabSize < tokenizer.vocabSize) {
     throw new Error(
       `The tokenizer has ${tokenizer.vocabSize} tokens but the model only ` +
@@ -97,8 +117,19 @@ export async function completePrompts(
   const render = (index: number) =>
     splitAt(ids[index], eos).map((part) => tokenizer.decode(part, { skipSpecialTokens: true }))
       .join("\n");
-  await generateBatch(model, prompts.map((prompt) => tokenizer.encode(prompt)), {
+  const specialTokens = options.allowSpecialTokens ? "control" : "plain";
+  const promptIds = prompts.map((prompt) =>
+    typeof prompt === "string" ? tokenizer.encode(prompt, { specialTokens }) : prompt
+  );
+  await generateBatch(model, promptIds, {
     ...options,
+    onPromptCut: options.onPromptCut ??
+      ((cuts, contextLength) =>
+        warn(promptCutWarning(
+          cuts,
+          contextLength,
+          prompts.length === 1 ? "the prompt" : `prompt ${cuts[0].index}`,
+        ))),
     seeds: options.seeds ?? prompts.map(() => 0),
     stopIds,
     onToken: (index, id) => {
@@ -151,6 +182,7 @@ if (import.meta.main) {
         "top-k": { type: "string", default: "50" },
         "top-p": { type: "string", default: "0.95" },
         seed: { type: "string", default: "0" },
+        "allow-special-tokens": { type: "boolean", default: false },
       },
     });
     const sampling = {
@@ -159,17 +191,26 @@ if (import.meta.main) {
       topK: intFlag("top-k", values["top-k"]),
       topP: numberFlag("top-p", values["top-p"]),
       seed: intFlag("seed", values.seed, 0),
+      allowSpecialTokens: values["allow-special-tokens"],
     };
+    validateSampling(sampling);
     const tokenizer = await resolveTokenizer(values.tokenizer);
     const { model } = await loadCheckpoint(await acquireGpu(), values.checkpoint);
-    // The prompt is printed once everything loaded, then the completion as it is generated.
-    const encoder = new TextEncoder();
-    await Deno.stdout.write(encoder.encode(values.prompt));
+    // A warning that the prompt is cut comes first, not in the middle of the text; then the
+    // prompt, then the completion as it is generated.
+    const { contextLength } = model.config;
+    const length = tokenizer.encode(values.prompt, {
+      specialTokens: sampling.allowSpecialTokens ? "control" : "plain",
+    }).length;
+    if (length > contextLength) warn(promptCutWarning([{ index: 0, length }], contextLength));
+    const write = stdoutWriter();
+    write(values.prompt);
     await completePrompt(model, tokenizer, values.prompt, {
       ...sampling,
-      onText: (text) => Deno.stdout.writeSync(encoder.encode(text)),
+      onPromptCut: () => {},
+      onText: write,
     });
-    await Deno.stdout.write(encoder.encode("\n"));
+    write("\n");
     model.dispose();
   });
 }

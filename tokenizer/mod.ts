@@ -35,6 +35,7 @@ export {
   BpeTokenizer,
   type BpeTokenizerConfig,
   type DecodeOptions,
+  type EncodeOptions,
 } from "./bpe.ts";
 export {
   fromHfTokenizerJson,

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import type { PromptCut } from "../../nn/generate.ts";
 import { GPT2 } from "../../nn/gpt2.ts";
 import { chatReplies, chatReply } from "../../pipeline/chat.ts";
+import { IM_END, IM_START } from "../../pipeline/chatml.ts";
 import { completePrompt, completePrompts } from "../../pipeline/test_pretrained.ts";
 import { BpeTokenizer } from "../../tokenizer/bpe.ts";
 import { trainBpe } from "../../tokenizer/train_bpe.ts";
@@ -13,6 +15,7 @@ Deno.test("completePrompts() and chatReplies() give each prompt what it gets alo
   const tokenizer = BpeTokenizer.fromTrained(
     trainBpe(await countWords([text]), { vocabSize: 300 }),
   );
+  tokenizer.addTokens([IM_START, IM_END], { special: true });
   const model = GPT2.init(gpu, {
     vocabSize: tokenizer.vocabSize,
     contextLength: 32,
@@ -49,4 +52,63 @@ Deno.test("completePrompts() and chatReplies() give each prompt what it gets alo
   } finally {
     model.dispose();
   }
+});
+
+Deno.test("completePrompt() warns once that a prompt is cut to the context, with both lengths", async () => {
+  const gpu = await testGpu();
+  const text = ["the cat sat on the mat", "a dog ran in the park"];
+  const tokenizer = BpeTokenizer.fromTrained(
+    trainBpe(await countWords([text]), { vocabSize: 300 }),
+  );
+  tokenizer.addTokens([IM_START, IM_END], { special: true });
+  const config = { vocabSize: tokenizer.vocabSize, contextLength: 32, nLayer: 1, nHead: 2 };
+  const model = GPT2.init(gpu, { ...config, nEmbd: 16 }, 1);
+  const warnings: string[] = [];
+  const error = console.error;
+  console.error = (message: string) => warnings.push(message);
+  try {
+    const long = "the cat sat on the mat. ".repeat(10);
+    const length = tokenizer.encode(long).length;
+    assert.ok(length > 32);
+    const sampling = { temperature: 0, maxNewTokens: 40 };
+    // A prompt that fits gives no warning, even when the completion outgrows the context.
+    await completePrompt(model, tokenizer, "the cat", sampling);
+    assert.deepEqual(warnings, []);
+    await completePrompt(model, tokenizer, long, sampling);
+    assert.deepEqual(warnings, [
+      `warning: the prompt is ${length} tokens, longer than the model's context of 32; the ` +
+      "model sees only the last 32 tokens.",
+    ]);
+    // Many prompts: one warning for the call, naming them.
+    await completePrompts(model, tokenizer, [long, "a dog", long], sampling);
+    assert.equal(warnings.length, 2);
+    assert.match(
+      warnings[1],
+      /^warning: 2 prompts \(0, 2\) are longer than the model's context of 32 tokens, the longest \d+ tokens/,
+    );
+    // A chat whose conversation outgrew the context says so.
+    const turns = [{ user: long, assistant: "a dog ran" }];
+    await chatReply(model, tokenizer, turns, "the cat", { ...sampling, maxNewTokens: 2 });
+    assert.match(
+      warnings[2],
+      /^warning: the conversation is \d+ tokens, longer than the model's context of 32/,
+    );
+    // Text of a control token in a text prompt stays text, unless allowed: 40 × "</s>" is 40
+    // ids as control tokens and more as text (the cut reports the length that was encoded).
+    const prompt = "</s>".repeat(40);
+    const lengths: number[] = [];
+    const spy = {
+      ...sampling,
+      maxNewTokens: 1,
+      onPromptCut: (cuts: readonly PromptCut[]) => lengths.push(cuts[0].length),
+    };
+    await completePrompt(model, tokenizer, prompt, spy);
+    await completePrompt(model, tokenizer, prompt, { ...spy, allowSpecialTokens: true });
+    assert.deepEqual(lengths, [tokenizer.encode(prompt, { specialTokens: "plain" }).length, 40]);
+    assert.ok(lengths[0] > 40);
+  } finally {
+    console.error = error;
+    model.dispose();
+  }
+  assert.equal(warnings.length, 3);
 });
