@@ -12,10 +12,25 @@ export async function runCli(main: () => Promise<void> | void): Promise<void> {
     await main();
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
-    console.error(`error: ${message}`);
+    console.error(`error: ${flagValueMessage(message, Deno.args) ?? message}`);
     if (Deno.env.get("DEBUG") && error instanceof Error) console.error(error.stack);
     Deno.exit(1);
   }
+}
+
+/**
+ * A clearer message for parseArgs' complaint about a flag's value, or null for other errors:
+ * `--rows -5` is "ambiguous" to parseArgs (a value that starts with a dash may be a flag), and
+ * the flags that take such values here are positive numbers.
+ */
+export function flagValueMessage(message: string, args: readonly string[]): string | null {
+  const flag = /^Option '(?:-\w, )?(--[\w-]+)[^']*' argument (is ambiguous|missing)/.exec(message);
+  if (!flag) return null;
+  const [, name, problem] = flag;
+  if (problem === "missing") return `${name} needs a value (${name} VALUE).`;
+  const value = args[args.indexOf(name) + 1] ?? "";
+  return `${name} got "${value}", which starts with a dash like a flag: numbers here must be ` +
+    `positive (for example ${name} 5); text that starts with a dash goes as ${name}=${value}.`;
 }
 
 /**

@@ -15,9 +15,10 @@ import { dirname } from "node:path";
 import { type HubDataset, hubFileBuffer, listHubParquetFiles } from "./hub.ts";
 import { parquetTextBatches, readRecordBatches, readTextBatches } from "./text_source.ts";
 import { chatDocument } from "./chatml.ts";
-import { writeAll, writeFileAtomic } from "../util/files.ts";
+import { writeAll, writeOutputFile } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 
 /** FineWeb's 10-billion-token sample, the default source. */
 export const FINEWEB_SAMPLE_10BT: HubDataset = {
@@ -35,8 +36,13 @@ export interface PrepareDatasetOptions {
   hub?: HubDataset;
   /** How many documents to keep (the first ones, in file order); `Infinity` for all. Default 10,000. */
   rows?: number;
-  /** The JSON Lines file to write. */
+  /**
+   * The JSON Lines file to write: a new path, or a file an earlier prepare wrote (a hidden
+   * `.<name>.written-by` marker beside it says so), unless `force`.
+   */
   out: string;
+  /** Replace an `out` file that prepare did not write; an input is never replaced. */
+  force?: boolean;
   /** The Parquet column or JSON field holding the text. Default `text`. */
   textField?: string;
   /** No progress output. */
@@ -56,7 +62,10 @@ export interface PreparedDataset {
 /**
  * Writes the first `rows` non-empty documents of the source to `out` as JSON Lines. The file is
  * written to a temporary name and renamed when complete, so an interrupted run never leaves a
- * truncated dataset behind.
+ * truncated dataset behind, and a file at `out` that prepare did not write is never replaced
+ * (unless `force`).
+ *
+ * @throws when `out` is taken (see `writeOutputFile`), or the source gives no documents.
  */
 export async function prepareDataset(options: PrepareDatasetOptions): Promise<PreparedDataset> {
   const rows = options.rows ?? 10_000;
@@ -70,7 +79,12 @@ export async function prepareDataset(options: PrepareDatasetOptions): Promise<Pr
   await Deno.mkdir(dirname(options.out), { recursive: true });
   const encoder = new TextEncoder();
   let written = 0, characters = 0;
-  await writeFileAtomic(options.out, async (file) => {
+  const output = {
+    stage: "prepare",
+    force: options.force,
+    inputs: [options.data, ...(options.mixture ?? []).map((source) => source.data)],
+  };
+  await writeOutputFile(options.out, output, async (file) => {
     for await (const batch of sourceBatches(options)) {
       const lines: string[] = [];
       for (const text of batch) {
@@ -84,9 +98,23 @@ export async function prepareDataset(options: PrepareDatasetOptions): Promise<Pr
       progress.update(written);
       if (written >= rows) break;
     }
+    if (written === 0) {
+      throw new Error(
+        `prepare: ${sourceName(options)} gave no documents (it is empty, or every document is ` +
+          `blank); nothing was written to ${options.out}. Pass a source that holds text.`,
+      );
+    }
   });
   progress.finish();
   return { out: options.out, rows: written, characters };
+}
+
+/** The source, as a message names it. */
+function sourceName(options: PrepareDatasetOptions): string {
+  if (options.mixture) return `the mixture of ${options.mixture.map((s) => s.data).join(", ")}`;
+  if (options.data) return options.data;
+  const dataset = options.hub ?? FINEWEB_SAMPLE_10BT;
+  return `${dataset.repo}/${dataset.folder}`;
 }
 
 /** Batches of documents from the local path, or from the hub's Parquet files in order. */
@@ -182,25 +210,39 @@ async function* mixtureBatches(
   for (const source of live) await source.batches.return?.(undefined);
 }
 
+/** The flags of `deno task prepare`, with their defaults and help. */
+const FLAGS = {
+  data: {
+    type: "string",
+    help: "a local Parquet, JSON Lines, JSON or text file, or a folder (default: the hub)",
+  },
+  repo: { type: "string", default: FINEWEB_SAMPLE_10BT.repo, help: "the hub dataset" },
+  folder: { type: "string", default: FINEWEB_SAMPLE_10BT.folder, help: "its folder of Parquet" },
+  rows: { type: "string", default: "10000", help: "documents to keep, the first ones" },
+  out: { type: "string", default: "data/dataset.jsonl", help: "the JSON Lines file to write" },
+  "text-field": { type: "string", default: "text", help: "the column or field with the text" },
+  force: {
+    type: "boolean",
+    default: false,
+    help: "replace an --out file that prepare did not write",
+  },
+  quiet: { type: "boolean", default: false, help: "no progress output" },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        data: { type: "string" },
-        repo: { type: "string", default: FINEWEB_SAMPLE_10BT.repo },
-        folder: { type: "string", default: FINEWEB_SAMPLE_10BT.folder },
-        rows: { type: "string", default: "10000" },
-        out: { type: "string", default: "data/dataset.jsonl" },
-        "text-field": { type: "string", default: "text" },
-        quiet: { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task prepare [options]", FLAGS));
+      return;
+    }
     const result = await prepareDataset({
       data: values.data,
       hub: { repo: values.repo, folder: values.folder },
       rows: intFlag("rows", values.rows),
       out: values.out,
+      force: values.force,
       textField: values["text-field"],
       quiet: values.quiet,
     });

@@ -2,9 +2,11 @@
  * Streams documents (or records of several text fields, such as instruction pairs) from the files
  * a user has: Parquet (columns chosen by name), JSON Lines, a JSON array, or plain text (one
  * document per line), or a folder of them. Batches keep memory bounded: a corpus never has to fit
- * in memory at once. A text file whose name ends in `.gz` (`.jsonl.gz`, `.json.gz`, `.txt.gz`) is
- * gzip-decompressed as it is read; text that is not valid UTF-8 is an error naming the file, so
- * binary bytes are never trained on as text.
+ * in memory at once. Files are what their bytes say, whatever their names: gzip data (`.jsonl.gz`,
+ * or a download that lost its `.gz`) is decompressed as it is read; other compressed data (zstd,
+ * xz, bzip2, zip) and Parquet under a text name are refused with what to do; text with a NUL byte
+ * in its first kilobyte is binary, and text that is not valid UTF-8 is an error naming the file
+ * and the byte offset, so binary or Latin-1 bytes are never trained on as text.
  *
  * @module
  */
@@ -213,7 +215,7 @@ async function* jsonArrayBatches(
   try {
     records = JSON.parse(await readText(path));
   } catch (e) {
-    if (e instanceof NotUtf8Error) throw e;
+    if (e instanceof NotTextError) throw e;
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}.`);
   }
   if (!Array.isArray(records)) {
@@ -267,28 +269,91 @@ async function* plainTextBatches(
   if (batch.length > 0) yield batch;
 }
 
-/** A file's bytes are not UTF-8 text (or not valid gzip, for a `.gz`). */
-class NotUtf8Error extends Error {}
+/** A file's bytes are not UTF-8 text, or not data this module reads. */
+export class NotTextError extends Error {}
 
-/** The bytes of a file, gzip-decompressed when its name ends in `.gz`. */
-async function openBytes(path: string): Promise<ReadableStream<Uint8Array>> {
+/** Signatures of compressed or binary files and how to get text out of them. */
+const SIGNATURES: Array<{ magic: number[]; what: string; fix: (path: string) => string }> = [
+  {
+    magic: [0x28, 0xb5, 0x2f, 0xfd],
+    what: "compressed with zstd",
+    fix: (path) => `decompress it first with zstd -d ${path}`,
+  },
+  {
+    magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00],
+    what: "compressed with xz",
+    fix: (path) => `decompress it first with xz -d ${path}`,
+  },
+  {
+    magic: [0x42, 0x5a, 0x68], // "BZh", then a block size digit
+    what: "compressed with bzip2",
+    fix: (path) => `decompress it first with bunzip2 ${path}`,
+  },
+  {
+    magic: [0x50, 0x4b, 0x03, 0x04],
+    what: "a zip archive",
+    fix: () => "unzip it and pass the files inside",
+  },
+  {
+    magic: [0x50, 0x41, 0x52, 0x31], // "PAR1"
+    what: "a Parquet file",
+    fix: () => "give it a .parquet name so it is read as one",
+  },
+];
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+function startsWith(bytes: Uint8Array, magic: readonly number[]): boolean {
+  return bytes.length >= magic.length && magic.every((byte, i) => bytes[i] === byte);
+}
+
+/** Reads up to `n` bytes from the start of an open file, then seeks back to the start. */
+async function peek(file: Deno.FsFile, n: number): Promise<Uint8Array> {
+  const head = new Uint8Array(n);
+  let filled = 0;
+  while (filled < n) {
+    const read = await file.read(head.subarray(filled));
+    if (read === null) break;
+    filled += read;
+  }
+  await file.seek(0, Deno.SeekMode.Start);
+  return head.subarray(0, filled);
+}
+
+/**
+ * The bytes of a file, gzip-decompressed when they start with gzip's signature (whatever the
+ * name); refused when they are other compressed or binary data.
+ */
+async function openBytes(
+  path: string,
+): Promise<{ stream: ReadableStream<Uint8Array>; gzip: boolean }> {
   const file = await Deno.open(path);
-  if (!/\.gz$/i.test(path)) return file.readable;
-  return file.readable.pipeThrough(new DecompressionStream("gzip"));
+  const head = await peek(file, 8).catch((error) => {
+    file.close();
+    throw error;
+  });
+  if (startsWith(head, GZIP_MAGIC)) {
+    return { stream: file.readable.pipeThrough(new DecompressionStream("gzip")), gzip: true };
+  }
+  const refuse = (message: string): never => {
+    file.close();
+    throw new NotTextError(message);
+  };
+  if (/\.gz$/i.test(path)) {
+    refuse(
+      `${path} is not a gzip file, though its name ends in .gz; if it is plain text, rename it ` +
+        "without .gz, else download it again.",
+    );
+  }
+  for (const { magic, what, fix } of SIGNATURES) {
+    if (startsWith(head, magic) && (magic[0] !== 0x42 || (head[3] >= 0x31 && head[3] <= 0x39))) {
+      refuse(`${path} is ${what}, not text; ${fix(path)}.`);
+    }
+  }
+  return { stream: file.readable, gzip: false };
 }
 
-/** Rethrows a decoding failure of `path` as an error that names the file and what to do. */
-function unreadable(path: string, error: unknown): never {
-  if (!(error instanceof TypeError)) throw error;
-  throw new NotUtf8Error(
-    /\.gz$/i.test(path)
-      ? `${path} is not a gzip file of UTF-8 text (${error.message}); recompress it with gzip.`
-      : `${path} is not UTF-8 text (${error.message}). If it is compressed, decompress it or ` +
-        "give it a .gz name; binary files cannot be read as text.",
-  );
-}
-
-/** The whole text of a UTF-8 file (gzip-decompressed when its name ends in `.gz`). */
+/** The whole text of a file (see {@linkcode readLines}). */
 async function readText(path: string): Promise<string> {
   const parts: string[] = [];
   for await (const line of readLines(path, true)) parts.push(line);
@@ -296,33 +361,44 @@ async function readText(path: string): Promise<string> {
 }
 
 /**
- * Yields the lines of a UTF-8 file, gzip-decompressed when its name ends in `.gz`: without their
+ * Yields the lines of a UTF-8 text file, gzip-decompressed when it is gzip data: without their
  * line endings, or with them (`\n` or `\r\n`; the last line may lack one) when `keepEndings` is
  * true.
  *
- * @throws when the bytes are not valid UTF-8 (or not valid gzip): the message names the file.
+ * @throws a {@linkcode NotTextError} naming the file when its bytes are not UTF-8 text (the
+ * byte offset of the first bad sequence), look binary, are other compressed data, or are corrupt
+ * gzip.
  */
 export async function* readLines(path: string, keepEndings = false): AsyncGenerator<string> {
-  const lines = linesOf(await openBytes(path), keepEndings);
+  const { stream, gzip } = await openBytes(path);
+  const name = gzip ? `${path} (after gzip decompression)` : path;
   try {
-    yield* lines;
+    yield* linesOf(stream, keepEndings, name);
   } catch (error) {
-    unreadable(path, error);
+    if (!gzip || error instanceof NotTextError) throw error;
+    throw new NotTextError(
+      `${path} is cut short or corrupt gzip data (${(error as Error).message}); download or ` +
+        "compress it again.",
+    );
   }
 }
 
 /**
  * Yields the lines of a UTF-8 byte stream (a file, standard input) as they arrive: without
- * their line endings, or with them when `keepEndings` is true.
+ * their line endings, or with them when `keepEndings` is true. A byte-order mark at the start is
+ * dropped.
  *
- * @throws a `TypeError` when the bytes are not valid UTF-8.
+ * @param name what the stream is, for error messages.
+ * @throws a {@linkcode NotTextError} when the bytes are not valid UTF-8 (naming the byte offset)
+ * or hold a NUL byte in their first kilobyte (binary data).
  */
 export async function* linesOf(
   stream: ReadableStream<Uint8Array>,
   keepEndings = false,
+  name = "the input",
 ): AsyncGenerator<string> {
   let pending = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }))) {
+  for await (const chunk of utf8Text(stream, name)) {
     pending += chunk;
     let start = 0;
     for (let end; (end = pending.indexOf("\n", start)) >= 0; start = end + 1) {
@@ -333,4 +409,109 @@ export async function* linesOf(
     pending = pending.slice(start);
   }
   if (pending.length > 0) yield pending;
+}
+
+/** Bytes at the start of a text that must hold no NUL for it to be taken for text. */
+const BINARY_PROBE_BYTES = 1024;
+
+/**
+ * Decodes a stream of UTF-8 bytes strictly: each chunk is decoded up to its last whole
+ * character (the rest waits for the next chunk), so a decoding failure knows its byte offset.
+ */
+async function* utf8Text(stream: ReadableStream<Uint8Array>, name: string): AsyncGenerator<string> {
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  let carry = new Uint8Array(0);
+  let offset = 0; // bytes decoded before `carry`
+  for await (const chunk of stream) {
+    const bytes = carry.length === 0 ? chunk : concatBytes(carry, chunk);
+    if (offset < BINARY_PROBE_BYTES) {
+      const nul = bytes.subarray(0, BINARY_PROBE_BYTES - offset).indexOf(0);
+      if (nul >= 0) {
+        throw new NotTextError(
+          `${name} looks binary, not text (a NUL byte at offset ${offset + nul}); pass text, ` +
+            "JSON Lines, JSON or Parquet files.",
+        );
+      }
+    }
+    const end = wholeCharactersEnd(bytes);
+    let text: string;
+    try {
+      text = decoder.decode(bytes.subarray(0, end));
+    } catch {
+      throw notUtf8(name, bytes, offset, firstInvalidUtf8(bytes.subarray(0, end)));
+    }
+    if (offset === 0 && text.startsWith("\uFEFF")) text = text.slice(1);
+    offset += end;
+    carry = bytes.slice(end);
+    if (text.length > 0) yield text;
+  }
+  if (carry.length > 0) throw notUtf8(name, carry, offset, 0, true);
+}
+
+function notUtf8(
+  name: string,
+  bytes: Uint8Array,
+  offset: number,
+  at: number,
+  cut = false,
+): NotTextError {
+  at = Math.min(at, bytes.length - 1); // the decoder and the table agree; this is a safeguard
+  const byte = bytes[at].toString(16).padStart(2, "0");
+  return new NotTextError(
+    `${name} is not UTF-8 text: ${cut ? "it ends inside a character" : "the byte"} at offset ` +
+      `${offset + at} (0x${byte}) ${cut ? "" : "starts no valid UTF-8 character"}`.trimEnd() +
+      ". Convert it to UTF-8 first (for Latin-1 text: iconv -f latin1 -t utf-8); binary files " +
+      "cannot be read as text.",
+  );
+}
+
+function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const joined = new Uint8Array(a.length + b.length);
+  joined.set(a);
+  joined.set(b, a.length);
+  return joined;
+}
+
+/** The length of `bytes` without a character that the next chunk completes. */
+function wholeCharactersEnd(bytes: Uint8Array): number {
+  for (let i = bytes.length - 1; i >= Math.max(0, bytes.length - 4); i--) {
+    const byte = bytes[i];
+    if ((byte & 0xc0) === 0x80) continue; // a continuation byte: look further back
+    const length = byte >= 0xf0 ? 4 : byte >= 0xe0 ? 3 : byte >= 0xc0 ? 2 : 1;
+    return i + length > bytes.length ? i : bytes.length;
+  }
+  return bytes.length;
+}
+
+/**
+ * The offset of the first byte of `bytes` that starts no valid UTF-8 sequence (Unicode's table
+ * of well-formed sequences: no overlong forms, surrogates or code points past U+10FFFF);
+ * `bytes.length` when all are valid.
+ */
+export function firstInvalidUtf8(bytes: Uint8Array): number {
+  for (let i = 0; i < bytes.length;) {
+    const lead = bytes[i];
+    if (lead < 0x80) {
+      i++;
+      continue;
+    }
+    let length: number, low = 0x80, high = 0xbf;
+    if (lead >= 0xc2 && lead <= 0xdf) length = 2;
+    else if (lead >= 0xe0 && lead <= 0xef) {
+      length = 3;
+      if (lead === 0xe0) low = 0xa0;
+      if (lead === 0xed) high = 0x9f;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      length = 4;
+      if (lead === 0xf0) low = 0x90;
+      if (lead === 0xf4) high = 0x8f;
+    } else return i;
+    if (i + length > bytes.length) return i;
+    if (bytes[i + 1] < low || bytes[i + 1] > high) return i;
+    for (let k = 2; k < length; k++) {
+      if ((bytes[i + k] & 0xc0) !== 0x80) return i;
+    }
+    i += length;
+  }
+  return bytes.length;
 }

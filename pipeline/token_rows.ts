@@ -3,12 +3,13 @@
  * `tokens.bin` (rows x context ids, little-endian uint16 when the vocabulary fits, else uint32),
  * `lengths.bin` (uint32 real tokens per row; the rest of a row is `<pad>`), optionally
  * `loss_mask.bin` (one byte per token: 1 where the token is to be learned, e.g. only the answers
- * of instruction tuning), and `meta.json`. The folder appears only when complete.
+ * of instruction tuning), and `meta.json`. The folder appears only when complete, and never
+ * replaces a folder that is not an earlier dataset (see `FolderOutput` in `util/files.ts`).
  *
  * @module
  */
 
-import { replaceFolder, writeAll } from "../util/files.ts";
+import { FolderOutput, readJsonFile, type StageOutput, writeAll } from "../util/files.ts";
 
 /** How documents became rows. */
 export type TokenizeMethod = "truncate" | "split" | "concat" | "chat";
@@ -49,38 +50,50 @@ export interface TokenizedDataset {
   lossMask?: Uint8Array;
 }
 
+/** The files of a dataset folder, `meta.json` (which marks it complete) last. */
+const DATASET_FILES = ["tokens.bin", "lengths.bin", "loss_mask.bin", "meta.json"];
+
 /** Writes rows into a new dataset folder; {@linkcode TokenRowWriter.finish} publishes it. */
 export class TokenRowWriter {
-  readonly #partial: string;
+  readonly #output: FolderOutput;
   readonly #files: Deno.FsFile[];
   /** The dataset's `meta.json` so far: its counts grow as rows are written. */
   readonly meta: TokenizedDatasetMeta;
 
   private constructor(
     readonly out: string,
-    partial: string,
+    output: FolderOutput,
     files: Deno.FsFile[],
     meta: TokenizedDatasetMeta,
   ) {
-    this.#partial = partial;
+    this.#output = output;
     this.#files = files;
     this.meta = meta;
   }
 
-  /** Starts a dataset at `out` (written under `out.partial` until finished). */
+  /**
+   * Starts a dataset at `out`, written under a fresh temporary name until finished. `out` must
+   * be new, empty or an earlier dataset, unless `output.force` is set (see `FolderOutput`);
+   * `output.stage` (default `tokenize`) and `output.inputs` go into that check.
+   */
   static async create(
     out: string,
     meta: Omit<TokenizedDatasetMeta, "rows" | "tokens" | "documents" | "dtype">,
+    output: Partial<StageOutput> = {},
   ): Promise<TokenRowWriter> {
-    const partial = `${out}.partial`;
-    await Deno.remove(partial, { recursive: true }).catch(() => {});
-    await Deno.mkdir(partial, { recursive: true });
+    const folder = await FolderOutput.start(out, {
+      ...output,
+      stage: output.stage ?? "tokenize",
+      files: DATASET_FILES,
+    });
     const names = ["tokens.bin", "lengths.bin", ...(meta.lossMask ? ["loss_mask.bin"] : [])];
     const files = await Promise.all(
-      names.map((name) => Deno.open(`${partial}/${name}`, { write: true, create: true })),
+      names.map((name) =>
+        Deno.open(`${folder.temporary}/${name}`, { write: true, createNew: true })
+      ),
     );
     const dtype = meta.vocabSize <= 65536 ? "uint16" : "uint32";
-    return new TokenRowWriter(out, partial, files, {
+    return new TokenRowWriter(out, folder, files, {
       ...meta,
       rows: 0,
       tokens: 0,
@@ -119,31 +132,38 @@ export class TokenRowWriter {
     this.meta.rows += rows.length;
   }
 
-  /** Closes the files and publishes the folder at `out`, replacing any older one. */
+  /** Closes the files and publishes the folder at `out`, replacing an earlier dataset there. */
   async finish(): Promise<TokenizedDatasetMeta> {
     for (const file of this.#files) file.close();
-    await Deno.writeTextFile(
-      `${this.#partial}/meta.json`,
-      JSON.stringify(this.meta, null, 2) + "\n",
-    );
-    await replaceFolder(this.#partial, this.out);
+    try {
+      await Deno.writeTextFile(
+        `${this.#output.temporary}/meta.json`,
+        JSON.stringify(this.meta, null, 2) + "\n",
+      );
+      await this.#output.publish();
+    } catch (error) {
+      await this.#output.abandon();
+      throw error;
+    }
     return this.meta;
   }
 
-  /** Closes the files and removes the unfinished folder. */
+  /** Closes the files and removes the unfinished folder; `out` is left as it was. */
   async abandon(): Promise<void> {
     for (const file of this.#files) file.close();
-    await Deno.remove(this.#partial, { recursive: true }).catch(() => {});
+    await this.#output.abandon();
   }
 }
 
 /** Loads a dataset folder, checking that its files agree with `meta.json`. */
 export async function loadTokenizedDataset(folder: string): Promise<TokenizedDataset> {
-  const meta = JSON.parse(
-    await Deno.readTextFile(`${folder}/meta.json`).catch(() => {
-      throw new Error(`${folder} is not a tokenized dataset (no meta.json); run tokenize first.`);
-    }),
-  ) as TokenizedDatasetMeta;
+  const meta = await readJsonFile<TokenizedDatasetMeta>(
+    `${folder}/meta.json`,
+    "tokenize the dataset again.",
+  ).catch((error) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw new Error(`${folder} is not a tokenized dataset (no meta.json); run tokenize first.`);
+  });
   const bytes = await Deno.readFile(`${folder}/tokens.bin`);
   const tokens = meta.dtype === "uint16"
     ? new Uint16Array(bytes.buffer, 0, bytes.byteLength / 2)

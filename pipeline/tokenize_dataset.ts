@@ -10,7 +10,9 @@
  *   but the final partial row is dropped, and rows cross document boundaries.
  *
  * The result is a folder of rows (see `token_rows.ts`). Documents are read and encoded in batches
- * of 1000, and the folder appears only when complete.
+ * of 1000, and the folder appears only when complete. Text that spells a special token (`</s>`,
+ * `<|im_start|>`) is encoded as plain text unless `specialTokensInText` says the corpus is
+ * meant to hold control tokens (ChatML conversations the program wrote itself).
  *
  *     deno task tokenize --data data/dataset.jsonl --tokenizer out/tokenizer --method concat
  *
@@ -24,6 +26,7 @@ import { readTextBatches } from "./text_source.ts";
 import { type TokenizedDatasetMeta, type TokenizeMethod, TokenRowWriter } from "./token_rows.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 
 /** How {@linkcode tokenizeDataset} makes rows of documents; see the module documentation. */
 export type DocumentMethod = Exclude<TokenizeMethod, "chat">;
@@ -40,8 +43,20 @@ export interface TokenizeDatasetOptions {
   contextLength?: number;
   /** Documents encoded per batch. Default 1000. */
   batchSize?: number;
-  /** The output folder. */
+  /** The output folder: new, empty or an earlier tokenized dataset, unless `force`. */
   out: string;
+  /**
+   * Write into an `out` folder holding other files (they stay) or replace a file there; the
+   * input itself is never overwritten.
+   */
+  force?: boolean;
+  /**
+   * Encode the text of special tokens in the documents (`</s>`, `<pad>`, `<|im_start|>`) as
+   * their control ids, for a corpus whose markup the program wrote (the main job's ChatML
+   * conversations). Default false: such text in a corpus is plain text, so a web page that
+   * mentions `</s>` cannot end a document early.
+   */
+  specialTokensInText?: boolean;
   /** No progress output. */
   quiet?: boolean;
 }
@@ -89,16 +104,23 @@ export async function tokenizeDataset(
     vocabSize: tokenizer.vocabSize,
     padId,
     eosId,
+  }, {
+    stage: "tokenize",
+    force: options.force,
+    inputs: [options.data, typeof options.tokenizer === "string" ? options.tokenizer : undefined],
   });
+  const encoding = { specialTokens: options.specialTokensInText ? "control" : "plain" } as const;
   const meta = writer.meta;
   const progress = new ProgressBar("tokenize", 0, { unit: "docs", silent: options.quiet });
   const carry: number[] = []; // concat: tokens not yet filling a row
   let joined = false; // concat: a document is already in the stream, so the next needs </s>
+  let encoded = 0; // tokens of all documents, kept in rows or not
 
   try {
     for await (const batch of readTextBatches(options.data, { batchSize: options.batchSize })) {
       const rows: number[][] = [];
-      for (const ids of tokenizer.encodeBatch(batch)) {
+      for (const ids of tokenizer.encodeBatch(batch, encoding)) {
+        encoded += ids.length;
         if (method === "truncate") {
           if (ids.length > 0) rows.push(ids.slice(0, context));
         } else if (method === "split") {
@@ -125,30 +147,54 @@ export async function tokenizeDataset(
     throw error;
   }
   progress.finish();
-  if (meta.rows === 0) {
+  const empty = meta.documents === 0
+    ? "holds no documents"
+    : encoded === 0
+    ? `holds ${meta.documents} documents but no text (every one is empty)`
+    : meta.rows === 0
+    ? `gave no full rows of ${context} tokens with method "${method}"; use more text, a ` +
+      "shorter --context, or --method truncate"
+    : "";
+  if (empty) {
     await writer.abandon();
-    throw new Error(
-      `No full rows of ${context} tokens came out of ${options.data} with method "${method}"; ` +
-        "use more text, a shorter --context, or --method truncate.",
-    );
+    throw new Error(`tokenize: ${options.data} ${empty}. Nothing was written to ${options.out}.`);
   }
   return await writer.finish();
 }
 
+/** The flags of `deno task tokenize`, with their defaults and help. */
+const FLAGS = {
+  data: {
+    type: "string",
+    default: "data/dataset.jsonl",
+    help: "the documents: JSON Lines, JSON, text, Parquet or a folder",
+  },
+  tokenizer: { type: "string", default: "out/tokenizer", help: "tokenizer.json or its folder" },
+  method: { type: "string", default: "concat", help: "truncate, split or concat" },
+  context: { type: "string", default: "1024", help: "tokens per row, 2 to 1024" },
+  "batch-size": { type: "string", default: "1000", help: "documents encoded at a time" },
+  out: { type: "string", default: "data/tokenized", help: "the output folder" },
+  force: {
+    type: "boolean",
+    default: false,
+    help: "write into an --out that holds other files (they are kept)",
+  },
+  "special-tokens-in-text": {
+    type: "boolean",
+    default: false,
+    help: "text such as </s> or <|im_start|> in the documents becomes control ids, not text",
+  },
+  quiet: { type: "boolean", default: false, help: "no progress output" },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        data: { type: "string", default: "data/dataset.jsonl" },
-        tokenizer: { type: "string", default: "out/tokenizer" },
-        method: { type: "string", default: "concat" },
-        context: { type: "string", default: "1024" },
-        "batch-size": { type: "string", default: "1000" },
-        out: { type: "string", default: "data/tokenized" },
-        quiet: { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task tokenize [options]", FLAGS));
+      return;
+    }
     const meta = await tokenizeDataset({
       data: values.data,
       tokenizer: values.tokenizer,
@@ -156,6 +202,8 @@ if (import.meta.main) {
       contextLength: intFlag("context", values.context, 2),
       batchSize: intFlag("batch-size", values["batch-size"]),
       out: values.out,
+      force: values.force,
+      specialTokensInText: values["special-tokens-in-text"],
       quiet: values.quiet,
     });
     console.log(

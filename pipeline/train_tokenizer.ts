@@ -17,11 +17,13 @@
 
 import { parseArgs } from "node:util";
 import { BpeTokenizer } from "../tokenizer/bpe.ts";
-import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import { DEFAULT_SPECIAL_TOKENS, trainBpe } from "../tokenizer/train_bpe.ts";
 import { countWords } from "../tokenizer/word_counts.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
+import { FolderOutput } from "../util/files.ts";
+import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
 
 /** Settings for {@link trainTokenizer}. */
@@ -36,45 +38,90 @@ export interface TrainTokenizerOptions {
   specialTokens?: readonly string[];
   /** `"bytes"` (all 256, default) or `"seen"` (only the corpus' characters, HF's default). */
   alphabet?: "bytes" | "seen";
-  /** Output folder for `tokenizer.json` and `tokenizer_config.json`. */
+  /**
+   * Output folder for `tokenizer.json` and `tokenizer_config.json`: new, empty, or one an
+   * earlier run wrote, unless `force`.
+   */
   out: string;
+  /** Write into an `out` folder that holds other files (they stay), or replace a file there. */
+  force?: boolean;
+  /** Where warnings go (a vocabulary smaller than asked). Default: standard error. */
+  warn?: (message: string) => void;
   /** Documents per batch read from the corpus. Default 1000. */
   batchSize?: number;
   /** No progress output. */
   quiet?: boolean;
 }
 
-/** Trains a tokenizer on a corpus file, writes it to `out`, and returns it. */
+/** The files of a tokenizer folder, `tokenizer.json` (the one loaded) last. */
+const TOKENIZER_FILES = ["tokenizer_config.json", "tokenizer.json"];
+
+/**
+ * Trains a tokenizer on a corpus file, writes it to `out`, and returns it. `out` is checked
+ * before the corpus is read, and gets the files only when both are complete.
+ *
+ * @throws when `out` is taken (see `FolderOutput`), the corpus holds no text, or `vocabSize` is
+ * below the special tokens and the alphabet; a vocabulary that stops short of `vocabSize` (too
+ * few distinct pairs) is a warning.
+ */
 export async function trainTokenizer(options: TrainTokenizerOptions): Promise<BpeTokenizer> {
   const specialTokens = options.specialTokens ?? DEFAULT_SPECIAL_TOKENS;
   const silent = options.quiet ?? false;
-
-  const reading = new ProgressBar("count words", 0, { unit: "docs", silent });
-  const counts = await countWords(
-    trainingTextBatches(options.data, options.batchSize ?? 1000),
-    specialTokens,
-    (documents) => reading.update(documents),
-  );
-  reading.finish();
-
-  const merging = new ProgressBar("merge pairs", 0, { unit: "merges", silent });
-  const trained = trainBpe(counts, {
-    vocabSize: options.vocabSize,
-    minFrequency: options.minFrequency ?? 0,
-    specialTokens,
-    alphabet: options.alphabet ?? "bytes",
-    onProgress: (merges, maxMerges) => merging.update(merges, maxMerges),
+  const warn = options.warn ?? ((message: string) => console.error(`warning: ${message}`));
+  // A vocabulary too small for the special tokens and the byte alphabet fails now, not after
+  // the corpus is read: training on no words checks just that.
+  trainBpe(new Map(), { vocabSize: options.vocabSize, specialTokens, alphabet: options.alphabet });
+  const output = await FolderOutput.start(options.out, {
+    stage: "train_tokenizer",
+    force: options.force,
+    inputs: [options.data],
+    files: TOKENIZER_FILES,
   });
-  merging.finish();
+  try {
+    const reading = new ProgressBar("count words", 0, { unit: "docs", silent });
+    const counts = await countWords(
+      trainingTextBatches(options.data, options.batchSize ?? 1000),
+      specialTokens,
+      (documents) => reading.update(documents),
+    );
+    reading.finish();
+    if (counts.size === 0) {
+      throw new Error(
+        `train_tokenizer: ${options.data} holds no text to learn from; pass a corpus with ` +
+          "text (prepare writes one).",
+      );
+    }
 
-  const tokenizer = BpeTokenizer.fromTrained(trained);
-  await Deno.mkdir(options.out, { recursive: true });
-  await saveHfTokenizer(tokenizer, `${options.out}/tokenizer.json`);
-  await Deno.writeTextFile(
-    `${options.out}/tokenizer_config.json`,
-    JSON.stringify(tokenizerConfig(specialTokens), null, 2) + "\n",
-  );
-  return tokenizer;
+    const merging = new ProgressBar("merge pairs", 0, { unit: "merges", silent });
+    const trained = trainBpe(counts, {
+      vocabSize: options.vocabSize,
+      minFrequency: options.minFrequency ?? 0,
+      specialTokens,
+      alphabet: options.alphabet ?? "bytes",
+      onProgress: (merges, maxMerges) => merging.update(merges, maxMerges),
+    });
+    merging.finish();
+
+    const tokenizer = BpeTokenizer.fromTrained(trained);
+    if (tokenizer.vocabSize < options.vocabSize) {
+      warn(
+        `the tokenizer has ${tokenizer.vocabSize} tokens, fewer than the ${options.vocabSize} ` +
+          `asked: ${options.data} has no more pairs of symbols to merge` +
+          (options.minFrequency ? ` seen ${options.minFrequency} times or more` : "") +
+          ". Train on more text for a larger vocabulary.",
+      );
+    }
+    await saveHfTokenizer(tokenizer, `${output.temporary}/tokenizer.json`);
+    await Deno.writeTextFile(
+      `${output.temporary}/tokenizer_config.json`,
+      JSON.stringify(tokenizerConfig(specialTokens), null, 2) + "\n",
+    );
+    await output.publish();
+    return tokenizer;
+  } catch (error) {
+    await output.abandon();
+    throw error;
+  }
 }
 
 /** The `tokenizer_config.json` transformers(.js) wants beside `tokenizer.json`. */
@@ -100,19 +147,38 @@ export function trainingTextBatches(path: string, batchSize = 1000): AsyncGenera
   return readTextBatches(path, { batchSize, keepLineEndings: true });
 }
 
+/** The flags of `deno task tokenizer`, with their defaults and help. */
+const FLAGS = {
+  data: { type: "string", help: "the corpus: text, JSON Lines, JSON, Parquet or a folder" },
+  "vocab-size": {
+    type: "string",
+    default: "8192",
+    help: "tokens in all, special tokens and the 256 bytes included",
+  },
+  "min-frequency": { type: "string", default: "0", help: "merge only pairs seen this often" },
+  "special-tokens": {
+    type: "string",
+    default: DEFAULT_SPECIAL_TOKENS.join(","),
+    help: "comma-separated, ids from 0",
+  },
+  alphabet: { type: "string", default: "bytes", help: "bytes (all 256) or seen" },
+  out: { type: "string", default: "out/tokenizer", help: "the output folder" },
+  force: {
+    type: "boolean",
+    default: false,
+    help: "write into an --out that holds other files (they are kept)",
+  },
+  quiet: { type: "boolean", default: false, help: "no progress output" },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      options: {
-        data: { type: "string" },
-        "vocab-size": { type: "string", default: "8192" },
-        "min-frequency": { type: "string", default: "0" },
-        "special-tokens": { type: "string", default: DEFAULT_SPECIAL_TOKENS.join(",") },
-        alphabet: { type: "string", default: "bytes" },
-        out: { type: "string", default: "out/tokenizer" },
-        quiet: { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task tokenizer --data FILE [options]", FLAGS));
+      return;
+    }
     if (!values.data) {
       throw new Error("No corpus given; pass --data FILE (text, JSON Lines or Parquet).");
     }
@@ -132,6 +198,7 @@ if (import.meta.main) {
       specialTokens,
       alphabet: values.alphabet,
       out: values.out,
+      force: values.force,
       quiet: values.quiet,
     });
     if (!values.quiet) {

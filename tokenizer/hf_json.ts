@@ -9,7 +9,7 @@
  * @module
  */
 
-import { writeTextFileAtomic } from "../util/files.ts";
+import { readJsonFile, writeTextFileAtomic } from "../util/files.ts";
 import { BpeTokenizer } from "./bpe.ts";
 
 /** The subset of HF's `tokenizer.json` schema this module reads and writes. */
@@ -139,7 +139,20 @@ export async function saveHfTokenizer(tokenizer: BpeTokenizer, path: string): Pr
   await writeTextFileAtomic(path, JSON.stringify(toHfTokenizerJson(tokenizer)));
 }
 
-/** Loads a `tokenizer.json` file (ours, HF's, GPT-2's). */
+/**
+ * Loads a `tokenizer.json` file (ours, HF's, GPT-2's).
+ *
+ * @throws when the file is not valid JSON or not a byte-level BPE tokenizer; the message names
+ * the file.
+ */
 export async function loadHfTokenizer(path: string): Promise<BpeTokenizer> {
-  return fromHfTokenizerJson(JSON.parse(await Deno.readTextFile(path)));
+  const json = await readJsonFile<HfTokenizerJson>(
+    path,
+    "it may be cut short or edited by hand: train the tokenizer again or download it again.",
+  );
+  try {
+    return fromHfTokenizerJson(json);
+  } catch (error) {
+    throw new Error(`${path}: ${(error as Error).message}`);
+  }
 }

@@ -6,7 +6,8 @@
  * - each step merges the pair with the highest count, ties going to the
  *   smallest `(left id, right id)`;
  * - training stops when the vocabulary reaches `vocabSize` or the best count
- *   drops below `minFrequency`.
+ *   drops below `minFrequency`; a `vocabSize` below the special tokens and the
+ *   alphabet is an error that says the minimum.
  *
  * Cost per merge is proportional to the words that hold the pair, not to the
  * corpus: pair counts are updated from the local changes of each merged word,
@@ -124,6 +125,17 @@ export function trainBpe(wordCounts: Map<string, number>, options: TrainBpeOptio
     const seen = new Set<string>();
     for (const word of byteWords.keys()) for (const char of word) seen.add(char);
     [...seen].sort((a, b) => a.charCodeAt(0) - b.charCodeAt(0)).forEach(addToken);
+  }
+  if (vocabSize < idToToken.length) {
+    const specials = new Set(specialTokens).size;
+    const alphabet = (options.alphabet ?? "bytes") === "bytes"
+      ? "256 byte symbols"
+      : `${idToToken.length - specials} characters of the corpus`;
+    throw new Error(
+      `A vocabulary of ${vocabSize} tokens cannot hold the ${specials} special tokens and the ` +
+        `${alphabet}: it needs at least ${idToToken.length} ` +
+        `(--vocab-size ${idToToken.length} or more).`,
+    );
   }
 
   // 2. Words as arrays of symbol ids. Ids never exceed the stride, so a pair

@@ -195,3 +195,67 @@ Deno.test("prepareDataset() writes a chat source's pairs as ChatML conversations
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prepareDataset() refuses an empty source, naming the stage and the input", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/empty.txt`, "");
+    await Deno.writeTextFile(`${dir}/blank.jsonl`, '{"text": "  "}\n\n');
+    for (const name of ["empty.txt", "blank.jsonl"]) {
+      await assert.rejects(
+        prepareDataset({ data: `${dir}/${name}`, out: `${dir}/out.jsonl`, quiet: true }),
+        new RegExp(
+          `prepare: .*${name.replace(".", "\\.")} gave no documents .*nothing was written`,
+        ),
+      );
+    }
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "blank.jsonl",
+      "empty.txt",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("prepareDataset() never overwrites its input or a file it did not write", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const corpus = '{"text": "One."}\n{"text": "Two."}\n{"text": "Three."}\n';
+    await Deno.writeTextFile(`${dir}/corpus.jsonl`, corpus);
+    const prepare = (out: string, force = false) =>
+      prepareDataset({ data: `${dir}/corpus.jsonl`, rows: 2, out, force, quiet: true });
+    // --out == --data: refused even with --force, so the third document is not lost.
+    await assert.rejects(prepare(`${dir}/corpus.jsonl`, true), /would overwrite the input/);
+    assert.equal(await Deno.readTextFile(`${dir}/corpus.jsonl`), corpus);
+    // An existing folder: a clear error, and no .partial left behind.
+    await Deno.mkdir(`${dir}/folder`);
+    await assert.rejects(
+      prepare(`${dir}/folder`),
+      /--out .*folder is a folder, but prepare writes one file; pass a file path/,
+    );
+    // A file prepare did not write.
+    await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+    await assert.rejects(
+      prepare(`${dir}/notes.txt`),
+      /notes\.txt already exists and was not written by prepare; .*--force to replace it/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/notes.txt`), "mine");
+    // Its own earlier output is replaced; --force replaces another file.
+    assert.equal((await prepare(`${dir}/out.jsonl`)).rows, 2);
+    assert.equal((await prepare(`${dir}/out.jsonl`)).rows, 2);
+    await prepare(`${dir}/notes.txt`, true);
+    assert.deepEqual(await readJsonLines(`${dir}/notes.txt`), ["One.", "Two."]);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      ".notes.txt.written-by",
+      ".out.jsonl.written-by",
+      "corpus.jsonl",
+      "folder",
+      "notes.txt",
+      "out.jsonl",
+    ]);
+    assert.deepEqual([...Deno.readDirSync(`${dir}/folder`)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -88,7 +88,10 @@ Deno.test("tokenizeDataset() refuses a context over 1024 and an unknown method",
 });
 
 Deno.test("tokenizeDataset() explains when no full row comes out", async () => {
-  await assert.rejects(tokenize("split", 1000), /No full rows of 1000 tokens/);
+  await assert.rejects(
+    tokenize("split", 1000),
+    /tokenize: .*docs\.jsonl gave no full rows of 1000 tokens with method "split"; .*Nothing was written/,
+  );
 });
 
 Deno.test("TokenRowWriter refuses a row longer than the context", async () => {
@@ -103,6 +106,144 @@ Deno.test("TokenRowWriter refuses a row longer than the context", async () => {
     });
     await assert.rejects(writer.write([[1, 2, 3, 4, 5]]), /Row 0 has 5 ids, over the context of 4/);
     await writer.abandon();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A corpus file and a tokenizer for the tests of what tokenize may write over. */
+async function corpusFolder(): Promise<{ dir: string; tokenizer: BpeTokenizer }> {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/docs.jsonl`,
+    documents.map((text) => JSON.stringify({ text })).join("\n"),
+  );
+  return { dir, tokenizer: await tokenizerFor(documents) };
+}
+
+const entries = (path: string) => [...Deno.readDirSync(path)].map((e) => e.name).sort();
+
+Deno.test("tokenizeDataset() never deletes a folder of other files or its own input", async () => {
+  const { dir, tokenizer } = await corpusFolder();
+  try {
+    const run = (out: string, force = false) =>
+      tokenizeDataset({
+        data: `${dir}/docs.jsonl`,
+        tokenizer,
+        contextLength: 4,
+        out,
+        force,
+        quiet: true,
+      });
+    await Deno.writeTextFile(`${dir}/NOTES.txt`, "notes");
+    // --out is the folder holding the corpus and notes: refused, nothing removed.
+    await assert.rejects(
+      run(dir),
+      /is a folder holding files tokenize did not write \(NOTES\.txt, docs\.jsonl\); pass another --out/,
+    );
+    // --out is the corpus file itself: refused even with --force.
+    await assert.rejects(run(`${dir}/docs.jsonl`, true), /would overwrite the input .*docs\.jsonl/);
+    // --out is another file: refused unless --force.
+    await assert.rejects(
+      run(`${dir}/NOTES.txt`),
+      /NOTES\.txt is a file, but tokenize writes a folder/,
+    );
+    assert.deepEqual(entries(dir), ["NOTES.txt", "docs.jsonl"]);
+    assert.equal(await Deno.readTextFile(`${dir}/NOTES.txt`), "notes");
+    // With --force into the corpus folder, the rows go beside the files, which stay.
+    const meta = await run(dir, true);
+    assert.deepEqual(entries(dir), [
+      "NOTES.txt",
+      "docs.jsonl",
+      "lengths.bin",
+      "meta.json",
+      "tokens.bin",
+    ]);
+    assert.equal((await loadTokenizedDataset(dir)).meta.rows, meta.rows);
+    // Its own earlier output is replaced without --force.
+    await run(`${dir}/rows`);
+    await run(`${dir}/rows`);
+    assert.deepEqual(entries(`${dir}/rows`), [
+      ".written-by",
+      "lengths.bin",
+      "meta.json",
+      "tokens.bin",
+    ]);
+    assert.equal((await loadTokenizedDataset(`${dir}/rows`)).meta.rows, meta.rows);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tokenizeDataset() encodes special-token text as plain text unless told otherwise", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = "a story</s> with <pad> and <s> in it";
+    await Deno.writeTextFile(`${dir}/docs.jsonl`, JSON.stringify({ text }) + "\n");
+    const tokenizer = await tokenizerFor([text]);
+    const special = ["<s>", "<pad>", "</s>"].map((t) => tokenizer.tokenToId(t)!);
+    const ids = async (specialTokensInText: boolean) => {
+      const out = `${dir}/out-${specialTokensInText}`;
+      await tokenizeDataset({
+        data: `${dir}/docs.jsonl`,
+        tokenizer,
+        method: "truncate",
+        contextLength: 64,
+        specialTokensInText,
+        out,
+        quiet: true,
+      });
+      const { tokens, lengths } = await loadTokenizedDataset(out);
+      return [...tokens.subarray(0, lengths[0])];
+    };
+    const plain = await ids(false);
+    assert.ok(plain.every((id) => !special.includes(id)), "no control ids from corpus text");
+    assert.equal(tokenizer.decode(plain), text);
+    const control = await ids(true);
+    assert.deepEqual(special.map((id) => control.includes(id)), [true, true, true]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tokenizeDataset() refuses a corpus with no documents or no text, naming it", async () => {
+  const { dir, tokenizer } = await corpusFolder();
+  try {
+    await Deno.writeTextFile(`${dir}/none.jsonl`, "\n");
+    await Deno.writeTextFile(`${dir}/blank.jsonl`, '{"text": ""}\n{"text": ""}\n');
+    const run = (data: string) =>
+      tokenizeDataset({ data, tokenizer, contextLength: 4, out: `${dir}/rows`, quiet: true });
+    await assert.rejects(run(`${dir}/none.jsonl`), /tokenize: .*none\.jsonl holds no documents/);
+    await assert.rejects(
+      run(`${dir}/blank.jsonl`),
+      /tokenize: .*blank\.jsonl holds 2 documents but no text/,
+    );
+    assert.deepEqual(entries(dir), ["blank.jsonl", "docs.jsonl", "none.jsonl"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a broken meta.json or tokenizer.json is an error naming the file", async () => {
+  const { dir, tokenizer } = await corpusFolder();
+  try {
+    await tokenizeDataset({
+      data: `${dir}/docs.jsonl`,
+      tokenizer,
+      contextLength: 4,
+      out: `${dir}/rows`,
+      quiet: true,
+    });
+    await Deno.writeTextFile(`${dir}/rows/meta.json`, '{"rows": 3,');
+    await assert.rejects(
+      loadTokenizedDataset(`${dir}/rows`),
+      /rows\/meta\.json is not valid JSON \(.*\); tokenize the dataset again/,
+    );
+    await Deno.writeTextFile(`${dir}/tokenizer.json`, '{"model": {');
+    await assert.rejects(
+      tokenizeDataset({ data: `${dir}/docs.jsonl`, tokenizer: dir, out: `${dir}/x`, quiet: true }),
+      /tokenizer\.json is not valid JSON/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

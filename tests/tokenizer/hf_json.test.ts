@@ -81,3 +81,23 @@ Deno.test("loading refuses a tokenizer.json that is not byte-level BPE", async (
   );
   assert.throws(() => fromHfTokenizerJson({ ...json, normalizer: { type: "NFC" } }), /normalizer/);
 });
+
+Deno.test("loading a tokenizer.json that is not valid JSON, or not BPE, names the file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/tokenizer.json`, '{"version": "1.0", "model": {');
+    await assert.rejects(
+      loadHfTokenizer(`${dir}/tokenizer.json`),
+      /tokenizer\.json is not valid JSON \(.*\); .*train the tokenizer again or download it again/,
+    );
+    const json = JSON.parse(await Deno.readTextFile(fixturePath("hf_bpe.json")));
+    json.model.type = "WordPiece";
+    await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+    await assert.rejects(
+      loadHfTokenizer(`${dir}/tokenizer.json`),
+      /^Error: .*tokenizer\.json: This tokenizer\.json uses the model type "WordPiece"/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

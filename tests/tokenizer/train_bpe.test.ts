@@ -77,3 +77,16 @@ Deno.test("trainBpe() reproduces HF tokenizers' merges and vocabulary on the fix
   assert.deepEqual(trained.merges, hf.model.merges);
   assert.deepEqual(Object.fromEntries(trained.vocab), hf.model.vocab);
 });
+
+Deno.test("trainBpe() refuses a vocabulary smaller than the special tokens and the alphabet", () => {
+  assert.throws(
+    () => trainBpe(HAND_COUNTS, { vocabSize: 100 }),
+    /A vocabulary of 100 tokens cannot hold the 5 special tokens and the 256 byte symbols: it needs at least 261 \(--vocab-size 261 or more\)/,
+  );
+  assert.throws(
+    () => trainBpe(HAND_COUNTS, { vocabSize: 8, specialTokens: ["<s>", "</s>"], alphabet: "seen" }),
+    /cannot hold the 2 special tokens and the 7 characters of the corpus: it needs at least 9/,
+  );
+  // Exactly the minimum: no merges, but a valid tokenizer.
+  assert.equal(trainBpe(HAND_COUNTS, { vocabSize: 261 }).merges.length, 0);
+});

@@ -50,3 +50,85 @@ Deno.test("trainingTextBatches() refuses a JSON Lines record without a text fiel
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trainTokenizer() refuses an empty corpus and warns when the vocabulary falls short", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/empty.jsonl`, "");
+    await assert.rejects(
+      trainTokenizer({
+        data: `${dir}/empty.jsonl`,
+        vocabSize: 300,
+        out: `${dir}/tok`,
+        quiet: true,
+      }),
+      /train_tokenizer: .*empty\.jsonl holds no text to learn from/,
+    );
+    // A vocabulary too small for the bytes fails before the corpus is even opened.
+    await assert.rejects(
+      trainTokenizer({ data: `${dir}/missing`, vocabSize: 100, out: `${dir}/tok`, quiet: true }),
+      /needs at least 261 \(--vocab-size 261 or more\)/,
+    );
+    await Deno.writeTextFile(`${dir}/tiny.jsonl`, '{"text": "ab ab ab"}\n');
+    await assert.rejects(
+      trainTokenizer({ data: `${dir}/tiny.jsonl`, vocabSize: 100, out: `${dir}/tok`, quiet: true }),
+      /needs at least 261 \(--vocab-size 261 or more\)/,
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "empty.jsonl",
+      "tiny.jsonl",
+    ]);
+    const warnings: string[] = [];
+    const tokenizer = await trainTokenizer({
+      data: `${dir}/tiny.jsonl`,
+      vocabSize: 512,
+      out: `${dir}/tok`,
+      quiet: true,
+      warn: (message) => warnings.push(message),
+    });
+    assert.ok(tokenizer.vocabSize < 512);
+    assert.equal(warnings.length, 1);
+    assert.match(
+      warnings[0],
+      new RegExp(`the tokenizer has ${tokenizer.vocabSize} tokens, fewer than the 512 asked`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("trainTokenizer() never writes over a file or a folder of other files", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/data.jsonl`, '{"text": "the cat sat on the mat"}\n');
+    await Deno.writeTextFile(`${dir}/file`, "mine");
+    await Deno.mkdir(`${dir}/gpt2`);
+    await Deno.writeTextFile(`${dir}/gpt2/tokenizer.json`, "{}");
+    await Deno.writeTextFile(`${dir}/gpt2/vocab.txt`, "theirs");
+    const train = (out: string, force = false) =>
+      trainTokenizer({ data: `${dir}/data.jsonl`, vocabSize: 270, out, force, quiet: true });
+    await assert.rejects(
+      train(`${dir}/file`),
+      /file is a file, but train_tokenizer writes a folder/,
+    );
+    await assert.rejects(
+      train(`${dir}/gpt2`),
+      /holding files train_tokenizer did not write \(vocab\.txt\)/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/file`), "mine");
+    assert.equal(await Deno.readTextFile(`${dir}/gpt2/tokenizer.json`), "{}");
+    // Its own folder is replaced; with --force a file is replaced.
+    await train(`${dir}/tok`);
+    await train(`${dir}/tok`);
+    await train(`${dir}/file`, true);
+    assert.ok((await Deno.stat(`${dir}/file/tokenizer.json`)).isFile);
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "data.jsonl",
+      "file",
+      "gpt2",
+      "tok",
+    ]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
