@@ -3,6 +3,11 @@
  * position) in one safetensors file, written atomically. The metadata carries the model
  * configuration, so a checkpoint is all `test_pretrained` needs besides the tokenizer.
  *
+ * What is kept safe: a checkpoint never holds a NaN or an infinity (saving refuses, naming the
+ * tensor); the one it replaces stays beside it as `<name>.prev.safetensors`, and a kill at any
+ * moment leaves at least one loadable checkpoint; the data's checksum is verified on load, and a
+ * checkpoint that fails to load points to the previous one.
+ *
  * @module
  */
 
@@ -29,18 +34,65 @@ export interface LoadedCheckpoint extends CheckpointInfo {
   tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
 
-/** Writes the model (and the optimizer's moments, if given) to `path`, atomically. */
+/** Thrown by {@linkcode saveCheckpoint}, which writes nothing, when a tensor is not finite. */
+export class NonFiniteCheckpointError extends Error {
+  /** The checkpoint not written, its step, and the first non-finite value found. */
+  constructor(
+    readonly path: string,
+    readonly step: number,
+    readonly tensor: string,
+    readonly index: number,
+    readonly value: number,
+  ) {
+    super(
+      `Not saving the checkpoint of step ${step}: ${tensor}[${index}] is ${value}; ${path} ` +
+        "still holds the last good one, if there was one.",
+    );
+    this.name = "NonFiniteCheckpointError";
+  }
+}
+
+/** Options of {@linkcode saveCheckpoint}. */
+export interface SaveCheckpointOptions {
+  /**
+   * Keep the checkpoint being replaced as {@linkcode previousCheckpointPath} (the one before it
+   * is dropped). Default true.
+   */
+  keepPrevious?: boolean;
+}
+
+/** Where the checkpoint before `path` is kept: `checkpoint.safetensors` → `checkpoint.prev.safetensors`. */
+export function previousCheckpointPath(path: string): string {
+  return path.endsWith(".safetensors")
+    ? `${path.slice(0, -".safetensors".length)}.prev.safetensors`
+    : `${path}.prev`;
+}
+
+/**
+ * Writes the model (and the optimizer's moments, if given) to `path`, atomically, keeping the
+ * checkpoint it replaces as {@linkcode previousCheckpointPath}.
+ *
+ * @throws {NonFiniteCheckpointError} when a weight or moment is not finite (NaN or infinite):
+ *   such a checkpoint could only spread the NaN to every run that resumed from it, so nothing is
+ *   written and the last good checkpoint stays.
+ */
 export async function saveCheckpoint(
   path: string,
   model: GPT2,
   info: CheckpointInfo,
   optimizer?: { state(): Promise<NamedTensor[]> },
+  options: SaveCheckpointOptions = {},
 ): Promise<void> {
   const tensors: NamedTensor[] = [];
   for (const [name, param] of model.params) {
     tensors.push({ name, shape: [...param.shape], data: await param.read() });
   }
   if (optimizer) tensors.push(...await optimizer.state());
+  for (const { name, data } of tensors) {
+    const bad = data.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) throw new NonFiniteCheckpointError(path, info.step, name, bad, data[bad]);
+  }
+  if (options.keepPrevious ?? true) await keepAsPrevious(path);
   await writeSafetensors(path, tensors, {
     format: "webgpu-llm gpt2",
     layout: "weights (out, in) as in llm.c",
@@ -50,19 +102,78 @@ export async function saveCheckpoint(
   });
 }
 
-/** Loads a checkpoint written by {@linkcode saveCheckpoint} onto the GPU. */
+/**
+ * Makes the file at `path` (if any) also the previous checkpoint, before a new one is renamed
+ * over `path`: a hard link (no copy) under a temporary name, renamed over the old previous one.
+ * `path` itself is never absent, so a kill at any moment leaves a loadable checkpoint there.
+ */
+async function keepAsPrevious(path: string): Promise<void> {
+  const previous = previousCheckpointPath(path);
+  const temporary = `${previous}.partial`;
+  await Deno.remove(temporary).catch(() => {});
+  try {
+    await Deno.link(path, temporary);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return; // the first checkpoint
+    // A file system without hard links: a copy does the same, slower.
+    await Deno.copyFile(path, temporary);
+  }
+  await Deno.rename(temporary, previous);
+}
+
+/**
+ * Loads a checkpoint written by {@linkcode saveCheckpoint} onto the GPU.
+ *
+ * @throws an error naming the file when it cannot be read, is corrupt (its checksum does not
+ *   match) or was not written by train_model; when a previous checkpoint lies beside it, the
+ *   message says which step that one holds and how to resume from it.
+ */
 export async function loadCheckpoint(gpu: Gpu, path: string): Promise<LoadedCheckpoint> {
-  const file = await readSafetensors(path);
+  let file;
+  try {
+    file = await readSafetensors(path);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}${await previousOffer(path)}`);
+  }
   const { metadata } = file;
   if (!metadata.config) {
     throw new Error(`${path} has no model configuration; it was not written by train_model.`);
   }
-  const config = JSON.parse(metadata.config) as GPT2Config;
+  const config = parseMetadata<GPT2Config>(path, "config", metadata.config);
   return {
     config,
     step: Number(metadata.step ?? 0),
-    training: JSON.parse(metadata.training ?? "{}"),
+    training: parseMetadata(path, "training", metadata.training ?? "{}"),
     model: GPT2.fromWeights(gpu, config, file.tensors),
     tensors: file.tensors,
   };
+}
+
+/** A metadata entry's JSON, its parse error naming the file and the entry. */
+function parseMetadata<T>(path: string, key: string, text: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch (error) {
+    throw new Error(
+      `${path} has a damaged "${key}" entry in its metadata (${(error as Error).message}); ` +
+        "use an intact copy of the checkpoint.",
+    );
+  }
+}
+
+/**
+ * The sentence offering the previous checkpoint of `path`, when one lies beside it and loads;
+ * empty otherwise.
+ */
+async function previousOffer(path: string): Promise<string> {
+  const previous = previousCheckpointPath(path);
+  if (!(await Deno.stat(previous).then((info) => info.isFile, () => false))) return "";
+  try {
+    const { metadata } = await readSafetensors(previous);
+    const step = metadata.step === undefined ? "" : ` (step ${metadata.step})`;
+    return ` The previous checkpoint ${previous}${step} is intact: to go on from it, move it ` +
+      `over the damaged one (mv ${previous} ${path}) and run again.`;
+  } catch {
+    return ` The previous checkpoint ${previous} is damaged too.`;
+  }
 }

@@ -43,13 +43,24 @@ export class MuonAdamW {
     return this.#adamw.steps;
   }
 
-  /** Records one update of every parameter; the result reads the global norm before clipping. */
-  async step(lr: number): Promise<() => Promise<number>> {
-    const grads = [...this.#model.params.values()].map((p) => ({ buffer: p.grad, count: p.size }));
-    await globalNorm(this.gpu, this.#norm, grads);
-    await this.#adamw.step(lr, this.#norm);
-    await this.#muon.step(lr, this.#norm);
-    return async () => (await this.gpu.readF32(this.#norm, 1))[0];
+  /**
+   * Records one update of every parameter; the result reads the global norm before clipping.
+   *
+   * @param gradNorm the global norm over every parameter's gradient, when the caller computed
+   *   it already (to check it before updating); computed here when absent.
+   */
+  async step(lr: number, gradNorm?: GPUBuffer): Promise<() => Promise<number>> {
+    const norm = gradNorm ?? this.#norm;
+    if (!gradNorm) {
+      const grads = [...this.#model.params.values()].map((p) => ({
+        buffer: p.grad,
+        count: p.size,
+      }));
+      await globalNorm(this.gpu, norm, grads);
+    }
+    await this.#adamw.step(lr, norm);
+    await this.#muon.step(lr, norm);
+    return async () => (await this.gpu.readF32(norm, 1))[0];
   }
 
   /** Both optimizers' state as named tensors (`adam.*` and `muon.m.*`), for a checkpoint. */

@@ -2,12 +2,28 @@
  * Reading and writing the safetensors format (Hugging Face's file of named tensors): an 8-byte
  * little-endian header length, a JSON header of `{name: {dtype, shape, data_offsets}}` (plus
  * string `__metadata__`), then the tensors' bytes. Checkpoints use it, so Hugging Face tools
- * can read the weights, and GPT-2's own `model.safetensors` can be loaded.
+ * can read the weights, and GPT-2's own `model.safetensors` can be loaded. A file written here
+ * carries a checksum of its tensor data in the metadata ({@linkcode CHECKSUM_KEY}), which reading
+ * verifies, so a flipped bit is an error rather than a model that quietly gives NaN.
  *
  * @module
  */
 
+import { fnv1aWords } from "../util/checksum.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
+
+/**
+ * The metadata key of the tensor data's checksum: `fnv1a32w:` and 8 hex digits, FNV-1a over the
+ * data (every byte after the header) as 32-bit words (see `util/checksum.ts`). Other tools ignore
+ * it; files without it (Hugging Face's, or written before it existed) load unchecked.
+ */
+export const CHECKSUM_KEY = "checksum";
+const CHECKSUM_PREFIX = "fnv1a32w:";
+
+/** The checksum metadata value of tensor data given in pieces. */
+function checksumValue(chunks: readonly Uint8Array[]): string {
+  return CHECKSUM_PREFIX + fnv1aWords(chunks).toString(16).padStart(8, "0");
+}
 
 /** A named float32 tensor. */
 export interface NamedTensor {
@@ -28,15 +44,21 @@ export interface SafetensorsFile {
 }
 
 /**
- * Writes tensors (float32) and string metadata to `path`. The file is written under a temporary
- * name and renamed when complete, so a crash mid-write never corrupts an existing checkpoint.
+ * Writes tensors (float32) and string metadata (plus the data's checksum, under
+ * {@linkcode CHECKSUM_KEY}) to `path`. The file is written under a temporary name and renamed
+ * when complete, so a crash mid-write never corrupts an existing checkpoint.
  */
 export async function writeSafetensors(
   path: string,
   tensors: readonly NamedTensor[],
   metadata: Record<string, string> = {},
 ): Promise<void> {
-  const header: Record<string, unknown> = { __metadata__: metadata };
+  const bytesOf = (data: Float32Array) =>
+    new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const checksum = checksumValue(tensors.map(({ data }) => bytesOf(data)));
+  const header: Record<string, unknown> = {
+    __metadata__: { ...metadata, [CHECKSUM_KEY]: checksum },
+  };
   let offset = 0;
   for (const { name, shape, data } of tensors) {
     const elements = shape.reduce((a, b) => a * b, 1);
@@ -55,13 +77,17 @@ export async function writeSafetensors(
   await writeFileAtomic(path, async (file) => {
     await writeAll(file, prefix);
     await writeAll(file, headerBytes);
-    for (const { data } of tensors) {
-      await writeAll(file, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    }
+    for (const { data } of tensors) await writeAll(file, bytesOf(data));
   });
 }
 
-/** Reads a safetensors file; F32, F16 and BF16 tensors become float32. */
+/**
+ * Reads a safetensors file; F32, F16 and BF16 tensors become float32. When the metadata holds a
+ * checksum ({@linkcode CHECKSUM_KEY}), the data must match it.
+ *
+ * @throws an error naming the file when it is missing, cut short, or its data does not match
+ *   its checksum.
+ */
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   const bytes = await Deno.readFile(path).catch((e: Error) => {
     if (e instanceof Deno.errors.NotFound) {
@@ -92,7 +118,15 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
     if (end > data.length || begin > end) throw corrupt(`tensor ${name} lies past the end`);
     tensors.set(name, { shape, data: toFloat32(data.slice(begin, end), dtype, name, path) });
   }
-  return { metadata: (header.__metadata__ ?? {}) as Record<string, string>, tensors };
+  const metadata = (header.__metadata__ ?? {}) as Record<string, string>;
+  const expected = metadata[CHECKSUM_KEY];
+  if (expected?.startsWith(CHECKSUM_PREFIX) && expected !== checksumValue([data])) {
+    throw new Error(
+      `${path} is corrupt: its tensor data does not match the checksum in its header ` +
+        "(bytes changed on disk or in a copy); use an intact copy, or write it again.",
+    );
+  }
+  return { metadata, tensors };
 }
 
 function toFloat32(raw: Uint8Array, dtype: string, name: string, path: string): Float32Array {

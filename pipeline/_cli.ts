@@ -3,13 +3,17 @@
  * mistakes a user can fix, and a non-zero exit status.
  */
 
+import { watchTaskParent } from "../util/parent_watch.ts";
+
 /**
  * Runs `main`, printing `error: <message>` and exiting with status 1 if it throws. Set
- * `DEBUG=1` to see the stack trace too.
+ * `DEBUG=1` to see the stack trace too. When Ctrl-C stopped the work ({@linkcode interruptSignal})
+ * it exits with status 130, as an interrupted program does, so `train-model && next` stops.
  */
 export async function runCli(main: () => Promise<void> | void): Promise<void> {
   try {
     await main();
+    if (interrupted) Deno.exit(130);
   } catch (error) {
     const message = error instanceof Error ? error.message : String(error);
     console.error(`error: ${flagValueMessage(message, Deno.args) ?? message}`);
@@ -63,16 +67,30 @@ export function fractionFlag(name: string, value: string): number {
   return parsed;
 }
 
+/** Set when Ctrl-C stopped the work, for {@linkcode runCli}'s exit status. */
+let interrupted = false;
+
 /**
  * A signal that the first Ctrl-C aborts, so long work can stop after its current step and save
- * what it has; a second Ctrl-C quits at once.
+ * what it has; a second Ctrl-C quits at once (status 130). It also aborts when the `deno task`
+ * process that started this one dies (`kill -9` on it cannot be forwarded here), so the run stops
+ * and saves rather than going on alone beside a restarted one.
  */
 export function interruptSignal(): AbortSignal {
   const interrupt = new AbortController();
   Deno.addSignalListener("SIGINT", () => {
+    interrupted = true;
     if (interrupt.signal.aborted) Deno.exit(130);
     console.error(
       "\nstopping at the next safe point (training saves a checkpoint first); Ctrl-C again quits",
+    );
+    interrupt.abort();
+  });
+  watchTaskParent(() => {
+    if (interrupt.signal.aborted) return;
+    console.error(
+      "\nthe deno task that started this run has exited; stopping at the next safe point " +
+        "(training saves a checkpoint first)",
     );
     interrupt.abort();
   });

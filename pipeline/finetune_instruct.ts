@@ -2,7 +2,8 @@
  * Stage 6b of the pipeline: instruction tuning. The pretrained model's embeddings grow to the
  * ChatML tokens, and training continues on the conversations of prepare_dataset_instruct with the
  * loss on the answers only; a lower learning rate than pretraining keeps what the model knew.
- * Checkpoints, resuming and Ctrl-C work as in train_model.
+ * Checkpoints, resuming, the run folder's lock, the stop on a non-finite value and Ctrl-C (exit
+ * status 130 after the checkpoint is saved) work as in train_model.
  *
  *     deno task finetune-instruct --pretrained runs/main/model/checkpoint.safetensors \
  *       --data runs/instruct/data/tokenized --out runs/instruct/model --steps 300
@@ -73,8 +74,11 @@ if (import.meta.main) {
     });
     if (signal.aborted) console.error("stopped; run the same command again to resume");
     console.log(
-      `fine-tuned to step ${result.steps}; mean answer loss of the last 10 steps: ` +
-        `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
+      result.losses.length === 0
+        ? `nothing to train: ${result.checkpoint} is at step ${result.steps} of ` +
+          `${result.scheduleSteps}; pass a larger --steps to train on`
+        : `fine-tuned to step ${result.steps}; mean answer loss of the last 10 steps: ` +
+          `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
     );
   });
 }

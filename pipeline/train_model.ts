@@ -4,7 +4,10 @@
  * at norm 1; optionally gradient accumulation over micro-batches, a sequence-length warmup and a
  * time limit. A checkpoint every `--checkpoint-every` steps and at the end, written atomically; a
  * run resumes from its checkpoint when started again with the same `--out`; the same seed gives
- * the same run.
+ * the same run. The run folder is locked while a run uses it (`run.lock`); the checkpoint before
+ * the last stays as `checkpoint.prev.safetensors`; a NaN or infinite loss, gradient norm or
+ * validation loss stops the run before that step is applied or saved. Ctrl-C saves a checkpoint
+ * after the current step and exits with status 130.
  *
  *     deno task train-model --data data/tokenized --out runs/small --layers 4 --heads 4 \
  *       --embd 128 --batch-size 8 --steps 2000
@@ -15,13 +18,14 @@
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
-import { loadCheckpoint, saveCheckpoint } from "../nn/checkpoint.ts";
+import { loadCheckpoint, NonFiniteCheckpointError, saveCheckpoint } from "../nn/checkpoint.ts";
 import { GPT2, growVocabulary } from "../nn/gpt2.ts";
 import { readSafetensors } from "../nn/safetensors.ts";
-import { writeTextFileAtomic } from "../util/files.ts";
+import { writeAll, writeTextFileAtomic } from "../util/files.ts";
+import { acquireRunLock } from "../util/run_lock.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
-import { accumulatedStep } from "../nn/accumulated_step.ts";
+import { checkedStep, NonFiniteStepError } from "../nn/checked_step.ts";
 import {
   DEFAULT_DECAY_FRACTION,
   DEFAULT_SCHEDULE,
@@ -282,24 +286,55 @@ function runSignature(state: Partial<TrainingState>): string {
     (state.optimizer === "muon" ? " --optimizer muon" : "");
 }
 
-/** Trains (or resumes training) a GPT-2 model; see the module documentation. */
+/**
+ * Trains (or resumes training) a GPT-2 model; see the module documentation. The run folder is
+ * locked while it runs (see `util/run_lock.ts`): a second run on the same `out` fails at once,
+ * naming the first one's PID.
+ *
+ * @throws when a loss, gradient norm or validation loss is not finite: that step is not applied
+ *   and nothing is saved after it, and the error says which value, at which step, and from
+ *   which step to resume with a lower `--lr`.
+ */
 export async function trainModel(options: TrainModelOptions): Promise<TrainResult> {
   const runStarted = performance.now();
-  const secondsSinceStart = () => (performance.now() - runStarted) / 1000;
   const gpu = options.gpu ?? await acquireGpu();
   const dataset = await loadTokenizedDataset(options.data);
+  const T = dataset.meta.contextLength;
+  // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
+  const stages = sequenceStages(options.steps, T, options.seqWarmup);
+  const mix = options.finalMix ? await loadMix(options.finalMix, T) : null;
+  await Deno.mkdir(options.out, { recursive: true });
+  const lock = await acquireRunLock(options.out);
+  try {
+    return await trainInRunFolder(options, { runStarted, gpu, dataset, stages, mix });
+  } finally {
+    lock.release();
+  }
+}
+
+/** What {@linkcode trainModel} checked and loaded before it took the run folder. */
+interface RunInputs {
+  runStarted: number;
+  gpu: Gpu;
+  dataset: TokenizedDataset;
+  stages: ReturnType<typeof sequenceStages>;
+  mix: TokenizedDataset | null;
+}
+
+/** The training run itself, in a run folder this process holds the lock of. */
+async function trainInRunFolder(
+  options: TrainModelOptions,
+  { runStarted, gpu, dataset, stages, mix }: RunInputs,
+): Promise<TrainResult> {
+  const secondsSinceStart = () => (performance.now() - runStarted) / 1000;
   const D = TRAIN_DEFAULTS;
   const seed = options.seed ?? D.seed;
   const batchSize = options.batchSize ?? D.batchSize;
   const gradAccum = options.gradAccum ?? D.gradAccum;
   const valFraction = options.valFraction ?? D.valFraction;
   const T = dataset.meta.contextLength;
-  // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
-  const stages = sequenceStages(options.steps, T, options.seqWarmup);
-  const mix = options.finalMix ? await loadMix(options.finalMix, T) : null;
   const vocabSize = Math.max(dataset.meta.vocabSize, mix?.meta.vocabSize ?? 0);
   const checkpoint = `${options.out}/checkpoint.safetensors`;
-  await Deno.mkdir(options.out, { recursive: true });
   const wanted: TrainingState = {
     sampler: { epoch: 0, position: 0 },
     seed,
@@ -322,6 +357,13 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     model = loaded.model;
     step = loaded.step;
     moments = loaded.tensors;
+    if (step > options.steps) {
+      model.dispose();
+      throw new Error(
+        `${checkpoint} is at step ${step}, past --steps ${options.steps}; pass --steps above ` +
+          `${step} to train on, or --fresh to start over.`,
+      );
+    }
     const saved = (loaded.training ?? {}) as Partial<TrainingState>;
     samplerState = saved.sampler;
     mixState = saved.mixSampler;
@@ -399,6 +441,8 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
     );
   }
 
+  // The step of the last checkpoint in the folder, to resume from after a non-finite value.
+  let lastSaved: number | null = resumable ? step : null;
   const save = () =>
     saveCheckpoint(checkpoint, model, {
       config: model.config,
@@ -409,8 +453,29 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
         ...(mixSampler ? { mixSampler: mixSampler.state } : {}),
         ...(scheduleSteps !== options.steps ? { scheduleSteps } : {}),
       },
-    }, optimizer);
-  const log = await Deno.open(`${options.out}/log.jsonl`, { append: true, create: true });
+    }, optimizer).then(() => {
+      lastSaved = step;
+    }, (error) => {
+      if (!(error instanceof NonFiniteCheckpointError)) throw error;
+      throw diverged(
+        `value of ${error.tensor}`,
+        error.value,
+        step,
+        ", so this step's checkpoint was not saved",
+      );
+    });
+  const logPath = `${options.out}/log.jsonl`;
+  const log = await Deno.open(logPath, { append: true, create: true });
+  // A non-finite value stops the run: nothing after it is applied, logged or saved.
+  const diverged = (which: string, value: number, atStep: number, detail = "") =>
+    new Error(
+      `The ${which} became ${value} at step ${atStep}${detail}. ` +
+        (lastSaved === null
+          ? `No checkpoint was saved yet: start again with a lower --lr (this run's peak was ` +
+            `${schedule.maxLr}).`
+          : `Lower --lr (this run's peak was ${schedule.maxLr}) and run again with the same ` +
+            `--out to resume from step ${lastSaved}, the last checkpoint (${checkpoint}).`),
+    );
   const progress = new ProgressBar("train", scheduleSteps, {
     unit: "steps",
     silent: options.quiet,
@@ -459,13 +524,14 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
         return cutSequences(batch, T, seqLength); // (batchSize · T/seqLength, seqLength)
       });
       const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
-      const { loss, gradNorm } = await accumulatedStep(model, optimizer, microBatches, lr);
-      if (!Number.isFinite(loss)) {
-        throw new Error(
-          `The loss became ${loss} at step ${step + 1}; lower --lr and resume from the last ` +
-            "checkpoint.",
-        );
-      }
+      const { loss, gradNorm } = await checkedStep(model, optimizer, microBatches, lr)
+        .catch((error) => {
+          if (!(error instanceof NonFiniteStepError)) throw error;
+          const detail = error.which === "loss"
+            ? ", so that step was not applied"
+            : ` (its loss was ${error.loss.toFixed(3)}), so that step was not applied`;
+          throw diverged(error.which, error.value, step + 1, detail);
+        });
       step++;
       losses.push(loss);
       const record: StepLog = {
@@ -485,10 +551,23 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
         lastVal = await validationLosses(model, dataset, split.validation, batchSize, {
           batches: options.evalBatches ?? D.evalBatches,
         });
+        if (!Number.isFinite(lastVal.loss)) {
+          throw diverged(
+            "validation loss",
+            lastVal.loss,
+            step,
+            ` (its training loss was ` +
+              `${loss.toFixed(3)}), so this step's weights are not saved`,
+          );
+        }
         record.valLoss = lastVal.loss;
         record.valLossByPosition = lastVal.byPosition;
       }
-      await log.write(new TextEncoder().encode(JSON.stringify(record) + "\n"));
+      await writeAll(log, new TextEncoder().encode(JSON.stringify(record) + "\n")).catch(
+        (error: Error) => {
+          throw new Error(`Could not append to ${logPath}: ${error.message}.`);
+        },
+      );
       const val = lastVal === undefined ? "" : ` val ${lastVal.loss.toFixed(3)}`;
       progress.update(step, scheduleSteps, `loss ${loss.toFixed(3)}${val}`);
       options.onStep?.(record);
@@ -529,7 +608,15 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
 /** Starts a fine-tuning run from a checkpoint's weights, its vocabulary grown to the data's. */
 async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): Promise<GPT2> {
   const pretrained = await readSafetensors(path);
-  const config = JSON.parse(pretrained.metadata.config ?? "null") as GPT2Config | null;
+  let config: GPT2Config | null;
+  try {
+    config = JSON.parse(pretrained.metadata.config ?? "null");
+  } catch (error) {
+    throw new Error(
+      `${path} has a damaged "config" entry in its metadata (${(error as Error).message}); ` +
+        "use an intact copy of the checkpoint.",
+    );
+  }
   if (!config) throw new Error(`${path} is not a checkpoint written by train_model.`);
   if (T > config.contextLength) {
     throw new Error(
@@ -568,11 +655,33 @@ function mixRowsPerStep(share: number, rowsPerStep: number): number {
   return Math.min(rowsPerStep - 1, Math.max(1, Math.round(share * rowsPerStep)));
 }
 
-/** Keeps the records of steps up to `step`: those after the checkpoint are trained again. */
+/**
+ * Keeps the records of steps up to `step`: those after the checkpoint are trained again. A torn
+ * last line (a crash or a full disk in the middle of a write) is dropped with a warning; any
+ * other line that is not JSON is an error naming the file and the line.
+ */
 async function truncateLog(path: string, step: number): Promise<void> {
   const text = await Deno.readTextFile(path).catch(() => null);
   if (text === null) return;
-  const kept = text.split("\n").filter((line) => line && JSON.parse(line).step <= step);
+  const lines = text.split("\n");
+  const kept: string[] = [];
+  for (const [index, line] of lines.entries()) {
+    if (!line) continue;
+    let record: { step?: unknown };
+    try {
+      record = JSON.parse(line);
+    } catch (error) {
+      if (index === lines.length - 1) { // no newline after it: the write never finished
+        console.error(`warning: dropped the torn last line of ${path} (a write cut short)`);
+        continue;
+      }
+      throw new Error(
+        `Line ${index + 1} of ${path} is not valid JSON (${(error as Error).message}); remove ` +
+          "that line to resume, or pass --fresh to start over.",
+      );
+    }
+    if (typeof record?.step === "number" && record.step <= step) kept.push(line);
+  }
   await writeTextFileAtomic(path, kept.map((line) => line + "\n").join(""));
 }
 
@@ -794,8 +903,11 @@ if (import.meta.main) {
       console.error("stopped at --max-seconds; run the same command again to continue");
     }
     console.log(
-      `trained ${result.steps} steps; mean loss of the last 10: ` +
-        `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
+      result.losses.length === 0
+        ? `nothing to train: ${result.checkpoint} is at step ${result.steps} of ` +
+          `${result.scheduleSteps}; pass a larger --steps to train on`
+        : `trained ${result.steps} steps; mean loss of the last 10: ` +
+          `${meanOfLast(result.losses).toFixed(3)}; checkpoint ${result.checkpoint}`,
     );
   });
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readSafetensors, writeSafetensors } from "../../nn/safetensors.ts";
+import { CHECKSUM_KEY, readSafetensors, writeSafetensors } from "../../nn/safetensors.ts";
 
 Deno.test("writeSafetensors() and readSafetensors() round-trip tensors and metadata", async () => {
   const dir = await Deno.makeTempDir();
@@ -13,7 +13,9 @@ Deno.test("writeSafetensors() and readSafetensors() round-trip tensors and metad
     const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
     assert.equal((8 + headerLength) % 8, 0, "tensor data starts 8-byte aligned");
     const file = await readSafetensors(`${dir}/model.safetensors`);
-    assert.deepEqual(file.metadata, { step: "7" });
+    assert.deepEqual(Object.keys(file.metadata), ["step", CHECKSUM_KEY]);
+    assert.equal(file.metadata.step, "7");
+    assert.match(file.metadata[CHECKSUM_KEY], /^fnv1a32w:[0-9a-f]{8}$/);
     for (const { name, shape, data } of tensors) {
       assert.deepEqual(file.tensors.get(name)?.shape, shape);
       assert.deepEqual([...file.tensors.get(name)!.data], [...data]);
@@ -58,6 +60,28 @@ Deno.test("readSafetensors() says a truncated file is not valid", async () => {
     const bytes = await Deno.readFile(`${dir}/m.safetensors`);
     await Deno.writeFile(`${dir}/m.safetensors`, bytes.subarray(0, bytes.length - 3));
     await assert.rejects(readSafetensors(`${dir}/m.safetensors`), /not a valid safetensors file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("readSafetensors() refuses a file whose data no longer matches its checksum", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/m.safetensors`;
+    await writeSafetensors(path, [
+      { name: "w", shape: [4], data: new Float32Array([1, 2, 3, 4]) },
+    ]);
+    const bytes = await Deno.readFile(path);
+    bytes[bytes.length - 5] ^= 0x01; // one bit of the last-but-one float
+    await Deno.writeFile(path, bytes);
+    await assert.rejects(
+      readSafetensors(path),
+      new RegExp(`${path} is corrupt: its tensor data does not match the checksum`),
+    );
+    bytes[bytes.length - 5] ^= 0x01;
+    await Deno.writeFile(path, bytes);
+    assert.deepEqual([...(await readSafetensors(path)).tensors.get("w")!.data], [1, 2, 3, 4]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
