@@ -216,6 +216,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
       tokenizer: paths.tokenizer,
       method: "concat",
       contextLength: context,
+      // The bundled mix holds ChatML conversations whose markers must stay control tokens; in a
+      // user's own text such markers stay plain text.
+      specialTokensInText: source.mixture !== undefined,
       out: paths.tokenized,
     }));
   if (job.stopped()) return null;
