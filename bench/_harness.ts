@@ -6,6 +6,7 @@
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { runCli } from "../pipeline/_cli.ts";
+import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
 
 /** One benchmark: a kernel at one shape, with the work it does to turn time into a rate. */
 export interface BenchCase {
@@ -107,24 +108,35 @@ export function formatHeader(adapter: string): string {
   } ${"rate".padStart(16)}`;
 }
 
+/** The flags of every benchmark entry point, with their defaults and help. */
+const BENCH_FLAGS = {
+  json: { type: "boolean", default: false, help: "one JSON record per line, not a table" },
+  filter: { type: "string", help: "only kernels whose name contains this (default all)" },
+  train: {
+    type: "boolean",
+    default: false,
+    help: "whole training steps instead (bench/main.ts; --filter picks configs)",
+  },
+  ...HELP_FLAG,
+} as const;
+
 /**
  * The command line of every benchmark entry point: measures `cases` (those whose kernel name
  * contains `--filter`) and prints a human table, or one JSON record per line with `--json`.
  * With `--train`, runs `train` instead (the train-step benchmark; `--filter` picks configs).
+ * `--help` prints `usage` (default: `deno run -A` and the entry point's path) and the flags.
  */
 export async function runBenchCli(
   cases: readonly BenchCase[],
   train?: (gpu: Gpu, options: { json: boolean; filter?: string }) => Promise<void>,
+  usage = `deno run -A bench/${Deno.mainModule.split("/").at(-1)} [options]`,
 ): Promise<void> {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        json: { type: "boolean", default: false },
-        filter: { type: "string" },
-        train: { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: BENCH_FLAGS });
+    if (values.help) {
+      console.log(helpText(usage, BENCH_FLAGS));
+      return;
+    }
     if (values.train) {
       if (!train) throw new Error("This benchmark has no train-step mode; run bench/main.ts.");
       const gpu = await acquireGpu({ announce: !values.json });

@@ -6,6 +6,7 @@
  *     deno task bench --json           # one JSON record per line
  *     deno task bench --filter matmul  # only kernels whose name contains "matmul"
  *     deno task bench --train          # whole training steps, profiled (bench/train_step.ts)
+ *     deno task bench --help           # the flags
  */
 
 import { type BenchCase, runBenchCli } from "./_harness.ts";
@@ -23,4 +24,4 @@ export const allCases: BenchCase[] = [
   ...generateCases,
 ];
 
-if (import.meta.main) await runBenchCli(allCases, runTrainBench);
+if (import.meta.main) await runBenchCli(allCases, runTrainBench, "deno task bench [options]");

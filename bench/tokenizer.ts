@@ -22,6 +22,7 @@
 import { createRequire } from "node:module";
 import { parseArgs } from "node:util";
 import { loadHfTokenizer, saveHfTokenizer } from "../tokenizer/hf_json.ts";
+import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
 
 const require = createRequire(import.meta.url);
 // Specifiers held in variables are loaded at run time only, so `deno check .`
@@ -131,16 +132,30 @@ function compareMerges(
   return { same, firstDivergence };
 }
 
+/** The flags of `deno task bench:tokenizer`, with their defaults and help. */
+const FLAGS = {
+  json: { type: "boolean", default: false, help: "one JSON record per measurement" },
+  repeats: {
+    type: "string",
+    default: "3",
+    help: "timed runs of each measurement (the median is kept)",
+  },
+  "hf-train-worker": {
+    type: "boolean",
+    default: false,
+    help: "internal: train Hugging Face's tokenizer on --corpus into --out, in a child process",
+  },
+  corpus: { type: "string", help: "internal: the corpus file of --hf-train-worker" },
+  out: { type: "string", help: "internal: the tokenizer.json --hf-train-worker writes" },
+  ...HELP_FLAG,
+} as const;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      json: { type: "boolean", default: false },
-      repeats: { type: "string", default: "3" },
-      "hf-train-worker": { type: "boolean", default: false },
-      corpus: { type: "string" },
-      out: { type: "string" },
-    },
-  });
+  const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+  if (values.help) {
+    console.log(helpText("deno task bench:tokenizer [options]", FLAGS));
+    return;
+  }
   if (values["hf-train-worker"]) return await hfTrainWorker(values.corpus!, values.out!);
 
   const repeats = Number(values.repeats);

@@ -22,6 +22,16 @@ export interface OptionalFlag {
   help: string;
 }
 
+/** A flag that may be given more than once, each value kept (in a list); unset when absent. */
+export interface RepeatedFlag {
+  /** Always `string`: values are parsed and checked by the command. */
+  type: "string";
+  /** Always `true`: parseArgs keeps every value. */
+  multiple: true;
+  /** One line for `--help`. */
+  help: string;
+}
+
 /** A switch. */
 export interface SwitchFlag {
   /** Always `boolean`. */
@@ -33,17 +43,27 @@ export interface SwitchFlag {
 }
 
 /** Any described flag. */
-export type Flag = ValueFlag | OptionalFlag | SwitchFlag;
+export type Flag = ValueFlag | OptionalFlag | RepeatedFlag | SwitchFlag;
 
 /** The `--help` switch every command answers. */
 export const HELP_FLAG: { help: SwitchFlag } = {
   help: { type: "boolean", default: false, help: "print this help and exit" },
 };
 
-/** The `--help` text: the usage line, then one line per flag with its default. */
+/**
+ * The `--help` text: `Usage: ` and `usage` (how the command is run, e.g.
+ * `deno task chat [options]`), then one line per flag with its default. A flag that may be
+ * repeated shows `<value>...`.
+ */
 export function helpText(usage: string, flags: Record<string, Flag>): string {
   const names = Object.entries(flags).map(([name, flag]) =>
-    `--${name}${flag.type === "string" ? " <value>" : ""}`
+    `--${name}${
+      flag.type === "boolean"
+        ? ""
+        : "multiple" in flag && flag.multiple
+        ? " <value>..."
+        : " <value>"
+    }`
   );
   const width = Math.max(...names.map((name) => name.length)) + 2;
   const lines = Object.values(flags).map((flag, i) => {
@@ -52,5 +72,5 @@ export function helpText(usage: string, flags: Record<string, Flag>): string {
       : "";
     return `  ${names[i].padEnd(width)}${flag.help}${shown}`;
   });
-  return `${usage}\n\nOptions:\n${lines.join("\n")}`;
+  return `Usage: ${usage}\n\nOptions:\n${lines.join("\n")}`;
 }

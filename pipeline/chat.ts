@@ -35,6 +35,7 @@ import {
 import { linesOf } from "./text_source.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 import { stdoutWriter, warn } from "./_terminal.ts";
 
 export type { ChatTurn } from "./chatml.ts";
@@ -77,20 +78,37 @@ export function chatReplies(
   return completePrompts(model, tokenizer, prompts, { ...options, stopTokens: CHAT_STOP_TOKENS });
 }
 
+/** The flags of `deno task chat`, with their defaults and help. */
+const FLAGS = {
+  checkpoint: {
+    type: "string",
+    default: "runs/instruct/model/checkpoint.safetensors",
+    help: "an instruction-tuned checkpoint (from finetune-instruct)",
+  },
+  tokenizer: {
+    type: "string",
+    default: "runs/instruct/data/tokenizer",
+    help: "its tokenizer, with the ChatML tokens (from prepare-instruct)",
+  },
+  "max-new-tokens": { type: "string", default: "120", help: "most tokens per answer" },
+  temperature: { type: "string", default: "0.7", help: "sampling temperature; 0 is greedy" },
+  "top-k": { type: "string", default: "40", help: "sample among the k likeliest tokens" },
+  seed: { type: "string", default: "0", help: "seed of the sampling" },
+  "allow-special-tokens": {
+    type: "boolean",
+    default: false,
+    help: "text such as <|im_end|> in a message becomes a control token, not text",
+  },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        checkpoint: { type: "string", default: "runs/instruct/model/checkpoint.safetensors" },
-        tokenizer: { type: "string", default: "runs/instruct/data/tokenizer" },
-        "max-new-tokens": { type: "string", default: "120" },
-        temperature: { type: "string", default: "0.7" },
-        "top-k": { type: "string", default: "40" },
-        seed: { type: "string", default: "0" },
-        "allow-special-tokens": { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task chat [options]", FLAGS));
+      return;
+    }
     const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
       temperature: numberFlag("temperature", values.temperature, -1e-9),

@@ -31,6 +31,10 @@ import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { intFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
+
+/** Tokens per conversation when {@linkcode PrepareInstructOptions.contextLength} is not given. */
+export const INSTRUCT_CONTEXT = 1024;
 
 /** Options of {@linkcode prepareDatasetInstruct}. */
 export interface PrepareInstructOptions {
@@ -40,7 +44,7 @@ export interface PrepareInstructOptions {
   tokenizer: string;
   /** The output folder. */
   out: string;
-  /** Tokens per row; at most the pretrained model's context. Default 1024. */
+  /** Tokens per row; at most the pretrained model's context. Default {@linkcode INSTRUCT_CONTEXT}. */
   contextLength?: number;
   /** Most pairs to take. Default all. */
   rows?: number;
@@ -62,7 +66,7 @@ export interface PreparedInstruct {
 export async function prepareDatasetInstruct(
   options: PrepareInstructOptions,
 ): Promise<PreparedInstruct> {
-  const context = options.contextLength ?? 1024;
+  const context = options.contextLength ?? INSTRUCT_CONTEXT;
   const tokenizer = await resolveTokenizer(options.tokenizer);
   tokenizer.addTokens([IM_START, IM_END], { special: true });
   await Deno.mkdir(`${options.out}/tokenizer`, { recursive: true });
@@ -127,20 +131,40 @@ export async function prepareDatasetInstruct(
   return { meta: await writer.finish(), skipped, truncated };
 }
 
+/** The flags of `deno task prepare-instruct`, with their defaults and help. */
+const FLAGS = {
+  data: {
+    type: "string",
+    help: "instruction pairs (instruction, input, output): JSON, JSON Lines or Parquet",
+  },
+  tokenizer: {
+    type: "string",
+    default: "runs/main/tokenizer",
+    help: "the pretrained model's tokenizer (folder or tokenizer.json)",
+  },
+  out: {
+    type: "string",
+    default: "runs/instruct/data",
+    help: "the output folder (chat.jsonl, tokenizer/, tokenized/)",
+  },
+  context: {
+    type: "string",
+    default: String(INSTRUCT_CONTEXT),
+    help: "tokens per conversation, at most the pretrained model's context",
+  },
+  rows: { type: "string", help: "most pairs to take (default all)" },
+  quiet: { type: "boolean", default: false, help: "no progress output" },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        data: { type: "string" },
-        tokenizer: { type: "string", default: "runs/main/tokenizer" },
-        out: { type: "string", default: "runs/instruct/data" },
-        context: { type: "string", default: "1024" },
-        rows: { type: "string" },
-        quiet: { type: "boolean", default: false },
-      },
-    });
-    if (!values.data) throw new Error("Pass the instruction pairs with --data FILE.");
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task prepare-instruct --data FILE [options]", FLAGS));
+      return;
+    }
+    if (!values.data) throw new Error("Pass the instruction pairs with --data FILE (see --help).");
     const result = await prepareDatasetInstruct({
       data: values.data,
       tokenizer: values.tokenizer,

@@ -20,6 +20,7 @@ import { chatMarkerIds, chatPromptIds, IM_END } from "./chatml.ts";
 import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 import { escapeControlCharacters } from "./_terminal.ts";
 
 /** Options of {@linkcode testInstruct}. */
@@ -94,28 +95,51 @@ export function formatSideBySide(results: readonly SideBySide[]): string {
   ).join("\n");
 }
 
+/** The questions asked when `--question` is not given. */
 const DEFAULT_QUESTIONS = [
   "What is the capital of France?",
   "Give three tips for staying healthy.",
   "Write a short story about a cat.",
 ];
 
+/** The flags of `deno task test-instruct`, with their defaults and help. */
+const FLAGS = {
+  pretrained: {
+    type: "string",
+    default: "runs/main/model/checkpoint.safetensors",
+    help: "the pretrained checkpoint (from train-model)",
+  },
+  tokenizer: { type: "string", default: "runs/main/tokenizer", help: "its tokenizer" },
+  tuned: {
+    type: "string",
+    default: "runs/instruct/model/checkpoint.safetensors",
+    help: "the instruction-tuned checkpoint (from finetune-instruct)",
+  },
+  "tuned-tokenizer": {
+    type: "string",
+    default: "runs/instruct/data/tokenizer",
+    help: "its tokenizer, with the ChatML tokens",
+  },
+  question: {
+    type: "string",
+    multiple: true,
+    help: `a question for both models; repeat for more (default ${DEFAULT_QUESTIONS.length} ` +
+      "sample questions)",
+  },
+  "max-new-tokens": { type: "string", default: "60", help: "most tokens per answer" },
+  temperature: { type: "string", default: "0.7", help: "sampling temperature; 0 is greedy" },
+  "top-k": { type: "string", default: "40", help: "sample among the k likeliest tokens" },
+  seed: { type: "string", default: "0", help: "seed of the sampling" },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        pretrained: { type: "string", default: "runs/main/model/checkpoint.safetensors" },
-        tokenizer: { type: "string", default: "runs/main/tokenizer" },
-        tuned: { type: "string", default: "runs/instruct/model/checkpoint.safetensors" },
-        "tuned-tokenizer": { type: "string", default: "runs/instruct/data/tokenizer" },
-        question: { type: "string", multiple: true },
-        "max-new-tokens": { type: "string", default: "60" },
-        temperature: { type: "string", default: "0.7" },
-        "top-k": { type: "string", default: "40" },
-        seed: { type: "string", default: "0" },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task test-instruct [options]", FLAGS));
+      return;
+    }
     const results = await testInstruct({
       pretrained: values.pretrained,
       tokenizer: values.tokenizer,

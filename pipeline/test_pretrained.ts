@@ -21,6 +21,7 @@ import { type SamplingOptions, validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { intFlag, numberFlag, runCli } from "./_cli.ts";
+import { HELP_FLAG, helpText } from "./_flags.ts";
 import { stdoutWriter, warn } from "./_terminal.ts";
 
 /** Options of {@linkcode testPretrained}. */
@@ -169,22 +170,43 @@ export async function testPretrained(options: TestPretrainedOptions): Promise<st
   }
 }
 
+/** The flags of `deno task test-pretrained`, with their defaults and help. */
+const FLAGS = {
+  checkpoint: {
+    type: "string",
+    default: "runs/gpt2/checkpoint.safetensors",
+    help: "a checkpoint written by train-model",
+  },
+  tokenizer: {
+    type: "string",
+    default: "out/tokenizer",
+    help: "the tokenizer the model was trained with (folder or tokenizer.json)",
+  },
+  prompt: { type: "string", default: "Once upon a time", help: "the text to continue" },
+  "max-new-tokens": { type: "string", default: "100", help: "most tokens to add" },
+  temperature: { type: "string", default: "0.8", help: "sampling temperature; 0 is greedy" },
+  "top-k": { type: "string", default: "50", help: "sample among the k likeliest tokens" },
+  "top-p": {
+    type: "string",
+    default: "0.95",
+    help: "sample within this share of the probability mass (above 0, at most 1)",
+  },
+  seed: { type: "string", default: "0", help: "seed of the sampling" },
+  "allow-special-tokens": {
+    type: "boolean",
+    default: false,
+    help: "text such as </s> in the prompt becomes a control token, not text",
+  },
+  ...HELP_FLAG,
+} as const;
+
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        checkpoint: { type: "string", default: "runs/gpt2/checkpoint.safetensors" },
-        tokenizer: { type: "string", default: "out/tokenizer" },
-        prompt: { type: "string", default: "Once upon a time" },
-        "max-new-tokens": { type: "string", default: "100" },
-        temperature: { type: "string", default: "0.8" },
-        "top-k": { type: "string", default: "50" },
-        "top-p": { type: "string", default: "0.95" },
-        seed: { type: "string", default: "0" },
-        "allow-special-tokens": { type: "boolean", default: false },
-      },
-    });
+    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
+    if (values.help) {
+      console.log(helpText("deno task test-pretrained [options]", FLAGS));
+      return;
+    }
     const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
       temperature: numberFlag("temperature", values.temperature, -1e-9),
