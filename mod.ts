@@ -109,3 +109,8 @@ export * from "./pipeline/validation_loss.ts";
 export * from "./util/checksum.ts";
 export * from "./util/files.ts";
 export * from "./util/run_lock.ts";
+
+// The Hugging Face GPT-2 format: `deno task export` writes a folder; every loader takes one.
+export * from "./nn/half_float.ts";
+export * from "./nn/hf_gpt2.ts";
+export * from "./pipeline/export_hf.ts";

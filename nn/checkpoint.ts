@@ -8,12 +8,16 @@
  * moment leaves at least one loadable checkpoint; the data's checksum is verified on load, and a
  * checkpoint that fails to load points to the previous one.
  *
+ * Loading also takes a Hugging Face GPT-2 folder in place of a checkpoint file
+ * ({@linkcode readCheckpoint}), so public GPT-2 weights and exported models start a run too.
+ *
  * @module
  */
 
 import type { Gpu } from "../kernels/device.ts";
 import type { GPT2Config } from "./config.ts";
 import { GPT2 } from "./gpt2.ts";
+import { isHfModelFolder, readHfGpt2 } from "./hf_gpt2.ts";
 import { type NamedTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
 
 /** What a checkpoint holds besides tensors. */
@@ -26,12 +30,19 @@ export interface CheckpointInfo {
   training?: Record<string, unknown>;
 }
 
+/** A checkpoint read into memory (nothing on the GPU yet). */
+export interface CheckpointWeights extends CheckpointInfo {
+  /**
+   * Every tensor of the file (weights and optimizer moments), by this project's names, weights
+   * `(out, in)`, float32.
+   */
+  tensors: Map<string, { shape: number[]; data: Float32Array }>;
+}
+
 /** A loaded checkpoint. */
-export interface LoadedCheckpoint extends CheckpointInfo {
+export interface LoadedCheckpoint extends CheckpointWeights {
   /** The model, its weights uploaded to the GPU; the caller disposes it. */
   model: GPT2;
-  /** Every tensor of the file (weights and optimizer moments), for the optimizer's `load`. */
-  tensors: Map<string, { shape: number[]; data: Float32Array }>;
 }
 
 /** Thrown by {@linkcode saveCheckpoint}, which writes nothing, when a tensor is not finite. */
@@ -122,13 +133,28 @@ async function keepAsPrevious(path: string): Promise<void> {
 }
 
 /**
- * Loads a checkpoint written by {@linkcode saveCheckpoint} onto the GPU.
+ * Reads a checkpoint into memory: a file written by {@linkcode saveCheckpoint}, or a Hugging Face
+ * GPT-2 folder (`config.json` and `model.safetensors`, as `deno task export` or `transformers`'
+ * `save_pretrained` write it), converted to this project's names and layout at step 0. Every
+ * command that takes a checkpoint reads it here, so each takes either.
  *
  * @throws an error naming the file when it cannot be read, is corrupt (its checksum does not
  *   match) or was not written by train_model; when a previous checkpoint lies beside it, the
- *   message says which step that one holds and how to resume from it.
+ *   message says which step that one holds and how to resume from it. For a folder, an error
+ *   naming the file and the tensor or field when it is not a GPT-2 this project can run.
  */
-export async function loadCheckpoint(gpu: Gpu, path: string): Promise<LoadedCheckpoint> {
+export async function readCheckpoint(path: string): Promise<CheckpointWeights> {
+  if (await isHfModelFolder(path)) {
+    const { config, tensors } = await readHfGpt2(path);
+    return { config, step: 0, training: {}, tensors };
+  }
+  if ((await Deno.stat(path).catch(() => null))?.isDirectory) {
+    throw new Error(
+      `${path} is a folder without config.json; pass a checkpoint file (such as ` +
+        `${path.replace(/\/$/, "")}/checkpoint.safetensors) or a Hugging Face GPT-2 folder ` +
+        "(config.json and model.safetensors).",
+    );
+  }
   let file;
   try {
     file = await readSafetensors(path);
@@ -139,14 +165,21 @@ export async function loadCheckpoint(gpu: Gpu, path: string): Promise<LoadedChec
   if (!metadata.config) {
     throw new Error(`${path} has no model configuration; it was not written by train_model.`);
   }
-  const config = parseMetadata<GPT2Config>(path, "config", metadata.config);
   return {
-    config,
+    config: parseMetadata<GPT2Config>(path, "config", metadata.config),
     step: Number(metadata.step ?? 0),
     training: parseMetadata(path, "training", metadata.training ?? "{}"),
-    model: GPT2.fromWeights(gpu, config, file.tensors),
     tensors: file.tensors,
   };
+}
+
+/**
+ * Loads a checkpoint onto the GPU: a file written by {@linkcode saveCheckpoint} or a Hugging Face
+ * GPT-2 folder; see {@linkcode readCheckpoint}, which throws the same errors.
+ */
+export async function loadCheckpoint(gpu: Gpu, path: string): Promise<LoadedCheckpoint> {
+  const checkpoint = await readCheckpoint(path);
+  return { ...checkpoint, model: GPT2.fromWeights(gpu, checkpoint.config, checkpoint.tensors) };
 }
 
 /** A metadata entry's JSON, its parse error naming the file and the entry. */

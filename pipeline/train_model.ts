@@ -18,9 +18,13 @@
 import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
-import { loadCheckpoint, NonFiniteCheckpointError, saveCheckpoint } from "../nn/checkpoint.ts";
+import {
+  loadCheckpoint,
+  NonFiniteCheckpointError,
+  readCheckpoint,
+  saveCheckpoint,
+} from "../nn/checkpoint.ts";
 import { GPT2, growVocabulary } from "../nn/gpt2.ts";
-import { readSafetensors } from "../nn/safetensors.ts";
 import { writeAll, writeTextFileAtomic } from "../util/files.ts";
 import { acquireRunLock } from "../util/run_lock.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
@@ -605,19 +609,12 @@ async function trainInRunFolder(
   };
 }
 
-/** Starts a fine-tuning run from a checkpoint's weights, its vocabulary grown to the data's. */
+/**
+ * Starts a fine-tuning run from a checkpoint's weights (or a Hugging Face GPT-2 folder's), its
+ * vocabulary grown to the data's.
+ */
 async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): Promise<GPT2> {
-  const pretrained = await readSafetensors(path);
-  let config: GPT2Config | null;
-  try {
-    config = JSON.parse(pretrained.metadata.config ?? "null");
-  } catch (error) {
-    throw new Error(
-      `${path} has a damaged "config" entry in its metadata (${(error as Error).message}); ` +
-        "use an intact copy of the checkpoint.",
-    );
-  }
-  if (!config) throw new Error(`${path} is not a checkpoint written by train_model.`);
+  const { config, tensors } = await readCheckpoint(path);
   if (T > config.contextLength) {
     throw new Error(
       `The data's rows of ${T} tokens are longer than the model's context of ` +
@@ -625,11 +622,7 @@ async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): 
     );
   }
   const vocabSize = Math.max(config.vocabSize, dataVocab);
-  return GPT2.fromWeights(
-    gpu,
-    { ...config, vocabSize },
-    growVocabulary(pretrained.tensors, vocabSize),
-  );
+  return GPT2.fromWeights(gpu, { ...config, vocabSize }, growVocabulary(tensors, vocabSize));
 }
 
 /** Loads a final-phase mix's rows, which must have the main data's context length. */
