@@ -43,7 +43,6 @@ export * from "./kernels/matmul.ts";
 export * from "./kernels/matmul_naive.ts";
 export * from "./kernels/muon.ts";
 export * from "./kernels/residual.ts";
-export * from "./kernels/scaled_add.ts";
 export * from "./kernels/types.ts";
 
 // Engine and model: tensors on a tape, the ops, GPT-2, optimizers, checkpoints, generation.

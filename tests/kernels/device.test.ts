@@ -11,8 +11,31 @@ import {
   sizeClass,
   uniforms,
 } from "../../kernels/device.ts";
-import { scaledAddKernel } from "../../kernels/scaled_add.ts";
 import { testGpu } from "../_gpu.ts";
+
+/**
+ * The smallest real kernel, `out[i] = a[i] + alpha · b[i]` over `n` floats: what these tests
+ * run to exercise the device (no model code needs it, so it lives here).
+ */
+const scaledAddKernel: Kernel<{ workgroupSize: number }> = {
+  name: "scaled_add",
+  bindings: ["read", "read", "write", "uniform"],
+  wgsl: ({ workgroupSize }) => /* wgsl */ `
+struct Params { n: u32, alpha: f32 }
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+@compute @workgroup_size(${workgroupSize})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * groups.x) * ${workgroupSize}u + lid;
+  if (i < params.n) { out[i] = a[i] + params.alpha * b[i]; }
+}
+`,
+};
 
 const brokenKernel: Kernel<Record<string, never>> = {
   name: "broken_on_purpose",
