@@ -94,22 +94,26 @@ export const adamwScalarKernel: Kernel<AdamWConstants> = {
   wgsl: ({ workgroupSize }) => adamwWgsl("f32", workgroupSize),
 };
 
-/** AdamW's hyperparameters for one step. */
-export interface AdamWHyperparameters {
-  /** Learning rate of this step (after any schedule). */
-  lr: number;
-  /** First-moment decay, e.g. 0.9. */
+/** AdamW's settings: the hyperparameters that stay the same from step to step. */
+export interface AdamWSettings {
+  /** Decay of the first moment (the gradient's running mean), e.g. 0.9. */
   beta1: number;
-  /** Second-moment decay, e.g. 0.95 or 0.999. */
+  /** Decay of the second moment (the squared gradient's running mean), e.g. 0.95 or 0.999. */
   beta2: number;
-  /** Added to √v̂, e.g. 1e-8. */
+  /** Added to √v̂ in the denominator, for stability, e.g. 1e-8. */
   eps: number;
-  /** Decoupled weight decay of the ranges that decay, e.g. 0.1. */
+  /** Decoupled weight decay, `p -= lr·wd·p`, of the decayed parameters only, e.g. 0.1. */
   weightDecay: number;
-  /** The step number t, from 1, for the bias corrections. */
-  step: number;
   /** Clip the global gradient norm to this; 0 or absent for no clipping. */
   maxNorm?: number;
+}
+
+/** AdamW's hyperparameters for one step: the settings, and this step's learning rate and number. */
+export interface AdamWHyperparameters extends AdamWSettings {
+  /** Learning rate of this step (after any schedule). */
+  lr: number;
+  /** The step number t, from 1, for the bias corrections. */
+  step: number;
 }
 
 /** A range of the parameter buffers updated with one decay setting. */

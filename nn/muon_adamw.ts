@@ -7,11 +7,12 @@
  * @module
  */
 
+import type { AdamWSettings } from "../kernels/adamw.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
 import type { GPT2 } from "./gpt2.ts";
 import { DEFAULT_MUON, Muon, muonParameterNames, type MuonSettings } from "./muon.ts";
-import { AdamW, type AdamWSettings, GPT_ADAMW } from "./optimizer.ts";
+import { AdamW, GPT_ADAMW } from "./optimizer.ts";
 import type { NamedTensor } from "./safetensors.ts";
 
 /** The optimizers a training run can use. */

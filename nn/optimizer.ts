@@ -7,24 +7,10 @@
  * @module
  */
 
-import { adamwUpdateTensors } from "../kernels/adamw.ts";
+import { type AdamWSettings, adamwUpdateTensors } from "../kernels/adamw.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
 import type { Tensor } from "./tensor.ts";
-
-/** AdamW's settings. */
-export interface AdamWSettings {
-  /** Decay of the first moment (the gradient's running mean), e.g. 0.9. */
-  beta1: number;
-  /** Decay of the second moment (the squared gradient's running mean), e.g. 0.95. */
-  beta2: number;
-  /** Added to √v̂ in the denominator, for stability, e.g. 1e-8. */
-  eps: number;
-  /** Decoupled weight decay, `p -= lr·wd·p`, of the decayed parameters only, e.g. 0.1. */
-  weightDecay: number;
-  /** Clip the global gradient norm to this; 0 for no clipping. */
-  maxNorm: number;
-}
 
 /** GPT-3's (and nanoGPT's) settings. */
 export const GPT_ADAMW: AdamWSettings = {

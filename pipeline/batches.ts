@@ -184,11 +184,6 @@ export class BatchSampler {
     return { ...this.#state };
   }
 
-  /** Positions per row (the dataset's context length). */
-  get sequenceLength(): number {
-    return this.#dataset.meta.contextLength;
-  }
-
   #orderOf(epoch: number): Uint32Array {
     const order = new Random(this.#seed * 1000003 + epoch).permutation(this.#rows.count);
     for (let i = 0; i < order.length; i++) order[i] += this.#rows.first;
