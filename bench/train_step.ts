@@ -62,8 +62,8 @@ export const PYTORCH_REFERENCE =
 /** Kernel name prefixes and the family each belongs to, first match wins. */
 const FAMILIES: Array<[string, string]> = [
   ["matmul", "matmul"],
-  ["attention_tokens_to_heads", "attention layout"],
-  ["attention_heads_to_tokens", "attention layout"],
+  ["attention_split_heads", "attention layout"],
+  ["attention_merge_heads", "attention layout"],
   ["attention", "attention"],
   ["layernorm", "layernorm"],
   ["gelu", "gelu"],

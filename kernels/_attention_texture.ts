@@ -20,6 +20,7 @@
 
 import { type Gpu, type Kernel } from "./device.ts";
 import { createOperandTexture, stageBlock } from "./_matmul_texture.ts";
+import { MASKED_SCORE, sumOf, unroll } from "./_wgsl.ts";
 
 /** Compile-time constants of the texture kernels. */
 export interface TextureAttentionConstants extends Record<string, number> {
@@ -35,22 +36,6 @@ export interface TextureAttentionConstants extends Record<string, number> {
 export const TEXTURE_LANES = 8;
 
 const LOG2E = Math.LOG2E;
-// A score that loses every max and whose exp2 is (about) 0; finite, as in attention.ts.
-const MASKED = "-1e30f";
-
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
-
-/** `n` lines of `line(i)`, for unrolling. */
-function unroll(n: number, line: (i: number) => string): string {
-  return range(n).map(line).join("\n");
-}
-
-/** `f(0) + f(1) + ... + f(n - 1)`. */
-function sumOf(n: number, term: (i: number) => string): string {
-  return range(n).map(term).join(" + ");
-}
 
 /** `max(f(0), max(f(1), ...))`. */
 function maxOf(n: number, term: (i: number) => string): string {
@@ -152,7 +137,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 ${prologue(R, N)}
 ${unroll(R, (t) => loadRow("qt", `row${t}`, `q${t}`, N, " * params.scale"))}
 ${unroll(R, (t) => unroll(N, (x) => `  var a${t}_${x} = vec4f(0.0);`))}
-${unroll(R, (t) => `  var m${t} = ${MASKED};\n  var l${t} = 0.0;`)}
+${unroll(R, (t) => `  var m${t} = ${MASKED_SCORE};\n  var l${t} = 0.0;`)}
   // Keys up to the workgroup's last row; later keys are skipped entirely (causal). Block 0
   // holds key 0, which every row sees, so each row's max is a real score from then on.
   let end = min(r0 + ${TEXTURE_LANES * R}u, T);
@@ -169,7 +154,7 @@ ${
             rowDot(N, (x) =>
               `q${t}_${x}`, (x) =>
               `k${b}_${x}`)
-          }, ${MASKED}, j0 + ${b}u > row${t});`))
+          }, ${MASKED_SCORE}, j0 + ${b}u > row${t});`))
     }
 ${
       unroll(K, (b) =>
@@ -387,14 +372,6 @@ function scratch(gpu: Gpu, role: string, texels: number, height: number, layers:
   const texture = createOperandTexture(gpu, `attention ${role}`, [w, h, d]);
   pool.set(role, texture);
   return texture;
-}
-
-/** Destroys the scratch textures kept for `gpu`; call after a flush, when none is pending. */
-export function releaseAttentionTextures(gpu: Gpu): void {
-  const pool = pools.get(gpu);
-  if (!pool) return;
-  for (const texture of pool.values()) texture.destroy();
-  pool.clear();
 }
 
 /**

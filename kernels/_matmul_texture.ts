@@ -68,17 +68,6 @@ export function scratchTexture(
   return texture;
 }
 
-/**
- * Destroys the scratch textures the matmul keeps for `gpu` (the largest, for GPT-2's lm head, is
- * about 25 MB). Call after a flush, when no recorded matmul is pending.
- */
-export function releaseScratchTextures(gpu: Gpu): void {
-  const pool = scratch.get(gpu);
-  if (!pool) return;
-  for (const texture of pool.values()) texture.destroy();
-  pool.clear();
-}
-
 // ---------------------------------------------------------------------------------------------
 // Staging: a block of a row-major matrix (or a batch of them) into a texture
 

@@ -64,3 +64,19 @@ export function rowType(headSize: number): {
     sum: (a: string) => (width === 4 ? `dot(${a}, vec4f(1.0))` : a),
   };
 }
+
+/**
+ * A score that loses every max and whose exp2 is 0: the masked entries of causal attention.
+ * Finite, since WGSL leaves inf arithmetic to the implementation.
+ */
+export const MASKED_SCORE = "-1e30f";
+
+/** `n` lines of `line(i)`, for unrolling. */
+export function unroll(n: number, line: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => line(i)).join("\n");
+}
+
+/** `f(0) + f(1) + ... + f(n - 1)`. */
+export function sumOf(n: number, term: (i: number) => string): string {
+  return Array.from({ length: n }, (_, i) => term(i)).join(" + ");
+}

@@ -11,9 +11,9 @@
  * - Forward: each invocation owns a few query rows of one (batch, head) and walks the keys
  *   0..(the workgroup's last row) with an online softmax: per key (per block of keys in the
  *   texture kernels) a row computes its scores, raises its running max m, rescales its running
- *   sum l and its HS-vector accumulator, and adds p_j v_j; the row's L is saved at the end. Keys after the workgroup's last row are never
- *   visited (causal skipping halves the work); within the workgroup's rows, later keys score
- *   MASKED.
+ *   sum l and its HS-vector accumulator, and adds p_j v_j; the row's L is saved at the end.
+ *   Keys after the workgroup's last row are never visited (causal skipping halves the work);
+ *   within the workgroup's rows, later keys score MASKED_SCORE.
  * - Backward (FlashAttention-2 split, deterministic, no atomics): D_i = dO_i . O_i per row, then
  *   one kernel owns key rows and loops over the query rows i >= (its first key) accumulating
  *   dK_j and dV_j, and another owns query rows and loops over keys j <= (its last row)
@@ -73,8 +73,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { rowParts } from "./_parts.ts";
-import { rowType } from "./_wgsl.ts";
-export { releaseAttentionTextures as releaseAttentionScratch } from "./_attention_texture.ts";
+import { MASKED_SCORE, rowType, sumOf, unroll } from "./_wgsl.ts";
 import {
   attentionForwardTextureKernel,
   attentionKeyValueTextureKernel,
@@ -216,20 +215,6 @@ export function defaultTiles(gpu: Gpu, headSize: number): AttentionTiles {
   return gpu.adapter.isCpu ? CPU_TILES : gpuTiles(gpu.device.limits, headSize);
 }
 
-function range(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i);
-}
-
-/** `n` lines of `line(i)`, for unrolling. */
-function unroll(n: number, line: (i: number) => string): string {
-  return range(n).map(line).join("\n");
-}
-
-/** `f(0) + f(1) + ... + f(n - 1)`. */
-function sumOf(n: number, term: (i: number) => string): string {
-  return range(n).map(term).join(" + ");
-}
-
 function checkConstants({ headSize, lanes, perLane, tile }: AttentionConstants): void {
   if (!(Number.isInteger(tile) && tile >= 0)) {
     throw new RangeError(`Attention tile=${tile} is invalid; use 0 or a positive integer.`);
@@ -243,10 +228,6 @@ function checkConstants({ headSize, lanes, perLane, tile }: AttentionConstants):
     );
   }
 }
-
-// A score that loses every max and whose exp2 is 0; finite, since WGSL leaves inf arithmetic
-// to the implementation.
-const MASKED = "-1e30f";
 
 /**
  * WGSL that reads row `row` of a head-major tensor into `let` names `${name}_0..` (times
@@ -382,7 +363,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 ${rowsPrologue(N, lanes, R, type)}
 ${unroll(R, (t) => loadRow("q", `row${t}`, `q${t}`, N, " * params.scale"))}
 ${unroll(R, (t) => unroll(N, (x) => `  var a${t}_${x} = ${zero};`))}
-${unroll(R, (t) => `  var m${t} = ${MASKED};\n  var l${t} = 0.0;`)}
+${unroll(R, (t) => `  var m${t} = ${MASKED_SCORE};\n  var l${t} = 0.0;`)}
   // Keys up to the workgroup's last row; later keys are skipped entirely (causal).
   let end = min(r0 + ${lanes * R}u, T);
 ${
@@ -397,7 +378,7 @@ ${
         tile,
         body: unroll(R, (t) =>
           `    {
-      let s = select(${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))}, ${MASKED}, j > row${t});
+      let s = select(${sumOf(N, (x) => dot(`q${t}_${x}`, `k_${x}`))}, ${MASKED_SCORE}, j > row${t});
       // Online softmax with one exp2: whichever of s and m is larger gets weight 1.
       let e = exp2(-abs(s - m${t}));
       let up = s > m${t};

@@ -33,7 +33,14 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import {
+  type BufferWindow,
+  bufferWindow,
+  type Gpu,
+  grid2d,
+  type Kernel,
+  uniforms,
+} from "./device.ts";
 import { MAX_HEAD_SIZE } from "./attention.ts";
 import { rowType } from "./_wgsl.ts";
 import { headSizeOf } from "./attention_layout.ts";
@@ -232,6 +239,40 @@ function checkCacheFits(gpu: Gpu, shape: DecodeShape, bindingLimit = gpu.maxBind
   }
 }
 
+/** A part of a step's rows that one launch of either decode kernel takes. */
+interface DecodePart {
+  /** First step row of the part. */
+  first: number;
+  /** Step rows in the part. */
+  count: number;
+  /** The part's rows of `qkv` (R, Tq, 3C). */
+  qkv: BufferWindow;
+}
+
+/**
+ * What both decode launchers check and split alike: the head size, the floats of one cache
+ * tensor, and the parts of the step rows whose `qkv` rows fit one binding (none when the step is
+ * empty). Throws when the shape is not whole or the cache does not fit one binding.
+ */
+function decodeParts(
+  gpu: Gpu,
+  qkv: GPUBuffer,
+  shape: DecodeShape,
+  bindingLimit?: number,
+): { headSize: number; cache: number; parts: DecodePart[] } {
+  const headSize = checkShape(shape);
+  const { rows: R, time: Tq, channels: C } = shape;
+  if (R * Tq * C === 0) return { headSize, cache: 0, parts: [] };
+  checkCacheFits(gpu, shape, bindingLimit);
+  const row = Tq * 3 * C;
+  const parts = rowParts(gpu, R, row, 1, bindingLimit).map(({ first, count }) => ({
+    first,
+    count,
+    qkv: bufferWindow(gpu, qkv, first * row, count * row),
+  }));
+  return { headSize, cache: cacheElements(shape), parts };
+}
+
 /**
  * Records the append of the step's new keys and values to the cache: for step row r and new
  * position i, `kCache[slots[r].row, h, slots[r].start + i] = k` of `qkv[r, i]` (and v likewise);
@@ -250,13 +291,9 @@ export async function kvCacheWrite(
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {
-  const headSize = checkShape(shape);
   const { rows: R, time: Tq, channels: C, maxTime } = shape;
-  if (R * Tq * C === 0) return;
-  checkCacheFits(gpu, shape, options.bindingLimit);
-  const cache = cacheElements(shape);
-  for (const { first, count } of rowParts(gpu, R, Tq * 3 * C, 1, options.bindingLimit)) {
-    const window = bufferWindow(gpu, qkv, first * Tq * 3 * C, count * Tq * 3 * C);
+  const { headSize, cache, parts } = decodeParts(gpu, qkv, shape, options.bindingLimit);
+  for (const { first, count, qkv: window } of parts) {
     const params = gpu.uniform(uniforms({
       Tq,
       C,
@@ -293,15 +330,11 @@ export async function attentionDecode(
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {
-  const headSize = checkShape(shape);
   const { rows: R, time: Tq, channels: C, heads: NH, maxTime } = shape;
-  if (R * Tq * C === 0) return;
-  checkCacheFits(gpu, shape, options.bindingLimit);
+  const { headSize, cache, parts } = decodeParts(gpu, qkv, shape, options.bindingLimit);
   const { width } = rowType(headSize);
   const lanes = decodeLanes(gpu);
-  const cache = cacheElements(shape);
-  for (const { first, count } of rowParts(gpu, R, Tq * 3 * C, 1, options.bindingLimit)) {
-    const qkvWindow = bufferWindow(gpu, qkv, first * Tq * 3 * C, count * Tq * 3 * C);
+  for (const { first, count, qkv: qkvWindow } of parts) {
     const yWindow = bufferWindow(gpu, y, first * Tq * C, count * Tq * C);
     const queries = count * NH * Tq;
     const params = gpu.uniform(uniforms({

@@ -58,16 +58,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid:
 `;
 }
 
-/** WGSL of the tokens-major (B, T, width) -> head-major (B, NH, T, HS) permute. */
-export const tokensToHeadsKernel: Kernel<HeadLayoutConstants> = {
-  name: "attention_tokens_to_heads",
+/**
+ * WGSL of the split into heads: tokens-major (B, T, width) -> head-major (B, NH, T, HS). It runs
+ * {@linkcode splitHeadsForward} and {@linkcode mergeHeadsBackward}.
+ */
+export const splitHeadsKernel: Kernel<HeadLayoutConstants> = {
+  name: "attention_split_heads",
   bindings: ["write", "read", "uniform"],
   wgsl: ({ headSize }) => headPermuteWgsl(headSize, true),
 };
 
-/** WGSL of the head-major (B, NH, T, HS) -> tokens-major (B, T, width) permute. */
-export const headsToTokensKernel: Kernel<HeadLayoutConstants> = {
-  name: "attention_heads_to_tokens",
+/**
+ * WGSL of the merge of heads: head-major (B, NH, T, HS) -> tokens-major (B, T, width). It runs
+ * {@linkcode mergeHeadsForward} and {@linkcode splitHeadsBackward}.
+ */
+export const mergeHeadsKernel: Kernel<HeadLayoutConstants> = {
+  name: "attention_merge_heads",
   bindings: ["write", "read", "uniform"],
   wgsl: ({ headSize }) => headPermuteWgsl(headSize, false),
 };
@@ -122,7 +128,7 @@ async function permuteHeads(
       baseTokens: ["u32", tok.elementOffset],
       baseHeads: ["u32", hd.elementOffset],
     }));
-    const [out, input] = kernel === tokensToHeadsKernel
+    const [out, input] = kernel === splitHeadsKernel
       ? [hd.binding, tok.binding]
       : [tok.binding, hd.binding];
     await gpu.run(kernel, { headSize }, [out, input, params], [
@@ -130,6 +136,26 @@ async function permuteHeads(
       T,
       count,
     ]);
+  }
+}
+
+/**
+ * Records the permutes between `qkv` (B, T, 3C) and its three head-major parts (B, NH, T, HS),
+ * in the direction `kernel` says: part s sits at columns [s·C, (s + 1)·C) of each token's row.
+ */
+async function permuteQkv(
+  gpu: Gpu,
+  kernel: Kernel<HeadLayoutConstants>,
+  qkv: GPUBuffer,
+  parts: readonly GPUBuffer[],
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  bindingLimit?: number,
+): Promise<void> {
+  for (const [s, part] of parts.entries()) {
+    await permuteHeads(gpu, kernel, qkv, part, B, T, C, NH, 3 * C, s * C, bindingLimit);
   }
 }
 
@@ -149,22 +175,7 @@ export async function splitHeadsForward(
   NH: number,
   options: HeadLayoutOptions = {},
 ): Promise<void> {
-  const outs = [q, k, v];
-  for (let s = 0; s < 3; s++) {
-    await permuteHeads(
-      gpu,
-      tokensToHeadsKernel,
-      qkv,
-      outs[s],
-      B,
-      T,
-      C,
-      NH,
-      3 * C,
-      s * C,
-      options.bindingLimit,
-    );
-  }
+  await permuteQkv(gpu, splitHeadsKernel, qkv, [q, k, v], B, T, C, NH, options.bindingLimit);
 }
 
 /**
@@ -183,22 +194,7 @@ export async function splitHeadsBackward(
   NH: number,
   options: HeadLayoutOptions = {},
 ): Promise<void> {
-  const ins = [dq, dk, dv];
-  for (let s = 0; s < 3; s++) {
-    await permuteHeads(
-      gpu,
-      headsToTokensKernel,
-      dqkv,
-      ins[s],
-      B,
-      T,
-      C,
-      NH,
-      3 * C,
-      s * C,
-      options.bindingLimit,
-    );
-  }
+  await permuteQkv(gpu, mergeHeadsKernel, dqkv, [dq, dk, dv], B, T, C, NH, options.bindingLimit);
 }
 
 /** Records the merge of attention's output heads: `o` (B, NH, T, HS) -> `y` (B, T, C). */
@@ -212,7 +208,7 @@ export async function mergeHeadsForward(
   NH: number,
   options: HeadLayoutOptions = {},
 ): Promise<void> {
-  await permuteHeads(gpu, headsToTokensKernel, y, o, B, T, C, NH, C, 0, options.bindingLimit);
+  await permuteHeads(gpu, mergeHeadsKernel, y, o, B, T, C, NH, C, 0, options.bindingLimit);
 }
 
 /**
@@ -229,7 +225,7 @@ export async function mergeHeadsBackward(
   NH: number,
   options: HeadLayoutOptions = {},
 ): Promise<void> {
-  await permuteHeads(gpu, tokensToHeadsKernel, dy, dout, B, T, C, NH, C, 0, options.bindingLimit);
+  await permuteHeads(gpu, splitHeadsKernel, dy, dout, B, T, C, NH, C, 0, options.bindingLimit);
 }
 
 /** Visits every (token-tensor index, head-tensor index) pair of the permute. */

@@ -19,7 +19,7 @@
  */
 
 import { type Binding, bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
-import { rowParts } from "./_parts.ts";
+import { type Part, rowParts } from "./_parts.ts";
 
 const WORKGROUP_SIZE = 64;
 
@@ -180,8 +180,14 @@ function partWindows(
   return { heads: h, scores: s };
 }
 
-async function scores(
+/**
+ * Records one of the per-head products (the scores, or a product with the scores), which share
+ * one uniform: `out` from `a` and `b` over `heads` heads. Workgroups cover each of the T rows'
+ * outputs (T scores, or HS channels) in blocks of 64, and the heads.
+ */
+async function product(
   gpu: Gpu,
+  kernel: Kernel<NaiveConstants>,
   out: View,
   a: View,
   b: View,
@@ -198,34 +204,9 @@ async function scores(
     baseA: ["u32", a.elementOffset],
     baseB: ["u32", b.elementOffset],
   }));
-  await gpu.run(causalScoresKernel, {}, [out.binding, a.binding, b.binding, params], [
-    Math.ceil(T / WORKGROUP_SIZE),
-    T,
-    heads,
-  ]);
-}
-
-async function matmul(
-  gpu: Gpu,
-  kernel: Kernel<NaiveConstants>,
-  out: View,
-  m: View,
-  x: View,
-  scale: number,
-  heads: number,
-  T: number,
-  HS: number,
-): Promise<void> {
-  const params = gpu.uniform(uniforms({
-    T: ["u32", T],
-    HS: ["u32", HS],
-    scale: ["f32", scale],
-    baseOut: ["u32", out.elementOffset],
-    baseA: ["u32", m.elementOffset],
-    baseX: ["u32", x.elementOffset],
-  }));
-  await gpu.run(kernel, {}, [out.binding, m.binding, x.binding, params], [
-    Math.ceil(HS / WORKGROUP_SIZE),
+  const columns = kernel === causalScoresKernel ? T : HS;
+  await gpu.run(kernel, {}, [out.binding, a.binding, b.binding, params], [
+    Math.ceil(columns / WORKGROUP_SIZE),
     T,
     heads,
   ]);
@@ -245,6 +226,23 @@ function checkSizes(B: number, NH: number, T: number, HS: number): void {
 }
 
 /**
+ * The batch parts of a launch, each a whole number of batch rows whose head and score windows fit
+ * one binding; none when there is nothing to do. Throws when a size is not whole.
+ */
+function batchParts(
+  gpu: Gpu,
+  B: number,
+  NH: number,
+  T: number,
+  HS: number,
+  bindingLimit?: number,
+): Part[] {
+  checkSizes(B, NH, T, HS);
+  if (B * NH * T * HS === 0) return [];
+  return rowParts(gpu, B, NH * T * Math.max(T, HS), 1, bindingLimit);
+}
+
+/**
  * Records the unfused causal attention forward: `att` (B, NH, T, T) gets the probabilities
  * (below and on the diagonal), `o` (B, NH, T, HS) = att v.
  */
@@ -261,15 +259,12 @@ export async function attentionNaiveForward(
   HS: number,
   options: NaiveAttentionOptions = {},
 ): Promise<void> {
-  checkSizes(B, NH, T, HS);
-  if (B * NH * T * HS === 0) return;
-  const perBatch = NH * T * Math.max(T, HS);
-  for (const { first, count } of rowParts(gpu, B, perBatch, 1, options.bindingLimit)) {
+  for (const { first, count } of batchParts(gpu, B, NH, T, HS, options.bindingLimit)) {
     const w = partWindows(gpu, [o, q, k, v], [att], first, count, NH, T, HS);
     const [ow, qw, kw, vw] = w.heads;
     const [aw] = w.scores;
     const heads = count * NH;
-    await scores(gpu, aw, qw, kw, 1 / Math.sqrt(HS), heads, T, HS);
+    await product(gpu, causalScoresKernel, aw, qw, kw, 1 / Math.sqrt(HS), heads, T, HS);
     const rows = heads * T;
     await gpu.run(causalSoftmaxKernel, {}, [
       aw.binding,
@@ -277,7 +272,7 @@ export async function attentionNaiveForward(
         uniforms({ rows: ["u32", rows], T: ["u32", T], base: ["u32", aw.elementOffset] }),
       ),
     ], grid2d(Math.ceil(rows / WORKGROUP_SIZE)));
-    await matmul(gpu, causalMatmulKernel, ow, aw, vw, 1, heads, T, HS);
+    await product(gpu, causalMatmulKernel, ow, aw, vw, 1, heads, T, HS);
   }
 }
 
@@ -301,10 +296,7 @@ export async function attentionNaiveBackward(
   HS: number,
   options: NaiveAttentionOptions = {},
 ): Promise<void> {
-  checkSizes(B, NH, T, HS);
-  if (B * NH * T * HS === 0) return;
-  const perBatch = NH * T * Math.max(T, HS);
-  for (const { first, count } of rowParts(gpu, B, perBatch, 1, options.bindingLimit)) {
+  for (const { first, count } of batchParts(gpu, B, NH, T, HS, options.bindingLimit)) {
     const w = partWindows(gpu, [dq, dk, dv, dout, q, k, v], [att], first, count, NH, T, HS);
     const [dqw, dkw, dvw, dow, qw, kw, vw] = w.heads;
     const [aw] = w.scores;
@@ -312,7 +304,7 @@ export async function attentionNaiveBackward(
     const scratch = gpu.acquire(heads * T * T * 4, undefined, "attention dP");
     const dp: View = { binding: scratch, elementOffset: 0 };
     const scale = 1 / Math.sqrt(HS);
-    await scores(gpu, dp, dow, vw, 1, heads, T, HS);
+    await product(gpu, causalScoresKernel, dp, dow, vw, 1, heads, T, HS);
     const rows = heads * T;
     await gpu.run(causalSoftmaxBackwardKernel, {}, [
       scratch,
@@ -324,9 +316,9 @@ export async function attentionNaiveBackward(
         baseP: ["u32", aw.elementOffset],
       })),
     ], grid2d(Math.ceil(rows / WORKGROUP_SIZE)));
-    await matmul(gpu, causalMatmulKernel, dqw, dp, kw, scale, heads, T, HS);
-    await matmul(gpu, causalMatmulTransposedKernel, dkw, dp, qw, scale, heads, T, HS);
-    await matmul(gpu, causalMatmulTransposedKernel, dvw, aw, dow, 1, heads, T, HS);
+    await product(gpu, causalMatmulKernel, dqw, dp, kw, scale, heads, T, HS);
+    await product(gpu, causalMatmulTransposedKernel, dkw, dp, qw, scale, heads, T, HS);
+    await product(gpu, causalMatmulTransposedKernel, dvw, aw, dow, 1, heads, T, HS);
     gpu.release(scratch);
   }
 }

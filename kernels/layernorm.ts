@@ -36,13 +36,14 @@ export interface LayernormConstants extends Record<string, number> {
 }
 
 /**
- * How a row is shared out. `invocation`: one invocation walks a whole row, with no workgroup
- * memory and no barrier; on lavapipe (a CPU adapter), where every load is a scalar load per SIMD
- * lane anyway and a barrier splits the shader into resumable pieces, it is the faster one
- * (measured at 1024×768: 1.9 ms, against 2.8 ms for a workgroup of 8 per row). `workgroup`: the
- * invocations of a workgroup stride over one row and reduce in a tree; on a GPU neighbouring
- * invocations then read neighbouring floats (coalesced), and rows of thousands of floats are
- * not left to one thread.
+ * How a row is shared out; both layouts are shipped, each the default where it is the faster.
+ * `invocation`: one invocation walks a whole row, with no workgroup memory and no barrier; on
+ * lavapipe (a CPU adapter), where every load is a scalar load per SIMD lane anyway and a barrier
+ * splits the shader into resumable pieces, it is the faster one (README's benchmark table,
+ * 1024×768: forward / backward 1.2 / 2.1 ms, against 5.6 / 5.7 ms a workgroup a row).
+ * `workgroup`: the invocations of a workgroup stride over one row and reduce in a tree; on a GPU
+ * neighbouring invocations then read neighbouring floats (coalesced), and rows of thousands of
+ * floats are not left to one thread.
  */
 export type LayernormPerRow = "invocation" | "workgroup";
 
@@ -52,14 +53,50 @@ const ROW_WORKGROUP = 128;
 const ROWS_PER_WORKGROUP = 8;
 const COLUMN_WORKGROUP = 64;
 
-/** Linear workgroup index over a grid made by {@linkcode grid2d}. */
-const WORKGROUP_INDEX = "let w = wid.x + wid.y * groups.x;";
-
 /** The WGSL type of `width` floats, and the sum of its components. */
 function vector(width: number) {
   return width === 4
     ? { T: "vec4f", total: (x: string) => `dot(${x}, vec4f(1.0))` }
     : { T: "f32", total: (x: string) => x };
+}
+
+/** What a per-row kernel's body is written from: the constants, and `total` of a `T`. */
+interface RowBody {
+  /** Invocations per workgroup. */
+  wg: number;
+  /** Floats per element of `T`. */
+  width: number;
+  /** WGSL of the sum of the components of a `T` expression. */
+  total: (x: string) => string;
+}
+
+/**
+ * The WGSL builder of a per-row kernel: around its `body`, the element type `T`, the bindings,
+ * any module-scope `declarations`, and the row this invocation works on (`row`, of `c` elements
+ * of `width` floats; rows past the end return). With `workgroup`, workgroup w takes row w; with
+ * `invocation`, invocation `lid` of workgroup w takes row `w·wg + lid`.
+ */
+function perRowWgsl(
+  perRow: LayernormPerRow,
+  bindings: string,
+  body: (row: RowBody) => string,
+  declarations: (wg: number) => string = () => "",
+): (constants: LayernormConstants) => string {
+  return ({ workgroupSize: wg, width }) => /* wgsl */ `
+alias T = ${vector(width).T};
+${bindings}
+${declarations(wg)}
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let w = wid.x + wid.y * groups.x;
+  let row = ${perRow === "workgroup" ? "w" : `w * ${wg}u + lid`};
+  if (row >= params.rows) { return; }
+  let c = params.c;
+${body({ wg, width, total: vector(width).total })}
+}
+`;
 }
 
 const FORWARD_BINDINGS = /* wgsl */ `
@@ -74,26 +111,17 @@ struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32
 @group(0) @binding(6) var<uniform> params: Params;`;
 
 /**
- * WGSL of the forward, one workgroup per row: two tree reductions (mean, then variance). The
- * `c` and offsets of its uniform count elements of `width` floats.
+ * WGSL of the forward, one workgroup per row: two tree reductions (mean, then variance). Kept as
+ * the default on a GPU, where its loads coalesce (see {@linkcode LayernormPerRow}). The `c` and
+ * offsets of its uniform count elements of `width` floats.
  */
 export const layernormForwardKernel: Kernel<LayernormConstants> = {
   name: "layernorm_forward",
   bindings: ["write", "write", "write", "read", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg, width }) => {
-    const { T, total } = vector(width);
-    return /* wgsl */ `
-alias T = ${T};
-${FORWARD_BINDINGS}
-${workgroupSumWgsl(wg)}
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${WORKGROUP_INDEX}
-  let row = w;
-  if (row >= params.rows) { return; }
-  let c = params.c;
+  wgsl: perRowWgsl(
+    "workgroup",
+    FORWARD_BINDINGS,
+    ({ wg, width, total }) => /* wgsl */ `
   let floats = f32(c * ${width}u);
   let x = params.inOffset + row * c;
   let y = params.outOffset + row * c;
@@ -110,33 +138,24 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   if (lid == 0u) {
     mean[params.rowOffset + row] = m;
     rstd[params.rowOffset + row] = s;
-  }
-}
-`;
-  },
+  }`,
+    workgroupSumWgsl,
+  ),
 };
 
 /**
  * WGSL of the forward, one invocation per row: one pass for the row's sums, shifted by its
  * first element (so that `Σd² - (Σd)²/C` does not cancel for rows far from zero), one pass for
- * the output.
+ * the output. Kept as the default on a CPU adapter, where it is the faster (see
+ * {@linkcode LayernormPerRow}).
  */
 export const layernormForwardRowsKernel: Kernel<LayernormConstants> = {
   name: "layernorm_forward_rows",
   bindings: layernormForwardKernel.bindings,
-  wgsl: ({ workgroupSize: wg, width }) => {
-    const { T, total } = vector(width);
-    return /* wgsl */ `
-alias T = ${T};
-${FORWARD_BINDINGS}
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${WORKGROUP_INDEX}
-  let row = w * ${wg}u + lid;
-  if (row >= params.rows) { return; }
-  let c = params.c;
+  wgsl: perRowWgsl(
+    "invocation",
+    FORWARD_BINDINGS,
+    ({ width, total }) => /* wgsl */ `
   let floats = f32(c * ${width}u);
   let x = params.inOffset + row * c;
   let y = params.outOffset + row * c;
@@ -149,10 +168,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let s = inverseSqrt(max(${total("sq")} / floats - dm * dm, 0.0) + params.eps);
   for (var i = 0u; i < c; i++) { out[y + i] = (inp[x + i] - m) * s * weight[i] + bias[i]; }
   mean[params.rowOffset + row] = m;
-  rstd[params.rowOffset + row] = s;
-}
-`;
-  },
+  rstd[params.rowOffset + row] = s;`,
+  ),
 };
 
 const BACKWARD_INPUT_BINDINGS = /* wgsl */ `
@@ -166,25 +183,17 @@ struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, doutOffset: u3
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;      // (N)
 @group(0) @binding(6) var<uniform> params: Params;`;
 
-/** WGSL of the backward's `dinp +=`, one workgroup per row: one paired tree reduction. */
+/**
+ * WGSL of the backward's `dinp +=`, one workgroup per row: one paired tree reduction. The
+ * default on a GPU (see {@linkcode LayernormPerRow}).
+ */
 export const layernormBackwardInputKernel: Kernel<LayernormConstants> = {
   name: "layernorm_backward_input",
   bindings: ["write", "read", "read", "read", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg, width }) => {
-    const { T, total } = vector(width);
-    return /* wgsl */ `
-alias T = ${T};
-${BACKWARD_INPUT_BINDINGS}
-
-var<workgroup> partial: array<vec2f, ${wg}>;
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${WORKGROUP_INDEX}
-  let row = w;
-  if (row >= params.rows) { return; }
-  let c = params.c;
+  wgsl: perRowWgsl(
+    "workgroup",
+    BACKWARD_INPUT_BINDINGS,
+    ({ wg, width, total }) => /* wgsl */ `
   let m = mean[params.rowOffset + row];
   let s = rstd[params.rowOffset + row];
   let x = params.inOffset + row * c;
@@ -209,29 +218,22 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
     let norm = (inp[x + i] - m) * s;
     let dnorm = dout[g + i] * weight[i];
     dinp[d + i] += (dnorm - means.x - norm * means.y) * s;
-  }
-}
-`;
-  },
+  }`,
+    (wg) => `var<workgroup> partial: array<vec2f, ${wg}>;`,
+  ),
 };
 
-/** WGSL of the backward's `dinp +=`, one invocation per row (see {@linkcode LayernormPerRow}). */
+/**
+ * WGSL of the backward's `dinp +=`, one invocation per row: the default on a CPU adapter (see
+ * {@linkcode LayernormPerRow}).
+ */
 export const layernormBackwardInputRowsKernel: Kernel<LayernormConstants> = {
   name: "layernorm_backward_input_rows",
   bindings: layernormBackwardInputKernel.bindings,
-  wgsl: ({ workgroupSize: wg, width }) => {
-    const { T, total } = vector(width);
-    return /* wgsl */ `
-alias T = ${T};
-${BACKWARD_INPUT_BINDINGS}
-
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
-        @builtin(local_invocation_index) lid: u32) {
-  ${WORKGROUP_INDEX}
-  let row = w * ${wg}u + lid;
-  if (row >= params.rows) { return; }
-  let c = params.c;
+  wgsl: perRowWgsl(
+    "invocation",
+    BACKWARD_INPUT_BINDINGS,
+    ({ width, total }) => /* wgsl */ `
   let m = mean[params.rowOffset + row];
   let s = rstd[params.rowOffset + row];
   let x = params.inOffset + row * c;
@@ -250,10 +252,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   for (var i = 0u; i < c; i++) {
     let norm = (inp[x + i] - m) * s;
     dinp[d + i] += (dout[g + i] * weight[i] - meanDnorm - norm * meanDnormNorm) * s;
-  }
-}
-`;
-  },
+  }`,
+  ),
 };
 
 /**

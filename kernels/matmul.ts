@@ -66,14 +66,7 @@
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
 import { GELU_WGSL, geluScalar } from "./gelu.ts";
 import { type BindingKind, bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
-import {
-  type MatrixBlock,
-  releaseScratchTextures,
-  scratchTexture,
-  stageBlock,
-} from "./_matmul_texture.ts";
-
-export { releaseScratchTextures as releaseMatmulScratch };
+import { type MatrixBlock, scratchTexture, stageBlock } from "./_matmul_texture.ts";
 
 /** The shape and epilogue of a (batched) matmul; shared by the GPU launcher and CPU reference. */
 export interface MatmulShape {
@@ -516,32 +509,8 @@ export async function matmul(
         const outWindow = bufferWindow(gpu, out, outFirst, outCount);
         const preWindow = options.pre ? bufferWindow(gpu, options.pre, outFirst, outCount) : null;
         for (const [kIndex, kp] of kParts.entries()) {
-          const aLayers = strideA === 0 ? 1 : lp.count;
-          const bLayers = strideB === 0 ? 1 : lp.count;
-          const aBlock: MatrixBlock = {
-            buffer: a,
-            offset: options.offsetA ?? 0,
-            ld: transA ? m : k,
-            batchStride: strideA,
-            row0: transA ? kp.first : mp.first,
-            rows: transA ? kp.count : mp.count,
-            col0: transA ? mp.first : kp.first,
-            cols: transA ? mp.count : kp.count,
-            layer0: strideA === 0 ? 0 : lp.first,
-            layers: aLayers,
-          };
-          const bBlock: MatrixBlock = {
-            buffer: b,
-            offset: options.offsetB ?? 0,
-            ld: transB ? k : n,
-            batchStride: strideB,
-            row0: transB ? np.first : kp.first,
-            rows: transB ? np.count : kp.count,
-            col0: transB ? kp.first : np.first,
-            cols: transB ? kp.count : np.count,
-            layer0: strideB === 0 ? 0 : lp.first,
-            layers: bLayers,
-          };
+          const aBlock = operandBlock(a, options.offsetA ?? 0, strideA, lp, mp, m, kp, k, transA);
+          const bBlock = operandBlock(b, options.offsetB ?? 0, strideB, lp, np, n, kp, k, !transB);
           const ta = await stage("a", aBlock, transA);
           const tb = await stage("b", bBlock, !transB);
           const params = gpu.uniform(uniforms({
@@ -574,6 +543,39 @@ export async function matmul(
       }
     }
   }
+}
+
+/**
+ * The block of one operand a launch stages: the `outer` part of its outer dimension (A's rows M,
+ * or B's columns N; `outerSize` in all) by the `kp` part of the inner dimension K, in batch
+ * layers `lp` (layer 0 only when `stride` is 0, an operand shared by every layer).
+ *
+ * @param kMajor the operand is stored (K, outer), row-major: A transposed, or B not transposed.
+ */
+function operandBlock(
+  buffer: GPUBuffer,
+  offset: number,
+  stride: number,
+  lp: Range,
+  outer: Range,
+  outerSize: number,
+  kp: Range,
+  k: number,
+  kMajor: boolean,
+): MatrixBlock {
+  const [rows, cols] = kMajor ? [kp, outer] : [outer, kp];
+  return {
+    buffer,
+    offset,
+    ld: kMajor ? outerSize : k,
+    batchStride: stride,
+    row0: rows.first,
+    rows: rows.count,
+    col0: cols.first,
+    cols: cols.count,
+    layer0: stride === 0 ? 0 : lp.first,
+    layers: stride === 0 ? 1 : lp.count,
+  };
 }
 
 /**

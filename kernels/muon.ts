@@ -18,7 +18,7 @@
  * @module
  */
 
-import { type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { type Binding, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, reductionWorkgroup } from "./_parts.ts";
 import { workgroupSumWgsl } from "./_wgsl.ts";
 import type { Floats } from "./types.ts";
@@ -29,9 +29,20 @@ export interface MuonConstants extends Record<string, number> {
   workgroupSize: number;
 }
 
-/** Invocations per workgroup of the elementwise kernels: 64 on a CPU adapter, 256 on a GPU. */
-function elementwiseWorkgroup(gpu: Gpu): number {
-  return gpu.adapter.isCpu ? 64 : 256;
+/**
+ * Records an elementwise kernel over `n` floats, one invocation each (made with
+ * {@linkcode elementwiseMain}), in workgroups of 64 on a CPU adapter and 256 on a GPU.
+ *
+ * @param bindings the kernel's buffers, then its uniform.
+ */
+async function runPerFloat(
+  gpu: Gpu,
+  kernel: Kernel<MuonConstants>,
+  n: number,
+  bindings: readonly Binding[],
+): Promise<void> {
+  const workgroupSize = gpu.adapter.isCpu ? 64 : 256;
+  await gpu.run(kernel, { workgroupSize }, bindings, grid2d(Math.ceil(n / workgroupSize)));
 }
 
 /** Throws when `n` floats would not fit one binding. */
@@ -118,7 +129,6 @@ export async function muonMomentum(
   assertOneBinding(gpu, "momentum", n);
   assertFits("m", m, n);
   assertFits("g", g, n);
-  const wg = elementwiseWorkgroup(gpu);
   const params = gpu.uniform(uniforms({
     n: ["u32", n],
     momentum: ["f32", hyper.momentum],
@@ -128,12 +138,7 @@ export async function muonMomentum(
   // Without clipping the norm is not read; a scratch float stands in for its binding (a window
   // of m or g cannot: a buffer bound read-write may not also be bound read-only).
   const norm = gradNorm ?? gpu.acquire(4, undefined, "muon.no_norm");
-  await gpu.run(
-    muonMomentumKernel,
-    { workgroupSize: wg },
-    [head(m, n), head(g, n), head(norm, 1), params],
-    grid2d(Math.ceil(n / wg)),
-  );
+  await runPerFloat(gpu, muonMomentumKernel, n, [head(m, n), head(g, n), head(norm, 1), params]);
   if (!gradNorm) gpu.release(norm);
 }
 
@@ -263,14 +268,8 @@ export async function muonScale(
   assertOneBinding(gpu, "stack", n);
   assertFits("x", x, n);
   assertFits("scales", scales, count);
-  const wg = elementwiseWorkgroup(gpu);
   const params = gpu.uniform(uniforms({ n: ["u32", n], size: ["u32", size] }));
-  await gpu.run(
-    muonScaleKernel,
-    { workgroupSize: wg },
-    [head(x, n), head(scales, count), params],
-    grid2d(Math.ceil(n / wg)),
-  );
+  await runPerFloat(gpu, muonScaleKernel, n, [head(x, n), head(scales, count), params]);
 }
 
 /** CPU reference of {@linkcode muonScale}. */
@@ -334,7 +333,6 @@ export async function muonPolynomial(
   for (const [name, buffer] of [["out", out], ["gram", gram], ["gram2", gram2]] as const) {
     assertFits(name, buffer, n);
   }
-  const wg = elementwiseWorkgroup(gpu);
   const params = gpu.uniform(uniforms({
     n: ["u32", n],
     s: ["u32", s],
@@ -342,12 +340,12 @@ export async function muonPolynomial(
     b: ["f32", coefficients.b],
     c: ["f32", coefficients.c],
   }));
-  await gpu.run(
-    muonPolynomialKernel,
-    { workgroupSize: wg },
-    [head(out, n), head(gram, n), head(gram2, n), params],
-    grid2d(Math.ceil(n / wg)),
-  );
+  await runPerFloat(gpu, muonPolynomialKernel, n, [
+    head(out, n),
+    head(gram, n),
+    head(gram2, n),
+    params,
+  ]);
 }
 
 /** CPU reference of {@linkcode muonPolynomial}. */
@@ -411,19 +409,13 @@ export async function muonUpdate(
   assertOneBinding(gpu, "update", n);
   assertFits("w", w, n);
   assertFits("o", o, n);
-  const wg = elementwiseWorkgroup(gpu);
   const params = gpu.uniform(uniforms({
     n: ["u32", n],
     lr: ["f32", hyper.lr],
     scale: ["f32", hyper.scale],
     weightDecay: ["f32", hyper.weightDecay],
   }));
-  await gpu.run(
-    muonUpdateKernel,
-    { workgroupSize: wg },
-    [head(w, n), head(o, n), params],
-    grid2d(Math.ceil(n / wg)),
-  );
+  await runPerFloat(gpu, muonUpdateKernel, n, [head(w, n), head(o, n), params]);
 }
 
 /** CPU reference of {@linkcode muonUpdate}. */
