@@ -47,6 +47,7 @@ export * from "./kernels/types.ts";
 
 // Engine and model: tensors on a tape, the ops, GPT-2, optimizers, checkpoints, generation.
 export * from "./nn/accumulated_step.ts";
+export * from "./nn/batch.ts";
 export * from "./nn/checked_step.ts";
 export * from "./nn/checkpoint.ts";
 export * from "./nn/config.ts";

@@ -8,23 +8,11 @@
  * @module
  */
 
-import { countedPositions } from "../kernels/cross_entropy.ts";
+import { countedTargets, meanLoss, type MicroBatch } from "./batch.ts";
 import type { GPT2 } from "./gpt2.ts";
 import { Tape } from "./tape.ts";
 
-/** One micro-batch of next-token sequences on the CPU. */
-export interface MicroBatch {
-  /** (B, T) input ids. */
-  inputs: Int32Array;
-  /** (B, T) the token each position must predict. */
-  targets: Int32Array;
-  /** (B, T) 0 where a position does not count in the loss. */
-  mask: Uint32Array;
-  /** Sequences, B. */
-  batch: number;
-  /** Positions per sequence, T. */
-  time: number;
-}
+export type { MicroBatch } from "./batch.ts";
 
 /**
  * What a step needs of an optimizer (`AdamW`, or another): one update of the
@@ -56,7 +44,7 @@ export async function accumulateGradients(
   batches: readonly MicroBatch[],
 ): Promise<{ counted: number; readLosses: () => Promise<Float32Array> }> {
   const gpu = model.gpu;
-  const counted = batches.reduce((n, b) => n + countedPositions(b.targets, b.mask), 0);
+  const counted = countedTargets(batches);
   const positions = batches.reduce((n, b) => n + b.batch * b.time, 0);
   // (Σ B·T) every micro-batch's per-position losses, copied here as each micro-batch ends.
   const losses = gpu.acquire(positions * 4, undefined, "step.losses");
@@ -64,25 +52,14 @@ export async function accumulateGradients(
   try {
     for (const batch of batches) {
       const tape = new Tape(gpu);
-      const buffers = [gpu.upload(batch.inputs), gpu.upload(batch.targets), gpu.upload(batch.mask)];
       try {
-        const perPosition = await model.loss(
-          tape,
-          { ids: batch.inputs, buffer: buffers[0], batch: batch.batch, time: batch.time },
-          { targets: buffers[1], mask: buffers[2], counted },
-        );
+        const { perPosition } = await model.loss(tape, batch, { counted });
         await tape.backward(perPosition);
-        gpu.encoder.copyBufferToBuffer(
-          perPosition.buffer,
-          0,
-          losses,
-          offset * 4,
-          perPosition.size * 4,
-        );
+        const bytes = perPosition.size * 4;
+        gpu.encoder.copyBufferToBuffer(perPosition.buffer, 0, losses, offset * 4, bytes);
         offset += perPosition.size;
       } finally {
         tape.dispose();
-        for (const buffer of buffers) gpu.release(buffer);
       }
     }
   } catch (error) {
@@ -119,8 +96,7 @@ export async function accumulatedStep(
     } finally {
       perPosition = await readLosses(); // also frees the losses' buffer
     }
-    const loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
-    return { loss, gradNorm: await readNorm(), counted };
+    return { loss: meanLoss(perPosition, counted), gradNorm: await readNorm(), counted };
   } finally {
     model.zeroGrad();
   }

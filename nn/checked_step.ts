@@ -13,11 +13,8 @@
  */
 
 import { globalNorm } from "../kernels/grad_norm.ts";
-import {
-  type AccumulatedStepResult,
-  accumulateGradients,
-  type MicroBatch,
-} from "./accumulated_step.ts";
+import { type AccumulatedStepResult, accumulateGradients } from "./accumulated_step.ts";
+import { meanLoss, type MicroBatch } from "./batch.ts";
 import type { GPT2 } from "./gpt2.ts";
 
 /** An optimizer that clips by a global gradient norm it is given (`AdamW`, `MuonAdamW`). */
@@ -64,7 +61,7 @@ export async function checkedStep(
         perPosition = await readLosses(); // waits for the GPU; also frees the losses' buffer
       }
       const gradNorm = (await gpu.readF32(normBuffer, 1))[0];
-      const loss = perPosition.reduce((s, l) => s + l, 0) / Math.max(1, counted);
+      const loss = meanLoss(perPosition, counted);
       if (!Number.isFinite(loss)) throw new NonFiniteStepError("loss", loss, loss);
       if (!Number.isFinite(gradNorm)) throw new NonFiniteStepError("gradient norm", gradNorm, loss);
       await optimizer.step(lr, normBuffer);

@@ -17,6 +17,7 @@
  * @module
  */
 
+import { uploadTokens } from "./batch.ts";
 import type { GPT2 } from "./gpt2.ts";
 import { KvCache } from "./kv_cache.ts";
 import { Random } from "./random.ts";
@@ -258,9 +259,8 @@ export async function generateTokensUncached(
     const window = Int32Array.from(tokens.slice(-contextLength));
     const T = window.length;
     const tape = new Tape(model.gpu);
-    const buffer = model.gpu.upload(window);
     try {
-      const logits = await model.forward(tape, { ids: window, buffer, batch: 1, time: T });
+      const logits = await model.forward(tape, uploadTokens(tape, window, 1, T)); // (1, T, V)
       const last = await model.gpu.readF32(logits.buffer, vocabSize, (T - 1) * vocabSize);
       const next = sampleToken(last, options, random);
       tokens.push(next);
@@ -269,7 +269,6 @@ export async function generateTokensUncached(
       if (stop.has(next)) break;
     } finally {
       tape.dispose();
-      model.gpu.release(buffer);
     }
   }
   return generated;

@@ -14,6 +14,7 @@ import { layernormForward } from "../kernels/layernorm.ts";
 import { matmul, MATMUL_TILE_CPU, type MatmulLimits } from "../kernels/matmul.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
 import { cachedSelfAttention, type KvCache } from "./kv_cache.ts";
+import { type BatchLoss, meanLoss, type MicroBatch, uploadBatch } from "./batch.ts";
 import {
   add,
   causalSelfAttention,
@@ -21,7 +22,7 @@ import {
   embed,
   layernorm,
   linear,
-  type LossTargets,
+  linearGelu,
   type TokenBatch,
 } from "./ops.ts";
 import { Random } from "./random.ts";
@@ -130,29 +131,36 @@ export class GPT2 {
     return this.params.get(name)!;
   }
 
-  /** Logits (B, T, V) for token ids (B, T). */
+  /** Logits (B, T, V) for token ids (B, T) on the GPU (`uploadTokens` puts them there). */
   async forward(tape: Tape, tokens: TokenBatch): Promise<Tensor> {
-    let x = await embed(tape, tokens, this.#p("wte"), this.#p("wpe"));
+    let x = await embed(tape, tokens, this.#p("wte"), this.#p("wpe")); // (B, T, C)
     for (let i = 0; i < this.config.nLayer; i++) {
-      const p = (name: string) => this.#p(`h.${i}.${name}`);
-      // x = x + attn(ln_1(x))
-      const h1 = await layernorm(tape, x, p("ln_1.weight"), p("ln_1.bias"));
-      const qkv = await linear(tape, h1, p("attn.c_attn.weight"), p("attn.c_attn.bias"));
-      const y = await causalSelfAttention(tape, qkv, this.config.nHead);
-      x = await add(tape, x, await linear(tape, y, p("attn.c_proj.weight"), p("attn.c_proj.bias")));
-      // x = x + mlp(ln_2(x))
-      const h2 = await layernorm(tape, x, p("ln_2.weight"), p("ln_2.bias"));
-      const hidden = await linear(tape, h2, p("mlp.c_fc.weight"), p("mlp.c_fc.bias"), {
-        gelu: true,
-      });
-      x = await add(
-        tape,
-        x,
-        await linear(tape, hidden, p("mlp.c_proj.weight"), p("mlp.c_proj.bias")),
-      );
+      const b = `h.${i}`; // x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), each (B, T, C)
+      x = await add(tape, x, await this.#attn(tape, await this.#ln(tape, x, `${b}.ln_1`), b));
+      x = await add(tape, x, await this.#mlp(tape, await this.#ln(tape, x, `${b}.ln_2`), b));
     }
-    x = await layernorm(tape, x, this.#p("ln_f.weight"), this.#p("ln_f.bias"));
-    return await linear(tape, x, this.#p("wte"), null); // the tied output head
+    x = await this.#ln(tape, x, "ln_f"); // (B, T, C)
+    return await linear(tape, x, this.#p("wte"), null); // (B, T, V), the tied output head
+  }
+
+  /** Layer norm `name` (`h.N.ln_1`, `ln_f`, ...): (B, T, C) → (B, T, C). */
+  async #ln(tape: Tape, x: Tensor, name: string): Promise<Tensor> {
+    return await layernorm(tape, x, this.#p(`${name}.weight`), this.#p(`${name}.bias`));
+  }
+
+  /** Block `b`'s (`h.N`) causal self-attention: (B, T, C) → (B, T, C). */
+  async #attn(tape: Tape, x: Tensor, b: string): Promise<Tensor> {
+    const p = (name: string) => this.#p(`${b}.attn.${name}`);
+    const qkv = await linear(tape, x, p("c_attn.weight"), p("c_attn.bias")); // (B, T, 3C)
+    const y = await causalSelfAttention(tape, qkv, this.config.nHead); // (B, T, C)
+    return await linear(tape, y, p("c_proj.weight"), p("c_proj.bias")); // (B, T, C)
+  }
+
+  /** Block `b`'s (`h.N`) MLP: (B, T, C) → (B, T, 4C) through GELU → (B, T, C). */
+  async #mlp(tape: Tape, x: Tensor, b: string): Promise<Tensor> {
+    const p = (name: string) => this.#p(`${b}.mlp.${name}`);
+    const hidden = await linearGelu(tape, x, p("c_fc.weight"), p("c_fc.bias")); // (B, T, 4C)
+    return await linear(tape, hidden, p("c_proj.weight"), p("c_proj.bias")); // (B, T, C)
   }
 
   /**
@@ -286,15 +294,25 @@ export class GPT2 {
     await embeddingForward(this.gpu, out, ids, wte, table, 1, R * Tq, C, V, R * Tq);
   }
 
-  /** Per-position losses (B·T) of the next-token targets; `withGrad` readies the backward. */
+  /**
+   * The next-token loss on `batch`, nanoGPT's `logits, loss = model(X, Y)`: uploads the batch
+   * (into buffers the tape frees), runs the forward and the fused softmax cross-entropy, and
+   * returns the per-position losses with the positions that count. The gradient is that of the
+   * mean over `counted` positions (default the batch's own; a step of several micro-batches
+   * passes the count of all of them) and is readied for {@linkcode Tape.backward} on
+   * `perPosition`, unless `withGrad` is false (validation), which keeps the logits intact.
+   */
   async loss(
     tape: Tape,
-    tokens: TokenBatch,
-    targets: LossTargets,
-    options: { withGrad?: boolean } = {},
-  ): Promise<Tensor> {
-    const logits = await this.forward(tape, tokens);
-    return await crossEntropyLoss(tape, logits, targets, options);
+    batch: MicroBatch,
+    options: { counted?: number; withGrad?: boolean } = {},
+  ): Promise<BatchLoss> {
+    const { tokens, targets } = uploadBatch(tape, batch, options.counted);
+    const logits = await this.forward(tape, tokens); // (B, T, V)
+    const withGrad = options.withGrad ?? true;
+    const perPosition = await crossEntropyLoss(tape, logits, targets, { withGrad }); // (B·T)
+    const counted = targets.counted;
+    return { perPosition, counted, mean: async () => meanLoss(await perPosition.read(), counted) };
   }
 
   /** Forgets every parameter gradient (after an optimizer step). */

@@ -199,23 +199,15 @@ export async function crossEntropyLoss(
 
 /**
  * A linear layer, `out (..., OC) = x (..., C) · weightᵀ + bias`, with `weight (OC, C)` and
- * `bias (OC)` or none (GPT-2's tied lm head); with `gelu`, GELU is fused into the product's
- * store (GPT-2's `mlp.c_fc`), keeping the pre-activation for the backward.
+ * `bias (OC)` or none (GPT-2's tied lm head).
  */
 export async function linear(
   tape: Tape,
   x: Tensor,
   weight: Tensor,
   bias: Tensor | null,
-  { gelu = false } = {},
 ): Promise<Tensor> {
-  const [OC, C] = weight.shape, BT = x.size / C;
-  if (lastDim(x) !== C) {
-    throw new Error(`linear() got input [${x.shape}] for a weight of [${weight.shape}].`);
-  }
-  const outShape = [...x.shape.slice(0, -1), OC];
-  const out = tape.tensor(outShape, gelu ? "linear_gelu" : "linear");
-  const pre = gelu ? tape.scratch(BT * OC, "pre_gelu") : undefined;
+  const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear");
   await linearForward(
     tape.gpu,
     out.buffer,
@@ -225,30 +217,62 @@ export async function linear(
     BT,
     C,
     OC,
-    {
-      gelu,
-      pre,
-    },
   );
-  tape.record(
-    gelu ? "linear_gelu" : "linear",
-    bias ? [x, weight, bias] : [x, weight],
-    out,
-    async () => {
-      const dout = out.grad;
-      if (pre) {
-        // Through the fused GELU first: dpre = gelu'(pre) · dout, in place in out's gradient.
-        await geluBackward(tape.gpu, dout, pre, dout, BT * OC);
-      }
-      const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
-      await tape.writeGrad(
-        x,
-        (dx) =>
-          linearBackward(tape.gpu, dx, dweight, dbias, dout, x.buffer, weight.buffer, BT, C, OC),
-      );
-    },
-  );
+  tape.record("linear", bias ? [x, weight, bias] : [x, weight], out, async () => {
+    await linearInputGrads(tape, x, weight, bias, out.grad);
+  });
   return out;
+}
+
+/**
+ * `out = GELU(x · weightᵀ + bias)` (GPT-2's `mlp.c_fc`), forward and backward side by side. The
+ * forward fuses GELU into the product's store and keeps the pre-activation; the backward first
+ * turns dout into dpre = gelu'(pre) · dout, in place, then runs the linear layer's backward. No
+ * dispatch more than the fused forward and an in-place GELU backward.
+ */
+export async function linearGelu(
+  tape: Tape,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+): Promise<Tensor> {
+  const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear_gelu");
+  const pre = tape.scratch(BT * OC, "pre_gelu"); // (..., OC) before GELU
+  await linearForward(tape.gpu, out.buffer, x.buffer, weight.buffer, bias.buffer, BT, C, OC, {
+    gelu: true,
+    pre,
+  });
+  tape.record("linear_gelu", [x, weight, bias], out, async () => {
+    const dout = out.grad;
+    await geluBackward(tape.gpu, dout, pre, dout, BT * OC); // dpre, in out's gradient
+    await linearInputGrads(tape, x, weight, bias, dout);
+  });
+  return out;
+}
+
+/** The output of a linear layer of `weight (OC, C)` on `x (..., C)`, checked: `(..., OC)`. */
+function linearOutput(tape: Tape, x: Tensor, weight: Tensor, name: string) {
+  const [OC, C] = weight.shape, BT = x.size / C;
+  if (lastDim(x) !== C) {
+    throw new Error(`${name}() got input [${x.shape}] for a weight of [${weight.shape}].`);
+  }
+  return { out: tape.tensor([...x.shape.slice(0, -1), OC], name), BT, C, OC };
+}
+
+/** A linear layer's backward from `dout (..., OC)`: dx written, dweight and dbias added. */
+async function linearInputGrads(
+  tape: Tape,
+  x: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  dout: GPUBuffer,
+): Promise<void> {
+  const [OC, C] = weight.shape, BT = x.size / C;
+  const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
+  await tape.writeGrad(
+    x,
+    (dx) => linearBackward(tape.gpu, dx, dweight, dbias, dout, x.buffer, weight.buffer, BT, C, OC),
+  );
 }
 
 /**

@@ -29,6 +29,7 @@ import { writeAll, writeTextFileAtomic } from "../util/files.ts";
 import { acquireRunLock } from "../util/run_lock.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
+import type { MicroBatch } from "../nn/batch.ts";
 import { checkedStep, NonFiniteStepError } from "../nn/checked_step.ts";
 import {
   DEFAULT_DECAY_FRACTION,
@@ -513,80 +514,101 @@ async function trainInRunFolder(
       console.error(`\nnote: decaying now to end at step ${fit} within --max-seconds`);
     }
   };
+  const stepEnded = () => {
+    stepEnds.push(performance.now());
+    if (stepEnds.length > 21) stepEnds.shift();
+  };
+  // X, Y: the next step's rows (the main data's, and the final mix's once it joins), cut into
+  // micro-batches of this step's sequence length.
+  const nextBatches = () => {
+    const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
+    const mixing = mixSampler !== null && step >= mixFrom;
+    const rows = concatBatches([ // (gradAccum · batchSize, T)
+      batchOfRows(dataset, sampler.nextRows(batchSize * gradAccum - (mixing ? mixRows : 0))),
+      ...(mixing ? [batchOfRows(mix!, mixSampler.nextRows())] : []),
+    ]);
+    const microBatches = Array.from({ length: gradAccum }, (_, i) => {
+      const batch = rowsOfBatch(rows, T, i * batchSize, batchSize);
+      return cutSequences(batch, T, seqLength); // (batchSize · T/seqLength, seqLength)
+    });
+    return { microBatches, seqLength };
+  };
+  // Loss, backward, clip, update, zero_grad; a NaN or infinite loss or norm is not applied.
+  const trainStep = (microBatches: readonly MicroBatch[], lr: number) =>
+    checkedStep(model, optimizer, microBatches, lr).catch((error) => {
+      if (!(error instanceof NonFiniteStepError)) throw error;
+      const detail = error.which === "loss"
+        ? ", so that step was not applied"
+        : ` (its loss was ${error.loss.toFixed(3)}), so that step was not applied`;
+      throw diverged(error.which, error.value, step + 1, detail);
+    });
+  const stepLog = (
+    { loss, gradNorm, lr, seqLength, started }:
+      & Pick<StepLog, "loss" | "gradNorm" | "lr" | "seqLength">
+      & {
+        started: number;
+      },
+  ): StepLog => ({
+    step,
+    loss,
+    lr,
+    gradNorm,
+    ms: performance.now() - started,
+    tokens: tokensPerStep,
+    totalTokens: step * tokensPerStep,
+    seqLength,
+    seconds: secondsSinceStart(),
+  });
+  // Whether the time limit has passed, and whether this is the run's last step.
+  const endOf = (record: StepLog) => {
+    const timeUp = options.maxSeconds !== undefined && record.seconds >= options.maxSeconds;
+    return { timeUp, last: step >= scheduleSteps || timeUp };
+  };
+  // The held-out loss, into the step's record; a NaN or infinite one stops the run unsaved.
+  const validate = async (record: StepLog) => {
+    lastVal = await validationLosses(model, dataset, split.validation!, batchSize, {
+      batches: options.evalBatches ?? D.evalBatches,
+    });
+    if (!Number.isFinite(lastVal.loss)) {
+      throw diverged(
+        "validation loss",
+        lastVal.loss,
+        step,
+        ` (its training loss was ${record.loss.toFixed(3)}), so this step's weights are not saved`,
+      );
+    }
+    record.valLoss = lastVal.loss;
+    record.valLossByPosition = lastVal.byPosition;
+  };
+  // The step into the run's losses, log.jsonl, the progress bar and onStep.
+  const report = async (record: StepLog) => {
+    losses.push(record.loss);
+    await writeAll(log, new TextEncoder().encode(JSON.stringify(record) + "\n")).catch(
+      (error: Error) => {
+        throw new Error(`Could not append to ${logPath}: ${error.message}.`);
+      },
+    );
+    const val = lastVal === undefined ? "" : ` val ${lastVal.loss.toFixed(3)}`;
+    progress.update(step, scheduleSteps, `loss ${record.loss.toFixed(3)}${val}`);
+    options.onStep?.(record);
+  };
   try {
     while (step < scheduleSteps) {
       const started = performance.now();
       fitScheduleToTimeLimit();
-      const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
-      const mixing = mixSampler !== null && step >= mixFrom;
-      const rows = concatBatches([ // (gradAccum · batchSize, T)
-        batchOfRows(dataset, sampler.nextRows(batchSize * gradAccum - (mixing ? mixRows : 0))),
-        ...(mixing ? [batchOfRows(mix!, mixSampler.nextRows())] : []),
-      ]);
-      const microBatches = Array.from({ length: gradAccum }, (_, i) => {
-        const batch = rowsOfBatch(rows, T, i * batchSize, batchSize);
-        return cutSequences(batch, T, seqLength); // (batchSize · T/seqLength, seqLength)
-      });
+      const { microBatches, seqLength } = nextBatches();
       const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
-      const { loss, gradNorm } = await checkedStep(model, optimizer, microBatches, lr)
-        .catch((error) => {
-          if (!(error instanceof NonFiniteStepError)) throw error;
-          const detail = error.which === "loss"
-            ? ", so that step was not applied"
-            : ` (its loss was ${error.loss.toFixed(3)}), so that step was not applied`;
-          throw diverged(error.which, error.value, step + 1, detail);
-        });
+      const { loss, gradNorm } = await trainStep(microBatches, lr);
       step++;
-      losses.push(loss);
-      const record: StepLog = {
-        step,
-        loss,
-        lr,
-        gradNorm,
-        ms: performance.now() - started,
-        tokens: tokensPerStep,
-        totalTokens: step * tokensPerStep,
-        seqLength,
-        seconds: secondsSinceStart(),
-      };
-      const timeUp = options.maxSeconds !== undefined && record.seconds >= options.maxSeconds;
-      const last = step >= scheduleSteps || timeUp;
-      if (split.validation && (step % evalEvery === 0 || last)) {
-        lastVal = await validationLosses(model, dataset, split.validation, batchSize, {
-          batches: options.evalBatches ?? D.evalBatches,
-        });
-        if (!Number.isFinite(lastVal.loss)) {
-          throw diverged(
-            "validation loss",
-            lastVal.loss,
-            step,
-            ` (its training loss was ` +
-              `${loss.toFixed(3)}), so this step's weights are not saved`,
-          );
-        }
-        record.valLoss = lastVal.loss;
-        record.valLossByPosition = lastVal.byPosition;
-      }
-      await writeAll(log, new TextEncoder().encode(JSON.stringify(record) + "\n")).catch(
-        (error: Error) => {
-          throw new Error(`Could not append to ${logPath}: ${error.message}.`);
-        },
-      );
-      const val = lastVal === undefined ? "" : ` val ${lastVal.loss.toFixed(3)}`;
-      progress.update(step, scheduleSteps, `loss ${loss.toFixed(3)}${val}`);
-      options.onStep?.(record);
-      const stopping = options.signal?.aborted ?? false;
+      const record = stepLog({ loss, gradNorm, lr, seqLength, started });
+      const { timeUp, last } = endOf(record);
+      if (split.validation && (step % evalEvery === 0 || last)) await validate(record);
+      await report(record);
+      const stopping = options.signal?.aborted ?? false; // read after onStep, which may abort
       if (step % checkpointEvery === 0 || last || stopping) await save();
-      if (stopping) {
-        stopReason = "signal";
-        break;
-      }
-      if (timeUp && step < scheduleSteps) {
-        stopReason = "time";
-        break;
-      }
-      stepEnds.push(performance.now());
-      if (stepEnds.length > 21) stepEnds.shift();
+      stopReason = stopping ? "signal" : timeUp && step < scheduleSteps ? "time" : "steps";
+      if (stopReason !== "steps") break;
+      stepEnded();
     }
     progress.finish();
   } finally {

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { countedPositions } from "../kernels/cross_entropy.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
 import { Tape } from "../nn/tape.ts";
 import { batchOfRows, type RowRange } from "./batches.ts";
@@ -56,19 +55,11 @@ export async function validationLosses(
     const ids = Array.from({ length: batchSize }, (_, i) => rows.first + b * batchSize + i);
     const batch = batchOfRows(dataset, ids);
     const tape = new Tape(gpu);
-    const buffers = [batch.inputs, batch.targets, batch.mask].map((a) => gpu.upload(a));
     try {
-      const losses = await model.loss(
-        tape,
-        { ids: batch.inputs, buffer: buffers[0], batch: batchSize, time: T },
-        {
-          targets: buffers[1],
-          mask: buffers[2],
-          counted: countedPositions(batch.targets, batch.mask),
-        },
-        { withGrad: false },
-      );
-      const perPosition = await losses.read(); // (B·T), 0 where a position does not count
+      const loss = await model.loss(tape, { ...batch, batch: batchSize, time: T }, {
+        withGrad: false,
+      });
+      const perPosition = await loss.perPosition.read(); // (B·T), 0 where a position does not count
       for (let i = 0; i < perPosition.length; i++) {
         if (!batch.mask[i]) continue;
         const bucket = Math.floor((i % T) / bucketSize);
@@ -77,7 +68,6 @@ export async function validationLosses(
       }
     } finally {
       tape.dispose();
-      for (const buffer of buffers) gpu.release(buffer);
     }
   }
   const total = sums.reduce((s, x) => s + x, 0), counted = counts.reduce((s, x) => s + x, 0);

@@ -23,7 +23,7 @@ function rowsOf(batch: MicroBatch, first: number, count: number): MicroBatch {
   return {
     inputs: part(batch.inputs) as Int32Array,
     targets: part(batch.targets) as Int32Array,
-    mask: part(batch.mask) as Uint32Array,
+    mask: part(batch.mask!) as Uint32Array,
     batch: count,
     time: T,
   };

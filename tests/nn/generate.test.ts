@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { Gpu } from "../../kernels/device.ts";
+import { uploadTokens } from "../../nn/batch.ts";
 import type { GPT2Config } from "../../nn/config.ts";
 import {
   generateBatch,
@@ -53,14 +54,12 @@ function prompt(n: number, seed: number, vocabSize: number): number[] {
 /** The training forward's logits (V) at the last position of `tokens`. */
 async function lastLogits(model: GPT2, tokens: readonly number[]): Promise<Float32Array> {
   const ids = Int32Array.from(tokens), tape = new Tape(model.gpu);
-  const buffer = model.gpu.upload(ids);
   try {
-    const logits = await model.forward(tape, { ids, buffer, batch: 1, time: ids.length });
+    const logits = await model.forward(tape, uploadTokens(tape, ids, 1, ids.length));
     const V = model.config.vocabSize;
     return await model.gpu.readF32(logits.buffer, V, (ids.length - 1) * V);
   } finally {
     tape.dispose();
-    model.gpu.release(buffer);
   }
 }
 

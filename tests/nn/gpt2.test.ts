@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { uploadTokens } from "../../nn/batch.ts";
 import { GPT2 } from "../../nn/gpt2.ts";
 import { Tape } from "../../nn/tape.ts";
 import { Random } from "../../nn/random.ts";
@@ -24,13 +25,10 @@ Deno.test("GPT2 matches the CPU reference in loss and in every parameter's gradi
   }
 
   const tape = new Tape(gpu);
-  const losses = await model.loss(
-    tape,
-    { ids: tokens, buffer: gpu.upload(tokens), batch: B, time: T },
-    { targets: gpu.upload(targets), mask: gpu.upload(mask), counted },
-  );
-  await tape.backward(losses);
-  const gpuLoss = (await losses.read()).reduce((s, l) => s + l, 0) / counted;
+  const loss = await model.loss(tape, { inputs: tokens, targets, mask, batch: B, time: T });
+  assert.equal(loss.counted, counted);
+  await tape.backward(loss.perPosition);
+  const gpuLoss = await loss.mean();
   const cpuLoss = () => gpt2LossCpu(config, params, tokens, targets, mask, B, T);
   assert.ok(Math.abs(gpuLoss - cpuLoss()) < 1e-5, `GPU loss ${gpuLoss}, CPU ${cpuLoss()}`);
   // A random model predicts about uniformly: the loss is near ln(V).
@@ -57,9 +55,8 @@ Deno.test("GPT2 refuses a sequence longer than its context", async () => {
   const gpu = await testGpu();
   const model = GPT2.init(gpu, config, 1);
   const tape = new Tape(gpu);
-  const ids = new Int32Array(9);
   await assert.rejects(
-    model.forward(tape, { ids, buffer: gpu.upload(ids), batch: 1, time: 9 }),
+    model.forward(tape, uploadTokens(tape, new Int32Array(9), 1, 9)),
     /A sequence of 9 tokens is longer than the model's context of 8/,
   );
   tape.dispose();

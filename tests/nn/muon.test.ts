@@ -296,7 +296,6 @@ async function trainTiny(useMuon: boolean, steps: number, lr: number): Promise<n
   const B = 4, T = 16;
   const ids = Int32Array.from({ length: B * T }, () => random.int(config.vocabSize));
   const targets = Int32Array.from({ length: B * T }, () => random.int(config.vocabSize));
-  const idsBuffer = gpu.upload(ids), targetsBuffer = gpu.upload(targets);
   const muonNames = useMuon ? muonParameterNames(config) : [];
   const rest = new Map([...model.params].filter(([name]) => !muonNames.includes(name)));
   const adamw = new AdamW(gpu, rest, new Set([...model.decayed].filter((n) => rest.has(n))));
@@ -306,16 +305,11 @@ async function trainTiny(useMuon: boolean, steps: number, lr: number): Promise<n
     for (let step = 0; step < steps; step++) {
       const tape = new Tape(gpu);
       try {
-        const perPosition = await model.loss(
-          tape,
-          { ids, buffer: idsBuffer, batch: B, time: T },
-          { targets: targetsBuffer, mask: null, counted: B * T },
-        );
-        await tape.backward(perPosition);
+        const loss = await model.loss(tape, { inputs: ids, targets, batch: B, time: T });
+        await tape.backward(loss.perPosition);
         await muon?.step(lr);
         await adamw.step(lr);
-        const values = await perPosition.read();
-        losses.push(values.reduce((s, v) => s + v, 0) / values.length);
+        losses.push(await loss.mean());
       } finally {
         tape.dispose();
         model.zeroGrad();
@@ -325,8 +319,6 @@ async function trainTiny(useMuon: boolean, steps: number, lr: number): Promise<n
     muon?.dispose();
     adamw.dispose();
     model.dispose();
-    gpu.release(idsBuffer);
-    gpu.release(targetsBuffer);
   }
   return losses;
 }

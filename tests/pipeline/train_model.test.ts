@@ -3,6 +3,7 @@ import { type StepLog, trainModel } from "../../pipeline/train_model.ts";
 import { validationLosses } from "../../pipeline/validation_loss.ts";
 import { batchOfRows } from "../../pipeline/batches.ts";
 import { Tape } from "../../nn/tape.ts";
+import { uploadTokens } from "../../nn/batch.ts";
 import { tokenizeDataset } from "../../pipeline/tokenize_dataset.ts";
 import { loadTokenizedDataset, TokenRowWriter } from "../../pipeline/token_rows.ts";
 import { loadCheckpoint } from "../../nn/checkpoint.ts";
@@ -251,12 +252,9 @@ Deno.test("validationLosses() averages the loss by position bucket, as computed 
     for (let r = rows.first; r < rows.first + rows.count; r++) {
       const batch = batchOfRows(dataset, [r]);
       const tape = new Tape(gpu);
-      const ids = gpu.upload(batch.inputs);
-      const logits =
-        await (await model.forward(tape, { ids: batch.inputs, buffer: ids, batch: 1, time: T }))
-          .read();
+      const logits = await (await model.forward(tape, uploadTokens(tape, batch.inputs, 1, T)))
+        .read();
       tape.dispose();
-      gpu.release(ids);
       for (let t = 0; t < T; t++) {
         if (!batch.mask[t]) continue;
         const row = logits.subarray(t * V, (t + 1) * V);

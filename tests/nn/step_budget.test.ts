@@ -1,0 +1,82 @@
+import assert from "node:assert/strict";
+import type { Gpu } from "../../kernels/device.ts";
+import type { MicroBatch } from "../../nn/batch.ts";
+import { checkedStep } from "../../nn/checked_step.ts";
+import { GPT2 } from "../../nn/gpt2.ts";
+import { AdamW, GPT_ADAMW } from "../../nn/optimizer.ts";
+import { Random } from "../../nn/random.ts";
+import { countDispatches, testGpu } from "../_gpu.ts";
+
+/**
+ * What one checked training step of the tiny model below costs the GPU, measured before the
+ * training step was moved behind `GPT2.loss` (nn/batch.ts) and the GPT-2 block into two residual
+ * lines: the refactor added no dispatch, allocation, queue write or readback. Kernels shaped for
+ * a CPU adapter pack more matmul operands (lavapipe's numbers; the 64 KiB binding limit of
+ * `deno task test` splits nothing this small). A change that moves these numbers should say why.
+ */
+const BUDGET = {
+  cpuShapes: { dispatches: 303, acquire: 474, write: 12, read: 2 },
+  gpuShapes: { dispatches: 275, acquire: 446, write: 12, read: 2 },
+};
+
+/** `rows` rows of 8 random ids and targets; every third target on average is masked out. */
+function batchOf(random: Random, rows: number): MicroBatch {
+  const T = 8, inputs = new Int32Array(rows * T), targets = new Int32Array(rows * T);
+  const mask = new Uint32Array(rows * T);
+  for (let i = 0; i < rows * T; i++) {
+    inputs[i] = random.int(50);
+    targets[i] = random.int(50);
+    mask[i] = random.int(3) === 0 ? 0 : 1;
+  }
+  return { inputs, targets, mask, batch: rows, time: T };
+}
+
+/** Counts the calls of `gpu`'s allocation, write and readback methods while `work` runs. */
+async function countCalls(gpu: Gpu, work: () => Promise<void>) {
+  const calls = { acquire: 0, write: 0, read: 0 };
+  const methods = gpu as unknown as Record<keyof typeof calls, (...args: unknown[]) => unknown>;
+  const originals = { ...calls } as unknown as typeof methods;
+  for (const name of Object.keys(calls) as (keyof typeof calls)[]) {
+    originals[name] = methods[name];
+    methods[name] = function (this: unknown, ...args: unknown[]) {
+      calls[name]++;
+      return originals[name].apply(this, args);
+    };
+  }
+  try {
+    await work();
+  } finally {
+    for (const name of Object.keys(calls) as (keyof typeof calls)[]) delete methods[name];
+  }
+  return calls;
+}
+
+Deno.test("a training step of a tiny GPT-2 makes the dispatches, allocations and readbacks it always made", async () => {
+  const gpu = await testGpu();
+  const model = GPT2.init(
+    gpu,
+    { vocabSize: 50, contextLength: 8, nLayer: 2, nHead: 2, nEmbd: 16 },
+    3,
+  );
+  const optimizer = new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
+  const random = new Random(5);
+  // Two uneven micro-batches (2 rows and 3): accumulation is part of the step.
+  const step = () => checkedStep(model, optimizer, [batchOf(random, 2), batchOf(random, 3)], 1e-3);
+  try {
+    await step(); // the first step also allocates the optimizer's moments
+    let dispatches = new Map<string, number>();
+    const calls = await countCalls(gpu, async () => {
+      dispatches = await countDispatches(gpu, async () => void await step());
+    });
+    const total = [...dispatches.values()].reduce((a, b) => a + b, 0);
+    const expected = gpu.adapter.isCpu ? BUDGET.cpuShapes : BUDGET.gpuShapes;
+    assert.deepEqual(
+      { dispatches: total, ...calls },
+      expected,
+      `dispatches by kernel: ${JSON.stringify(Object.fromEntries([...dispatches].sort()))}`,
+    );
+  } finally {
+    optimizer.dispose();
+    model.dispose();
+  }
+});
