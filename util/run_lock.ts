@@ -92,7 +92,17 @@ function heldLock(path: string, text: string): RunLock {
         return null;
       }
     })();
-    if (now === text) Deno.removeSync(path);
+    if (now !== text) return;
+    try {
+      Deno.removeSync(path);
+    } catch (error) {
+      // Release runs in a `finally`: throwing here would hide the error that ended the run (a
+      // folder made unwritable fails both). A lock left behind is taken over by the next run.
+      console.error(
+        `warning: could not remove the lock ${path} (${(error as Error).message}); the next ` +
+          "run takes it over, or remove it by hand.",
+      );
+    }
   };
   globalThis.addEventListener("unload", release);
   return { path, release };

@@ -178,3 +178,30 @@ Deno.test("watchTaskParent() reports a task parent that died", async () => {
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("RunLock.release() warns, never throws, when the lock cannot be removed (the run's own error stays the one shown)", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // Without write permission the removal fails as in a folder made unwritable mid-run.
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { acquireRunLock } from "${new URL("../../util/run_lock.ts", import.meta.url)}";
+         const lock = await acquireRunLock(${JSON.stringify(dir)});
+         Deno.permissions.revokeSync({ name: "write" });
+         try {
+           throw new Error("the run's own error");
+         } catch (error) {
+           lock.release();
+           console.log((error as Error).message);
+         }`,
+      ],
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(output.stdout).trim(), "the run's own error");
+    assert.match(stderr, new RegExp(`warning: could not remove the lock ${dir}/${LOCK_FILE}`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
