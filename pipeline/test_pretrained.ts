@@ -158,12 +158,32 @@ function splitAt(ids: readonly number[], separator: number | undefined): number[
   return parts;
 }
 
+/**
+ * Checks that `tokenizer` has exactly the model's vocabulary. One of another size is not the
+ * tokenizer the model was trained with: a smaller one fails on the first id it lacks, in the
+ * middle of the printed text, and one of a different size gives text that means nothing.
+ *
+ * @throws an error naming the checkpoint and both sizes.
+ */
+export function checkTokenizerMatches(
+  model: GPT2,
+  tokenizer: BpeTokenizer,
+  checkpoint: string,
+): void {
+  if (model.config.vocabSize === tokenizer.vocabSize) return;
+  throw new Error(
+    `${checkpoint} has a vocabulary of ${model.config.vocabSize} tokens but the tokenizer has ` +
+      `${tokenizer.vocabSize}; pass the tokenizer the model was trained with (--tokenizer).`,
+  );
+}
+
 /** Completes `prompt` with the checkpoint's model; returns the completion (without the prompt). */
 export async function testPretrained(options: TestPretrainedOptions): Promise<string> {
   const gpu = options.gpu ?? await acquireGpu();
   const tokenizer = await resolveTokenizer(options.tokenizer);
   const { model } = await loadCheckpoint(gpu, options.checkpoint);
   try {
+    checkTokenizerMatches(model, tokenizer, options.checkpoint);
     return await completePrompt(model, tokenizer, options.prompt, options);
   } finally {
     model.dispose();
@@ -218,6 +238,7 @@ if (import.meta.main) {
     validateSampling(sampling);
     const tokenizer = await resolveTokenizer(values.tokenizer);
     const { model } = await loadCheckpoint(await acquireGpu(), values.checkpoint);
+    checkTokenizerMatches(model, tokenizer, values.checkpoint);
     // A warning that the prompt is cut comes first, not in the middle of the text; then the
     // prompt, then the completion as it is generated.
     const { contextLength } = model.config;
