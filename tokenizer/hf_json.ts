@@ -120,18 +120,46 @@ export function fromHfTokenizerJson(json: HfTokenizerJson): BpeTokenizer {
     }
     return [parts[0], parts[1]];
   });
+  const addedTokens = (json.added_tokens ?? []).map((token) => ({
+    id: token.id,
+    content: token.content,
+    special: token.special ?? false,
+  }));
+  checkOneTokenPerId(model.vocab, addedTokens);
   return new BpeTokenizer({
     vocab: new Map(Object.entries(model.vocab)),
     merges,
-    addedTokens: (json.added_tokens ?? []).map((token) => ({
-      id: token.id,
-      content: token.content,
-      special: token.special ?? false,
-    })),
+    addedTokens,
     addPrefixSpace: pre?.add_prefix_space ?? false,
     useRegex: pre == null ? false : pre.use_regex ?? true,
     ignoreMerges: model.ignore_merges ?? false,
   });
+}
+
+/**
+ * Refuses two different tokens on one id: decoding that id could give either, so text would not
+ * survive a round trip. An added token may repeat a vocabulary entry with the same text and id
+ * (GPT-2's `<|endoftext|>` is in both).
+ */
+function checkOneTokenPerId(
+  vocab: Record<string, number>,
+  addedTokens: readonly { id: number; content: string }[],
+): void {
+  const tokenOf = new Map<number, string>();
+  const entries = [
+    ...Object.entries(vocab),
+    ...addedTokens.map((token): [string, number] => [token.content, token.id]),
+  ];
+  for (const [content, id] of entries) {
+    const other = tokenOf.get(id);
+    if (other !== undefined && other !== content) {
+      throw new Error(
+        `The tokens ${JSON.stringify(other)} and ${JSON.stringify(content)} share the id ${id}; ` +
+          "every id must stand for one token: fix or regenerate the tokenizer.json.",
+      );
+    }
+    tokenOf.set(id, content);
+  }
 }
 
 /** Writes a tokenizer as a `tokenizer.json` file, atomically. */

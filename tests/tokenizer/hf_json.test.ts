@@ -101,3 +101,34 @@ Deno.test("loading a tokenizer.json that is not valid JSON, or not BPE, names th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("loading refuses two tokens on one id, but not an added token that repeats its vocabulary entry", async () => {
+  const json = JSON.parse(await Deno.readTextFile(fixturePath("hf_bpe.json"))) as HfTokenizerJson;
+  const [first, second] = Object.entries(json.model.vocab);
+  const added = [{ id: 900_000, content: "<a>", special: true }];
+  // The same text on the same id, in the vocabulary and as an added token, is fine.
+  fromHfTokenizerJson({
+    ...json,
+    added_tokens: [{ ...added[0], id: first[1], content: first[0] }],
+  });
+  assert.throws(
+    () =>
+      fromHfTokenizerJson({
+        ...json,
+        added_tokens: [...added, { id: 900_000, content: "<b>", special: true }],
+      }),
+    /The tokens "<a>" and "<b>" share the id 900000; every id must stand for one token/,
+  );
+  assert.throws(
+    () => fromHfTokenizerJson({ ...json, added_tokens: [{ ...added[0], id: first[1] }] }),
+    new RegExp(`share the id ${first[1]}`),
+  );
+  assert.throws(
+    () =>
+      fromHfTokenizerJson({
+        ...json,
+        model: { ...json.model, vocab: { ...json.model.vocab, [first[0]]: second[1] } },
+      }),
+    new RegExp(`share the id ${second[1]}`),
+  );
+});
