@@ -169,16 +169,35 @@ export async function* parquetRecordBatches(
       }).catch((e: Error) => {
         throw new Error(`Rows ${rowStart}-${rowEnd} of ${name} could not be read: ${e.message}.`);
       });
-      yield objects.map((row) => {
+      yield objects.map((row, index) => {
         const record: TextRecord = {};
-        for (const field of [...fields, ...optionalFields]) {
-          record[field] = String(row[field] ?? "");
+        for (const field of fields) {
+          const value = row[field] ?? "";
+          // Numbers or lists written out as documents would be trained on as if they were text.
+          if (typeof value !== "string") {
+            throw new Error(
+              `${name}: column "${field}" of row ${rowStart + index} holds ` +
+                `${describeValue(value)}, not text; ` +
+                (fields.length === 1
+                  ? "choose the text column with --text-field."
+                  : "pick another file."),
+            );
+          }
+          record[field] = value;
         }
+        for (const field of optionalFields) record[field] = String(row[field] ?? "");
         return record;
       });
     }
     groupStart = groupEnd;
   }
+}
+
+/** What a non-text Parquet value is, for a message: "a number (42)". */
+function describeValue(value: unknown): string {
+  const shown = JSON.stringify(value, (_, v) => typeof v === "bigint" ? `${v}` : v) ?? "";
+  const kind = Array.isArray(value) ? "a list" : `a ${typeof value}`;
+  return `${kind} (${shown.length > 40 ? shown.slice(0, 40) + "…" : shown})`;
 }
 
 async function* jsonLinesBatches(

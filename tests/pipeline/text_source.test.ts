@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { parquetWriteBuffer } from "hyparquet-writer";
 import {
   firstInvalidUtf8,
   linesOf,
@@ -245,4 +246,27 @@ Deno.test("the bundled corpus is in the repository, readable, and at most 25 MB"
   const instruct = await first(BUNDLED_INSTRUCT_DIR, ["instruction", "output"]);
   assert.equal(instruct.length, 5);
   assert.ok(instruct.every((pair) => pair.instruction.length > 0 && pair.output.length > 0));
+});
+
+Deno.test("readTextBatches() refuses a Parquet text column of numbers, naming the file, column and row", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const write = (name: string, data: unknown[], type: "STRING" | "INT32") =>
+      Deno.writeFile(
+        `${dir}/${name}`,
+        new Uint8Array(parquetWriteBuffer({ columnData: [{ name: "text", data, type }] })),
+      );
+    await write("numbers.parquet", [7, 8, 9], "INT32");
+    await write("texts.parquet", ["one", null, "three"], "STRING");
+    await assert.rejects(
+      allTexts(`${dir}/numbers.parquet`),
+      new RegExp(
+        `${dir}/numbers\\.parquet: column "text" of row 0 holds a number \\(7\\), not text; ` +
+          "choose the text column with --text-field",
+      ),
+    );
+    assert.deepEqual(await allTexts(`${dir}/texts.parquet`), ["one", "", "three"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
