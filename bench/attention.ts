@@ -57,12 +57,13 @@ async function setup(gpu: Gpu, path: Path, pass: Pass): Promise<BenchRun> {
   const options: AttentionOptions = path === "buffers" ? { tiles: defaultTiles(gpu, HS) } : {};
   const forward = () =>
     path === "naive"
-      ? attentionNaiveForward(gpu, o, saved, q, k, v, B, NH, T, HS)
-      : attentionForward(gpu, o, saved, q, k, v, B, NH, T, HS, options);
+      ? attentionNaiveForward(gpu, { o, att: saved, q, k, v }, B, NH, T, HS)
+      : attentionForward(gpu, { o, lse: saved, q, k, v }, B, NH, T, HS, options);
+  const grads = { dq, dk, dv, dout, q, k, v };
   const backward = () =>
     path === "naive"
-      ? attentionNaiveBackward(gpu, dq, dk, dv, dout, q, k, v, saved, B, NH, T, HS)
-      : attentionBackward(gpu, dq, dk, dv, dout, q, k, v, o, saved, B, NH, T, HS, options);
+      ? attentionNaiveBackward(gpu, { ...grads, att: saved }, B, NH, T, HS)
+      : attentionBackward(gpu, { ...grads, o, lse: saved }, B, NH, T, HS, options);
   if (pass === "backward") await forward();
   return {
     run: async () => {

@@ -105,7 +105,7 @@ function decodeAttention(gpu: Gpu, position: number, rows: number): BenchRun {
     Uint32Array.from({ length: 2 * rows }, (_, i) => i % 2 ? position : i / 2),
   );
   return {
-    run: () => attentionDecode(gpu, y, qkv, k, v, slots, shape),
+    run: () => attentionDecode(gpu, { y, qkv, kCache: k, vCache: v, slots }, shape),
     dispose: () => [...buffers, slots].forEach((b) => gpu.release(b)),
   };
 }

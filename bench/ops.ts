@@ -59,7 +59,8 @@ function layernormCases(): BenchCase[] {
       const b = gpu.upload(pattern(C, 11)), out = gpu.acquire(N * C * 4);
       const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
       return {
-        run: () => layernormForward(gpu, out, mean, rstd, inp, w, b, N, C, options),
+        run: () =>
+          layernormForward(gpu, { out, mean, rstd, inp, weight: w, bias: b }, N, C, options),
         dispose: owned(gpu, [inp, w, b, out, mean, rstd]),
       };
     },
@@ -73,12 +74,13 @@ function layernormCases(): BenchCase[] {
       const inp = gpu.upload(pattern(N * C)), w = gpu.upload(pattern(C, 7));
       const b = gpu.upload(pattern(C, 11)), out = gpu.acquire(N * C * 4);
       const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
-      await layernormForward(gpu, out, mean, rstd, inp, w, b, N, C);
+      await layernormForward(gpu, { out, mean, rstd, inp, weight: w, bias: b }, N, C);
       const dout = gpu.upload(pattern(N * C, 613)), dinp = gpu.acquire(N * C * 4);
       const dw = gpu.acquire(C * 4), db = gpu.acquire(C * 4);
       for (const x of [dinp, dw, db]) gpu.encoder.clearBuffer(x);
+      const buffers = { dinp, dweight: dw, dbias: db, dout, inp, weight: w, mean, rstd };
       return {
-        run: () => layernormBackward(gpu, dinp, dw, db, dout, inp, w, mean, rstd, N, C, options),
+        run: () => layernormBackward(gpu, buffers, N, C, options),
         dispose: owned(gpu, [inp, w, b, out, mean, rstd, dout, dinp, dw, db]),
       };
     },
@@ -152,7 +154,7 @@ function crossEntropyCases(): BenchCase[] {
       const targets = gpu.upload(Int32Array.from({ length: N }, (_, i) => (i * 7919) % v));
       const losses = gpu.acquire(N * 4);
       return {
-        run: () => crossEntropy(gpu, losses, logits, logits, targets, null, 1 / N, N, v),
+        run: () => crossEntropy(gpu, { losses, dlogits: logits, logits, targets }, 1 / N, N, v),
         dispose: owned(gpu, [logits, targets, losses]),
       };
     },
@@ -244,9 +246,10 @@ function optimizerCases(): BenchCase[] {
       const norm = gpu.upload(new Float32Array([2]));
       return {
         run: () =>
-          adamwUpdate(gpu, params, m, v, grads, ranges, { ...hyper, maxNorm: 1 }, norm, {
-            scalar,
-          }),
+          adamwUpdate(gpu, { params, m, v, grads, gradNorm: norm }, ranges, {
+            ...hyper,
+            maxNorm: 1,
+          }, { scalar }),
         dispose: owned(gpu, [params, m, v, grads, norm]),
       };
     },

@@ -182,25 +182,29 @@ function mergeRanges(ranges: readonly ParameterRange[]): ParameterRange[] {
  * Records one AdamW step over `ranges` of the parameter buffers, updating `params`, `m` and `v`
  * in place.
  *
- * @param params parameters, updated.
- * @param m first moments, updated (zeros before step 1).
- * @param v second moments, updated (zeros before step 1).
- * @param grads gradients, read.
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  * @param ranges which parameters to update and whether each decays; for per-tensor buffers, one
  *   range `{ first: 0, count, decay }`.
- * @param gradNorm (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`.
  */
 export async function adamwUpdate(
   gpu: Gpu,
-  params: GPUBuffer,
-  m: GPUBuffer,
-  v: GPUBuffer,
-  grads: GPUBuffer,
+  buffers: {
+    /** (P) parameters, updated. */
+    params: GPUBuffer;
+    /** (momentsFirst + P) first moments, updated (zeros before step 1). */
+    m: GPUBuffer;
+    /** (momentsFirst + P) second moments, updated (zeros before step 1). */
+    v: GPUBuffer;
+    /** (P) gradients, read. */
+    grads: GPUBuffer;
+    /** (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`. */
+    gradNorm?: GPUBuffer | null;
+  },
   ranges: readonly ParameterRange[],
   hyper: AdamWHyperparameters,
-  gradNorm: GPUBuffer | null = null,
   options: AdamWOptions = {},
 ): Promise<void> {
+  const { params, m, v, grads } = buffers, gradNorm = buffers.gradNorm ?? null;
   const clip = checkHyperparameters(hyper, gradNorm);
   const spans = spansOf(ranges);
   const end = spans.reduce((e, r) => Math.max(e, r.first + r.count), 0);
@@ -460,9 +464,8 @@ export async function adamwUpdateTensors(
   }
 
   for (const { param, grad, first, count, decay } of large) {
-    await adamwUpdate(gpu, param, m, v, grad, [{ first: 0, count, decay }], hyper, gradNorm, {
-      momentsFirst: first,
-    });
+    const buffers = { params: param, m, v, grads: grad, gradNorm };
+    await adamwUpdate(gpu, buffers, [{ first: 0, count, decay }], hyper, { momentsFirst: first });
   }
   const wg = WORKGROUP_SIZE;
   for (const group of groups) {

@@ -654,24 +654,30 @@ function windows(gpu: Gpu, buffers: GPUBuffer[], first: number, count: number) {
  * Records the fused causal attention forward: `o` = softmax(q k^T / sqrt(HS), causal) v per head,
  * and `lse` (B, NH, T) the log-sum-exp of each row's scores, for the backward.
  *
- * @param o output (B, NH, T, HS)
- * @param lse output (B, NH, T)
- * @param q queries (B, NH, T, HS); `k`, `v` likewise
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  * @param options tile sizes and binding limit, for benchmarks and tests
  */
 export async function attentionForward(
   gpu: Gpu,
-  o: GPUBuffer,
-  lse: GPUBuffer,
-  q: GPUBuffer,
-  k: GPUBuffer,
-  v: GPUBuffer,
+  buffers: {
+    /** Output (B, NH, T, HS), written. */
+    o: GPUBuffer;
+    /** Output (B, NH, T), written: each row's log-sum-exp of scores, for the backward. */
+    lse: GPUBuffer;
+    /** Queries (B, NH, T, HS). */
+    q: GPUBuffer;
+    /** Keys (B, NH, T, HS). */
+    k: GPUBuffer;
+    /** Values (B, NH, T, HS). */
+    v: GPUBuffer;
+  },
   B: number,
   NH: number,
   T: number,
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
+  const { o, lse, q, k, v } = buffers;
   const plan = planFor(gpu, B, NH, T, HS, options);
   if (B * NH * T * HS === 0) return;
   const { tiles, textures, parts, maxBinding } = plan;
@@ -717,29 +723,38 @@ export async function attentionForward(
  * Records the fused causal attention backward. Needs the forward's `o` and `lse`; writes (`=`)
  * `dq`, `dk`, `dv`. Uses a (B, NH, T) float scratch for D_i = dO_i . O_i.
  *
- * @param dq output (B, NH, T, HS); `dk`, `dv` likewise
- * @param dout gradient of the loss with respect to `o`, (B, NH, T, HS)
- * @param q the forward's inputs (B, NH, T, HS); `k`, `v`, and its output `o`, likewise
- * @param lse the forward's log-sum-exps (B, NH, T)
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  * @param options tile sizes and binding limit, for benchmarks and tests
  */
 export async function attentionBackward(
   gpu: Gpu,
-  dq: GPUBuffer,
-  dk: GPUBuffer,
-  dv: GPUBuffer,
-  dout: GPUBuffer,
-  q: GPUBuffer,
-  k: GPUBuffer,
-  v: GPUBuffer,
-  o: GPUBuffer,
-  lse: GPUBuffer,
+  buffers: {
+    /** Gradient of the queries (B, NH, T, HS), written. */
+    dq: GPUBuffer;
+    /** Gradient of the keys (B, NH, T, HS), written. */
+    dk: GPUBuffer;
+    /** Gradient of the values (B, NH, T, HS), written. */
+    dv: GPUBuffer;
+    /** Gradient of the loss with respect to the forward's `o`, (B, NH, T, HS). */
+    dout: GPUBuffer;
+    /** The forward's queries (B, NH, T, HS). */
+    q: GPUBuffer;
+    /** The forward's keys (B, NH, T, HS). */
+    k: GPUBuffer;
+    /** The forward's values (B, NH, T, HS). */
+    v: GPUBuffer;
+    /** The forward's output (B, NH, T, HS). */
+    o: GPUBuffer;
+    /** The forward's log-sum-exps (B, NH, T). */
+    lse: GPUBuffer;
+  },
   B: number,
   NH: number,
   T: number,
   HS: number,
   options: AttentionOptions = {},
 ): Promise<void> {
+  const { dq, dk, dv, dout, q, k, v, o, lse } = buffers;
   const { tiles, textures, parts, maxBinding } = planFor(gpu, B, NH, T, HS, options);
   if (B * NH * T * HS === 0) return;
   const { width } = rowType(HS);

@@ -315,21 +315,26 @@ export async function kvCacheWrite(
  * position i at p = start + i, head h, `y[r, i, h] = softmax_j<=p(q . k_j / sqrt(HS)) v_j`
  * over the cache row's positions 0..p. Run {@linkcode kvCacheWrite} for the step first.
  *
- * @param y (R, Tq, C) output, heads merged (written)
- * @param qkv (R, Tq, 3C) the step's fused projection; only q is read
- * @param kCache (cacheRows, NH, maxT, HS); `vCache` likewise
- * @param slots (R, 2) u32: cache row and start position of each step row
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function attentionDecode(
   gpu: Gpu,
-  y: GPUBuffer,
-  qkv: GPUBuffer,
-  kCache: GPUBuffer,
-  vCache: GPUBuffer,
-  slots: GPUBuffer,
+  buffers: {
+    /** Output (R, Tq, C), heads merged, written. */
+    y: GPUBuffer;
+    /** The step's fused projection (R, Tq, 3C); only q is read. */
+    qkv: GPUBuffer;
+    /** The key cache (cacheRows, NH, maxT, HS). */
+    kCache: GPUBuffer;
+    /** The value cache (cacheRows, NH, maxT, HS). */
+    vCache: GPUBuffer;
+    /** (R, 2) u32: the cache row and start position of each step row. */
+    slots: GPUBuffer;
+  },
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {
+  const { y, qkv, kCache, vCache, slots } = buffers;
   const { rows: R, time: Tq, channels: C, heads: NH, maxTime } = shape;
   const { headSize, cache, parts } = decodeParts(gpu, qkv, shape, options.bindingLimit);
   const { width } = rowType(headSize);

@@ -245,20 +245,30 @@ function batchParts(
 /**
  * Records the unfused causal attention forward: `att` (B, NH, T, T) gets the probabilities
  * (below and on the diagonal), `o` (B, NH, T, HS) = att v.
+ *
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function attentionNaiveForward(
   gpu: Gpu,
-  o: GPUBuffer,
-  att: GPUBuffer,
-  q: GPUBuffer,
-  k: GPUBuffer,
-  v: GPUBuffer,
+  buffers: {
+    /** Output (B, NH, T, HS), written. */
+    o: GPUBuffer;
+    /** Attention probabilities (B, NH, T, T), written, for the backward. */
+    att: GPUBuffer;
+    /** Queries (B, NH, T, HS). */
+    q: GPUBuffer;
+    /** Keys (B, NH, T, HS). */
+    k: GPUBuffer;
+    /** Values (B, NH, T, HS). */
+    v: GPUBuffer;
+  },
   B: number,
   NH: number,
   T: number,
   HS: number,
   options: NaiveAttentionOptions = {},
 ): Promise<void> {
+  const { o, att, q, k, v } = buffers;
   for (const { first, count } of batchParts(gpu, B, NH, T, HS, options.bindingLimit)) {
     const w = partWindows(gpu, [o, q, k, v], [att], first, count, NH, T, HS);
     const [ow, qw, kw, vw] = w.heads;
@@ -279,23 +289,36 @@ export async function attentionNaiveForward(
 /**
  * Records the unfused causal attention backward from the forward's `att`; writes (`=`) `dq`,
  * `dk`, `dv` (B, NH, T, HS). Uses a T x T scratch per head of a batch part.
+ *
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function attentionNaiveBackward(
   gpu: Gpu,
-  dq: GPUBuffer,
-  dk: GPUBuffer,
-  dv: GPUBuffer,
-  dout: GPUBuffer,
-  q: GPUBuffer,
-  k: GPUBuffer,
-  v: GPUBuffer,
-  att: GPUBuffer,
+  buffers: {
+    /** Gradient of the queries (B, NH, T, HS), written. */
+    dq: GPUBuffer;
+    /** Gradient of the keys (B, NH, T, HS), written. */
+    dk: GPUBuffer;
+    /** Gradient of the values (B, NH, T, HS), written. */
+    dv: GPUBuffer;
+    /** Gradient of the loss with respect to the forward's `o`, (B, NH, T, HS). */
+    dout: GPUBuffer;
+    /** The forward's queries (B, NH, T, HS). */
+    q: GPUBuffer;
+    /** The forward's keys (B, NH, T, HS). */
+    k: GPUBuffer;
+    /** The forward's values (B, NH, T, HS). */
+    v: GPUBuffer;
+    /** The forward's attention probabilities (B, NH, T, T). */
+    att: GPUBuffer;
+  },
   B: number,
   NH: number,
   T: number,
   HS: number,
   options: NaiveAttentionOptions = {},
 ): Promise<void> {
+  const { dq, dk, dv, dout, q, k, v, att } = buffers;
   for (const { first, count } of batchParts(gpu, B, NH, T, HS, options.bindingLimit)) {
     const w = partWindows(gpu, [dq, dk, dv, dout, q, k, v], [att], first, count, NH, T, HS);
     const [dqw, dkw, dvw, dow, qw, kw, vw] = w.heads;

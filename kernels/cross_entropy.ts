@@ -212,33 +212,41 @@ export interface CrossEntropyOptions {
 /**
  * Records the fused softmax + cross-entropy forward and backward.
  *
- * @param losses (N) per-position loss, WRITTEN; 0 where the position does not count.
- * @param dlogits (N, V) WRITTEN `(softmax - onehot) · dlossScale`, 0 where the position does not
- *   count; may be `logits` itself (in place), or null to compute the losses alone.
- * @param logits (N, V) unnormalized scores.
- * @param targets (N) int32 next-token ids; negative means the position does not count.
- * @param mask (N) u32, 0 where the position does not count; null to count every position.
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  * @param dlossScale gradient of the mean loss per counted position, `1 / counted`.
  * @param options the row layout (benchmarks and tests).
  *
  * @example
  * ```ts
  * const scale = 1 / countedPositions(targetIds, maskBits);
- * await crossEntropy(gpu, losses, logits, logits, targets, mask, scale, B * T, V); // in place
+ * const buffers = { losses, dlogits: logits, logits, targets, mask }; // in place
+ * await crossEntropy(gpu, buffers, scale, B * T, V);
  * ```
  */
 export async function crossEntropy(
   gpu: Gpu,
-  losses: GPUBuffer,
-  dlogits: GPUBuffer | null,
-  logits: GPUBuffer,
-  targets: GPUBuffer,
-  mask: GPUBuffer | null,
+  buffers: {
+    /** (N) per-position loss, WRITTEN; 0 where the position does not count. */
+    losses: GPUBuffer;
+    /**
+     * (N, V) WRITTEN `(softmax - onehot) · dlossScale`, 0 where the position does not count;
+     * may be `logits` itself (in place). Null or absent to compute the losses alone.
+     */
+    dlogits?: GPUBuffer | null;
+    /** (N, V) unnormalized scores. */
+    logits: GPUBuffer;
+    /** (N) int32 next-token ids; negative means the position does not count. */
+    targets: GPUBuffer;
+    /** (N) u32, 0 where the position does not count; null or absent to count every position. */
+    mask?: GPUBuffer | null;
+  },
   dlossScale: number,
   n: number,
   v: number,
   options: CrossEntropyOptions = {},
 ): Promise<void> {
+  const { losses, logits, targets } = buffers;
+  const dlogits = buffers.dlogits ?? null, mask = buffers.mask ?? null;
   if (!Number.isInteger(n) || !Number.isInteger(v) || n < 0 || v < 1) {
     throw new RangeError(
       `Cross-entropy needs whole sizes N >= 0 and V >= 1, got N=${n}, V=${v}; pass the shape ` +

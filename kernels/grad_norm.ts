@@ -154,7 +154,8 @@ export interface TensorRange {
  * @example
  * ```ts
  * await globalNorm(gpu, norm, [{ buffer: grads, count: numParameters }]);
- * await adamwUpdate(gpu, params, grads, m, v, tensors, { ...hyper, maxNorm: 1 }, norm);
+ * const buffers = { params, m, v, grads, gradNorm: norm };
+ * await adamwUpdate(gpu, buffers, ranges, { ...hyper, maxNorm: 1 });
  * ```
  */
 export async function globalNorm(

@@ -371,25 +371,29 @@ function layout(gpu: Gpu, c: number, options: LayernormOptions) {
 /**
  * Records the layernorm forward over the last dim of `inp`.
  *
- * @param out (N, C) normalized, scaled and shifted output.
- * @param mean (N) row means, saved for the backward.
- * @param rstd (N) reciprocal standard deviations, saved for the backward.
- * @param inp (N, C) input.
- * @param weight (C) scale.
- * @param bias (C) shift.
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function layernormForward(
   gpu: Gpu,
-  out: GPUBuffer,
-  mean: GPUBuffer,
-  rstd: GPUBuffer,
-  inp: GPUBuffer,
-  weight: GPUBuffer,
-  bias: GPUBuffer,
+  buffers: {
+    /** (N, C) normalized, scaled and shifted output, written. */
+    out: GPUBuffer;
+    /** (N) row means, written, saved for the backward. */
+    mean: GPUBuffer;
+    /** (N) reciprocal standard deviations, written, saved for the backward. */
+    rstd: GPUBuffer;
+    /** (N, C) input. */
+    inp: GPUBuffer;
+    /** (C) scale. */
+    weight: GPUBuffer;
+    /** (C) shift. */
+    bias: GPUBuffer;
+  },
   n: number,
   c: number,
   options: LayernormOptions = {},
 ): Promise<void> {
+  const { out, mean, rstd, inp, weight, bias } = buffers;
   checkShapes(n, c);
   if (n === 0) return;
   assertFits("out", out, n * c);
@@ -429,29 +433,33 @@ export async function layernormForward(
  * Records the layernorm backward. Every output ACCUMULATES (llm.c): `dinp +=`, `dweight +=`,
  * `dbias +=`; the parameter sums are deterministic (fixed blocks, fixed order).
  *
- * @param dinp (N, C) gradient of the input, accumulated.
- * @param dweight (C) gradient of the scale, accumulated.
- * @param dbias (C) gradient of the shift, accumulated.
- * @param dout (N, C) gradient of the output.
- * @param inp (N, C) the forward's input.
- * @param weight (C) the forward's scale.
- * @param mean (N) saved by the forward.
- * @param rstd (N) saved by the forward.
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function layernormBackward(
   gpu: Gpu,
-  dinp: GPUBuffer,
-  dweight: GPUBuffer,
-  dbias: GPUBuffer,
-  dout: GPUBuffer,
-  inp: GPUBuffer,
-  weight: GPUBuffer,
-  mean: GPUBuffer,
-  rstd: GPUBuffer,
+  buffers: {
+    /** (N, C) gradient of the input, accumulated. */
+    dinp: GPUBuffer;
+    /** (C) gradient of the scale, accumulated. */
+    dweight: GPUBuffer;
+    /** (C) gradient of the shift, accumulated. */
+    dbias: GPUBuffer;
+    /** (N, C) gradient of the output. */
+    dout: GPUBuffer;
+    /** (N, C) the forward's input. */
+    inp: GPUBuffer;
+    /** (C) the forward's scale. */
+    weight: GPUBuffer;
+    /** (N) row means, saved by the forward. */
+    mean: GPUBuffer;
+    /** (N) reciprocal standard deviations, saved by the forward. */
+    rstd: GPUBuffer;
+  },
   n: number,
   c: number,
   options: LayernormOptions = {},
 ): Promise<void> {
+  const { dinp, dweight, dbias, dout, inp, weight, mean, rstd } = buffers;
   checkShapes(n, c);
   if (n === 0) return;
   for (const [name, b] of [["dinp", dinp], ["dout", dout], ["inp", inp]] as const) {

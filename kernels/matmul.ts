@@ -646,21 +646,32 @@ export async function linearForward(
 /**
  * Records the backward of {@linkcode linearForward} (without GELU):
  * `dinp (BT, C) = dout (BT, OC) · weight` (written), `dweight (OC, C) += doutᵀ · inp` and
- * `dbias (OC) += column sums of dout` (accumulated; pass `null` for a layer without bias).
+ * `dbias (OC) += column sums of dout` (accumulated; null or absent for a layer without bias).
+ *
+ * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
  */
 export async function linearBackward(
   gpu: Gpu,
-  dinp: GPUBuffer,
-  dweight: GPUBuffer,
-  dbias: GPUBuffer | null,
-  dout: GPUBuffer,
-  inp: GPUBuffer,
-  weight: GPUBuffer,
+  buffers: {
+    /** (BT, C) gradient of the input, written. */
+    dinp: GPUBuffer;
+    /** (OC, C) gradient of the weight, accumulated. */
+    dweight: GPUBuffer;
+    /** (OC) gradient of the bias, accumulated; null or absent for a layer without bias. */
+    dbias?: GPUBuffer | null;
+    /** (BT, OC) gradient of the output. */
+    dout: GPUBuffer;
+    /** (BT, C) the forward's input. */
+    inp: GPUBuffer;
+    /** (OC, C) the forward's weight. */
+    weight: GPUBuffer;
+  },
   BT: number,
   C: number,
   OC: number,
   limits?: MatmulLimits,
 ): Promise<void> {
+  const { dinp, dweight, dbias, dout, inp, weight } = buffers;
   await matmul(gpu, dinp, dout, weight, { m: BT, n: C, k: OC }, limits);
   await matmul(
     gpu,

@@ -230,12 +230,14 @@ export class GPT2 {
           }, inferenceLimits(gpu, N));
         const [kCache, vCache] = [cache.keys[i], cache.values[i]];
         // x = x + attn(ln_1(x))
-        await layernormForward(gpu, h, mean, rstd, x, p("ln_1.weight"), p("ln_1.bias"), N, C);
+        const ln1 = { weight: p("ln_1.weight"), bias: p("ln_1.bias") };
+        await layernormForward(gpu, { out: h, mean, rstd, inp: x, ...ln1 }, N, C);
         await dense(qkv, h, "attn.c_attn", C, 3 * C); // (R, Tq, 3C)
         await cachedSelfAttention(gpu, y, qkv, kCache, vCache, slots, shape, prefill); // (R, Tq, C)
         await dense(x, y, "attn.c_proj", C, C, { accumulate: true });
         // x = x + mlp(ln_2(x))
-        await layernormForward(gpu, h, mean, rstd, x, p("ln_2.weight"), p("ln_2.bias"), N, C);
+        const ln2 = { weight: p("ln_2.weight"), bias: p("ln_2.bias") };
+        await layernormForward(gpu, { out: h, mean, rstd, inp: x, ...ln2 }, N, C);
         await dense(hidden, h, "mlp.c_fc", C, 4 * C, { gelu: true }); // (R, Tq, 4C)
         await dense(x, hidden, "mlp.c_proj", 4 * C, C, { accumulate: true });
       }
@@ -247,8 +249,8 @@ export class GPT2 {
           gpu.encoder.copyBufferToBuffer(x, from, last, r * C * 4, C * 4);
         });
       }
-      const [lnW, lnB] = [this.#p("ln_f.weight").buffer, this.#p("ln_f.bias").buffer];
-      await layernormForward(gpu, h, mean, rstd, last, lnW, lnB, R, C);
+      const lnF = { weight: this.#p("ln_f.weight").buffer, bias: this.#p("ln_f.bias").buffer };
+      await layernormForward(gpu, { out: h, mean, rstd, inp: last, ...lnF }, R, C);
       const logits = Tensor.empty(gpu, [R, V], "cached.logits");
       const wte = this.#p("wte").buffer; // the tied output head
       await matmul(

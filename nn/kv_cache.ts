@@ -101,13 +101,13 @@ export async function cachedSelfAttention(
   prefill: boolean,
 ): Promise<void> {
   await kvCacheWrite(gpu, kCache, vCache, qkv, slots, shape);
-  if (!prefill) return await attentionDecode(gpu, y, qkv, kCache, vCache, slots, shape);
+  if (!prefill) return await attentionDecode(gpu, { y, qkv, kCache, vCache, slots }, shape);
   const { rows: R, time: T, channels: C, heads: NH } = shape;
   const n = R * T * C;
   const [q, k, v, o] = [0, 1, 2, 3].map(() => gpu.acquire(n * 4, undefined, "prefill"));
   const lse = gpu.acquire(R * NH * T * 4, undefined, "prefill.lse");
   await splitHeadsForward(gpu, q, k, v, qkv, R, T, C, NH); // (R, NH, T, HS) each
-  await attentionForward(gpu, o, lse, q, k, v, R, NH, T, C / NH);
+  await attentionForward(gpu, { o, lse, q, k, v }, R, NH, T, C / NH);
   await mergeHeadsForward(gpu, y, o, R, T, C, NH); // (R, T, C)
   for (const buffer of [q, k, v, o, lse]) gpu.release(buffer);
 }

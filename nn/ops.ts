@@ -58,26 +58,30 @@ export async function layernorm(
   const mean = tape.scratch(n, "ln.mean"), rstd = tape.scratch(n, "ln.rstd");
   await layernormForward(
     tape.gpu,
-    out.buffer,
-    mean,
-    rstd,
-    x.buffer,
-    weight.buffer,
-    bias.buffer,
+    {
+      out: out.buffer,
+      mean,
+      rstd,
+      inp: x.buffer,
+      weight: weight.buffer,
+      bias: bias.buffer,
+    },
     n,
     c,
   );
   tape.record("layernorm", [x, weight, bias], out, async () => {
     await layernormBackward(
       tape.gpu,
-      x.gradForAccumulate(),
-      weight.gradForAccumulate(),
-      bias.gradForAccumulate(),
-      out.grad,
-      x.buffer,
-      weight.buffer,
-      mean,
-      rstd,
+      {
+        dinp: x.gradForAccumulate(),
+        dweight: weight.gradForAccumulate(),
+        dbias: bias.gradForAccumulate(),
+        dout: out.grad,
+        inp: x.buffer,
+        weight: weight.buffer,
+        mean,
+        rstd,
+      },
       n,
       c,
     );
@@ -179,11 +183,13 @@ export async function crossEntropyLoss(
   if (withGrad && !dlogits) throw new Error("The logits already have a gradient; use them once.");
   await crossEntropy(
     tape.gpu,
-    losses.buffer,
-    dlogits,
-    logits.buffer,
-    targets.targets,
-    targets.mask,
+    {
+      losses: losses.buffer,
+      dlogits,
+      logits: logits.buffer,
+      targets: targets.targets,
+      mask: targets.mask,
+    },
     scale,
     n,
     v,
@@ -269,10 +275,8 @@ async function linearInputGrads(
 ): Promise<void> {
   const [OC, C] = weight.shape, BT = x.size / C;
   const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
-  await tape.writeGrad(
-    x,
-    (dx) => linearBackward(tape.gpu, dx, dweight, dbias, dout, x.buffer, weight.buffer, BT, C, OC),
-  );
+  const rest = { dweight, dbias, dout, inp: x.buffer, weight: weight.buffer };
+  await tape.writeGrad(x, (dinp) => linearBackward(tape.gpu, { dinp, ...rest }, BT, C, OC));
 }
 
 /**
@@ -286,14 +290,14 @@ export async function causalSelfAttention(tape: Tape, qkv: Tensor, nHead: number
   const q = tape.scratch(n, "q"), k = tape.scratch(n, "k"), v = tape.scratch(n, "v");
   const o = tape.scratch(n, "attn_o"), lse = tape.scratch(B * NH * T, "attn_lse");
   await splitHeadsForward(gpu, q, k, v, qkv.buffer, B, T, C, NH);
-  await attentionForward(gpu, o, lse, q, k, v, B, NH, T, HS);
+  await attentionForward(gpu, { o, lse, q, k, v }, B, NH, T, HS);
   const y = tape.tensor([B, T, C], "attn_y");
   await mergeHeadsForward(gpu, y.buffer, o, B, T, C, NH);
   tape.record("causal_self_attention", [qkv], y, async () => {
     const dO = gpu.acquire(n * 4), dq = gpu.acquire(n * 4), dk = gpu.acquire(n * 4);
     const dv = gpu.acquire(n * 4);
     await mergeHeadsBackward(gpu, dO, y.grad, B, T, C, NH);
-    await attentionBackward(gpu, dq, dk, dv, dO, q, k, v, o, lse, B, NH, T, HS);
+    await attentionBackward(gpu, { dq, dk, dv, dout: dO, q, k, v, o, lse }, B, NH, T, HS);
     await tape.writeGrad(qkv, (dqkv) => splitHeadsBackward(gpu, dqkv, dq, dk, dv, B, T, C, NH));
     for (const buffer of [dO, dq, dk, dv]) gpu.release(buffer);
   });

@@ -48,19 +48,10 @@ Deno.test("adamwUpdate() takes the hand-computed clipped second step", async () 
   const mHat = m / (1 - 0.81), vHat = v / (1 - 0.9801);
   const expected = [1 - 0.1 * (mHat / (Math.sqrt(vHat) + 1e-8) + 0.5), m, v];
   const bufs = [[1], [0.1], [0.01], [0.4], [2]].map((x) => gpu.upload(new Float32Array(x)));
-  await adamwUpdate(
-    gpu,
-    bufs[0],
-    bufs[1],
-    bufs[2],
-    bufs[3],
-    [{ first: 0, count: 1, decay: true }],
-    {
-      ...hyper,
-      maxNorm: 1,
-    },
-    bufs[4],
-  );
+  const [params, m1, v1, grads, gradNorm] = bufs;
+  await adamwUpdate(gpu, { params, m: m1, v: v1, grads, gradNorm }, [
+    { first: 0, count: 1, decay: true },
+  ], { ...hyper, maxNorm: 1 });
   const got = [];
   for (const buffer of bufs.slice(0, 3)) got.push((await gpu.readF32(buffer, 1))[0]);
   assertClose(got, expected, { atol: 1e-7, rtol: 1e-6 });
@@ -91,7 +82,9 @@ for (const scalar of [false, true]) {
       const bufs = [params, m, v, grads].map((x) => gpu.upload(x));
       const norm = gpu.acquire(4);
       await globalNorm(gpu, norm, [{ buffer: bufs[3], count: TOTAL }]);
-      await adamwUpdate(gpu, bufs[0], bufs[1], bufs[2], bufs[3], RANGES, hyper, norm, { scalar });
+      const [paramsB, mB, vB, gradsB] = bufs;
+      const named = { params: paramsB, m: mB, v: vB, grads: gradsB, gradNorm: norm };
+      await adamwUpdate(gpu, named, RANGES, hyper, { scalar });
       const gradNorm = globalNormCpu([grads]);
       for (const { first, count, decay } of RANGES) {
         const at = (x: Float32Array) => x.subarray(first, first + count);
@@ -109,9 +102,10 @@ Deno.test("adamwUpdate() refuses overlapping ranges and clipping without a norm"
   const gpu = await testGpu();
   const b = gpu.acquire(64);
   const overlapping = [{ first: 0, count: 8, decay: true }, { first: 4, count: 8, decay: false }];
-  await assert.rejects(adamwUpdate(gpu, b, b, b, b, overlapping, HYPER), /overlap/);
+  const named = { params: b, m: b, v: b, grads: b };
+  await assert.rejects(adamwUpdate(gpu, named, overlapping, HYPER), /overlap/);
   await assert.rejects(
-    adamwUpdate(gpu, b, b, b, b, [{ first: 0, count: 4, decay: true }], { ...HYPER, maxNorm: 1 }),
+    adamwUpdate(gpu, named, [{ first: 0, count: 4, decay: true }], { ...HYPER, maxNorm: 1 }),
     /without a gradient-norm buffer/,
   );
   gpu.release(b);
@@ -132,7 +126,8 @@ Deno.test("adamwUpdate() splits buffers over the binding limit into windows", as
   ];
   const hyper = { ...HYPER, step: 1 };
   const counts = await countDispatches(gpu, async () => {
-    await adamwUpdate(gpu, bufs[0], bufs[1], bufs[2], bufs[3], ranges, hyper);
+    const [paramsB, mB, vB, gradsB] = bufs;
+    await adamwUpdate(gpu, { params: paramsB, m: mB, v: vB, grads: gradsB }, ranges, hyper);
   });
   assert.deepEqual(Object.fromEntries(counts), { adamw_vec4: 3, adamw_scalar: 1 });
   for (const { first, count, decay } of ranges) {
@@ -227,13 +222,8 @@ for (const limit of [0, 32 * 1024]) {
     for (const [i, t] of tensors.entries()) {
       const param = gpu.upload(t.params);
       const [mm, vv] = [m, v].map((x) => gpu.upload(x.slice(t.first, t.first + t.count)));
-      await adamwUpdate(gpu, param, mm, vv, buffers[i].grad, [{
-        first: 0,
-        count: t.count,
-        decay: t.decay,
-      }], {
-        ...hyper,
-      }, norm);
+      const named = { params: param, m: mm, v: vv, grads: buffers[i].grad, gradNorm: norm };
+      await adamwUpdate(gpu, named, [{ first: 0, count: t.count, decay: t.decay }], hyper);
       const expected = await gpu.readF32(param, t.count);
       const at = (x: Float32Array) => x.subarray(t.first, t.first + t.count);
       const mExpected = await gpu.readF32(mm, t.count), vExpected = await gpu.readF32(vv, t.count);

@@ -68,8 +68,8 @@ async function fused(
   const [q, k, v, dout] = [ref.q, ref.k, ref.v, ref.dout].map((a) => gpu.upload(a));
   const [o, dq, dk, dv] = [0, 1, 2, 3].map(() => gpu.acquire(n * 4));
   const lse = gpu.acquire(B * NH * T * 4);
-  await attentionForward(gpu, o, lse, q, k, v, B, NH, T, HS, options);
-  await attentionBackward(gpu, dq, dk, dv, dout, q, k, v, o, lse, B, NH, T, HS, options);
+  await attentionForward(gpu, { o, lse, q, k, v }, B, NH, T, HS, options);
+  await attentionBackward(gpu, { dq, dk, dv, dout, q, k, v, o, lse }, B, NH, T, HS, options);
   const result = {
     o: await gpu.readF32(o, n),
     lse: await gpu.readF32(lse, B * NH * T),
@@ -250,7 +250,14 @@ Deno.test("attentionForward() rejects a head size over 128", async () => {
   const gpu = await testGpu();
   const buffer = gpu.acquire(1024);
   await assert.rejects(
-    attentionForward(gpu, buffer, buffer, buffer, buffer, buffer, 1, 1, 1, 129),
+    attentionForward(
+      gpu,
+      { o: buffer, lse: buffer, q: buffer, k: buffer, v: buffer },
+      1,
+      1,
+      1,
+      129,
+    ),
     /Head size 129 is over the fused attention's maximum of 128/,
   );
   gpu.release(buffer);
@@ -265,10 +272,9 @@ Deno.test("attentionNaiveForward() and attentionNaiveBackward() match the CPU", 
     const [q, k, v, dout] = [ref.q, ref.k, ref.v, ref.dout].map((a) => gpu.upload(a));
     const [o, dq, dk, dv] = [0, 1, 2, 3].map(() => gpu.acquire(n * 4));
     const att = gpu.acquire(B * NH * T * T * 4);
-    await attentionNaiveForward(gpu, o, att, q, k, v, B, NH, T, HS, { bindingLimit });
-    await attentionNaiveBackward(gpu, dq, dk, dv, dout, q, k, v, att, B, NH, T, HS, {
-      bindingLimit,
-    });
+    await attentionNaiveForward(gpu, { o, att, q, k, v }, B, NH, T, HS, { bindingLimit });
+    const grads = { dq, dk, dv, dout, q, k, v, att };
+    await attentionNaiveBackward(gpu, grads, B, NH, T, HS, { bindingLimit });
     assertClose(await gpu.readF32(o, n), ref.o, VALUE_TOLERANCE);
     assertClose(await gpu.readF32(dq, n), ref.dq, GRADIENT_TOLERANCE);
     assertClose(await gpu.readF32(dk, n), ref.dk, GRADIENT_TOLERANCE);

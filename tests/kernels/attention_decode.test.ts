@@ -46,7 +46,7 @@ async function onGpu(gpu: Gpu, { shape, slots }: Case, ref: ReturnType<typeof re
   const slotBuffer = gpu.upload(Uint32Array.from(slots));
   const y = gpu.acquire(R * Tq * C * 4);
   await kvCacheWrite(gpu, k, v, qkv, slotBuffer, shape);
-  await attentionDecode(gpu, y, qkv, k, v, slotBuffer, shape);
+  await attentionDecode(gpu, { y, qkv, kCache: k, vCache: v, slots: slotBuffer }, shape);
   const n = cacheRows * maxTime * C;
   const result = {
     y: await gpu.readF32(y, R * Tq * C),
@@ -138,6 +138,9 @@ Deno.test("attentionDecode() refuses a cache larger than one binding, saying wha
   const s = shape(1, 1, 64, 2, 32, 1); // 8 KiB per cache tensor
   const buffers = [64 * 3, 64, 64 * 32, 64 * 32, 2].map((n) => gpu.acquire(n * 4));
   const [qkv, y, k, v, slots] = buffers;
-  await assert.rejects(() => attentionDecode(gpu, y, qkv, k, v, slots, s), /fewer rows per cache/);
+  await assert.rejects(
+    () => attentionDecode(gpu, { y, qkv, kCache: k, vCache: v, slots }, s),
+    /fewer rows per cache/,
+  );
   for (const buffer of buffers) gpu.release(buffer);
 });

@@ -50,9 +50,14 @@ for (const V of [1000, 997]) {
               : mode === "in place"
               ? logitsBuf
               : null;
-            await crossEntropy(gpu, lossesBuf, dBuf, logitsBuf, targetsBuf, maskBuf, scale, N, V, {
-              perRow,
-            });
+            const buffers = {
+              losses: lossesBuf,
+              dlogits: dBuf,
+              logits: logitsBuf,
+              targets: targetsBuf,
+              mask: maskBuf,
+            };
+            await crossEntropy(gpu, buffers, scale, N, V, { perRow });
             assertClose(await gpu.readF32(lossesBuf, N), losses, { atol: 2e-5, rtol: 1e-5 });
             if (dBuf) {
               assertClose(await gpu.readF32(dBuf, N * V), dlogits, { atol: 1e-8, rtol: 1e-4 });
@@ -73,7 +78,7 @@ Deno.test("crossEntropy() gives NaN loss and zero gradient for a target past the
   const n = 2, v = 7;
   const logits = gpu.upload(randomArray(n * v, 4)), targets = gpu.upload(new Int32Array([3, 7]));
   const losses = gpu.acquire(n * 4), dlogits = gpu.acquire(n * v * 4);
-  await crossEntropy(gpu, losses, dlogits, logits, targets, null, 0.5, n, v);
+  await crossEntropy(gpu, { losses, dlogits, logits, targets }, 0.5, n, v); // no mask
   const l = await gpu.readF32(losses, n), d = await gpu.readF32(dlogits, n * v);
   assert.ok(l[0] > 0 && Number.isNaN(l[1]), `losses were ${l}`);
   assert.deepEqual([...d.subarray(v)], new Array(v).fill(0));
@@ -112,9 +117,19 @@ for (const v of [1000, 997]) {
       const counts = await countDispatches(
         gpu,
         () =>
-          crossEntropy(gpu, lossesBuf, logitsBuf, logitsBuf, targetsBuf, null, scale, n, v, {
-            perRow,
-          }),
+          crossEntropy(
+            gpu,
+            {
+              losses: lossesBuf,
+              dlogits: logitsBuf,
+              logits: logitsBuf,
+              targets: targetsBuf,
+            },
+            scale,
+            n,
+            v,
+            { perRow },
+          ),
       );
       assert.equal(counts.get("cross_entropy_in_place"), 7);
       assertClose(await gpu.readF32(lossesBuf, n), losses, { atol: 2e-5, rtol: 1e-5 });

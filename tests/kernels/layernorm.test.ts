@@ -29,9 +29,20 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
       const bufs = [inp, weight, bias].map((a) => gpu.upload(a));
       const outBuf = gpu.acquire(n * c * 4), meanBuf = gpu.acquire(n * 4);
       const rstdBuf = gpu.acquire(n * 4);
-      await layernormForward(gpu, outBuf, meanBuf, rstdBuf, bufs[0], bufs[1], bufs[2], n, c, {
-        perRow,
-      });
+      await layernormForward(
+        gpu,
+        {
+          out: outBuf,
+          mean: meanBuf,
+          rstd: rstdBuf,
+          inp: bufs[0],
+          weight: bufs[1],
+          bias: bufs[2],
+        },
+        n,
+        c,
+        { perRow },
+      );
       assertClose(await gpu.readF32(outBuf, n * c), out, { atol: 1e-5, rtol: 1e-4 });
       assertClose(await gpu.readF32(meanBuf, n), mean, { atol: 1e-5, rtol: 1e-5 });
       assertClose(await gpu.readF32(rstdBuf, n), rstd, { atol: 1e-5, rtol: 1e-4 });
@@ -65,14 +76,16 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
       const [dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB] = bufs;
       await layernormBackward(
         gpu,
-        dinpB,
-        dweightB,
-        dbiasB,
-        doutB,
-        inpB,
-        weightB,
-        meanB,
-        rstdB,
+        {
+          dinp: dinpB,
+          dweight: dweightB,
+          dbias: dbiasB,
+          dout: doutB,
+          inp: inpB,
+          weight: weightB,
+          mean: meanB,
+          rstd: rstdB,
+        },
         n,
         c,
         { perRow },
@@ -97,7 +110,22 @@ Deno.test("layernormBackward() gives the same parameter-gradient bits every run"
     const bufs = [new Float32Array(n * c), new Float32Array(c), new Float32Array(c), dout, inp]
       .map((a) => gpu.upload(a));
     const [w, m, r] = [weight, mean, rstd].map((a) => gpu.upload(a));
-    await layernormBackward(gpu, bufs[0], bufs[1], bufs[2], bufs[3], bufs[4], w, m, r, n, c);
+    const [dinpB, dweightB, dbiasB, doutB, inpB] = bufs;
+    await layernormBackward(
+      gpu,
+      {
+        dinp: dinpB,
+        dweight: dweightB,
+        dbias: dbiasB,
+        dout: doutB,
+        inp: inpB,
+        weight: w,
+        mean: m,
+        rstd: r,
+      },
+      n,
+      c,
+    );
     const dweight = await gpu.readF32(bufs[1], c), dbias = await gpu.readF32(bufs[2], c);
     runs.push(
       new Uint32Array([...new Uint32Array(dweight.buffer), ...new Uint32Array(dbias.buffer)]),
@@ -130,7 +158,19 @@ Deno.test("layernormForward() rejects a buffer too small for the shape", async (
   const gpu = await testGpu();
   const small = gpu.acquire(16);
   await assert.rejects(
-    layernormForward(gpu, small, small, small, small, small, small, 10, 48),
+    layernormForward(
+      gpu,
+      {
+        out: small,
+        mean: small,
+        rstd: small,
+        inp: small,
+        weight: small,
+        bias: small,
+      },
+      10,
+      48,
+    ),
     /The out buffer holds 256 bytes but the shape needs 1920/,
   );
   gpu.release(small);
