@@ -3,10 +3,9 @@
  * GPU, and the two output formats (a human table, or one JSON record per line).
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
-import { runCli } from "../pipeline/_cli.ts";
-import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 /** One benchmark: a kernel at one shape, with the work it does to turn time into a rate. */
 export interface BenchCase {
@@ -132,11 +131,8 @@ export async function runBenchCli(
   usage = `deno run -A bench/${Deno.mainModule.split("/").at(-1)} [options]`,
 ): Promise<void> {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: BENCH_FLAGS });
-    if (values.help) {
-      console.log(helpText(usage, BENCH_FLAGS));
-      return;
-    }
+    const values = parseFlags(usage, BENCH_FLAGS);
+    if (!values) return;
     if (values.train) {
       if (!train) throw new Error("This benchmark has no train-step mode; run bench/main.ts.");
       const gpu = await acquireGpu({ announce: !values.json });

@@ -4,18 +4,14 @@
  *     deno task adapter
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu } from "../kernels/device.ts";
-import { runCli } from "../pipeline/_cli.ts";
-import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: HELP_FLAG });
-    if (values.help) {
-      console.log(helpText("deno task adapter", HELP_FLAG));
-      return;
-    }
+    const values = parseFlags("deno task adapter", HELP_FLAG);
+    if (!values) return;
     const gpu = await acquireGpu({ announce: false });
     console.log(`adapter: ${gpu.adapter.name}`);
     console.log(`cpu fallback: ${gpu.adapter.isCpu}`);

@@ -16,7 +16,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "../pipeline/bundled_data.ts";
@@ -29,7 +28,7 @@ import { trainTokenizer } from "../pipeline/train_tokenizer.ts";
 import { measureTrainThroughput, type TrainThroughput } from "../pipeline/throughput_probe.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { validationLosses } from "../pipeline/validation_loss.ts";
-import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 /** A pretraining setup: the base recipe with some settings changed. */
 interface Variant {
@@ -226,11 +225,8 @@ if (import.meta.main) {
     context: { type: "string", default: "1024", help: "context length" },
     ...HELP_FLAG,
   } as const;
-  const { values } = parseArgs({ args: Deno.args, options: flags });
-  if (values.help) {
-    console.log(helpText("deno run -A bench/recipe.ts [options]", flags));
-    Deno.exit(0);
-  }
+  const values = parseFlags("deno run -A bench/recipe.ts [options]", flags);
+  if (!values) Deno.exit(0);
   const only = values.only?.split(",");
   const work = values.work;
   const context = Number(values.context);

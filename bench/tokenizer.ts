@@ -20,9 +20,8 @@
  */
 
 import { createRequire } from "node:module";
-import { parseArgs } from "node:util";
 import { loadHfTokenizer, saveHfTokenizer } from "../tokenizer/hf_json.ts";
-import { HELP_FLAG, helpText } from "../pipeline/_flags.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 const require = createRequire(import.meta.url);
 // Specifiers held in variables are loaded at run time only, so `deno check .`
@@ -151,11 +150,8 @@ const FLAGS = {
 } as const;
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-  if (values.help) {
-    console.log(helpText("deno task bench:tokenizer [options]", FLAGS));
-    return;
-  }
+  const values = parseFlags("deno task bench:tokenizer [options]", FLAGS);
+  if (!values) return;
   if (values["hf-train-worker"]) return await hfTrainWorker(values.corpus!, values.out!);
 
   const repeats = Number(values.repeats);

@@ -11,7 +11,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu } from "../kernels/device.ts";
 import {
   type GPT2Config,
@@ -23,8 +22,8 @@ import {
 import { planForBudget, STAGE_ESTIMATES } from "./budget.ts";
 import { estimateSourceTokens, pretrainingSource } from "./pretraining_source.ts";
 import { CHINCHILLA_TOKENS_PER_PARAMETER, formatPlan, parseDuration } from "./plan.ts";
-import { intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 /** Head size of every suggested model, as in GPT-2. */
 const HEAD_SIZE = 64;
@@ -119,11 +118,8 @@ if (import.meta.main) {
       },
       ...HELP_FLAG,
     } as const;
-    const { values } = parseArgs({ args: Deno.args, options: flags });
-    if (values.help) {
-      console.log(helpText("deno task params [options]", flags));
-      return;
-    }
+    const values = parseFlags("deno task params [options]", flags);
+    if (!values) return;
     if (!values.tokens && !values.budget) throw new Error("Pass the dataset size with --tokens N.");
     const vocabSize = intFlag("vocab-size", values["vocab-size"]);
     const contextLength = intFlag("context", values.context);

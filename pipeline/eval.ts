@@ -16,7 +16,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
@@ -41,7 +40,8 @@ import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { validationLosses } from "./validation_loss.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
-import { fractionFlag, intFlag, numberFlag, runCli } from "./_cli.ts";
+import { runCli } from "../util/cli.ts";
+import { fractionFlag, HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
 
 export {
   grammarScore,
@@ -52,12 +52,32 @@ export {
   type LinkVerdict,
 } from "./_link_grammar.ts";
 
-/** New tokens per completion of a prompt. */
-export const EVAL_COMPLETION_TOKENS = 120;
-/** The most tokens of a chat answer; one that reaches it did not end by itself. */
-export const EVAL_ANSWER_TOKENS = 200;
+/** The defaults of {@linkcode evaluateModel}'s options, which its command line shows too. */
+export const EVAL_DEFAULTS = {
+  /** Share of the validation set's rows held out in training, as train_model holds them out. */
+  valFraction: 0.05,
+  /** Rows per validation batch. */
+  batchSize: 8,
+  /** The most validation batches read. */
+  valBatches: 16,
+  /** New tokens per completion of a prompt. */
+  maxNewTokens: 120,
+  /** The most tokens of a chat answer; one that reaches it did not end by itself. */
+  maxAnswerTokens: 200,
+  /** Sampling temperature. */
+  temperature: 0.7,
+  /** Sample among the k likeliest tokens. */
+  topK: 40,
+  /** Sample within this share of the probability mass (1: all of it). */
+  topP: 1,
+  /** Seed of the sampling; prompt i uses `seed + i`. */
+  seed: 0,
+} as const;
 
-/** Options of {@linkcode evaluateModel}; give a pretrained model, a tuned one, or both. */
+/**
+ * Options of {@linkcode evaluateModel}; give a pretrained model, a tuned one, or both. The
+ * sampling (temperature, top-k, top-p) defaults to {@linkcode EVAL_DEFAULTS}.
+ */
 export interface EvaluateOptions extends SamplingOptions {
   /** The pretrained checkpoint: validation loss and completions. */
   pretrained?: string;
@@ -70,11 +90,11 @@ export interface EvaluateOptions extends SamplingOptions {
    * `valFraction` and `batchSize` (the last ones), or every row when that split leaves none.
    */
   validationRows?: RowRange;
-  /** Share of `validation`'s rows held out, as in training. Default 0.05. */
+  /** Share of `validation`'s rows held out, as in training. Default in {@linkcode EVAL_DEFAULTS}. */
   valFraction?: number;
-  /** Rows per validation batch. Default 8. */
+  /** Rows per validation batch. Default in {@linkcode EVAL_DEFAULTS}. */
   batchSize?: number;
-  /** The most validation batches read. Default 16. */
+  /** The most validation batches read. Default in {@linkcode EVAL_DEFAULTS}. */
   valBatches?: number;
   /** The instruction-tuned checkpoint: answers in ChatML. */
   tuned?: string;
@@ -84,11 +104,11 @@ export interface EvaluateOptions extends SamplingOptions {
   prompts?: readonly string[];
   /** Questions to answer. Default {@linkcode EVAL_QUESTIONS}. */
   questions?: readonly EvalQuestion[];
-  /** New tokens per completion. Default {@linkcode EVAL_COMPLETION_TOKENS} (120). */
+  /** New tokens per completion. Default in {@linkcode EVAL_DEFAULTS}. */
   maxNewTokens?: number;
-  /** The most tokens of an answer. Default {@linkcode EVAL_ANSWER_TOKENS} (200). */
+  /** The most tokens of an answer. Default in {@linkcode EVAL_DEFAULTS}. */
   maxAnswerTokens?: number;
-  /** Seed of the sampling; prompt i uses `seed + i`. Default 0. */
+  /** Seed of the sampling; prompt i uses `seed + i`. Default in {@linkcode EVAL_DEFAULTS}. */
   seed?: number;
   /** Score grammar with link-grammar. Default true; throws early when the parser is missing. */
   grammar?: boolean;
@@ -143,14 +163,15 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         "; or leave the score out (--skip-grammar).",
     );
   }
+  const D = EVAL_DEFAULTS;
   const sampling = {
-    temperature: options.temperature ?? 0.7,
-    topK: options.topK ?? 40,
-    topP: options.topP ?? 1,
+    temperature: options.temperature ?? D.temperature,
+    topK: options.topK ?? D.topK,
+    topP: options.topP ?? D.topP,
   };
-  const seed = options.seed ?? 0;
-  const maxNewTokens = options.maxNewTokens ?? EVAL_COMPLETION_TOKENS;
-  const maxAnswerTokens = options.maxAnswerTokens ?? EVAL_ANSWER_TOKENS;
+  const seed = options.seed ?? D.seed;
+  const maxNewTokens = options.maxNewTokens ?? D.maxNewTokens;
+  const maxAnswerTokens = options.maxAnswerTokens ?? D.maxAnswerTokens;
   const prompts = options.pretrained ? options.prompts ?? EVAL_PROMPTS : [];
   const questions = options.tuned ? options.questions ?? EVAL_QUESTIONS : [];
   const progress = new ProgressBar("eval", prompts.length + questions.length, {
@@ -246,12 +267,16 @@ async function measureValidation(
         `has ${model.config.vocabSize}; pass the validation set of the model's tokenizer.`,
     );
   }
-  const batchSize = options.batchSize ?? 8;
+  const batchSize = options.batchSize ?? EVAL_DEFAULTS.batchSize;
+  const valFraction = options.valFraction ?? EVAL_DEFAULTS.valFraction;
   const held = options.validationRows ??
-    splitRows(dataset.meta.rows, options.valFraction ?? 0.05, batchSize).validation ??
+    splitRows(dataset.meta.rows, valFraction, batchSize).validation ??
     { first: 0, count: dataset.meta.rows };
   // Whole batches only, so the bytes below are counted over exactly the rows the loss reads.
-  const batches = Math.min(options.valBatches ?? 16, Math.floor(held.count / batchSize));
+  const batches = Math.min(
+    options.valBatches ?? EVAL_DEFAULTS.valBatches,
+    Math.floor(held.count / batchSize),
+  );
   if (batches === 0) {
     throw new Error(
       `${options.validation} holds ${held.count} validation rows, fewer than one batch of ` +
@@ -347,27 +372,70 @@ export function formatEvalSummary(summary: EvalSummary): string {
   return lines.join("\n");
 }
 
-const HELP = `deno task eval: measures a pretrained and/or an instruction-tuned model.
-
-  --work DIR              a main-job work folder (default runs/main): the paths below default
-                          to its model/, tokenizer/, tokenized/, instruct/ and eval/
-  --pretrained FILE       pretrained checkpoint (completions, validation loss)
-  --tokenizer DIR         its tokenizer
-  --validation DIR        a tokenized dataset folder for the validation loss
-  --val-fraction X        share of its rows held out in training (default 0.05)
-  --batch-size N          validation rows per batch (default 8)
-  --val-batches N         most validation batches (default 16)
-  --tuned FILE            instruction-tuned checkpoint (answers in ChatML)
-  --tuned-tokenizer DIR   its tokenizer
-  --out DIR               completions.jsonl, answers.jsonl, eval.json
-  --max-new-tokens N      tokens per completion (default ${EVAL_COMPLETION_TOKENS})
-  --max-answer-tokens N   most tokens per answer (default ${EVAL_ANSWER_TOKENS})
-  --temperature X --top-k N --seed N   sampling (default 0.7, 40, 0)
-  --skip-grammar          leave out the link-grammar score (the parser is needed otherwise:
-                          sudo apt-get install link-grammar)
-  --quiet                 no progress bar
-
-Paths taken from --work are used only when they exist; paths given explicitly must exist.`;
+/** The command line; the defaults shown are {@linkcode EVAL_DEFAULTS}. */
+const FLAGS = {
+  work: {
+    type: "string",
+    default: "runs/main",
+    help: "a main-job work folder; each path below defaults to its file there, if it exists",
+  },
+  pretrained: {
+    type: "string",
+    help: "pretrained checkpoint (completions, validation loss); must exist when given",
+  },
+  tokenizer: { type: "string", help: "the pretrained model's tokenizer" },
+  validation: { type: "string", help: "a tokenized dataset folder for the validation loss" },
+  "val-fraction": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.valFraction),
+    help: "share of its rows held out in training",
+  },
+  "batch-size": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.batchSize),
+    help: "validation rows per batch",
+  },
+  "val-batches": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.valBatches),
+    help: "most validation batches",
+  },
+  tuned: { type: "string", help: "instruction-tuned checkpoint (answers in ChatML)" },
+  "tuned-tokenizer": { type: "string", help: "the tuned model's tokenizer" },
+  out: { type: "string", help: "where completions.jsonl, answers.jsonl and eval.json go" },
+  "max-new-tokens": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.maxNewTokens),
+    help: "tokens per completion",
+  },
+  "max-answer-tokens": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.maxAnswerTokens),
+    help: "most tokens per answer",
+  },
+  temperature: {
+    type: "string",
+    default: String(EVAL_DEFAULTS.temperature),
+    help: "sampling temperature; 0 is greedy",
+  },
+  "top-k": {
+    type: "string",
+    default: String(EVAL_DEFAULTS.topK),
+    help: "sample among the k likeliest tokens",
+  },
+  seed: {
+    type: "string",
+    default: String(EVAL_DEFAULTS.seed),
+    help: "seed of the sampling; prompt i uses seed + i",
+  },
+  "skip-grammar": {
+    type: "boolean",
+    default: false,
+    help: "leave out the grammar score, which needs link-grammar's parser",
+  },
+  quiet: { type: "boolean", default: false, help: "no progress bar" },
+  ...HELP_FLAG,
+} as const;
 
 /** Whether a file or folder exists. */
 async function exists(path: string): Promise<boolean> {
@@ -376,33 +444,8 @@ async function exists(path: string): Promise<boolean> {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        help: { type: "boolean", default: false },
-        work: { type: "string", default: "runs/main" },
-        pretrained: { type: "string" },
-        tokenizer: { type: "string" },
-        validation: { type: "string" },
-        "val-fraction": { type: "string", default: "0.05" },
-        "batch-size": { type: "string", default: "8" },
-        "val-batches": { type: "string", default: "16" },
-        tuned: { type: "string" },
-        "tuned-tokenizer": { type: "string" },
-        out: { type: "string" },
-        "max-new-tokens": { type: "string", default: String(EVAL_COMPLETION_TOKENS) },
-        "max-answer-tokens": { type: "string", default: String(EVAL_ANSWER_TOKENS) },
-        temperature: { type: "string", default: "0.7" },
-        "top-k": { type: "string", default: "40" },
-        seed: { type: "string", default: "0" },
-        "skip-grammar": { type: "boolean", default: false },
-        quiet: { type: "boolean", default: false },
-      },
-    });
-    if (values.help) {
-      console.log(HELP);
-      return;
-    }
+    const values = parseFlags("deno task eval [options]", FLAGS);
+    if (!values) return;
     const work = values.work;
     // A path from --work is used when present; one given explicitly must exist (or it errors).
     const pick = async (given: string | undefined, fallback: string) =>

@@ -18,7 +18,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { readCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2Config } from "../nn/config.ts";
@@ -39,8 +38,8 @@ import { toHfTokenizerJson } from "../tokenizer/hf_json.ts";
 import { FolderOutput } from "../util/files.ts";
 import { IM_END, IM_START } from "./chatml.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
-import { runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 /** The dtypes `--dtype` takes. */
 export const HF_DTYPES: readonly HfDtype[] = ["float32", "float16", "bfloat16"];
@@ -352,11 +351,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task export --out DIR [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task export --out DIR [options]", FLAGS);
+    if (!values) return;
     if (!values.out) {
       throw new Error("--out is required: the folder to write, such as --out out/hf-model.");
     }

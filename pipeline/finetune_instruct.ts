@@ -11,7 +11,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import {
   meanOfLast,
   runFlags,
@@ -20,8 +19,8 @@ import {
   type TrainModelOptions,
   type TrainResult,
 } from "./train_model.ts";
-import { interruptSignal, runCli } from "./_cli.ts";
-import { helpText } from "./_flags.ts";
+import { interruptSignal, runCli } from "../util/cli.ts";
+import { parseFlags } from "../util/flags.ts";
 
 /** The peak learning rate of instruction tuning: lower than pretraining's, to keep what the model knew. */
 export const FINETUNE_LR = 3e-4;
@@ -59,11 +58,8 @@ if (import.meta.main) {
       out: { type: "string", default: "runs/instruct/model", help: "the run folder" },
       ...runFlags({ steps: "300", lr: String(FINETUNE_LR) }),
     } as const;
-    const { values } = parseArgs({ args: Deno.args, options: flags });
-    if (values.help) {
-      console.log(helpText("deno task finetune-instruct [options]", flags));
-      return;
-    }
+    const values = parseFlags("deno task finetune-instruct [options]", flags);
+    if (!values) return;
     const signal = interruptSignal();
     const result = await finetuneInstruct({
       ...runOptions(values),

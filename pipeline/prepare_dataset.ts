@@ -10,15 +10,14 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { type HubDataset, hubFileBuffer, listHubParquetFiles } from "./hub.ts";
 import { parquetTextBatches, readRecordBatches, readTextBatches } from "./text_source.ts";
 import { chatDocument } from "./chatml.ts";
 import { writeAll, writeOutputFile } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
-import { intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 /** FineWeb's 10-billion-token sample, the default source. */
 export const FINEWEB_SAMPLE_10BT: HubDataset = {
@@ -232,11 +231,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task prepare [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task prepare [options]", FLAGS);
+    if (!values) return;
     const result = await prepareDataset({
       data: values.data,
       hub: { repo: values.repo, folder: values.folder },

@@ -14,7 +14,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import {
   chatPrompt,
@@ -30,8 +29,8 @@ import { type TokenizedDatasetMeta, TokenRowWriter } from "./token_rows.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
-import { intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 /** Tokens per conversation when {@linkcode PrepareInstructOptions.contextLength} is not given. */
 export const INSTRUCT_CONTEXT = 1024;
@@ -159,11 +158,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task prepare-instruct --data FILE [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task prepare-instruct --data FILE [options]", FLAGS);
+    if (!values) return;
     if (!values.data) throw new Error("Pass the instruction pairs with --data FILE (see --help).");
     const result = await prepareDatasetInstruct({
       data: values.data,

@@ -13,11 +13,11 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { type PlotSeries, svgLinePlot } from "./_svg_plot.ts";
 import { escapeMarkdown, fenced, table } from "./_markdown.ts";
-import { runCli } from "./_cli.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 /** How long one stage took (or, in a plan, is predicted to take). */
 export interface ReportStage {
@@ -538,33 +538,29 @@ function displayPath(path: string, work: string): string {
   return path.startsWith(prefix) ? path.slice(prefix.length) : path;
 }
 
-const HELP =
-  `Rebuilds the report card (report.md, loss.svg) of a work folder of \`deno task train\`.
-
-Usage: deno task report [--work runs/main] [--pretrain-log FILE] [--instruct-log FILE]
-
-  --work DIR            the work folder; its report.json gives the plan, stage times, eval
-                        figures and samples that the main job recorded (default runs/main)
-  --pretrain-log FILE   pretraining's log.jsonl (default: as recorded, or DIR/model/log.jsonl)
-  --instruct-log FILE   instruction tuning's log.jsonl (default: as recorded, or
-                        DIR/instruct/model/log.jsonl)
-  --help                this text`;
+/** The command line: rebuilds the report card (report.md, loss.svg) of a main-job work folder. */
+const FLAGS = {
+  work: {
+    type: "string",
+    default: "runs/main",
+    help: "the work folder; its report.json gives the plan, stage times, eval figures and " +
+      "samples that the main job recorded",
+  },
+  "pretrain-log": {
+    type: "string",
+    help: "pretraining's log.jsonl (default: as recorded, or WORK/model/log.jsonl)",
+  },
+  "instruct-log": {
+    type: "string",
+    help: "instruction tuning's log.jsonl (default: as recorded, or WORK/instruct/model/log.jsonl)",
+  },
+  ...HELP_FLAG,
+} as const;
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: {
-        work: { type: "string", default: "runs/main" },
-        "pretrain-log": { type: "string" },
-        "instruct-log": { type: "string" },
-        help: { type: "boolean", default: false },
-      },
-    });
-    if (values.help) {
-      console.log(HELP);
-      return;
-    }
+    const values = parseFlags("deno task report [options]", FLAGS);
+    if (!values) return;
     const work = values.work;
     let recorded: Partial<ReportOptions> & { date?: string } = {};
     try {

@@ -11,7 +11,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
@@ -19,8 +18,8 @@ import { validateSampling } from "../nn/sampling.ts";
 import { chatMarkerIds, chatPromptIds, IM_END } from "./chatml.ts";
 import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
-import { intFlag, numberFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
 import { escapeControlCharacters } from "./_terminal.ts";
 
 /** Options of {@linkcode testInstruct}. */
@@ -135,11 +134,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task test-instruct [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task test-instruct [options]", FLAGS);
+    if (!values) return;
     const results = await testInstruct({
       pretrained: values.pretrained,
       tokenizer: values.tokenizer,

@@ -12,7 +12,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
@@ -20,8 +19,8 @@ import { generateBatch, type PromptCut, promptCutWarning } from "../nn/generate.
 import { type SamplingOptions, validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
-import { intFlag, numberFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
 import { stdoutWriter, warn } from "./_terminal.ts";
 
 /** Options of {@linkcode testPretrained}. */
@@ -222,11 +221,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task test-pretrained [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task test-pretrained [options]", FLAGS);
+    if (!values) return;
     const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
       temperature: numberFlag("temperature", values.temperature, -1e-9),

@@ -19,14 +19,13 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { type BpeTokenizer } from "../tokenizer/bpe.ts";
 import { loadHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
 import { type TokenizedDatasetMeta, type TokenizeMethod, TokenRowWriter } from "./token_rows.ts";
 import { ProgressBar } from "./_progress.ts";
-import { intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 /** How {@linkcode tokenizeDataset} makes rows of documents; see the module documentation. */
 export type DocumentMethod = Exclude<TokenizeMethod, "chat">;
@@ -190,11 +189,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task tokenize [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task tokenize [options]", FLAGS);
+    if (!values) return;
     const meta = await tokenizeDataset({
       data: values.data,
       tokenizer: values.tokenizer,

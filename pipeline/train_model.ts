@@ -15,7 +15,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import {
@@ -53,16 +52,19 @@ import {
 import { loadTokenizedDataset, type TokenizedDataset } from "./token_rows.ts";
 import { validationLosses } from "./validation_loss.ts";
 import { ProgressBar } from "./_progress.ts";
-import { fractionFlag, interruptSignal, intFlag, numberFlag, runCli } from "./_cli.ts";
+import { interruptSignal, runCli } from "../util/cli.ts";
 import {
+  fractionFlag,
   HELP_FLAG,
-  helpText,
+  intFlag,
+  numberFlag,
   type OptionalFlag,
+  parseFlags,
   type SwitchFlag,
   type ValueFlag,
-} from "./_flags.ts";
+} from "../util/flags.ts";
 
-export type { OptionalFlag, SwitchFlag, ValueFlag } from "./_flags.ts";
+export type { OptionalFlag, SwitchFlag, ValueFlag } from "../util/flags.ts";
 
 /** The defaults of {@linkcode trainModel}'s options, which its command line shows too. */
 export const TRAIN_DEFAULTS = {
@@ -897,11 +899,8 @@ function trainModelFlags() {
 if (import.meta.main) {
   await runCli(async () => {
     const flags = trainModelFlags();
-    const { values } = parseArgs({ args: Deno.args, options: flags });
-    if (values.help) {
-      console.log(helpText("deno task train-model [options]", flags));
-      return;
-    }
+    const values = parseFlags("deno task train-model [options]", flags);
+    if (!values) return;
     // Ctrl-C finishes the current step and saves a checkpoint; a second Ctrl-C quits at once.
     const signal = interruptSignal();
     const result = await trainModel({

@@ -15,13 +15,12 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { DEFAULT_SPECIAL_TOKENS, trainBpe } from "../tokenizer/train_bpe.ts";
 import { countWords } from "../tokenizer/word_counts.ts";
 import { ProgressBar } from "./_progress.ts";
-import { intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 import { FolderOutput } from "../util/files.ts";
 import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
@@ -174,11 +173,8 @@ const FLAGS = {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({ args: Deno.args, options: FLAGS });
-    if (values.help) {
-      console.log(helpText("deno task tokenizer --data FILE [options]", FLAGS));
-      return;
-    }
+    const values = parseFlags("deno task tokenizer --data FILE [options]", FLAGS);
+    if (!values) return;
     if (!values.data) {
       throw new Error("No corpus given; pass --data FILE (text, JSON Lines or Parquet).");
     }

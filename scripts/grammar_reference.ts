@@ -8,12 +8,12 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { BUNDLED_FINEWEB, BUNDLED_STORIES } from "../pipeline/bundled_data.ts";
 import { readTextBatches } from "../pipeline/text_source.ts";
 import { completeSentences, shuffleWords, words } from "../pipeline/_eval_scoring.ts";
 import { linkGrammarVerdicts, type LinkVerdict } from "../pipeline/_link_grammar.ts";
-import { intFlag, runCli } from "../pipeline/_cli.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 async function sentencesOf(path: string, wanted: number): Promise<string[]> {
   const sentences: string[] = [];
@@ -31,10 +31,11 @@ async function sentencesOf(path: string, wanted: number): Promise<string[]> {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { sentences: { type: "string", default: "400" } },
+    const values = parseFlags("deno run --allow-all scripts/grammar_reference.ts [options]", {
+      sentences: { type: "string", default: "400", help: "sentences of each corpus to parse" },
+      ...HELP_FLAG,
     });
+    if (!values) return;
     const wanted = intFlag("sentences", values.sentences);
     for (const [name, path] of [["FineWeb", BUNDLED_FINEWEB], ["stories", BUNDLED_STORIES]]) {
       const sentences = await sentencesOf(path, wanted);

@@ -16,7 +16,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { readLines, readRecordBatches } from "../pipeline/text_source.ts";
 import {
   BUNDLED_ALPACA,
@@ -27,7 +26,8 @@ import {
   BUNDLED_STORIES,
 } from "../pipeline/bundled_data.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
-import { runCli } from "../pipeline/_cli.ts";
+import { runCli } from "../util/cli.ts";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
 /**
  * The most FineWeb text kept, in UTF-16 code units: an upper bound (about 7 MB compressed); all
@@ -88,10 +88,11 @@ function shortPair(line: string): boolean {
 
 if (import.meta.main) {
   await runCli(async () => {
-    const { values } = parseArgs({
-      args: Deno.args,
-      options: { source: { type: "string", default: "../shared/data" } },
+    const values = parseFlags("deno run --allow-all scripts/make_bundled_data.ts [options]", {
+      source: { type: "string", default: "../shared/data", help: "the downloaded source data" },
+      ...HELP_FLAG,
     });
+    if (!values) return;
     const source = values.source;
     await Deno.mkdir(BUNDLED_PRETRAIN_DIR, { recursive: true });
     await Deno.mkdir(BUNDLED_INSTRUCT_DIR, { recursive: true });

@@ -8,15 +8,14 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    work: { type: "string", default: "runs/main" },
-    count: { type: "string", default: "10" },
-  },
+const values = parseFlags("deno run --allow-read scripts/readme_samples.ts [options]", {
+  work: { type: "string", default: "runs/main", help: "a main-job work folder that eval ran in" },
+  count: { type: "string", default: "10", help: "completions and answers to print" },
+  ...HELP_FLAG,
 });
+if (!values) Deno.exit(0);
 const count = Number(values.count);
 const read = async (name: string) =>
   (await Deno.readTextFile(`${values.work}/eval/${name}`)).trim().split("\n")

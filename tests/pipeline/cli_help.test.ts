@@ -1,11 +1,13 @@
 /**
  * Every command answers `--help`: each `deno task` of deno.json (read from the file, so a new task
  * is covered without touching this test) is run with `--help` and must exit 0 with a usage line
- * that names the task. `helpText`, which most commands build their help with, is checked apart.
+ * that names the task and its options. That each help names every flag its parser accepts holds
+ * because every command parses with `parseFlags` (util/flags.ts), which gives one description of
+ * the flags to both; the last test here checks that no command parses its arguments another way,
+ * and tests/util/flags.test.ts checks `parseFlags` itself.
  */
 
 import assert from "node:assert/strict";
-import { HELP_FLAG, helpText } from "../../pipeline/_flags.ts";
 
 const ROOT = new URL("../../", import.meta.url);
 
@@ -57,6 +59,10 @@ Deno.test("every deno task answers --help with exit code 0 and a usage line", as
         if (code !== 0) failures.push(`${name}: exit code ${code}\n${stderr}`);
         else if (!usage.test(stdout)) {
           failures.push(`${name}: no "deno task ${name}" in\n${stdout}`);
+        } else if (!/^Options:$/m.test(stdout) || !/^ {2}--help +/m.test(stdout)) {
+          failures.push(
+            `${name}: its help is not helpText's (no "Options:" and "--help"):\n${stdout}`,
+          );
         }
       }),
     );
@@ -73,29 +79,50 @@ Deno.test("taskScript() finds the script after the deno run flags, and refuses o
   assert.throws(() => taskScript("deno run --allow-all"), /names no script/);
 });
 
-Deno.test("helpText() gives the usage line, then every flag with its help and its default", () => {
-  const flags = {
-    context: { type: "string", default: "1024", help: "tokens per row" },
-    rows: { type: "string", help: "most rows to take" },
-    question: { type: "string", multiple: true, help: "a question; repeat for more" },
-    quiet: { type: "boolean", default: false, help: "no progress output" },
-    ...HELP_FLAG,
-  } as const;
-  const lines = helpText("deno task example [options]", flags).split("\n");
-  assert.equal(lines[0], "Usage: deno task example [options]");
-  assert.equal(lines[2], "Options:");
-  const options = lines.slice(3);
-  assert.equal(options.length, Object.keys(flags).length);
-  for (const [i, [name, flag]] of Object.entries(flags).entries()) {
-    assert.match(options[i], new RegExp(`^  --${name}\\b`));
-    assert.ok(options[i].includes(flag.help), `${options[i]} lacks "${flag.help}"`);
+/** Where commands live: every .ts file under these folders, but for util/flags.ts. */
+const COMMAND_FOLDERS = ["pipeline", "bench", "scripts", "util", "kernels", "nn", "tokenizer"];
+
+/** The .ts files under `folder`, relative to the repository root. */
+async function sourceFiles(folder: string): Promise<string[]> {
+  const files: string[] = [];
+  for await (const entry of Deno.readDir(new URL(`${folder}/`, ROOT))) {
+    const path = `${folder}/${entry.name}`;
+    if (entry.isDirectory) files.push(...await sourceFiles(path));
+    else if (entry.name.endsWith(".ts")) files.push(path);
   }
-  assert.match(options[0], /--context <value> +tokens per row \(default 1024\)$/);
-  assert.match(options[1], /--rows <value> +most rows to take$/);
-  assert.match(options[2], /--question <value>\.\.\. +a question; repeat for more$/);
-  // A switch takes no value, and its default (false) goes without saying.
-  assert.match(options[3], /--quiet +no progress output$/);
-  // The help column starts at the same place on every line.
-  const helpStarts = options.map((line, i) => line.indexOf(Object.values(flags)[i].help));
-  assert.equal(new Set(helpStarts).size, 1, `help columns ${helpStarts}`);
+  return files;
+}
+
+/**
+ * A command that parsed `Deno.args` itself (with its own `parseArgs` or by hand) could accept a
+ * flag its help does not name; one that calls parseFlags cannot. Comments are left out of the
+ * search, so a file may still mention the words.
+ */
+function ownArgumentParsing(source: string): string[] {
+  const code = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+  return ["parseArgs", "Deno.args"].filter((word) => code.includes(word));
+}
+
+Deno.test("no command parses its arguments but through parseFlags, so its help names every flag", async () => {
+  const files = (await Promise.all(COMMAND_FOLDERS.map(sourceFiles))).flat();
+  assert.ok(files.includes("pipeline/main_job.ts"), `the search missed pipeline/: ${files}`);
+  const offenders: string[] = [];
+  for (const file of files) {
+    if (file === "util/flags.ts" || file === "util/cli.ts") continue;
+    const found = ownArgumentParsing(await Deno.readTextFile(new URL(file, ROOT)));
+    if (found.length > 0) offenders.push(`${file}: ${found.join(", ")}`);
+  }
+  assert.deepEqual(offenders, [], "parse flags with parseFlags from util/flags.ts");
+});
+
+Deno.test("ownArgumentParsing() finds parseArgs and Deno.args in code, not in comments", () => {
+  assert.deepEqual(ownArgumentParsing("const { values } = parseArgs({ args: Deno.args });"), [
+    "parseArgs",
+    "Deno.args",
+  ]);
+  assert.deepEqual(ownArgumentParsing("const n = Deno.args.length;"), ["Deno.args"]);
+  assert.deepEqual(
+    ownArgumentParsing("/** Unlike parseArgs, */\n// reads Deno.args\nconst x = parseFlags(u, F);"),
+    [],
+  );
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runMainJob } from "../../pipeline/train.ts";
+import { runMainJob } from "../../pipeline/main_job.ts";
 
 Deno.test("the main job refuses bad flags before its first stage, and leaves no work folder", async () => {
   const dir = await Deno.makeTempDir();

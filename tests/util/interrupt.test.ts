@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 
 /** Runs `body` under runCli with an interruptSignal in a child, sends SIGINT once it is ready. */
 async function interruptedChild(body: string, signals = 1) {
-  const cli = new URL("../../pipeline/_cli.ts", import.meta.url);
+  const cli = new URL("../../util/cli.ts", import.meta.url);
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
@@ -49,7 +49,7 @@ Deno.test("runCli() exits 0 when nothing interrupted the work", async () => {
     args: [
       "eval",
       `import { interruptSignal, runCli } from "${new URL(
-        "../../pipeline/_cli.ts",
+        "../../util/cli.ts",
         import.meta.url,
       )}"; await runCli(() => { interruptSignal(); });`,
     ],

@@ -1,9 +1,13 @@
 /**
- * What every command-line entry point shares: one error line instead of a stack trace for the
- * mistakes a user can fix, and a non-zero exit status.
+ * What every command-line entry point shares, in pipeline/, bench/ and scripts/: one error line
+ * instead of a stack trace for the mistakes a user can fix, a non-zero exit status, and a signal
+ * that Ctrl-C aborts so long work can stop and save. Flags are described and parsed in
+ * `util/flags.ts`.
+ *
+ * @module
  */
 
-import { watchTaskParent } from "../util/parent_watch.ts";
+import { watchTaskParent } from "./parent_watch.ts";
 
 /**
  * Runs `main`, printing `error: <message>` and exiting with status 1 if it throws. Set
@@ -35,36 +39,6 @@ export function flagValueMessage(message: string, args: readonly string[]): stri
   const value = args[args.indexOf(name) + 1] ?? "";
   return `${name} got "${value}", which starts with a dash like a flag: numbers here must be ` +
     `positive (for example ${name} 5); text that starts with a dash goes as ${name}=${value}.`;
-}
-
-/**
- * A whole-number flag: `--name value` parsed and checked to be at least `min`; the error names
- * the flag and what it got.
- */
-export function intFlag(name: string, value: string, min = 1): number {
-  const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed < min) {
-    throw new Error(`--${name} must be a whole number of at least ${min}, got "${value}".`);
-  }
-  return parsed;
-}
-
-/** A number flag that must be finite and greater than `above`. */
-export function numberFlag(name: string, value: string, above = 0): number {
-  const parsed = Number(value);
-  if (!Number.isFinite(parsed) || parsed <= above) {
-    throw new Error(`--${name} must be a number above ${above}, got "${value}".`);
-  }
-  return parsed;
-}
-
-/** A fraction flag: a number from 0 (inclusive) to 1 (exclusive). */
-export function fractionFlag(name: string, value: string): number {
-  const parsed = Number(value);
-  if (!(parsed >= 0 && parsed < 1)) {
-    throw new Error(`--${name} must be a number from 0 up to (not including) 1, got "${value}".`);
-  }
-  return parsed;
 }
 
 /** Set when Ctrl-C stopped the work, for {@linkcode runCli}'s exit status. */

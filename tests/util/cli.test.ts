@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseArgs } from "node:util";
-import { flagValueMessage } from "../../pipeline/_cli.ts";
+import { flagValueMessage } from "../../util/cli.ts";
 
 /** parseArgs' own complaint about `args`, as runCli receives it. */
 function parseError(args: string[]): string {

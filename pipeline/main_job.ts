@@ -18,7 +18,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import {
   DEFAULT_BUDGET,
@@ -66,8 +65,8 @@ import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
 import { MAX_CONTEXT_LENGTH } from "../nn/config.ts";
 import { IM_END, IM_START } from "./chatml.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
-import { interruptSignal, intFlag, runCli } from "./_cli.ts";
-import { HELP_FLAG, helpText } from "./_flags.ts";
+import { interruptSignal, runCli } from "../util/cli.ts";
+import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 /** The main job's settings, each default in one place: the CLI, `--help` and the JSDoc read it. */
 export const MAIN_JOB_DEFAULTS = {
@@ -523,11 +522,8 @@ function mainJobFlags() {
 if (import.meta.main) {
   await runCli(async () => {
     const flags = mainJobFlags();
-    const { values } = parseArgs({ args: Deno.args, options: flags });
-    if (values.help) {
-      console.log(helpText("deno task train [options]", flags));
-      return;
-    }
+    const values = parseFlags("deno task train [options]", flags);
+    if (!values) return;
     const result = await runMainJob({
       budget: values.budget,
       data: values.data,
