@@ -74,6 +74,7 @@ export {
   attentionForward,
   attentionForwardCpu,
   attentionForwardKernel,
+  type AttentionGradientBuffers,
   type AttentionOptions,
   type AttentionTiles,
   CPU_TEXTURE_TILES,

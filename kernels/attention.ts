@@ -720,6 +720,27 @@ export async function attentionForward(
 }
 
 /**
+ * The tensors an attention backward (fused or naive) reads and writes beside what its forward
+ * saved: the gradients it writes and the forward's inputs, each (B, NH, T, HS).
+ */
+export interface AttentionGradientBuffers {
+  /** Gradient of the queries (B, NH, T, HS), written. */
+  dq: GPUBuffer;
+  /** Gradient of the keys (B, NH, T, HS), written. */
+  dk: GPUBuffer;
+  /** Gradient of the values (B, NH, T, HS), written. */
+  dv: GPUBuffer;
+  /** Gradient of the loss with respect to the forward's output, (B, NH, T, HS). */
+  dout: GPUBuffer;
+  /** The forward's queries (B, NH, T, HS). */
+  q: GPUBuffer;
+  /** The forward's keys (B, NH, T, HS). */
+  k: GPUBuffer;
+  /** The forward's values (B, NH, T, HS). */
+  v: GPUBuffer;
+}
+
+/**
  * Records the fused causal attention backward. Needs the forward's `o` and `lse`; writes (`=`)
  * `dq`, `dk`, `dv`. Uses a (B, NH, T) float scratch for D_i = dO_i . O_i.
  *
@@ -728,21 +749,7 @@ export async function attentionForward(
  */
 export async function attentionBackward(
   gpu: Gpu,
-  buffers: {
-    /** Gradient of the queries (B, NH, T, HS), written. */
-    dq: GPUBuffer;
-    /** Gradient of the keys (B, NH, T, HS), written. */
-    dk: GPUBuffer;
-    /** Gradient of the values (B, NH, T, HS), written. */
-    dv: GPUBuffer;
-    /** Gradient of the loss with respect to the forward's `o`, (B, NH, T, HS). */
-    dout: GPUBuffer;
-    /** The forward's queries (B, NH, T, HS). */
-    q: GPUBuffer;
-    /** The forward's keys (B, NH, T, HS). */
-    k: GPUBuffer;
-    /** The forward's values (B, NH, T, HS). */
-    v: GPUBuffer;
+  buffers: AttentionGradientBuffers & {
     /** The forward's output (B, NH, T, HS). */
     o: GPUBuffer;
     /** The forward's log-sum-exps (B, NH, T). */

@@ -20,6 +20,7 @@
 
 import { type Binding, bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { type Part, rowParts } from "./_parts.ts";
+import type { AttentionGradientBuffers } from "./attention.ts";
 
 const WORKGROUP_SIZE = 64;
 
@@ -294,21 +295,7 @@ export async function attentionNaiveForward(
  */
 export async function attentionNaiveBackward(
   gpu: Gpu,
-  buffers: {
-    /** Gradient of the queries (B, NH, T, HS), written. */
-    dq: GPUBuffer;
-    /** Gradient of the keys (B, NH, T, HS), written. */
-    dk: GPUBuffer;
-    /** Gradient of the values (B, NH, T, HS), written. */
-    dv: GPUBuffer;
-    /** Gradient of the loss with respect to the forward's `o`, (B, NH, T, HS). */
-    dout: GPUBuffer;
-    /** The forward's queries (B, NH, T, HS). */
-    q: GPUBuffer;
-    /** The forward's keys (B, NH, T, HS). */
-    k: GPUBuffer;
-    /** The forward's values (B, NH, T, HS). */
-    v: GPUBuffer;
+  buffers: AttentionGradientBuffers & {
     /** The forward's attention probabilities (B, NH, T, T). */
     att: GPUBuffer;
   },

@@ -5,6 +5,7 @@ import {
   layernormForward,
   layernormForwardCpu,
 } from "../../kernels/layernorm.ts";
+import type { Gpu } from "../../kernels/device.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
 import { assertClose, randomArray, testGpu } from "../_gpu.ts";
 
@@ -17,6 +18,16 @@ function layernormInput(n: number, c: number, seed: number): Float32Array {
   return x;
 }
 
+/** Uploads each array under its own name, for a launcher that takes its buffers by name. */
+function uploadEach<K extends string>(gpu: Gpu, arrays: Record<K, Float32Array>) {
+  const entries = Object.entries<Float32Array>(arrays).map(([k, a]) => [k, gpu.upload(a)]);
+  return Object.fromEntries(entries) as Record<K, GPUBuffer>;
+}
+
+function releaseEach(gpu: Gpu, buffers: Record<string, GPUBuffer>): void {
+  for (const buffer of Object.values(buffers)) gpu.release(buffer);
+}
+
 // N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides),
 // C = 772 (vec4 loads over several strides).
 for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
@@ -26,27 +37,18 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
     const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
     layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
     for (const perRow of ["invocation", "workgroup"] as const) {
-      const bufs = [inp, weight, bias].map((a) => gpu.upload(a));
-      const outBuf = gpu.acquire(n * c * 4), meanBuf = gpu.acquire(n * 4);
-      const rstdBuf = gpu.acquire(n * 4);
-      await layernormForward(
-        gpu,
-        {
-          out: outBuf,
-          mean: meanBuf,
-          rstd: rstdBuf,
-          inp: bufs[0],
-          weight: bufs[1],
-          bias: bufs[2],
-        },
-        n,
-        c,
-        { perRow },
-      );
-      assertClose(await gpu.readF32(outBuf, n * c), out, { atol: 1e-5, rtol: 1e-4 });
-      assertClose(await gpu.readF32(meanBuf, n), mean, { atol: 1e-5, rtol: 1e-5 });
-      assertClose(await gpu.readF32(rstdBuf, n), rstd, { atol: 1e-5, rtol: 1e-4 });
-      for (const b of [...bufs, outBuf, meanBuf, rstdBuf]) gpu.release(b);
+      // NaN before the launch: every element must be written.
+      const outputs = {
+        out: out.map(() => NaN),
+        mean: mean.map(() => NaN),
+        rstd: rstd.map(() => NaN),
+      };
+      const b = uploadEach(gpu, { ...outputs, inp, weight, bias });
+      await layernormForward(gpu, b, n, c, { perRow });
+      assertClose(await gpu.readF32(b.out, n * c), out, { atol: 1e-5, rtol: 1e-4 });
+      assertClose(await gpu.readF32(b.mean, n), mean, { atol: 1e-5, rtol: 1e-5 });
+      assertClose(await gpu.readF32(b.rstd, n), rstd, { atol: 1e-5, rtol: 1e-4 });
+      releaseEach(gpu, b);
     }
   });
 
@@ -59,41 +61,15 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
     // Non-zero starting gradients: every output must be accumulated into, not overwritten.
     const dinp = randomArray(n * c, 8), dweight = randomArray(c, 9), dbias = randomArray(c, 10);
     const expected = [dinp.slice(), dweight.slice(), dbias.slice()];
-    layernormBackwardCpu(
-      expected[0],
-      expected[1],
-      expected[2],
-      dout,
-      inp,
-      weight,
-      mean,
-      rstd,
-      n,
-      c,
-    );
+    const [eInp, eWeight, eBias] = expected;
+    layernormBackwardCpu(eInp, eWeight, eBias, dout, inp, weight, mean, rstd, n, c);
     for (const perRow of ["invocation", "workgroup"] as const) {
-      const bufs = [dinp, dweight, dbias, dout, inp, weight, mean, rstd].map((a) => gpu.upload(a));
-      const [dinpB, dweightB, dbiasB, doutB, inpB, weightB, meanB, rstdB] = bufs;
-      await layernormBackward(
-        gpu,
-        {
-          dinp: dinpB,
-          dweight: dweightB,
-          dbias: dbiasB,
-          dout: doutB,
-          inp: inpB,
-          weight: weightB,
-          mean: meanB,
-          rstd: rstdB,
-        },
-        n,
-        c,
-        { perRow },
-      );
-      assertClose(await gpu.readF32(bufs[0], n * c), expected[0], { atol: 1e-4, rtol: 1e-4 });
-      assertClose(await gpu.readF32(bufs[1], c), expected[1], { atol: 1e-4, rtol: 1e-4 });
-      assertClose(await gpu.readF32(bufs[2], c), expected[2], { atol: 1e-4, rtol: 1e-4 });
-      for (const b of bufs) gpu.release(b);
+      const b = uploadEach(gpu, { dinp, dweight, dbias, dout, inp, weight, mean, rstd });
+      await layernormBackward(gpu, b, n, c, { perRow });
+      assertClose(await gpu.readF32(b.dinp, n * c), eInp, { atol: 1e-4, rtol: 1e-4 });
+      assertClose(await gpu.readF32(b.dweight, c), eWeight, { atol: 1e-4, rtol: 1e-4 });
+      assertClose(await gpu.readF32(b.dbias, c), eBias, { atol: 1e-4, rtol: 1e-4 });
+      releaseEach(gpu, b);
     }
   });
 }
@@ -107,30 +83,22 @@ Deno.test("layernormBackward() gives the same parameter-gradient bits every run"
   layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
   const runs: Uint32Array[] = [];
   for (let run = 0; run < 2; run++) {
-    const bufs = [new Float32Array(n * c), new Float32Array(c), new Float32Array(c), dout, inp]
-      .map((a) => gpu.upload(a));
-    const [w, m, r] = [weight, mean, rstd].map((a) => gpu.upload(a));
-    const [dinpB, dweightB, dbiasB, doutB, inpB] = bufs;
-    await layernormBackward(
-      gpu,
-      {
-        dinp: dinpB,
-        dweight: dweightB,
-        dbias: dbiasB,
-        dout: doutB,
-        inp: inpB,
-        weight: w,
-        mean: m,
-        rstd: r,
-      },
-      n,
-      c,
-    );
-    const dweight = await gpu.readF32(bufs[1], c), dbias = await gpu.readF32(bufs[2], c);
+    const zeros = { dinp: new Float32Array(n * c), dweight: new Float32Array(c) };
+    const b = uploadEach(gpu, {
+      ...zeros,
+      dbias: new Float32Array(c),
+      dout,
+      inp,
+      weight,
+      mean,
+      rstd,
+    });
+    await layernormBackward(gpu, b, n, c);
+    const dweight = await gpu.readF32(b.dweight, c), dbias = await gpu.readF32(b.dbias, c);
     runs.push(
       new Uint32Array([...new Uint32Array(dweight.buffer), ...new Uint32Array(dbias.buffer)]),
     );
-    for (const b of [...bufs, w, m, r]) gpu.release(b);
+    releaseEach(gpu, b);
   }
   assert.deepEqual(runs[0], runs[1]);
 });

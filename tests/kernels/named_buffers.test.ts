@@ -39,8 +39,15 @@ function isBuffer(type: DocType | undefined): boolean {
   return false;
 }
 
-/** Each exported function of kernels/*.ts with its parameters, from `deno doc --json`. */
-async function exportedLaunchers(): Promise<{ name: string; params: DocParam[] }[]> {
+/** What `deno doc --json` says kernels/*.ts exports (only what this test reads). */
+interface KernelExports {
+  /** Each exported function, named `file name`, with its parameters. */
+  launchers: { name: string; params: DocParam[] }[];
+  /** Each exported interface, with its properties. */
+  interfaces: { name: string; properties: DocProperty[] }[];
+}
+
+async function kernelExports(): Promise<KernelExports> {
   const kernels = new URL("../../kernels/", import.meta.url);
   const files = [...Deno.readDirSync(kernels)]
     .filter((entry) => entry.isFile && entry.name.endsWith(".ts") && !entry.name.startsWith("_"))
@@ -52,27 +59,37 @@ async function exportedLaunchers(): Promise<{ name: string; params: DocParam[] }
   }).output();
   assert.equal(code, 0, new TextDecoder().decode(stderr));
   const doc = JSON.parse(new TextDecoder().decode(stdout));
-  const launchers: { name: string; params: DocParam[] }[] = [];
+  const found: KernelExports = { launchers: [], interfaces: [] };
   for (const [file, module] of Object.entries(doc.nodes)) {
     for (const symbol of (module as { symbols?: unknown[] }).symbols ?? []) {
       const { name, declarations } = symbol as {
         name: string;
-        declarations: { kind: string; def: { params: DocParam[] } }[];
+        declarations: {
+          kind: string;
+          def: { params?: DocParam[]; properties?: DocProperty[] };
+        }[];
       };
-      for (const declaration of declarations) {
-        if (declaration.kind !== "function") continue;
-        launchers.push({
-          name: `${file.split("/").pop()} ${name}`,
-          params: declaration.def.params,
-        });
+      const qualified = `${file.split("/").pop()} ${name}`;
+      for (const { kind, def } of declarations) {
+        if (kind === "function") found.launchers.push({ name: qualified, params: def.params! });
+        if (kind === "interface") {
+          found.interfaces.push({ name: qualified, properties: def.properties! });
+        }
       }
     }
   }
-  return launchers;
+  return found;
+}
+
+/** The fields written out in a `buffers` parameter's type, also inside an intersection. */
+function literalFields(type: DocType | undefined): DocProperty[] {
+  if (type?.kind === "typeLiteral") return (type.value as { properties: DocProperty[] }).properties;
+  if (type?.kind === "intersection") return (type.value as DocType[]).flatMap(literalFields);
+  return [];
 }
 
 Deno.test("no exported launcher takes more than four positional GPUBuffers", async () => {
-  const launchers = await exportedLaunchers();
+  const { launchers } = await kernelExports();
   assert.ok(launchers.length > 20, `found only ${launchers.length} exported functions`);
   const tooMany = launchers
     .map(({ name, params }) => ({
@@ -85,25 +102,23 @@ Deno.test("no exported launcher takes more than four positional GPUBuffers", asy
 });
 
 Deno.test("every named buffer field of a launcher says its shape in JSDoc", async () => {
-  const launchers = await exportedLaunchers();
-  const undocumented: string[] = [];
-  let fields = 0;
+  const { launchers, interfaces } = await kernelExports();
+  const fields: { where: string; property: DocProperty }[] = [];
   for (const { name, params } of launchers) {
-    for (const param of params.map((p) => p.left ?? p)) {
-      // The buffers object, not an options bag that happens to hold a buffer.
-      const type = param.tsType;
-      if (param.name !== "buffers" || type?.kind !== "typeLiteral") continue;
-      const { properties } = type.value as { properties: DocProperty[] };
-      for (const property of properties.filter((p) => isBuffer(p.tsType))) {
-        fields++;
-        // A shape is written in parentheses: (N, C), (B, NH, T, HS), (OC).
-        if (!/\([^)]*[A-Za-z0-9]\)/.test(property.jsDoc?.doc ?? "")) {
-          undocumented.push(`${name} ${property.name}`);
-        }
-      }
-    }
+    // The buffers object, not an options bag that happens to hold a buffer.
+    const buffers = params.map((p) => p.left ?? p).find((p) => p.name === "buffers");
+    for (const property of literalFields(buffers?.tsType)) fields.push({ where: name, property });
   }
-  assert.ok(fields >= 50, `found only ${fields} named buffer fields`);
+  // Fields shared by several launchers live in an interface named for them.
+  for (const { name, properties } of interfaces.filter((i) => i.name.endsWith("Buffers"))) {
+    for (const property of properties) fields.push({ where: name, property });
+  }
+  const buffers = fields.filter(({ property }) => isBuffer(property.tsType));
+  assert.ok(buffers.length >= 50, `found only ${buffers.length} named buffer fields`);
+  // A shape is written in parentheses: (N, C), (B, NH, T, HS), (OC).
+  const undocumented = buffers
+    .filter(({ property }) => !/\([^)]*[A-Za-z0-9]\)/.test(property.jsDoc?.doc ?? ""))
+    .map(({ where, property }) => `${where} ${property.name}`);
   assert.deepEqual(undocumented, [], "give each of these fields a JSDoc line with its shape");
 });
 
