@@ -75,6 +75,7 @@ export {
   attentionForwardCpu,
   attentionForwardKernel,
   type AttentionGradientBuffers,
+  type AttentionInputBuffers,
   type AttentionOptions,
   type AttentionTiles,
   CPU_TEXTURE_TILES,
@@ -93,6 +94,7 @@ export {
   type AttentionDecodeOptions,
   decodeLanes,
   type DecodeShape,
+  type KvCacheBuffers,
   kvCacheWrite,
   kvCacheWriteCpu,
   kvCacheWriteKernel,
@@ -190,9 +192,12 @@ export {
 } from "./kernels/layernorm.ts";
 export {
   linearBackward,
+  type LinearBackwardBuffers,
   linearBackwardCpu,
   linearForward,
+  type LinearForwardBuffers,
   linearForwardCpu,
+  type LinearOptions,
   matmul,
   MATMUL_TILE_CPU,
   type MatmulConstants,

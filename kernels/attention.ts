@@ -651,6 +651,19 @@ function windows(gpu: Gpu, buffers: GPUBuffer[], first: number, count: number) {
 }
 
 /**
+ * The inputs of an attention forward (fused or naive), which its backward reads again, each
+ * (B, NH, T, HS).
+ */
+export interface AttentionInputBuffers {
+  /** Queries (B, NH, T, HS). */
+  q: GPUBuffer;
+  /** Keys (B, NH, T, HS). */
+  k: GPUBuffer;
+  /** Values (B, NH, T, HS). */
+  v: GPUBuffer;
+}
+
+/**
  * Records the fused causal attention forward: `o` = softmax(q k^T / sqrt(HS), causal) v per head,
  * and `lse` (B, NH, T) the log-sum-exp of each row's scores, for the backward.
  *
@@ -659,17 +672,11 @@ function windows(gpu: Gpu, buffers: GPUBuffer[], first: number, count: number) {
  */
 export async function attentionForward(
   gpu: Gpu,
-  buffers: {
+  buffers: AttentionInputBuffers & {
     /** Output (B, NH, T, HS), written. */
     o: GPUBuffer;
     /** Output (B, NH, T), written: each row's log-sum-exp of scores, for the backward. */
     lse: GPUBuffer;
-    /** Queries (B, NH, T, HS). */
-    q: GPUBuffer;
-    /** Keys (B, NH, T, HS). */
-    k: GPUBuffer;
-    /** Values (B, NH, T, HS). */
-    v: GPUBuffer;
   },
   B: number,
   NH: number,
@@ -723,7 +730,7 @@ export async function attentionForward(
  * The tensors an attention backward (fused or naive) reads and writes beside what its forward
  * saved: the gradients it writes and the forward's inputs, each (B, NH, T, HS).
  */
-export interface AttentionGradientBuffers {
+export interface AttentionGradientBuffers extends AttentionInputBuffers {
   /** Gradient of the queries (B, NH, T, HS), written. */
   dq: GPUBuffer;
   /** Gradient of the keys (B, NH, T, HS), written. */
@@ -732,12 +739,6 @@ export interface AttentionGradientBuffers {
   dv: GPUBuffer;
   /** Gradient of the loss with respect to the forward's output, (B, NH, T, HS). */
   dout: GPUBuffer;
-  /** The forward's queries (B, NH, T, HS). */
-  q: GPUBuffer;
-  /** The forward's keys (B, NH, T, HS). */
-  k: GPUBuffer;
-  /** The forward's values (B, NH, T, HS). */
-  v: GPUBuffer;
 }
 
 /**

@@ -274,23 +274,36 @@ function decodeParts(
 }
 
 /**
+ * The tensors both decode launchers take, by name (so that two swapped buffers do not
+ * type-check): `GPUBuffer`s on the GPU; the CPU references take float arrays and `slots` as
+ * numbers (`KvCacheBuffers<Floats, ArrayLike<number>>`).
+ */
+export interface KvCacheBuffers<F = GPUBuffer, S = GPUBuffer> {
+  /** The key cache (cacheRows, NH, maxT, HS). */
+  kCache: F;
+  /** The value cache (cacheRows, NH, maxT, HS). */
+  vCache: F;
+  /** The step's fused projection (R, Tq, 3C). */
+  qkv: F;
+  /** (R, 2) u32: the cache row and start position of each step row. */
+  slots: S;
+}
+
+/**
  * Records the append of the step's new keys and values to the cache: for step row r and new
  * position i, `kCache[slots[r].row, h, slots[r].start + i] = k` of `qkv[r, i]` (and v likewise);
  * positions at or past maxT are dropped.
  *
- * @param kCache (cacheRows, NH, maxT, HS), written at the new positions; `vCache` likewise
- * @param qkv (R, Tq, 3C) the step's fused projection
- * @param slots (R, 2) u32: cache row and start position of each step row
+ * @param buffers the caches (written at the new positions), the step's `qkv` (only k and v are
+ *   read) and its `slots`
  */
 export async function kvCacheWrite(
   gpu: Gpu,
-  kCache: GPUBuffer,
-  vCache: GPUBuffer,
-  qkv: GPUBuffer,
-  slots: GPUBuffer,
+  buffers: KvCacheBuffers,
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {
+  const { kCache, vCache, qkv, slots } = buffers;
   const { rows: R, time: Tq, channels: C, maxTime } = shape;
   const { headSize, cache, parts } = decodeParts(gpu, qkv, shape, options.bindingLimit);
   for (const { first, count, qkv: window } of parts) {
@@ -315,22 +328,12 @@ export async function kvCacheWrite(
  * position i at p = start + i, head h, `y[r, i, h] = softmax_j<=p(q . k_j / sqrt(HS)) v_j`
  * over the cache row's positions 0..p. Run {@linkcode kvCacheWrite} for the step first.
  *
- * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
+ * @param buffers the caches, the step's `qkv` (only q is read) and `slots`, and the output `y`
+ *   (R, Tq, C), heads merged, written
  */
 export async function attentionDecode(
   gpu: Gpu,
-  buffers: {
-    /** Output (R, Tq, C), heads merged, written. */
-    y: GPUBuffer;
-    /** The step's fused projection (R, Tq, 3C); only q is read. */
-    qkv: GPUBuffer;
-    /** The key cache (cacheRows, NH, maxT, HS). */
-    kCache: GPUBuffer;
-    /** The value cache (cacheRows, NH, maxT, HS). */
-    vCache: GPUBuffer;
-    /** (R, 2) u32: the cache row and start position of each step row. */
-    slots: GPUBuffer;
-  },
+  buffers: KvCacheBuffers & { y: GPUBuffer },
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {
@@ -369,14 +372,12 @@ export async function attentionDecode(
   }
 }
 
-/** CPU reference of {@linkcode kvCacheWrite}. `slots` is (R, 2): cache row, start. */
+/** CPU reference of {@linkcode kvCacheWrite}. `slots` holds (R, 2) numbers: cache row, start. */
 export function kvCacheWriteCpu(
-  kCache: Floats,
-  vCache: Floats,
-  qkv: Floats,
-  slots: ArrayLike<number>,
+  buffers: KvCacheBuffers<Floats, ArrayLike<number>>,
   shape: DecodeShape,
 ): void {
+  const { kCache, vCache, qkv, slots } = buffers;
   const HS = checkShape(shape);
   const { rows: R, time: Tq, channels: C, heads: NH, maxTime } = shape;
   for (let r = 0; r < R; r++) {
@@ -400,13 +401,10 @@ export function kvCacheWriteCpu(
  * positions 0..start+i, a softmax and a weighted sum, in float64 whatever the array type.
  */
 export function attentionDecodeCpu(
-  y: Floats,
-  qkv: Floats,
-  kCache: Floats,
-  vCache: Floats,
-  slots: ArrayLike<number>,
+  buffers: KvCacheBuffers<Floats, ArrayLike<number>> & { y: Floats },
   shape: DecodeShape,
 ): void {
+  const { y, qkv, kCache, vCache, slots } = buffers;
   const HS = checkShape(shape);
   const { rows: R, time: Tq, channels: C, heads: NH, maxTime } = shape;
   const scale = 1 / Math.sqrt(HS);

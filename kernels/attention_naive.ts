@@ -20,7 +20,7 @@
 
 import { type Binding, bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { type Part, rowParts } from "./_parts.ts";
-import type { AttentionGradientBuffers } from "./attention.ts";
+import type { AttentionGradientBuffers, AttentionInputBuffers } from "./attention.ts";
 
 const WORKGROUP_SIZE = 64;
 
@@ -251,17 +251,11 @@ function batchParts(
  */
 export async function attentionNaiveForward(
   gpu: Gpu,
-  buffers: {
+  buffers: AttentionInputBuffers & {
     /** Output (B, NH, T, HS), written. */
     o: GPUBuffer;
     /** Attention probabilities (B, NH, T, T), written, for the backward. */
     att: GPUBuffer;
-    /** Queries (B, NH, T, HS). */
-    q: GPUBuffer;
-    /** Keys (B, NH, T, HS). */
-    k: GPUBuffer;
-    /** Values (B, NH, T, HS). */
-    v: GPUBuffer;
   },
   B: number,
   NH: number,

@@ -10,8 +10,9 @@
  *   1024 x 50257 logits, 206 MB): the launch is split into parts.
  *
  * Layout convention (llm.c): a weight is `(OC, C)` row-major and a linear layer computes
- * `out (BT, OC) = inp (BT, C) · weightᵀ + bias`; see {@linkcode linearForward} and
- * {@linkcode linearBackward}. GPT-2's tied lm head is `logits (BT, V) = x (BT, C) · wteᵀ`.
+ * `out (BT, OC) = inp (BT, C) · weightᵀ + bias` (GELU fused into the store with `gelu`); see
+ * {@linkcode linearForward} and {@linkcode linearBackward}, which take the same option. GPT-2's
+ * tied lm head is `logits (BT, V) = x (BT, C) · wteᵀ`.
  *
  * How it is fast on lavapipe (Mesa's Vulkan driver on the CPU, where a workgroup runs as a loop
  * over SIMD groups of 8 invocations, one per AVX lane, so every scalar an invocation keeps live
@@ -64,7 +65,7 @@
  */
 
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
-import { GELU_WGSL, geluScalar } from "./gelu.ts";
+import { GELU_WGSL, geluBackward, geluBackwardCpu, geluScalar } from "./gelu.ts";
 import { type BindingKind, bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
 import { type MatrixBlock, scratchTexture, stageBlock } from "./_matmul_texture.ts";
 
@@ -617,99 +618,155 @@ export function matmulCpu<T extends Float32Array | Float64Array>(
 // The linear layer (llm.c's matmul_forward / matmul_backward)
 
 /**
- * Records a linear layer, `out (BT, OC) = inp (BT, C) · weightᵀ + bias`, with `weight (OC, C)`
- * and `bias (OC)` (or none), optionally followed by GELU (then `pre`, if given, receives the
- * pre-activation for the backward).
+ * The tensors of a linear layer's forward, by name (so that two swapped buffers do not
+ * type-check): `GPUBuffer`s for {@linkcode linearForward}, arrays for its CPU reference.
  */
-export async function linearForward(
-  gpu: Gpu,
-  out: GPUBuffer,
-  inp: GPUBuffer,
-  weight: GPUBuffer,
-  bias: GPUBuffer | null,
-  BT: number,
-  C: number,
-  OC: number,
-  options: { gelu?: boolean; pre?: GPUBuffer; limits?: MatmulLimits } = {},
-): Promise<void> {
-  await matmul(gpu, out, inp, weight, {
-    m: BT,
-    n: OC,
-    k: C,
-    transB: true,
-    bias: bias ?? undefined,
-    gelu: options.gelu,
-    pre: options.pre,
-  }, options.limits);
+export interface LinearForwardBuffers<B = GPUBuffer> {
+  /** (BT, OC) the output, written: GELU of the product with `gelu`. */
+  out: B;
+  /** (BT, C) the input. */
+  inp: B;
+  /** (OC, C) the weight. */
+  weight: B;
+  /** (OC) the bias; null or absent for a layer without one (GPT-2's tied lm head). */
+  bias?: B | null;
+  /** (BT, OC), with `gelu`: the pre-activation, written, for the backward. */
+  pre?: B;
 }
 
 /**
- * Records the backward of {@linkcode linearForward} (without GELU):
- * `dinp (BT, C) = dout (BT, OC) · weight` (written), `dweight (OC, C) += doutᵀ · inp` and
- * `dbias (OC) += column sums of dout` (accumulated; null or absent for a layer without bias).
- *
- * @param buffers the tensors, by name (so that two swapped buffers do not type-check)
+ * The tensors of a linear layer's backward, by name: `GPUBuffer`s for
+ * {@linkcode linearBackward}, arrays for its CPU reference.
  */
-export async function linearBackward(
+export interface LinearBackwardBuffers<B = GPUBuffer> {
+  /** (BT, C) gradient of the input, written. */
+  dinp: B;
+  /** (OC, C) gradient of the weight, accumulated. */
+  dweight: B;
+  /** (OC) gradient of the bias, accumulated; null or absent for a layer without bias. */
+  dbias?: B | null;
+  /** (BT, OC) gradient of the output; with `gelu`, overwritten by the pre-activation's. */
+  dout: B;
+  /** (BT, C) the forward's input. */
+  inp: B;
+  /** (OC, C) the forward's weight. */
+  weight: B;
+  /** (BT, OC), with `gelu`: the pre-activation the forward kept. */
+  pre?: B;
+}
+
+/** Options of {@linkcode linearForward} and {@linkcode linearBackward}. */
+export interface LinearOptions {
+  /** The layer is `GELU(inp · weightᵀ + bias)` (GPT-2's `mlp.c_fc`). Default false. */
+  gelu?: boolean;
+  /** Lowered device limits, for tests of the split launch. */
+  limits?: MatmulLimits;
+}
+
+/**
+ * The three products of a linear layer of `weight (OC, C)` on `inp (BT, C)`, for the launchers
+ * and their CPU references alike: the forward `inp · weightᵀ`, and the backward's
+ * `dinp = dpre · weight` (written) and `dweight += dpreᵀ · inp` (accumulated).
+ */
+function linearProducts(BT: number, C: number, OC: number) {
+  return {
+    forward: { m: BT, n: OC, k: C, transB: true },
+    dinp: { m: BT, n: C, k: OC },
+    dweight: { m: OC, n: C, k: BT, transA: true, accumulate: true },
+  } satisfies Record<string, MatmulShape>;
+}
+
+/**
+ * Records a linear layer, `out (BT, OC) = inp (BT, C) · weightᵀ + bias`, with `weight (OC, C)`
+ * and `bias (OC)` (or none). With `gelu` the product's store applies GELU and, when `pre` is
+ * given, keeps the pre-activation for {@linkcode linearBackward}.
+ */
+export async function linearForward(
   gpu: Gpu,
-  buffers: {
-    /** (BT, C) gradient of the input, written. */
-    dinp: GPUBuffer;
-    /** (OC, C) gradient of the weight, accumulated. */
-    dweight: GPUBuffer;
-    /** (OC) gradient of the bias, accumulated; null or absent for a layer without bias. */
-    dbias?: GPUBuffer | null;
-    /** (BT, OC) gradient of the output. */
-    dout: GPUBuffer;
-    /** (BT, C) the forward's input. */
-    inp: GPUBuffer;
-    /** (OC, C) the forward's weight. */
-    weight: GPUBuffer;
-  },
+  buffers: LinearForwardBuffers,
   BT: number,
   C: number,
   OC: number,
-  limits?: MatmulLimits,
+  options: LinearOptions = {},
+): Promise<void> {
+  const { out, inp, weight, bias, pre } = buffers;
+  const { forward } = linearProducts(BT, C, OC);
+  const epilogue = { bias: bias ?? undefined, gelu: options.gelu, pre };
+  await matmul(gpu, out, inp, weight, { ...forward, ...epilogue }, options.limits);
+}
+
+/**
+ * Records the backward of {@linkcode linearForward}: `dinp (BT, C) = dpre · weight` (written),
+ * `dweight (OC, C) += dpreᵀ · inp` and `dbias (OC) += column sums of dpre` (accumulated), where
+ * `dpre` is `dout`, or with `gelu` `gelu'(pre) · dout`, written over `dout` (in place: no
+ * (BT, OC) buffer more; `dout` is the gradient of the layer's output, which nothing reads after).
+ *
+ * The GELU derivative is its own elementwise pass, not fused into the products' operand loads:
+ * `dpre` feeds three consumers (both products and the bias sums), the matmul stages its operands
+ * into textures by a plain copy where it can, and an operand texel is loaded once per output
+ * tile column, so a fused derivative (an `exp`) would be computed many times over per element.
+ *
+ * @throws {Error} with `gelu` but no `pre`, or `pre` without `gelu`.
+ */
+export async function linearBackward(
+  gpu: Gpu,
+  buffers: LinearBackwardBuffers,
+  BT: number,
+  C: number,
+  OC: number,
+  options: LinearOptions = {},
 ): Promise<void> {
   const { dinp, dweight, dbias, dout, inp, weight } = buffers;
-  await matmul(gpu, dinp, dout, weight, { m: BT, n: C, k: OC }, limits);
-  await matmul(
-    gpu,
-    dweight,
-    dout,
-    inp,
-    { m: OC, n: C, k: BT, transA: true, accumulate: true },
-    limits,
-  );
+  const pre = checkLinearGelu(buffers, options);
+  if (pre) await geluBackward(gpu, dout, pre, dout, BT * OC);
+  const products = linearProducts(BT, C, OC);
+  await matmul(gpu, dinp, dout, weight, products.dinp, options.limits);
+  await matmul(gpu, dweight, dout, inp, products.dweight, options.limits);
   if (dbias) await biasGrad(gpu, dbias, dout, BT, OC);
+}
+
+/** The pre-activation a GELU layer's backward reads, null without GELU; refuses a mismatch. */
+function checkLinearGelu<B>(buffers: { pre?: B }, options: LinearOptions): B | null {
+  if (options.gelu && !buffers.pre) {
+    throw new Error(
+      "linearBackward with gelu needs the pre-activation; pass as pre the buffer the forward kept.",
+    );
+  }
+  if (!options.gelu && buffers.pre) {
+    throw new Error("linearBackward was given pre without gelu; drop pre or set gelu.");
+  }
+  return buffers.pre ?? null;
 }
 
 /** CPU reference of {@linkcode linearForward}. */
 export function linearForwardCpu<T extends Float32Array | Float64Array>(
-  out: T,
-  inp: T,
-  weight: T,
-  bias: T | null,
+  buffers: LinearForwardBuffers<T>,
   BT: number,
   C: number,
   OC: number,
+  options: Pick<LinearOptions, "gelu"> = {},
 ): void {
-  matmulCpu(out, inp, weight, { m: BT, n: OC, k: C, transB: true, bias: bias ?? undefined });
+  const { out, inp, weight, bias, pre } = buffers;
+  const { forward } = linearProducts(BT, C, OC);
+  matmulCpu(out, inp, weight, { ...forward, bias: bias ?? undefined, gelu: options.gelu, pre });
 }
 
-/** CPU reference of {@linkcode linearBackward}: `dinp =`, `dweight +=`, `dbias +=`. */
+/**
+ * CPU reference of {@linkcode linearBackward}: `dinp =`, `dweight +=`, `dbias +=`; with `gelu`,
+ * `dout` is overwritten by `gelu'(pre) · dout` as on the GPU.
+ */
 export function linearBackwardCpu<T extends Float32Array | Float64Array>(
-  dinp: T,
-  dweight: T,
-  dbias: T | null,
-  dout: T,
-  inp: T,
-  weight: T,
+  buffers: LinearBackwardBuffers<T>,
   BT: number,
   C: number,
   OC: number,
+  options: Pick<LinearOptions, "gelu"> = {},
 ): void {
-  matmulCpu(dinp, dout, weight, { m: BT, n: C, k: OC });
-  matmulCpu(dweight, dout, inp, { m: OC, n: C, k: BT, transA: true, accumulate: true });
+  const { dinp, dweight, dbias, dout, inp, weight } = buffers;
+  const pre = checkLinearGelu(buffers, options);
+  if (pre) geluBackwardCpu(dout, pre, dout);
+  const products = linearProducts(BT, C, OC);
+  matmulCpu(dinp, dout, weight, products.dinp);
+  matmulCpu(dweight, dout, inp, products.dweight);
   if (dbias) biasGradCpu(dbias, dout, BT, OC);
 }

@@ -233,7 +233,8 @@ export class GPT2 {
         const ln1 = { weight: p("ln_1.weight"), bias: p("ln_1.bias") };
         await layernormForward(gpu, { out: h, mean, rstd, inp: x, ...ln1 }, N, C);
         await dense(qkv, h, "attn.c_attn", C, 3 * C); // (R, Tq, 3C)
-        await cachedSelfAttention(gpu, y, qkv, kCache, vCache, slots, shape, prefill); // (R, Tq, C)
+        const attnBuffers = { y, qkv, kCache, vCache, slots };
+        await cachedSelfAttention(gpu, attnBuffers, shape, prefill); // (R, Tq, C)
         await dense(x, y, "attn.c_proj", C, C, { accumulate: true });
         // x = x + mlp(ln_2(x))
         const ln2 = { weight: p("ln_2.weight"), bias: p("ln_2.bias") };

@@ -7,7 +7,12 @@
  */
 
 import { attentionForward } from "../kernels/attention.ts";
-import { attentionDecode, type DecodeShape, kvCacheWrite } from "../kernels/attention_decode.ts";
+import {
+  attentionDecode,
+  type DecodeShape,
+  type KvCacheBuffers,
+  kvCacheWrite,
+} from "../kernels/attention_decode.ts";
 import { mergeHeadsForward, splitHeadsForward } from "../kernels/attention_layout.ts";
 import type { Gpu } from "../kernels/device.ts";
 import type { GPT2Config } from "./config.ts";
@@ -87,21 +92,19 @@ export class KvCache {
  * 7x faster at 1000 positions on lavapipe than one query per invocation); later steps use
  * `attentionDecode` over the cache.
  *
- * @param slots (R, 2) u32 on the GPU: each step row's cache row and start position
+ * @param buffers `y` (R, Tq, C) written, the step's `qkv`, the layer's caches and the step's
+ *   `slots` (R, 2) u32: each step row's cache row and start position
  * @param prefill every step row starts at position 0
  */
 export async function cachedSelfAttention(
   gpu: Gpu,
-  y: GPUBuffer,
-  qkv: GPUBuffer,
-  kCache: GPUBuffer,
-  vCache: GPUBuffer,
-  slots: GPUBuffer,
+  buffers: KvCacheBuffers & { y: GPUBuffer },
   shape: DecodeShape,
   prefill: boolean,
 ): Promise<void> {
-  await kvCacheWrite(gpu, kCache, vCache, qkv, slots, shape);
-  if (!prefill) return await attentionDecode(gpu, { y, qkv, kCache, vCache, slots }, shape);
+  await kvCacheWrite(gpu, buffers, shape);
+  if (!prefill) return await attentionDecode(gpu, buffers, shape);
+  const { y, qkv } = buffers;
   const { rows: R, time: T, channels: C, heads: NH } = shape;
   const n = R * T * C;
   const [q, k, v, o] = [0, 1, 2, 3].map(() => gpu.acquire(n * 4, undefined, "prefill"));

@@ -32,9 +32,11 @@ import { matmul } from "../kernels/matmul.ts";
 import {
   muonInverseNorms,
   muonMomentum,
+  muonMomentumCpu,
   muonPolynomial,
   muonScale,
   muonUpdate,
+  muonUpdateCpu,
   type NewtonSchulzCoefficients,
 } from "../kernels/muon.ts";
 import type { GPT2Config } from "./config.ts";
@@ -253,20 +255,15 @@ export function muonStepCpu(
   settings: MuonSettings,
   gradNorm = 0,
 ): void {
-  const clip = settings.maxNorm > 0 ? Math.min(1, settings.maxNorm / (gradNorm + 1e-6)) : 1;
-  const u = new Float64Array(rows * cols);
-  for (let i = 0; i < u.length; i++) {
-    const grad = g[i] * clip;
-    m[i] = settings.momentum * m[i] + grad;
-    u[i] = settings.nesterov ? grad + settings.momentum * m[i] : m[i];
-  }
+  const u = Float64Array.from(g); // becomes the direction to orthogonalize
+  muonMomentumCpu(m, u, settings, gradNorm);
   const o = newtonSchulzCpu(u, rows, cols, {
     steps: settings.nsSteps,
     coefficients: settings.coefficients,
     eps: settings.eps,
   });
   const scale = muonUpdateScale(rows, cols, settings.scaleRule);
-  for (let i = 0; i < w.length; i++) w[i] -= lr * (scale * o[i] + settings.weightDecay * w[i]);
+  muonUpdateCpu(w, o, { lr, scale, weightDecay: settings.weightDecay });
 }
 
 /** Weights of one shape that Muon updates together, and their momentum. */

@@ -214,16 +214,8 @@ export async function linear(
   bias: Tensor | null,
 ): Promise<Tensor> {
   const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear");
-  await linearForward(
-    tape.gpu,
-    out.buffer,
-    x.buffer,
-    weight.buffer,
-    bias?.buffer ?? null,
-    BT,
-    C,
-    OC,
-  );
+  const buffers = { inp: x.buffer, weight: weight.buffer, bias: bias?.buffer };
+  await linearForward(tape.gpu, { out: out.buffer, ...buffers }, BT, C, OC);
   tape.record("linear", bias ? [x, weight, bias] : [x, weight], out, async () => {
     await linearInputGrads(tape, x, weight, bias, out.grad);
   });
@@ -231,10 +223,10 @@ export async function linear(
 }
 
 /**
- * `out = GELU(x · weightᵀ + bias)` (GPT-2's `mlp.c_fc`), forward and backward side by side. The
- * forward fuses GELU into the product's store and keeps the pre-activation; the backward first
- * turns dout into dpre = gelu'(pre) · dout, in place, then runs the linear layer's backward. No
- * dispatch more than the fused forward and an in-place GELU backward.
+ * `out = GELU(x · weightᵀ + bias)` (GPT-2's `mlp.c_fc`), forward and backward side by side: the
+ * forward fuses GELU into the product's store and keeps the pre-activation, the backward (with
+ * the same `gelu` option) turns dout into the pre-activation's gradient in place, then runs the
+ * linear layer's backward.
  */
 export async function linearGelu(
   tape: Tape,
@@ -244,14 +236,10 @@ export async function linearGelu(
 ): Promise<Tensor> {
   const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear_gelu");
   const pre = tape.scratch(BT * OC, "pre_gelu"); // (..., OC) before GELU
-  await linearForward(tape.gpu, out.buffer, x.buffer, weight.buffer, bias.buffer, BT, C, OC, {
-    gelu: true,
-    pre,
-  });
+  const buffers = { inp: x.buffer, weight: weight.buffer, bias: bias.buffer, pre };
+  await linearForward(tape.gpu, { out: out.buffer, ...buffers }, BT, C, OC, { gelu: true });
   tape.record("linear_gelu", [x, weight, bias], out, async () => {
-    const dout = out.grad;
-    await geluBackward(tape.gpu, dout, pre, dout, BT * OC); // dpre, in out's gradient
-    await linearInputGrads(tape, x, weight, bias, dout);
+    await linearInputGrads(tape, x, weight, bias, out.grad, pre);
   });
   return out;
 }
@@ -265,18 +253,26 @@ function linearOutput(tape: Tape, x: Tensor, weight: Tensor, name: string) {
   return { out: tape.tensor([...x.shape.slice(0, -1), OC], name), BT, C, OC };
 }
 
-/** A linear layer's backward from `dout (..., OC)`: dx written, dweight and dbias added. */
+/**
+ * A linear layer's backward from `dout (..., OC)`: dx written, dweight and dbias added. With the
+ * GELU layer's `pre`, dout is first turned into the pre-activation's gradient, in place.
+ */
 async function linearInputGrads(
   tape: Tape,
   x: Tensor,
   weight: Tensor,
   bias: Tensor | null,
   dout: GPUBuffer,
+  pre?: GPUBuffer,
 ): Promise<void> {
   const [OC, C] = weight.shape, BT = x.size / C;
   const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
-  const rest = { dweight, dbias, dout, inp: x.buffer, weight: weight.buffer };
-  await tape.writeGrad(x, (dinp) => linearBackward(tape.gpu, { dinp, ...rest }, BT, C, OC));
+  const rest = { dweight, dbias, dout, inp: x.buffer, weight: weight.buffer, pre };
+  const options = { gelu: pre !== undefined };
+  await tape.writeGrad(
+    x,
+    (dinp) => linearBackward(tape.gpu, { dinp, ...rest }, BT, C, OC, options),
+  );
 }
 
 /**

@@ -35,8 +35,9 @@ function reference({ shape, slots }: Case, seed: number) {
   const k = randomArray(cacheRows * maxTime * C, seed + 1).map((x) => 2 * x);
   const v = randomArray(cacheRows * maxTime * C, seed + 2);
   const kAfter = k.slice(), vAfter = v.slice(), y = new Float32Array(R * Tq * C);
-  kvCacheWriteCpu(kAfter, vAfter, qkv, slots, shape);
-  attentionDecodeCpu(y, qkv, kAfter, vAfter, slots, shape);
+  const cache = { kCache: kAfter, vCache: vAfter, qkv, slots };
+  kvCacheWriteCpu(cache, shape);
+  attentionDecodeCpu({ y, ...cache }, shape);
   return { qkv, k, v, kAfter, vAfter, y };
 }
 
@@ -45,8 +46,9 @@ async function onGpu(gpu: Gpu, { shape, slots }: Case, ref: ReturnType<typeof re
   const [qkv, k, v] = [ref.qkv, ref.k, ref.v].map((a) => gpu.upload(a));
   const slotBuffer = gpu.upload(Uint32Array.from(slots));
   const y = gpu.acquire(R * Tq * C * 4);
-  await kvCacheWrite(gpu, k, v, qkv, slotBuffer, shape);
-  await attentionDecode(gpu, { y, qkv, kCache: k, vCache: v, slots: slotBuffer }, shape);
+  const cache = { kCache: k, vCache: v, qkv, slots: slotBuffer };
+  await kvCacheWrite(gpu, cache, shape);
+  await attentionDecode(gpu, { y, ...cache }, shape);
   const n = cacheRows * maxTime * C;
   const result = {
     y: await gpu.readF32(y, R * Tq * C),
@@ -98,8 +100,9 @@ Deno.test("attentionDecodeCpu() of a prefill from position 0 is causal self-atte
   const qkv = randomArray(B * T * 3 * C, 7).map((x) => 2 * x);
   const k = new Float64Array(B * maxT * C), v = new Float64Array(B * maxT * C);
   const y = new Float64Array(B * T * C);
-  kvCacheWriteCpu(k, v, Float64Array.from(qkv), slots, s);
-  attentionDecodeCpu(y, Float64Array.from(qkv), k, v, slots, s);
+  const cache = { kCache: k, vCache: v, qkv: Float64Array.from(qkv), slots };
+  kvCacheWriteCpu(cache, s);
+  attentionDecodeCpu({ y, ...cache }, s);
 
   const n = B * NH * T * HS;
   const [q, kh, vh, o] = [0, 1, 2, 3].map(() => new Float64Array(n));
@@ -133,13 +136,17 @@ Deno.test("attentionDecode() splits a step too large for one binding into row pa
   assertClose(out!.y, ref.y, { atol: 2e-5, rtol: 1e-4 });
 });
 
-Deno.test("attentionDecode() refuses a cache larger than one binding, saying what to do", async () => {
+Deno.test("kvCacheWrite() and attentionDecode() refuse a cache larger than one binding, saying what to do", async () => {
   const gpu = await testGpuWithBindingLimit(4096);
   const s = shape(1, 1, 64, 2, 32, 1); // 8 KiB per cache tensor
   const buffers = [64 * 3, 64, 64 * 32, 64 * 32, 2].map((n) => gpu.acquire(n * 4));
   const [qkv, y, k, v, slots] = buffers;
   await assert.rejects(
     () => attentionDecode(gpu, { y, qkv, kCache: k, vCache: v, slots }, s),
+    /fewer rows per cache/,
+  );
+  await assert.rejects(
+    () => kvCacheWrite(gpu, { qkv, kCache: k, vCache: v, slots }, s),
     /fewer rows per cache/,
   );
   for (const buffer of buffers) gpu.release(buffer);

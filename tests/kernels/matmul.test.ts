@@ -219,53 +219,111 @@ Deno.test("matmulNaive() matches the CPU reference in all three layouts", async 
   }
 });
 
-Deno.test("linearBackwardCpu() matches finite differences", () => {
-  const [BT, C, OC] = [3, 4, 5];
-  const inp = Float64Array.from(randomArray(BT * C, 1));
-  const weight = Float64Array.from(randomArray(OC * C, 2));
-  const bias = Float64Array.from(randomArray(OC, 3));
-  const weights = Float64Array.from(randomArray(BT * OC, 4)); // dloss/dout
-  const loss = () => {
-    const out = new Float64Array(BT * OC);
-    linearForwardCpu(out, inp, weight, bias, BT, C, OC);
-    return projectedLoss(out, weights);
-  };
-  const dinp = new Float64Array(BT * C);
-  const dweight = new Float64Array(OC * C).fill(0.25); // accumulates onto what is there
-  const dbias = new Float64Array(OC).fill(-0.5);
-  linearBackwardCpu(dinp, dweight, dbias, weights, inp, weight, BT, C, OC);
-  assertGradientMatches(dinp, loss, inp);
-  assertGradientMatches(dweight.map((g) => g - 0.25), loss, weight);
-  assertGradientMatches(dbias.map((g) => g + 0.5), loss, bias);
-});
+for (const gelu of [false, true]) {
+  Deno.test(`linearBackwardCpu() matches finite differences${gelu ? ", with gelu" : ""}`, () => {
+    const [BT, C, OC] = [3, 4, 5];
+    const inp = Float64Array.from(randomArray(BT * C, 1));
+    const weight = Float64Array.from(randomArray(OC * C, 2));
+    const bias = Float64Array.from(randomArray(OC, 3));
+    const weights = Float64Array.from(randomArray(BT * OC, 4)); // dloss/dout
+    const pre = gelu ? new Float64Array(BT * OC) : undefined;
+    const forward = (keepPre?: Float64Array) => {
+      const out = new Float64Array(BT * OC);
+      linearForwardCpu({ out, inp, weight, bias, pre: keepPre }, BT, C, OC, { gelu });
+      return out;
+    };
+    const loss = () => projectedLoss(forward(), weights);
+    forward(pre);
+    const dinp = new Float64Array(BT * C);
+    const dweight = new Float64Array(OC * C).fill(0.25); // accumulates onto what is there
+    const dbias = new Float64Array(OC).fill(-0.5);
+    const dout = weights.slice(); // with gelu, overwritten by dpre
+    linearBackwardCpu({ dinp, dweight, dbias, dout, inp, weight, pre }, BT, C, OC, { gelu });
+    assertGradientMatches(dinp, loss, inp);
+    assertGradientMatches(dweight.map((g) => g - 0.25), loss, weight);
+    assertGradientMatches(dbias.map((g) => g + 0.5), loss, bias);
+  });
+}
 
-Deno.test("linearForward() and linearBackward() match their CPU references", async () => {
+/**
+ * Runs linearForward and linearBackward on random data and compares every output, and with
+ * `gelu` the pre-activation and dout (overwritten by dpre), with the CPU references.
+ */
+async function checkLinear(
+  [BT, C, OC]: number[],
+  { gelu = false, bias = true, limits }: { gelu?: boolean; bias?: boolean; limits?: MatmulLimits },
+) {
   const gpu = await testGpu();
-  const [BT, C, OC] = [37, 48, 50];
-  const inp = randomArray(BT * C, 1), weight = randomArray(OC * C, 2), bias = randomArray(OC, 3);
+  const inp = randomArray(BT * C, 1), weight = randomArray(OC * C, 2);
+  const biasData = bias ? randomArray(OC, 3) : null;
   const dout = randomArray(BT * OC, 4);
-  const out = new Float32Array(BT * OC);
+  const out = new Float32Array(BT * OC), pre = gelu ? new Float32Array(BT * OC) : undefined;
   const dinp = new Float32Array(BT * C);
-  const dweight = randomArray(OC * C, 5), dbias = randomArray(OC, 6);
+  const dweight = randomArray(OC * C, 5), dbias = bias ? randomArray(OC, 6) : null;
   const bufs = {
     inp: gpu.upload(inp),
     weight: gpu.upload(weight),
-    bias: gpu.upload(bias),
+    bias: biasData && gpu.upload(biasData),
+    pre: pre && gpu.acquire(pre.byteLength),
     dout: gpu.upload(dout),
     out: gpu.acquire(out.byteLength),
     dinp: gpu.acquire(dinp.byteLength),
     dweight: gpu.upload(dweight),
-    dbias: gpu.upload(dbias),
+    dbias: dbias && gpu.upload(dbias),
   };
-  linearForwardCpu(out, inp, weight, bias, BT, C, OC);
-  linearBackwardCpu(dinp, dweight, dbias, dout, inp, weight, BT, C, OC);
-  await linearForward(gpu, bufs.out, bufs.inp, bufs.weight, bufs.bias, BT, C, OC);
-  await linearBackward(gpu, bufs, BT, C, OC); // reads the fields it names, ignores out and bias
+  linearForwardCpu({ out, inp, weight, bias: biasData, pre }, BT, C, OC, { gelu });
+  linearBackwardCpu({ dinp, dweight, dbias, dout, inp, weight, pre }, BT, C, OC, { gelu });
+  await linearForward(gpu, bufs, BT, C, OC, { gelu, limits }); // ignores the gradients
+  await linearBackward(gpu, bufs, BT, C, OC, { gelu, limits }); // ignores out and bias
   assertClose(await gpu.readF32(bufs.out, BT * OC), out, TOLERANCE);
+  if (pre) assertClose(await gpu.readF32(bufs.pre!, BT * OC), pre, TOLERANCE);
+  assertClose(await gpu.readF32(bufs.dout, BT * OC), dout, TOLERANCE);
   assertClose(await gpu.readF32(bufs.dinp, BT * C), dinp, TOLERANCE);
   assertClose(await gpu.readF32(bufs.dweight, OC * C), dweight, TOLERANCE);
-  assertClose(await gpu.readF32(bufs.dbias, OC), dbias, TOLERANCE);
-  for (const buffer of Object.values(bufs)) gpu.release(buffer);
+  if (dbias) assertClose(await gpu.readF32(bufs.dbias!, OC), dbias, TOLERANCE);
+  for (const buffer of Object.values(bufs)) if (buffer) gpu.release(buffer);
+}
+
+// Awkward shapes: no multiple of the tile, C and OC not multiples of 4, a single row.
+for (const shape of [[37, 48, 50], [5, 7, 13], [1, 3, 9]]) {
+  for (const gelu of [false, true]) {
+    Deno.test(`linearForward() and linearBackward() match their CPU references for BT,C,OC = ${shape}${gelu ? ", with gelu" : ""}`, () =>
+      checkLinear(shape, { gelu }));
+  }
+}
+
+Deno.test("linearForward() and linearBackward() with gelu match their CPU references when split and without bias", async () => {
+  await checkLinear([70, 33, 90], { gelu: true, limits: { maxTextureDimension: 16 } });
+  await checkLinear([37, 48, 50], { gelu: false, bias: false });
+});
+
+Deno.test("linearBackward() refuses gelu without the pre-activation, and pre without gelu", async () => {
+  const gpu = await testGpu();
+  const buf = gpu.acquire(64);
+  const buffers = { dinp: buf, dweight: buf, dout: buf, inp: buf, weight: buf };
+  await assert.rejects(
+    () => linearBackward(gpu, buffers, 2, 2, 2, { gelu: true }),
+    /with gelu needs the pre-activation/,
+  );
+  await assert.rejects(
+    () => linearBackward(gpu, { ...buffers, pre: buf }, 2, 2, 2),
+    /pre without gelu/,
+  );
+  const arrays = { dinp: new Float32Array(4), dweight: new Float32Array(4) };
+  assert.throws(
+    () =>
+      linearBackwardCpu(
+        { ...arrays, dout: arrays.dinp, inp: arrays.dinp, weight: arrays.dinp },
+        2,
+        2,
+        2,
+        {
+          gelu: true,
+        },
+      ),
+    /with gelu needs the pre-activation/,
+  );
+  gpu.release(buf);
 });
 
 Deno.test("biasGrad() accumulates column sums like its CPU reference, also in row parts", async () => {

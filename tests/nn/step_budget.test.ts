@@ -10,7 +10,8 @@ import { countDispatches, testGpu } from "../_gpu.ts";
 /**
  * What one checked training step of the tiny model below costs the GPU, measured before the
  * training step was moved behind `GPT2.loss` (nn/batch.ts) and the GPT-2 block into two residual
- * lines: the refactor added no dispatch, allocation, queue write or readback. Kernels shaped for
+ * lines: the refactor added no dispatch, allocation, queue write or readback (nor did moving the
+ * GELU backward into `linearBackward`'s `gelu` option: the same in-place kernel). Kernels shaped for
  * a CPU adapter pack more matmul operands (lavapipe's numbers; the 64 KiB binding limit of
  * `deno task test` splits nothing this small). A change that moves these numbers should say why.
  */
