@@ -272,6 +272,7 @@ export {
   loadCheckpoint,
   type LoadedCheckpoint,
   NonFiniteCheckpointError,
+  parseCheckpoint,
   previousCheckpointPath,
   readCheckpoint,
   saveCheckpoint,
@@ -336,6 +337,7 @@ export { Random } from "./nn/random.ts";
 export {
   CHECKSUM_KEY,
   type NamedTensor,
+  parseSafetensors,
   readSafetensors,
   type SafetensorsFile,
   writeSafetensors,
@@ -393,7 +395,8 @@ export {
   WordCounter,
 } from "./tokenizer/mod.ts";
 
-// Pipeline: a function per stage, from raw text to a chat model, and the main job over them all.
+// Pipeline: a function per stage, from raw text to a chat model, the main job over them all, and
+// the chat page (web/) that runs the model in a browser.
 export {
   type Batch,
   batchOfRows,
@@ -532,6 +535,12 @@ export {
   writeReport,
 } from "./pipeline/report.ts";
 export {
+  bundleChatPage,
+  type ChatServer,
+  serveChat,
+  type ServeChatOptions,
+} from "./pipeline/serve.ts";
+export {
   formatSideBySide,
   type SideBySide,
   testInstruct,
@@ -601,6 +610,15 @@ export {
   validationLosses,
   type ValidationOptions,
 } from "./pipeline/validation_loss.ts";
+export {
+  type ChatModel,
+  chatModelFromFiles,
+  lastLogits,
+  type Reply,
+  type ReplyEnd,
+  type ReplyOptions,
+  streamChatReply,
+} from "./web/chat_model.ts";
 
 // Util: files written atomically, checksums, and the lock that gives a run folder one owner.
 export { fnv1aWords } from "./util/checksum.ts";

@@ -150,6 +150,12 @@ export interface AcquireOptions {
 let announced = false;
 
 /**
+ * Deno's namespace, or undefined in a browser page (the chat page runs these kernels too): the
+ * environment variables and the platform are read through it only when it is there.
+ */
+const deno = (globalThis as { Deno?: typeof Deno }).Deno;
+
+/**
  * Acquires a headless WebGPU adapter and device.
  *
  * The backends come from `DENO_WEBGPU_BACKEND` (e.g. `gl` for the OpenGL path); by default only
@@ -164,14 +170,16 @@ let announced = false;
  * ```
  */
 export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
-  if (!Deno.env.get("DENO_WEBGPU_BACKEND")) Deno.env.set("DENO_WEBGPU_BACKEND", DEFAULT_BACKENDS);
-  const backends = Deno.env.get("DENO_WEBGPU_BACKEND")!;
+  if (deno && !deno.env.get("DENO_WEBGPU_BACKEND")) {
+    deno.env.set("DENO_WEBGPU_BACKEND", DEFAULT_BACKENDS);
+  }
+  const backends = deno?.env.get("DENO_WEBGPU_BACKEND") ?? "browser";
   const entry = options.gpu ?? (navigator as Navigator & { gpu?: GPU }).gpu;
   const adapter = entry
     ? await entry.requestAdapter({ powerPreference: "high-performance" })
     : null;
   if (!adapter) throw new NoAdapterError(noAdapterMessage(backends));
-  const cap = options.maxBinding ?? Number(Deno.env.get("WEBGPU_MAX_BINDING") || Infinity);
+  const cap = options.maxBinding ?? Number(deno?.env.get("WEBGPU_MAX_BINDING") || Infinity);
   if (!(cap >= 4096)) {
     throw new RangeError(
       `A binding limit of ${cap} bytes is too small or not a number; give at least 4096 ` +
@@ -220,9 +228,9 @@ function noAdapterMessage(backends: string): string {
 function backendOf(backends: string): string {
   const asked = backends.split(",").map((b) => b.trim().toLowerCase()).filter((b) => b);
   if (asked.length === 1) return asked[0];
-  const native = Deno.build.os === "darwin"
+  const native = deno?.build.os === "darwin"
     ? "metal"
-    : Deno.build.os === "windows"
+    : deno?.build.os === "windows"
     ? "dx12"
     : "vulkan";
   return asked.includes(native) ? native : asked.join("/");

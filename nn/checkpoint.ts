@@ -18,7 +18,13 @@ import type { Gpu } from "../kernels/device.ts";
 import type { GPT2Config } from "./config.ts";
 import { GPT2 } from "./gpt2.ts";
 import { isHfModelFolder, readHfGpt2 } from "./hf_gpt2.ts";
-import { type NamedTensor, readSafetensors, writeSafetensors } from "./safetensors.ts";
+import {
+  type NamedTensor,
+  parseSafetensors,
+  readSafetensors,
+  type SafetensorsFile,
+  writeSafetensors,
+} from "./safetensors.ts";
 
 /** What a checkpoint holds besides tensors. */
 export interface CheckpointInfo {
@@ -161,6 +167,20 @@ export async function readCheckpoint(path: string): Promise<CheckpointWeights> {
   } catch (error) {
     throw new Error(`${(error as Error).message}${await previousOffer(path)}`);
   }
+  return checkpointOf(file, path);
+}
+
+/**
+ * A checkpoint from the bytes of its file (as {@linkcode saveCheckpoint} writes it), for a
+ * browser page, which fetches bytes rather than opening a path; `path` names the file in the
+ * errors, which are those of {@linkcode readCheckpoint} for a file.
+ */
+export function parseCheckpoint(bytes: Uint8Array, path: string): CheckpointWeights {
+  return checkpointOf(parseSafetensors(bytes, path), path);
+}
+
+/** The checkpoint a parsed safetensors file holds; throws when its metadata has no model. */
+function checkpointOf(file: SafetensorsFile, path: string): CheckpointWeights {
   const { metadata } = file;
   if (!metadata.config) {
     throw new Error(`${path} has no model configuration; it was not written by train_model.`);

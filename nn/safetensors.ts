@@ -95,10 +95,21 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
     }
     throw new Error(`Could not read ${path}: ${e.message}.`);
   });
+  return parseSafetensors(bytes, path);
+}
+
+/**
+ * A safetensors file's contents from its bytes, as {@linkcode readSafetensors} reads them (a
+ * browser page has bytes, not a path); `path` names the file in the errors.
+ *
+ * @throws an error naming `path` when the bytes are cut short or do not match their checksum.
+ */
+export function parseSafetensors(bytes: Uint8Array, path: string): SafetensorsFile {
   const corrupt = (why: string) =>
     new Error(`${path} is not a valid safetensors file (${why}); write it again.`);
   if (bytes.length < 8) throw corrupt("shorter than its 8-byte header length");
-  const headerLength = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const headerLength = Number(view.getBigUint64(0, true));
   if (8 + headerLength > bytes.length) throw corrupt("the header runs past the end");
   let header: Record<string, unknown>;
   try {

@@ -38,6 +38,22 @@ else
   say "grammar score; everything else works without it"
 fi
 
+# --- Chromium (for the browser test only) ----------------------------------------------
+# tests/pipeline/serve.test.ts runs the chat page (deno task serve) in headless Chromium, whose
+# WebGPU runs on the CPU (SwiftShader); nothing else needs a browser.
+if command -v chromium >/dev/null 2>&1; then
+  say "skipped Chromium: $(chromium --version 2>/dev/null | head -n 1) is installed (the browser test)"
+elif command -v apt-get >/dev/null 2>&1; then
+  say "installing chromium (the browser test of the chat page)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+    { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq chromium >/dev/null; }
+  say "installed chromium $(dpkg-query -W -f='${Version}' chromium)"
+else
+  say "note: install Chromium (or set CHROMIUM to its path) for the browser test of the chat"
+  say "page, tests/pipeline/serve.test.ts; everything else works without it"
+fi
+
 # --- WebGPU adapter ---------------------------------------------------------------------
 probe() { DENO_WEBGPU_BACKEND=vulkan deno run --allow-all bench/adapter.ts 2>/dev/null || true; }
 
