@@ -329,11 +329,13 @@ export async function kvCacheWrite(
  * over the cache row's positions 0..p. Run {@linkcode kvCacheWrite} for the step first.
  *
  * @param buffers the caches, the step's `qkv` (only q is read) and `slots`, and the output `y`
- *   (R, Tq, C), heads merged, written
  */
 export async function attentionDecode(
   gpu: Gpu,
-  buffers: KvCacheBuffers & { y: GPUBuffer },
+  buffers: KvCacheBuffers & {
+    /** Output (R, Tq, C), heads merged, written. */
+    y: GPUBuffer;
+  },
   shape: DecodeShape,
   options: AttentionDecodeOptions = {},
 ): Promise<void> {

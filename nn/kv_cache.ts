@@ -92,13 +92,15 @@ export class KvCache {
  * 7x faster at 1000 positions on lavapipe than one query per invocation); later steps use
  * `attentionDecode` over the cache.
  *
- * @param buffers `y` (R, Tq, C) written, the step's `qkv`, the layer's caches and the step's
- *   `slots` (R, 2) u32: each step row's cache row and start position
+ * @param buffers the step's `qkv` and `slots`, the layer's caches, and the output `y`
  * @param prefill every step row starts at position 0
  */
 export async function cachedSelfAttention(
   gpu: Gpu,
-  buffers: KvCacheBuffers & { y: GPUBuffer },
+  buffers: KvCacheBuffers & {
+    /** Output (R, Tq, C), heads merged, written. */
+    y: GPUBuffer;
+  },
   shape: DecodeShape,
   prefill: boolean,
 ): Promise<void> {

@@ -31,11 +31,15 @@ interface DocProperty {
   tsType?: DocType;
 }
 
-/** Whether `type` is `GPUBuffer`, or a union holding it (`GPUBuffer | null`). */
-function isBuffer(type: DocType | undefined): boolean {
+/**
+ * Whether `type` is `GPUBuffer`, or a union holding it (`GPUBuffer | null`). `aliases` names type
+ * parameters that default to `GPUBuffer` (an interface shared with a CPU reference, whose fields
+ * are arrays there).
+ */
+function isBuffer(type: DocType | undefined, aliases: string[] = []): boolean {
   if (!type) return false;
-  if (type.kind === "typeRef") return type.repr === "GPUBuffer";
-  if (type.kind === "union") return (type.value as DocType[]).some(isBuffer);
+  if (type.kind === "typeRef") return type.repr === "GPUBuffer" || aliases.includes(type.repr!);
+  if (type.kind === "union") return (type.value as DocType[]).some((t) => isBuffer(t, aliases));
   return false;
 }
 
@@ -43,8 +47,8 @@ function isBuffer(type: DocType | undefined): boolean {
 interface KernelExports {
   /** Each exported function, named `file name`, with its parameters. */
   launchers: { name: string; params: DocParam[] }[];
-  /** Each exported interface, with its properties. */
-  interfaces: { name: string; properties: DocProperty[] }[];
+  /** Each exported interface, with its properties and the type parameters meaning GPUBuffer. */
+  interfaces: { name: string; properties: DocProperty[]; bufferParams: string[] }[];
 }
 
 async function kernelExports(): Promise<KernelExports> {
@@ -66,14 +70,23 @@ async function kernelExports(): Promise<KernelExports> {
         name: string;
         declarations: {
           kind: string;
-          def: { params?: DocParam[]; properties?: DocProperty[] };
+          def: {
+            params?: DocParam[];
+            properties?: DocProperty[];
+            typeParams?: { name: string; default?: DocType }[];
+          };
         }[];
       };
       const qualified = `${file.split("/").pop()} ${name}`;
       for (const { kind, def } of declarations) {
         if (kind === "function") found.launchers.push({ name: qualified, params: def.params! });
         if (kind === "interface") {
-          found.interfaces.push({ name: qualified, properties: def.properties! });
+          const bufferParams = (def.typeParams ?? []).filter((t) => isBuffer(t.default));
+          found.interfaces.push({
+            name: qualified,
+            properties: def.properties!,
+            bufferParams: bufferParams.map((t) => t.name),
+          });
         }
       }
     }
@@ -103,17 +116,22 @@ Deno.test("no exported launcher takes more than four positional GPUBuffers", asy
 
 Deno.test("every named buffer field of a launcher says its shape in JSDoc", async () => {
   const { launchers, interfaces } = await kernelExports();
-  const fields: { where: string; property: DocProperty }[] = [];
+  const fields: { where: string; property: DocProperty; aliases: string[] }[] = [];
   for (const { name, params } of launchers) {
     // The buffers object, not an options bag that happens to hold a buffer.
     const buffers = params.map((p) => p.left ?? p).find((p) => p.name === "buffers");
-    for (const property of literalFields(buffers?.tsType)) fields.push({ where: name, property });
+    for (const property of literalFields(buffers?.tsType)) {
+      fields.push({ where: name, property, aliases: [] });
+    }
   }
   // Fields shared by several launchers live in an interface named for them.
-  for (const { name, properties } of interfaces.filter((i) => i.name.endsWith("Buffers"))) {
-    for (const property of properties) fields.push({ where: name, property });
+  for (const { name, properties, bufferParams } of interfaces) {
+    if (!name.endsWith("Buffers")) continue;
+    for (const property of properties) {
+      fields.push({ where: name, property, aliases: bufferParams });
+    }
   }
-  const buffers = fields.filter(({ property }) => isBuffer(property.tsType));
+  const buffers = fields.filter(({ property, aliases }) => isBuffer(property.tsType, aliases));
   assert.ok(buffers.length >= 50, `found only ${buffers.length} named buffer fields`);
   // A shape is written in parentheses: (N, C), (B, NH, T, HS), (OC).
   const undocumented = buffers
