@@ -15,7 +15,7 @@
  * @module
  */
 
-import { acquireGpu } from "../kernels/device.ts";
+import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import type { ChatTurn } from "../pipeline/chatml.ts";
 import type { HfTokenizerJson } from "../tokenizer/hf_json.ts";
 import {
@@ -95,7 +95,10 @@ async function fetchBytes(path: string): Promise<Uint8Array> {
     throw new Error(`Could not fetch ${path} (${(error as Error).message}); is the server up?`);
   }
   if (!response.ok) {
-    throw new Error(`The server answered ${response.status} for ${path}; restart deno task serve.`);
+    throw new Error(
+      `The server answered ${response.status} for ${path}; check that deno task serve is ` +
+        "still running, and reload.",
+    );
   }
   return new Uint8Array(await response.arrayBuffer());
 }
@@ -115,7 +118,7 @@ async function start(): Promise<{ adapter: string; config: unknown }> {
     showStatus(message, true);
     throw new Error(message);
   });
-  adapterLine.textContent = `Adapter: ${gpu.adapter.name}` +
+  adapterLine.textContent = `Adapter: ${adapterName(gpu)}` +
     (gpu.adapter.isCpu ? " (runs on the CPU: expect slow answers)" : "");
   showStatus("Loading the model…");
   try {
@@ -141,7 +144,18 @@ async function start(): Promise<{ adapter: string; config: unknown }> {
       "Ready.",
   );
   messageBox.disabled = sendButton.disabled = false;
-  return { adapter: gpu.adapter.name, config };
+  return { adapter: adapterName(gpu), config };
+}
+
+/**
+ * The adapter as the browser describes it: vendor, architecture and device (a browser often
+ * leaves the description, which names the adapter in Deno, empty).
+ */
+function adapterName(gpu: Gpu): string {
+  const info = (gpu.device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  const parts = [info?.vendor, info?.architecture, info?.device, info?.description]
+    .filter((part): part is string => Boolean(part));
+  return parts.length > 0 ? [...new Set(parts)].join(" ") : gpu.adapter.name;
 }
 
 /** A setting of the page, checked: the value, or an error naming the setting. */

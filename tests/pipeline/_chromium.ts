@@ -25,8 +25,11 @@ export interface BrowserPage {
 
 /** A running headless Chromium. */
 export interface Browser {
-  /** Opens `url` in a new tab. */
-  open(url: string): Promise<BrowserPage>;
+  /**
+   * Opens `url` in a new tab; `beforeLoad` (a script) runs in the page before the page's own
+   * scripts, to take something away from the page (WebGPU, a file).
+   */
+  open(url: string, beforeLoad?: string): Promise<BrowserPage>;
   /** Ends the browser and removes its profile. */
   close(): Promise<void>;
 }
@@ -99,12 +102,22 @@ export async function launchChromium(): Promise<Browser> {
   })().catch(() => {});
   const cdp = await connect(address);
   return {
-    async open(url: string): Promise<BrowserPage> {
-      const { targetId } = await cdp.send<{ targetId: string }>("Target.createTarget", { url });
+    async open(url: string, beforeLoad?: string): Promise<BrowserPage> {
+      // The tab starts blank and is then sent to `url`: Page.navigate answers once the page's
+      // document is committed, so nothing is evaluated in the blank one it replaces.
+      const { targetId } = await cdp.send<{ targetId: string }>("Target.createTarget", {
+        url: "about:blank",
+      });
       const { sessionId } = await cdp.send<{ sessionId: string }>("Target.attachToTarget", {
         targetId,
         flatten: true,
       });
+      if (beforeLoad) {
+        // The script is only injected into new documents while the Page domain is on.
+        await cdp.send("Page.enable", {}, sessionId);
+        await cdp.send("Page.addScriptToEvaluateOnNewDocument", { source: beforeLoad }, sessionId);
+      }
+      await cdp.send("Page.navigate", { url }, sessionId);
       return {
         async evaluate<T>(expression: string): Promise<T> {
           const { result, exceptionDetails } = await cdp.send<{

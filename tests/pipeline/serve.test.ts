@@ -96,10 +96,11 @@ Deno.test({
         })`,
       );
       assert.equal(ready.config.nEmbd, 32);
-      assert.match(
+      assert.equal(
         await page.evaluate<string>(`document.getElementById("adapter").textContent`),
-        /Adapter: /,
+        `Adapter: ${ready.adapter} (runs on the CPU: expect slow answers)`,
       );
+      console.log(`the page runs on ${ready.adapter}`);
 
       const logits = await page.evaluate<number[]>(
         `chatPage.logits(${JSON.stringify(prompt)})`,
@@ -125,10 +126,43 @@ Deno.test({
       assert.match(reply.shown, /tokens\/s/);
       assert.ok(reply.tokensPerSecond > 0);
 
+      // Stop, hit as the answer starts, ends it at the next token.
+      const stopped = await page.evaluate<{ end: string; tokens: number[] }>(`(() => {
+        const reply = chatPage.send(${JSON.stringify(QUESTION)}, 2);
+        document.getElementById("stop").click();
+        return reply;
+      })()`);
+      assert.equal(stopped.end, "stopped");
+      assert.deepEqual(stopped.tokens, []);
+
       // Kept for CI's artifacts: what the page looked like.
       await Deno.mkdir("out/browser_test", { recursive: true });
       await Deno.writeFile("out/browser_test/chat_page.png", await page.screenshot());
       console.log("screenshot of the chat page: out/browser_test/chat_page.png");
+
+      // A browser without WebGPU, and model files that do not load, are told so on the page.
+      const failure = `new Promise((resolve) => {
+        const poll = () => globalThis.chatPage
+          ? globalThis.chatPage.ready.then(() => resolve("loaded"), () => resolve(
+            document.getElementById("status").textContent))
+          : setTimeout(poll, 50);
+        poll();
+      })`;
+      const noWebGpu = await browser.open(
+        server.url,
+        `Object.defineProperty(Navigator.prototype, "gpu", { get: () => undefined });`,
+      );
+      assert.match(await noWebGpu.evaluate<string>(failure), /^This browser has no WebGPU/);
+      const noTokenizer = await browser.open(
+        server.url,
+        `const fetchFile = globalThis.fetch;
+        globalThis.fetch = (url, init) => String(url).endsWith("tokenizer.json")
+          ? Promise.resolve(new Response("gone", { status: 404 })) : fetchFile(url, init);`,
+      );
+      assert.match(
+        await noTokenizer.evaluate<string>(failure),
+        /^The model files could not be loaded: The server answered 404 for model\/tokenizer\.json/,
+      );
     } finally {
       await browser.close();
       await server.close();
