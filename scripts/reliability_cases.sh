@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns the reliability cases of issue 12 (../shared/reliability-cases.md) on tiny models and
-# writes one Markdown table row per case to RESULTS.md: the command, its exit code, the first error line and a
-# verdict decided by checks here, never by hand:
+# writes one Markdown table row per case to RESULTS.md: the command, its exit code, the first
+# error line and a verdict decided by checks here, never by hand:
 #   OK      a clear error, or the right result
 #   SILENT  exit 0 with a wrong result and no warning
 #   UNCLEAR exit ≠ 0 with a poor message (or a right result reached too late)
@@ -14,6 +14,14 @@
 # root (a tiny tmpfs for a full disk, chattr +i for an unwritable folder) and strace; without
 # them those cases are reported as MANUAL.
 set -u
+
+if [[ ${1:-} == -h || ${1:-} == --help ]]; then
+  sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'
+  exit 0
+elif [[ ${1:-} == -* ]]; then
+  echo "error: unknown option $1; the one argument is the results file (see --help)" >&2
+  exit 2
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/reliability.XXXXXX")
