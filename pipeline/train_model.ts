@@ -16,7 +16,7 @@
  */
 
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
-import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
+import { type GPT2Config, gpt2ParameterCount, validateConfig } from "../nn/config.ts";
 import {
   loadCheckpoint,
   NonFiniteCheckpointError,
@@ -310,12 +310,39 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
   const stages = sequenceStages(options.steps, T, options.seqWarmup);
   const mix = options.finalMix ? await loadMix(options.finalMix, T) : null;
+  await checkRunFolder(options, T, dataset.meta.vocabSize);
   await Deno.mkdir(options.out, { recursive: true });
   const lock = await acquireRunLock(options.out);
   try {
     return await trainInRunFolder(options, { runStarted, gpu, dataset, stages, mix });
   } finally {
     lock.release();
+  }
+}
+
+/**
+ * Refuses, before the run folder is made, an `out` that is a file and a new model's shape that
+ * cannot be built (so a refused run leaves nothing behind).
+ */
+async function checkRunFolder(options: TrainModelOptions, T: number, vocabSize: number) {
+  const existing = await Deno.stat(options.out).catch(() => null);
+  if (existing && !existing.isDirectory) {
+    throw new Error(
+      `--out ${options.out} is a file; a training run writes a folder (checkpoint, log). ` +
+        "Pass another --out, or move the file away.",
+    );
+  }
+  const resumes = existing !== null && (options.resume ?? true) &&
+    await Deno.stat(`${options.out}/checkpoint.safetensors`).then(() => true, () => false);
+  if (!resumes && !options.initFrom) {
+    const D = TRAIN_DEFAULTS;
+    validateConfig({
+      vocabSize,
+      contextLength: T,
+      nLayer: options.nLayer ?? D.nLayer,
+      nHead: options.nHead ?? D.nHead,
+      nEmbd: options.nEmbd ?? D.nEmbd,
+    });
   }
 }
 
@@ -463,7 +490,15 @@ async function trainInRunFolder(
     }, optimizer).then(() => {
       lastSaved = step;
     }, (error) => {
-      if (!(error instanceof NonFiniteCheckpointError)) throw error;
+      if (!(error instanceof NonFiniteCheckpointError)) {
+        // A full disk or a folder made read-only: the write went to a temporary file, so the
+        // checkpoint already there is whole.
+        const kept = lastSaved === null ? "" : ` The checkpoint of step ${lastSaved} is intact.`;
+        throw new Error(
+          `Could not save ${checkpoint} at step ${step}: ${(error as Error).message}.${kept} ` +
+            "Free space or fix the folder's permissions, then run the same command to resume.",
+        );
+      }
       throw diverged(
         `value of ${error.tensor}`,
         error.value,

@@ -147,3 +147,21 @@ Deno.test("trainModel() drops a torn last log line with a warning and resumes; -
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trainModel() refuses an --out that is a file, and a shape it cannot build, before making a folder", async () => {
+  const gpu = await testGpu();
+  const dir = await fixture();
+  try {
+    const run = { ...settings, gpu, data: `${dir}/tokenized`, steps: 2 };
+    await Deno.writeTextFile(`${dir}/notes.txt`, "keep me");
+    await assert.rejects(
+      trainModel({ ...run, out: `${dir}/notes.txt` }),
+      /--out .*notes\.txt is a file; a training run writes a folder/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/notes.txt`), "keep me");
+    await assert.rejects(trainModel({ ...run, nHead: 3, out: `${dir}/run` }), /[Hh]ead/);
+    assert.equal(await Deno.stat(`${dir}/run`).catch(() => null), null);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
