@@ -113,6 +113,19 @@ export class KernelValidationError extends Error {
 export class DeviceLostError extends Error {
   /** `"DeviceLostError"`, so that the error's class survives in logs and stack traces. */
   override name = "DeviceLostError";
+  /**
+   * An error with WebGPU's reason and message, and what to do: in Deno restart from the last
+   * checkpoint, in a browser page reload it.
+   *
+   * @param reason WebGPU's reason: `destroyed` or `unknown`.
+   * @param detail WebGPU's message; empty when it gave none.
+   */
+  constructor(readonly reason: string, readonly detail: string) {
+    super(
+      `The WebGPU device was lost (${reason}): ${detail || "no detail"}. Pending GPU work is ` +
+        `gone; ${deno ? "restart from the last checkpoint" : "reload the page to start again"}.`,
+    );
+  }
 }
 
 /** The limits asked for at their adapter maxima: training needs big buffers and workgroups. */
@@ -218,6 +231,12 @@ export async function acquireGpu(options: AcquireOptions = {}): Promise<Gpu> {
 }
 
 function noAdapterMessage(backends: string): string {
+  if (!deno) {
+    // A page cannot install drivers: say where the browser tells why it has no adapter.
+    return "The browser offered no WebGPU adapter: WebGPU is turned off, or the GPU or its " +
+      "driver is blocklisted (chrome://gpu says which in Chrome and Edge). Try another " +
+      "browser, or turn WebGPU on in its settings.";
+  }
   return `No WebGPU adapter found (backends tried: ${backends}). ` +
     "On Debian or Ubuntu without a GPU, run `bash scripts/setup.sh` to install Mesa's lavapipe " +
     "Vulkan driver (a WebGPU adapter on the CPU); with a GPU, install its Vulkan driver. " +
@@ -343,10 +362,7 @@ export class Gpu {
 
   #lostError(): DeviceLostError {
     const info = this.#lost!;
-    return new DeviceLostError(
-      `The WebGPU device was lost (${info.reason}): ${info.message || "no detail"}. ` +
-        "Pending GPU work is gone; restart from the last checkpoint.",
-    );
+    return new DeviceLostError(info.reason, info.message);
   }
 
   #assertAlive(): void {

@@ -4,7 +4,8 @@
  * and answers each message on the page's GPU, streaming the tokens as they come
  * ({@linkcode streamChatReply}). It shows the adapter and the tokens per second; temperature and
  * top-k are set on the page; Stop ends an answer. A browser without WebGPU, or model files that
- * do not load, get a message that says so.
+ * do not load, get a message that says so; so do the device layer's errors (no adapter, a kernel
+ * whose WGSL does not compile, a lost device), with the same messages as in Deno and no stack.
  *
  * `globalThis.chatPage` lets the browser test drive the page: `ready`, `logits(ids)` and
  * `send(message, seed)`, which goes through the same form handling as a typed message.
@@ -15,7 +16,7 @@
  * @module
  */
 
-import { acquireGpu, type Gpu } from "../kernels/device.ts";
+import { acquireGpu, DeviceLostError, type Gpu } from "../kernels/device.ts";
 import type { ChatTurn } from "../pipeline/chatml.ts";
 import type { HfTokenizerJson } from "../tokenizer/hf_json.ts";
 import {
@@ -70,6 +71,8 @@ const [sendButton, stopButton] = [element("send"), element("stop")];
 let chat: ChatModel | null = null;
 const turns: ChatTurn[] = [];
 let stopper: AbortController | null = null;
+/** Set once the device is lost: the page cannot answer again until it is reloaded. */
+let lostMessage: string | null = null;
 
 /** The message shown in the status line, in red when something failed. */
 function showStatus(text: string, isError = false): void {
@@ -113,10 +116,16 @@ async function start(): Promise<{ adapter: string; config: unknown }> {
     throw new Error(message);
   }
   const gpu = await acquireGpu({ announce: false }).catch((error: Error) => {
-    const message = `No WebGPU adapter: ${error.message}`;
     adapterLine.textContent = "No WebGPU adapter";
-    showStatus(message, true);
-    throw new Error(message);
+    showStatus(error.message, true);
+    throw error;
+  });
+  // A lost device (driver reset, GPU taken back, tab in the background too long) is shown when it
+  // happens, not at the next message; the page's GPU work is gone, so sending stops.
+  gpu.device.lost.then((info) => {
+    lostMessage = new DeviceLostError(info.reason, info.message).message;
+    showStatus(lostMessage, true);
+    messageBox.disabled = sendButton.disabled = true;
   });
   adapterLine.textContent = `Adapter: ${adapterName(gpu)}` +
     (gpu.adapter.isCpu ? " (runs on the CPU: expect slow answers)" : "");
@@ -169,6 +178,7 @@ function setting(box: PageElement, name: string, min: number, whole: boolean): n
 
 /** Sends `message` and streams the answer into a new bubble; returns the answer. */
 async function send(message: string, seed = Math.floor(Math.random() * 2 ** 31)): Promise<Reply> {
+  if (lostMessage) throw new Error(lostMessage);
   if (!chat) throw new Error("The model is not loaded yet.");
   if (stopper) throw new Error("An answer is still being written; stop it first.");
   const text = message.trim();
@@ -203,11 +213,12 @@ async function send(message: string, seed = Math.floor(Math.random() * 2 ** 31))
     showStatus(`Ready. Last answer: ${reply.tokensPerSecond.toFixed(1)} tokens/s.`);
     return reply;
   } catch (error) {
-    showStatus(`The answer failed: ${(error as Error).message}`, true);
+    // The device layer's errors say what failed and name the kernel; the message is enough.
+    showStatus(`The answer failed: ${error instanceof Error ? error.message : error}`, true);
     throw error;
   } finally {
     stopper = null;
-    messageBox.disabled = sendButton.disabled = false;
+    messageBox.disabled = sendButton.disabled = lostMessage !== null;
     stopButton.disabled = true;
   }
 }

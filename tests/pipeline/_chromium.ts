@@ -34,6 +34,12 @@ export interface Browser {
   close(): Promise<void>;
 }
 
+/** Options of {@linkcode launchChromium}. */
+export interface LaunchOptions {
+  /** The window (and so the screenshot) size in CSS pixels, `[width, height]`. Default 900×700. */
+  windowSize?: [number, number];
+}
+
 /**
  * Starts a headless Chromium with WebGPU on, at the lowest CPU priority (the test shares the
  * machine), with a fresh profile.
@@ -41,7 +47,8 @@ export interface Browser {
  * @throws saying how to install Chromium when it is not found, or with its output when it does
  *   not start.
  */
-export async function launchChromium(): Promise<Browser> {
+export async function launchChromium(options: LaunchOptions = {}): Promise<Browser> {
+  const [width, height] = options.windowSize ?? [900, 700];
   const profile = await Deno.makeTempDir({ prefix: "chromium_profile_" });
   const args = [
     "-n",
@@ -54,7 +61,7 @@ export async function launchChromium(): Promise<Browser> {
     "--no-first-run",
     "--no-default-browser-check",
     "--disable-gpu-sandbox",
-    "--window-size=900,700",
+    `--window-size=${width},${height}`,
     // Chromium refuses to run as root with its sandbox on (CI containers run as root).
     ...(Deno.uid() === 0 ? ["--no-sandbox"] : []),
     "about:blank",

@@ -14,6 +14,10 @@ import { testGpu } from "../_gpu.ts";
 import { launchChromium } from "./_chromium.ts";
 
 const QUESTION = "what do cats like";
+/** Where the test leaves its screenshot of the page, for CI to keep. */
+const SCREENSHOT = "out/browser_test/chat_page.png";
+/** The page's status line, as an expression evaluated in the page. */
+const STATUS = `document.getElementById("status").textContent`;
 const ANSWER = "cats like warm naps";
 
 /**
@@ -135,10 +139,11 @@ Deno.test({
       assert.equal(stopped.end, "stopped");
       assert.deepEqual(stopped.tokens, []);
 
-      // Kept for CI's artifacts: what the page looked like.
-      await Deno.mkdir("out/browser_test", { recursive: true });
-      await Deno.writeFile("out/browser_test/chat_page.png", await page.screenshot());
-      console.log("screenshot of the chat page: out/browser_test/chat_page.png");
+      // Kept for CI's artifacts (out/ is git-ignored): what the page looked like. The line names
+      // the file so that a CI log says where to find it.
+      await Deno.mkdir(SCREENSHOT.slice(0, SCREENSHOT.lastIndexOf("/")), { recursive: true });
+      await Deno.writeFile(SCREENSHOT, await page.screenshot());
+      console.log(`artifact: ${SCREENSHOT}`);
 
       // A browser without WebGPU, and model files that do not load, are told so on the page.
       const failure = `new Promise((resolve) => {
@@ -162,6 +167,62 @@ Deno.test({
       assert.match(
         await noTokenizer.evaluate<string>(failure),
         /^The model files could not be loaded: The server answered 404 for model\/tokenizer\.json/,
+      );
+
+      // The device layer's errors, in the page as in Deno: no adapter, ...
+      const noAdapter = await browser.open(
+        server.url,
+        `GPU.prototype.requestAdapter = () => Promise.resolve(null);`,
+      );
+      assert.match(
+        await noAdapter.evaluate<string>(failure),
+        /^The browser offered no WebGPU adapter: .*chrome:\/\/gpu/,
+      );
+      // ... a kernel whose WGSL does not compile (the first one the page builds, broken on its
+      // way to the browser's compiler), then a lost device (destroyed from the test).
+      const broken = await browser.open(
+        server.url,
+        `const createShaderModule = GPUDevice.prototype.createShaderModule;
+        GPUDevice.prototype.createShaderModule = function (descriptor) {
+          if (globalThis.brokenKernel === undefined) {
+            globalThis.brokenKernel = descriptor.label;
+            descriptor = { ...descriptor, code: descriptor.code + "\\nfn broken( {" };
+          }
+          return createShaderModule.call(this, descriptor);
+        };
+        const requestDevice = GPUAdapter.prototype.requestDevice;
+        GPUAdapter.prototype.requestDevice = async function (descriptor) {
+          return globalThis.pageDevice = await requestDevice.call(this, descriptor);
+        };`,
+      );
+      assert.equal(await broken.evaluate<string>(failure), "loaded");
+      await assert.rejects(broken.evaluate(`chatPage.send("hi", 1)`), /failed to compile/);
+      const kernel = await broken.evaluate<string>("globalThis.brokenKernel");
+      const compileStatus = await broken.evaluate<string>(STATUS);
+      assert.match(
+        compileStatus,
+        new RegExp(`^The answer failed: Kernel "${kernel}" failed to compile at WGSL line [1-9]`),
+      );
+      assert.doesNotMatch(compileStatus, /\n\s+at /, "the page shows a stack trace");
+      const lost = await broken.evaluate<string>(`(() => {
+        globalThis.pageDevice.destroy();
+        // The status as soon as it tells of the loss, or as it is after 10 s.
+        const deadline = Date.now() + 10000;
+        return new Promise((resolve) => {
+          const poll = () => /lost/.test(${STATUS}) || Date.now() > deadline
+            ? resolve(${STATUS})
+            : setTimeout(poll, 20);
+          poll();
+        });
+      })()`);
+      assert.match(
+        lost,
+        /^The WebGPU device was lost \(destroyed\): .*reload the page to start again\.$/,
+      );
+      assert.equal(await broken.evaluate(`document.getElementById("send").disabled`), true);
+      await assert.rejects(
+        broken.evaluate(`chatPage.send("hi", 1)`),
+        /The WebGPU device was lost \(destroyed\)/,
       );
     } finally {
       await browser.close();
