@@ -340,6 +340,7 @@ export {
   parseSafetensors,
   readSafetensors,
   type SafetensorsFile,
+  safetensorsHeaderBytes,
   writeSafetensors,
 } from "./nn/safetensors.ts";
 export {

@@ -19,7 +19,7 @@ import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
 import { gpt2ParameterSpecs } from "./gpt2.ts";
 import { type HalfFormat, toHalfBits } from "./half_float.ts";
-import { readSafetensors } from "./safetensors.ts";
+import { readSafetensors, safetensorsHeaderBytes } from "./safetensors.ts";
 
 /** The weights file of a Hugging Face model folder. */
 export const HF_WEIGHTS_FILE = "model.safetensors";
@@ -154,14 +154,8 @@ export async function writeHfSafetensors(
     };
     offset += elements * width;
   }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length + 8) % 8) % 8); // the data starts 8-aligned
-  const headerBytes = new TextEncoder().encode(json);
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
   await writeFileAtomic(path, async (file) => {
-    await writeAll(file, prefix);
-    await writeAll(file, headerBytes);
+    await writeAll(file, safetensorsHeaderBytes(header));
     // One tensor converted at a time: the 16-bit copy of GPT-2's embedding alone is 77 MB.
     for (const spec of specs) {
       const { shape, data } = weights.get(spec.ours)!;

@@ -44,6 +44,21 @@ export interface SafetensorsFile {
 }
 
 /**
+ * The bytes a safetensors file starts with for `header` (its tensors' dtypes, shapes and offsets,
+ * and `__metadata__`): the header's length as a little-endian u64, then its JSON, padded with
+ * spaces so that the tensor data starts 8-aligned.
+ */
+export function safetensorsHeaderBytes(header: Record<string, unknown>): Uint8Array {
+  let json = JSON.stringify(header);
+  json += " ".repeat((8 - (json.length + 8) % 8) % 8);
+  const text = new TextEncoder().encode(json);
+  const bytes = new Uint8Array(8 + text.length);
+  new DataView(bytes.buffer).setBigUint64(0, BigInt(text.length), true);
+  bytes.set(text, 8);
+  return bytes;
+}
+
+/**
  * Writes tensors (float32) and string metadata (plus the data's checksum, under
  * {@linkcode CHECKSUM_KEY}) to `path`. The file is written under a temporary name and renamed
  * when complete, so a crash mid-write never corrupts an existing checkpoint.
@@ -68,15 +83,8 @@ export async function writeSafetensors(
     header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
-  let json = JSON.stringify(header);
-  json += " ".repeat((8 - (json.length + 8) % 8) % 8); // pad so the data starts 8-aligned
-  const headerBytes = new TextEncoder().encode(json);
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
-
   await writeFileAtomic(path, async (file) => {
-    await writeAll(file, prefix);
-    await writeAll(file, headerBytes);
+    await writeAll(file, safetensorsHeaderBytes(header));
     for (const { data } of tensors) await writeAll(file, bytesOf(data));
   });
 }

@@ -138,8 +138,8 @@ export async function serveChat(options: ServeChatOptions): Promise<ChatServer> 
   };
 }
 
-/** The flags of `deno task serve`, with their defaults and help. */
-const FLAGS = {
+/** The model flags of `deno task serve` (also the screenshot script's), with defaults and help. */
+export const SERVE_MODEL_FLAGS = {
   checkpoint: {
     type: "string",
     default: "runs/main/instruct/model/checkpoint.safetensors",
@@ -150,6 +150,11 @@ const FLAGS = {
     default: "runs/main/instruct/data/tokenizer",
     help: "its tokenizer (folder with tokenizer.json, or the file), with the ChatML tokens",
   },
+} as const;
+
+/** The flags of `deno task serve`, with their defaults and help. */
+const FLAGS = {
+  ...SERVE_MODEL_FLAGS,
   port: { type: "string", default: "8000", help: "the port of the page on localhost" },
   ...HELP_FLAG,
 } as const;

@@ -13,22 +13,13 @@
  * @module
  */
 
-import { serveChat } from "../pipeline/serve.ts";
+import { SERVE_MODEL_FLAGS, serveChat } from "../pipeline/serve.ts";
 import { launchChromium } from "../tests/pipeline/_chromium.ts";
 import { runCli } from "../util/cli.ts";
 import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
 const FLAGS = {
-  checkpoint: {
-    type: "string",
-    default: "runs/main/instruct/model/checkpoint.safetensors",
-    help: "the instruction-tuned checkpoint file the page runs",
-  },
-  tokenizer: {
-    type: "string",
-    default: "runs/main/instruct/data/tokenizer",
-    help: "its tokenizer (folder with tokenizer.json, or the file)",
-  },
+  ...SERVE_MODEL_FLAGS,
   question: { type: "string", default: "Why is the sky blue?", help: "the message sent" },
   seed: { type: "string", default: "1", help: "the seed of the answer's sampling" },
   out: { type: "string", default: "docs/chat_page.png", help: "where the PNG is written" },
