@@ -97,6 +97,8 @@ export interface MainJobPlanOptions {
   spent?: readonly StageTime[];
   /** Seconds each remaining non-training stage is expected to take. */
   estimates: Partial<Record<MainJobStage, number>>;
+  /** Share of the training time given to instruction tuning; {@linkcode planBudget}'s default. */
+  finetuneShare?: number;
 }
 
 /** The stage list for {@linkcode planBudget}: spent stages as measured, the rest estimated. */
@@ -120,6 +122,7 @@ export function planMainJob(
     contextLength: options.contextLength,
     dataTokens: options.dataTokens,
     stages: mainJobStages(options),
+    finetuneShare: options.finetuneShare,
   });
 }
 

@@ -76,6 +76,8 @@ export const MAIN_JOB_DEFAULTS = {
   vocabSize: 8192,
   context: 1024,
   instructContext: 256,
+  /** Share of the training time the instruction tuning gets; pretraining has the rest. */
+  tuneShare: 0.15,
   /** The shares of stories, FineWeb and ChatML conversations in the bundled pretraining text. */
   shares: BUNDLED_SHARES,
   prompt: "Once upon a time",
@@ -106,6 +108,8 @@ export interface MainJobOptions {
   context?: number;
   /** The prompt completed after pretraining. */
   prompt?: string;
+  /** Share of the training time given to instruction tuning, above 0 and at most 0.5. */
+  tuneShare?: number;
   /** Stops after the running stage (training: after its step, saving a checkpoint). */
   signal?: AbortSignal;
   /** The GPU to use; acquired when absent. */
@@ -131,7 +135,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   const budgetSeconds = parseDuration(options.budget ?? d.budget);
   const vocabSize = options.vocabSize ?? d.vocabSize;
   const context = options.context ?? d.context;
-  await checkMainJobInputs({ ...options, vocabSize, context });
+  const tuneShare = options.tuneShare ?? d.tuneShare;
+  await checkMainJobInputs({ ...options, vocabSize, context, tuneShare });
   const paths = {
     job: `${work}/job.json`,
     plan: `${work}/plan.json`,
@@ -154,6 +159,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     context,
     // The plan in the folder was made for this budget.
     budgetSeconds,
+    tuneShare,
   }, options.signal);
 
   const gpu = options.gpu ?? await acquireGpu();
@@ -173,6 +179,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     dataTokens: await estimateSourceTokens(source),
     spent: job.stages,
     estimates: STAGE_ESTIMATES,
+    finetuneShare: tuneShare,
   };
   let saved = await readJson<MeasuredPlan>(paths.plan);
   if (!saved) {
@@ -457,9 +464,12 @@ const MAX_VOCAB_SIZE = 65_536;
  * fails after minutes of work for a flag it could have checked at once wastes the user's time.
  */
 async function checkMainJobInputs(
-  options: MainJobOptions & { vocabSize: number; context: number },
+  options: MainJobOptions & { vocabSize: number; context: number; tuneShare: number },
 ): Promise<void> {
-  const { vocabSize, context } = options;
+  const { vocabSize, context, tuneShare } = options;
+  if (!(tuneShare > 0 && tuneShare <= 0.5)) {
+    throw new Error(`--tune-share must be above 0 and at most 0.5, got ${tuneShare}.`);
+  }
   if (!Number.isInteger(context) || context < 2 || context > MAX_CONTEXT_LENGTH) {
     throw new Error(
       `--context must be a whole number from 2 to ${MAX_CONTEXT_LENGTH} (GPT-2's position ` +
@@ -509,6 +519,11 @@ function mainJobFlags() {
     },
     work: { type: "string", default: d.work, help: "the work folder every stage writes into" },
     "vocab-size": { type: "string", default: String(d.vocabSize), help: "tokenizer vocabulary" },
+    "tune-share": {
+      type: "string",
+      default: String(d.tuneShare),
+      help: "share of the training time the instruction tuning gets (the rest pretrains)",
+    },
     context: {
       type: "string",
       default: String(d.context),
@@ -532,6 +547,7 @@ if (import.meta.main) {
       instructData: values["instruct-data"],
       work: values.work,
       vocabSize: intFlag("vocab-size", values["vocab-size"], 1),
+      tuneShare: Number(values["tune-share"]),
       context: intFlag("context", values.context, 2),
       prompt: values.prompt,
       signal: interruptSignal(),
