@@ -515,7 +515,9 @@ function mainJobFlags() {
     rows: { type: "string", help: `documents to take (default all; ${d.hubRows} from the hub)` },
     "instruct-data": {
       type: "string",
-      help: "instruction pairs (Alpaca fields) for the tuning, instead of data/instruct",
+      help:
+        "instruction pairs (Alpaca fields) for the tuning and the bundled mix's conversations, " +
+        "instead of data/instruct",
     },
     work: { type: "string", default: d.work, help: "the work folder every stage writes into" },
     "vocab-size": { type: "string", default: String(d.vocabSize), help: "tokenizer vocabulary" },

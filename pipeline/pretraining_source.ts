@@ -30,6 +30,8 @@ export interface SourceFlags {
   hub?: boolean;
   /** Documents to take (`--rows`). */
   rows?: number;
+  /** Instruction pairs whose conversations join the bundled mix (`--instruct-data`). */
+  instructData?: string;
 }
 
 /** The pretraining text, as `prepareDataset` takes it. */
@@ -66,7 +68,7 @@ export function pretrainingSource(flags: SourceFlags): PretrainingSource {
     mixture: [
       { data: BUNDLED_STORIES, share: shares.stories },
       { data: BUNDLED_FINEWEB, share: shares.fineweb },
-      { data: BUNDLED_INSTRUCT_DIR, share: shares.chat, chat: true },
+      { data: flags.instructData ?? BUNDLED_INSTRUCT_DIR, share: shares.chat, chat: true },
     ],
     rows: flags.rows ?? Infinity,
     label: `the corpus bundled in data/, offline: ${percent(shares.stories)} simple stories, ` +

@@ -81,3 +81,8 @@ Deno.test("estimateSourceTokens() reads a gzip file's uncompressed size, and a m
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--instruct-data also gives the bundled mix its conversations", () => {
+  const source = pretrainingSource({ instructData: "my-pairs.jsonl" });
+  assert.deepEqual(source.mixture?.filter((s) => s.chat).map((s) => s.data), ["my-pairs.jsonl"]);
+});
