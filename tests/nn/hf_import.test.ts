@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { uploadTokens } from "../../nn/batch.ts";
 import { loadCheckpoint, readCheckpoint } from "../../nn/checkpoint.ts";
 import type { GPT2Config } from "../../nn/config.ts";
 import { Tape } from "../../nn/tape.ts";
@@ -210,12 +211,7 @@ async function importedLogits(dir: string): Promise<Float32Array> {
   const tape = new Tape(gpu);
   const tokens = Int32Array.from(ids);
   try {
-    const logits = await model.forward(tape, {
-      ids: tokens,
-      buffer: gpu.upload(tokens),
-      batch: 1,
-      time: tokens.length,
-    });
+    const logits = await model.forward(tape, uploadTokens(tape, tokens, 1, tokens.length));
     return await logits.read();
   } finally {
     tape.dispose();

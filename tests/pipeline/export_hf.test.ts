@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { uploadTokens } from "../../nn/batch.ts";
 import { loadCheckpoint, saveCheckpoint } from "../../nn/checkpoint.ts";
 import type { GPT2Config } from "../../nn/config.ts";
 import { GPT2 } from "../../nn/gpt2.ts";
@@ -37,12 +38,7 @@ async function checkpointIn(dir: string, chat = true): Promise<GPT2> {
 async function logitsOf(model: GPT2, ids: number[]): Promise<Float32Array> {
   const gpu = model.gpu, tape = new Tape(gpu), tokens = Int32Array.from(ids);
   try {
-    const logits = await model.forward(tape, {
-      ids: tokens,
-      buffer: gpu.upload(tokens),
-      batch: 1,
-      time: tokens.length,
-    });
+    const logits = await model.forward(tape, uploadTokens(tape, tokens, 1, tokens.length));
     return await logits.read();
   } finally {
     tape.dispose();
