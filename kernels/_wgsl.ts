@@ -5,6 +5,13 @@
  */
 
 /**
+ * `isFinite(x)`: whether `x` is neither NaN nor infinite, read from its exponent bits. WGSL lets
+ * a compiler assume floats are finite, so `x == x` or a comparison with infinity may fold away.
+ */
+export const IS_FINITE_WGSL = /* wgsl */ `
+fn isFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u; }`;
+
+/**
  * `workgroupSum(lid, value)`: the sum of `value` over a workgroup of `wg` invocations (a power
  * of two), by a tree in workgroup memory: a fixed order, so the same bits every run. Every
  * invocation gets the total, and the trailing barrier lets the caller sum again at once.

@@ -9,7 +9,10 @@
  *
  * `‖g‖` is read by the kernel from a 1-element GPU buffer written by `globalNorm`
  * (`kernels/grad_norm.ts`), so clipping costs neither a CPU readback nor an extra pass over the
- * gradients. The 1e-6 is PyTorch's `clip_grad_norm_` guard against a zero norm.
+ * gradients. The 1e-6 is PyTorch's `clip_grad_norm_` guard against a zero norm. Given a norm,
+ * the kernel also skips the whole update (parameters and moments) when the norm is NaN or
+ * infinite: a diverged step then changes nothing, and the CPU can check the norm after the step
+ * was recorded rather than wait for it before recording the update (`nn/checked_step.ts`).
  *
  * Weight decay is decoupled and applied per range: GPT-2 decays the matrices (and embeddings)
  * but not biases and layernorm parameters, so each range says whether it decays. Parameters may
@@ -28,7 +31,7 @@
 
 import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
-import { rangeTableWgsl } from "./_wgsl.ts";
+import { IS_FINITE_WGSL, rangeTableWgsl } from "./_wgsl.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the AdamW kernels. */
@@ -50,20 +53,22 @@ struct Params {
   lr: f32, beta1: f32, beta2: f32, eps: f32, weightDecay: f32,
   biasCorrection1: f32, biasCorrection2: f32, maxNorm: f32,
   decayEnd: u32,  // floats [0, decayEnd) of this launch decay; the rest do not
+  guard: u32,     // 1: gradNorm is the step's norm, and a non-finite one skips the update
 }
 
 @group(0) @binding(0) var<storage, read_write> p: array<${type}>;
 @group(0) @binding(1) var<storage, read_write> m: array<${type}>;
 @group(0) @binding(2) var<storage, read_write> v: array<${type}>;
 @group(0) @binding(3) var<storage, read> g: array<${type}>;
-@group(0) @binding(4) var<storage, read> gradNorm: array<f32>;  // (1); unread without clipping
+@group(0) @binding(4) var<storage, read> gradNorm: array<f32>;  // (1); unread without one
 @group(0) @binding(5) var<uniform> params: Params;
+${IS_FINITE_WGSL}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
-  if (i >= params.n) { return; }
+  if (i >= params.n || (params.guard != 0u && !isFinite(gradNorm[0]))) { return; }
   var scale = 1.0;
   if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (gradNorm[0] + 1e-6)); }
   let grad = g[params.gOffset + i] * scale;
@@ -197,7 +202,10 @@ export async function adamwUpdate(
     v: GPUBuffer;
     /** (P) gradients, read. */
     grads: GPUBuffer;
-    /** (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`. */
+    /**
+     * (1) the global gradient norm from `globalNorm`: clipped by when `hyper.maxNorm > 0`, and
+     * the update is skipped when it is NaN or infinite.
+     */
     gradNorm?: GPUBuffer | null;
   },
   ranges: readonly ParameterRange[],
@@ -256,8 +264,9 @@ export async function adamwUpdate(
         biasCorrection2: ["f32", biasCorrection2],
         maxNorm: ["f32", clip ? hyper.maxNorm! : 0],
         decayEnd: ["u32", Math.max(0, decayed - part.first * (bytes / 4))],
+        guard: ["u32", gradNorm ? 1 : 0],
       }));
-      // Without clipping the norm is not read; the gradient window stands in for its binding.
+      // Without a norm none is read; the gradient window stands in for its binding.
       const norm = gradNorm ? { buffer: gradNorm, offset: 0, size: 4 } : gw.binding;
       await gpu.run(
         vec4 ? adamwKernel : adamwScalarKernel,
@@ -315,14 +324,16 @@ export const adamwTensorsKernel: Kernel<AdamWTensorsConstants> = {
 struct Params {
   lr: f32, beta1: f32, beta2: f32, eps: f32,
   weightDecay: f32, biasCorrection1: f32, biasCorrection2: f32, maxNorm: f32,
+  guard: u32,  // 1: gradNorm is the step's norm, and a non-finite one skips the update
   // Per tensor: (first workgroup, size, offset in m and v, 1 when it decays), in ${T}s.
   table: array<vec4u, ${K}>,
 }
 
 @group(0) @binding(0) var<storage, read_write> m: array<${T}>;
 @group(0) @binding(1) var<storage, read_write> v: array<${T}>;
-@group(0) @binding(2) var<storage, read> gradNorm: array<f32>;  // (1); unread without clipping
+@group(0) @binding(2) var<storage, read> gradNorm: array<f32>;  // (1); unread without one
 @group(0) @binding(3) var<uniform> params: Params;${bindings}
+${IS_FINITE_WGSL}
 
 /** Updates the moments at mi and returns the new parameter. */
 fn updated(old: ${T}, grad: ${T}, mi: u32, decays: bool) -> ${T} {
@@ -345,7 +356,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let t = tableIndex(w);
   let entry = params.table[t];
   let i = (w - entry.x) * ${wg}u + lid;
-  if (i >= entry.y) { return; }
+  if (i >= entry.y || (params.guard != 0u && !isFinite(gradNorm[0]))) { return; }
   var scale = 1.0;
   if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (gradNorm[0] + 1e-6)); }
   let mi = entry.z + i;
@@ -412,7 +423,8 @@ function checkHyperparameters(hyper: AdamWHyperparameters, gradNorm: GPUBuffer |
  *
  * @param m first moments, flat, updated (zeros before step 1).
  * @param v second moments, flat, updated.
- * @param gradNorm (1) the global gradient norm from `globalNorm`, read when `hyper.maxNorm > 0`.
+ * @param gradNorm (1) the global gradient norm from `globalNorm`: clipped by when
+ *   `hyper.maxNorm > 0`, and the update is skipped when it is NaN or infinite.
  */
 export async function adamwUpdateTensors(
   gpu: Gpu,
@@ -474,8 +486,9 @@ export async function adamwUpdateTensors(
     const first = Math.min(...group.map((t) => t.first));
     const end = Math.max(...group.map((t) => t.first + t.count));
     const [mw, vw] = [m, v].map((b) => bufferWindow(gpu, b, first, end - first));
-    // (8 f32 hyperparameters, then one vec4u table entry per tensor)
-    const bytes = new ArrayBuffer(32 + 16 * group.length);
+    // (8 f32 hyperparameters, the guard flag, padding to 48 bytes, then one vec4u table entry
+    // per tensor)
+    const bytes = new ArrayBuffer(48 + 16 * group.length);
     new Float32Array(bytes, 0, 8).set([
       hyper.lr,
       hyper.beta1,
@@ -486,7 +499,8 @@ export async function adamwUpdateTensors(
       1 / (1 - hyper.beta2 ** hyper.step),
       clip ? hyper.maxNorm! : 0,
     ]);
-    const table = new Uint32Array(bytes, 32);
+    new Uint32Array(bytes, 32, 1)[0] = gradNorm ? 1 : 0;
+    const table = new Uint32Array(bytes, 48);
     let workgroups = 0;
     group.forEach((tensor, k) => {
       const n = tensor.count / width;
@@ -494,7 +508,7 @@ export async function adamwUpdateTensors(
       table.set([workgroups, n, offset, tensor.decay ? 1 : 0], 4 * k);
       workgroups += Math.ceil(n / wg);
     });
-    const norm = gradNorm ?? group[0].grad; // unread without clipping
+    const norm = gradNorm ?? group[0].grad; // unread without a norm
     await gpu.run(
       adamwTensorsKernel,
       { workgroupSize: wg, tensors: group.length, vec4 },
@@ -513,7 +527,8 @@ export async function adamwUpdateTensors(
 /**
  * CPU reference of {@linkcode adamwUpdate} for one range: updates `params`, `m`, `v` in place.
  *
- * @param gradNorm the global gradient norm, used when `hyper.maxNorm > 0`.
+ * @param gradNorm the global gradient norm: clipped by when `hyper.maxNorm > 0`; a NaN or
+ *   infinite one skips the update.
  */
 export function adamwUpdateCpu(
   params: Floats,
@@ -524,6 +539,7 @@ export function adamwUpdateCpu(
   decay: boolean,
   gradNorm = 0,
 ): void {
+  if (!Number.isFinite(gradNorm)) return; // the kernels skip a diverged step whole
   const { lr, beta1, beta2, eps, step } = hyper;
   const maxNorm = hyper.maxNorm ?? 0;
   const scale = maxNorm > 0 ? Math.min(1, maxNorm / (gradNorm + 1e-6)) : 1;

@@ -20,7 +20,7 @@
 
 import { type Binding, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, reductionWorkgroup } from "./_parts.ts";
-import { workgroupSumWgsl } from "./_wgsl.ts";
+import { IS_FINITE_WGSL, workgroupSumWgsl } from "./_wgsl.ts";
 import type { Floats } from "./types.ts";
 
 /** Compile-time constants of the Muon kernels. */
@@ -72,16 +72,18 @@ export const muonMomentumKernel: Kernel<MuonConstants> = {
   name: "muon_momentum",
   bindings: ["write", "write", "read", "uniform"],
   wgsl: ({ workgroupSize }) => /* wgsl */ `
-struct Params { n: u32, momentum: f32, nesterov: u32, maxNorm: f32 }
+struct Params { n: u32, momentum: f32, nesterov: u32, maxNorm: f32, guard: u32 }
 
 @group(0) @binding(0) var<storage, read_write> m: array<f32>;      // (n) momentum buffer
 @group(0) @binding(1) var<storage, read_write> g: array<f32>;      // (n) gradient in, direction out
-@group(0) @binding(2) var<storage, read> gradNorm: array<f32>;     // (1); unread without clipping
+@group(0) @binding(2) var<storage, read> gradNorm: array<f32>;     // (1); unread without one
 @group(0) @binding(3) var<uniform> params: Params;
+${IS_FINITE_WGSL}
 ${
     elementwiseMain(
       workgroupSize,
       /* wgsl */ `
+  if (params.guard != 0u && !isFinite(gradNorm[0])) { return; }  // a diverged step: no change
   var scale = 1.0;
   if (params.maxNorm > 0.0) { scale = min(1.0, params.maxNorm / (gradNorm[0] + 1e-6)); }
   let grad = g[i] * scale;
@@ -105,11 +107,12 @@ export interface MuonMomentumHyperparameters {
 
 /**
  * Records `m = μ·m + s·g` and `g ← s·g + μ·m` (Nesterov) or `g ← m`, over `n` floats, where `s` is
- * the clipping scale from `gradNorm` (when `maxNorm > 0`).
+ * the clipping scale from `gradNorm` (when `maxNorm > 0`). Nothing changes when the norm is given
+ * and is NaN or infinite (a diverged step).
  *
  * @param m (n) momentum, updated (zeros before the first step).
  * @param g (n) the gradient, OVERWRITTEN by the direction to orthogonalize.
- * @param gradNorm (1) the global gradient norm from `globalNorm`; read when `maxNorm > 0`.
+ * @param gradNorm (1) the global gradient norm from `globalNorm`; clipped by when `maxNorm > 0`.
  */
 export async function muonMomentum(
   gpu: Gpu,
@@ -134,8 +137,9 @@ export async function muonMomentum(
     momentum: ["f32", hyper.momentum],
     nesterov: ["u32", hyper.nesterov ? 1 : 0],
     maxNorm: ["f32", hyper.maxNorm > 0 ? hyper.maxNorm : 0],
+    guard: ["u32", gradNorm ? 1 : 0],
   }));
-  // Without clipping the norm is not read; a scratch float stands in for its binding (a window
+  // Without a norm none is read; a scratch float stands in for its binding (a window
   // of m or g cannot: a buffer bound read-write may not also be bound read-only).
   const norm = gradNorm ?? gpu.acquire(4, undefined, "muon.no_norm");
   await runPerFloat(gpu, muonMomentumKernel, n, [head(m, n), head(g, n), head(norm, 1), params]);
@@ -149,6 +153,7 @@ export function muonMomentumCpu(
   hyper: MuonMomentumHyperparameters,
   gradNorm = 0,
 ): void {
+  if (!Number.isFinite(gradNorm)) return; // the kernel skips a diverged step
   const scale = hyper.maxNorm > 0 ? Math.min(1, hyper.maxNorm / (gradNorm + 1e-6)) : 1;
   for (let i = 0; i < m.length; i++) {
     const grad = g[i] * scale;
@@ -366,17 +371,22 @@ export function muonPolynomialCpu(
 /** WGSL of the weight update, `w ← w − lr·(scale·o + wd·w)`. */
 export const muonUpdateKernel: Kernel<MuonConstants> = {
   name: "muon_update",
-  bindings: ["write", "read", "uniform"],
+  bindings: ["write", "read", "read", "uniform"],
   wgsl: ({ workgroupSize }) => /* wgsl */ `
-struct Params { n: u32, lr: f32, scale: f32, weightDecay: f32 }
+struct Params { n: u32, lr: f32, scale: f32, weightDecay: f32, guard: u32 }
 
 @group(0) @binding(0) var<storage, read_write> w: array<f32>;  // (n) weights
 @group(0) @binding(1) var<storage, read> o: array<f32>;        // (n) orthogonalized direction
-@group(0) @binding(2) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> gradNorm: array<f32>; // (1); unread without one
+@group(0) @binding(3) var<uniform> params: Params;
+${IS_FINITE_WGSL}
 ${
     elementwiseMain(
       workgroupSize,
-      "let old = w[i];\n  w[i] = old - params.lr * (params.scale * o[i] + params.weightDecay * old);",
+      /* wgsl */ `
+  if (params.guard != 0u && !isFinite(gradNorm[0])) { return; }  // a diverged step: no change
+  let old = w[i];
+  w[i] = old - params.lr * (params.scale * o[i] + params.weightDecay * old);`,
     )
   }
 `,
@@ -393,10 +403,12 @@ export interface MuonUpdateHyperparameters {
 }
 
 /**
- * Records `w ← w − lr·(scale·o + wd·w)` over `n` floats.
+ * Records `w ← w − lr·(scale·o + wd·w)` over `n` floats; nothing changes when `gradNorm` is given
+ * and holds NaN or infinity (a diverged step).
  *
  * @param w (n) weights, updated in place.
  * @param o (n) the orthogonalized direction.
+ * @param gradNorm (1) the step's global gradient norm, or null not to check one.
  */
 export async function muonUpdate(
   gpu: Gpu,
@@ -404,6 +416,7 @@ export async function muonUpdate(
   o: GPUBuffer,
   n: number,
   hyper: MuonUpdateHyperparameters,
+  gradNorm: GPUBuffer | null = null,
 ): Promise<void> {
   if (n === 0) return;
   assertOneBinding(gpu, "update", n);
@@ -414,8 +427,11 @@ export async function muonUpdate(
     lr: ["f32", hyper.lr],
     scale: ["f32", hyper.scale],
     weightDecay: ["f32", hyper.weightDecay],
+    guard: ["u32", gradNorm ? 1 : 0],
   }));
-  await runPerFloat(gpu, muonUpdateKernel, n, [head(w, n), head(o, n), params]);
+  // Without a norm none is read; the direction's first float stands in for its binding.
+  const norm = head(gradNorm ?? o, 1);
+  await runPerFloat(gpu, muonUpdateKernel, n, [head(w, n), head(o, n), norm, params]);
 }
 
 /** CPU reference of {@linkcode muonUpdate}. */

@@ -34,6 +34,18 @@ export interface AccumulatedStepResult {
   counted: number;
 }
 
+/** What {@linkcode accumulateGradients} recorded. */
+export interface AccumulatedGradients {
+  /** Positions whose loss counted, over all micro-batches. */
+  counted: number;
+  /** (positions) every micro-batch's per-position losses, in order, on the GPU. */
+  losses: GPUBuffer;
+  /** Positions in `losses`, counted or not. */
+  positions: number;
+  /** Reads `losses` back once the GPU is done, and frees the buffer. */
+  readLosses: () => Promise<Float32Array>;
+}
+
 /**
  * Adds the gradients of the mean loss over all of `batches` to the parameters' gradients (which
  * the caller zeroes), and returns the per-position losses of every micro-batch, in order, once
@@ -42,7 +54,7 @@ export interface AccumulatedStepResult {
 export async function accumulateGradients(
   model: GPT2,
   batches: readonly MicroBatch[],
-): Promise<{ counted: number; readLosses: () => Promise<Float32Array> }> {
+): Promise<AccumulatedGradients> {
   const gpu = model.gpu;
   const counted = countedTargets(batches);
   const positions = batches.reduce((n, b) => n + b.batch * b.time, 0);
@@ -68,6 +80,8 @@ export async function accumulateGradients(
   }
   return {
     counted,
+    losses,
+    positions,
     readLosses: async () => {
       try {
         return await gpu.readF32(losses, positions);

@@ -356,20 +356,20 @@ export class Muon {
    *
    * @param gradNorm (1) a GPU buffer holding the gradient norm to clip by (e.g. the whole model's);
    *   by default, when `settings.maxNorm > 0`, the norm of the gradients of Muon's own parameters.
+   *   A NaN or infinite norm leaves every weight and momentum as it was.
    */
   async step(lr: number, gradNorm?: GPUBuffer): Promise<void> {
     const gpu = this.gpu;
     const settings = this.settings;
     gpu.profilePhase = "optimizer";
-    let norm: GPUBuffer | null = null;
-    if (settings.maxNorm > 0) {
-      norm = gradNorm ?? this.#norm;
-      if (!gradNorm) {
-        const grads = this.#stacks.flatMap((s) =>
-          s.params.map((p) => ({ buffer: p.grad, count: p.size }))
-        );
-        await globalNorm(gpu, norm, grads);
-      }
+    // A given norm is also checked: a NaN or infinite one leaves weights and momenta unchanged.
+    let norm: GPUBuffer | null = gradNorm ?? null;
+    if (!norm && settings.maxNorm > 0) {
+      norm = this.#norm;
+      const grads = this.#stacks.flatMap((s) =>
+        s.params.map((p) => ({ buffer: p.grad, count: p.size }))
+      );
+      await globalNorm(gpu, norm, grads);
     }
     for (const stack of this.#stacks) {
       const size = stack.rows * stack.cols;
@@ -394,7 +394,7 @@ export class Muon {
         lr,
         scale: muonUpdateScale(stack.rows, stack.cols, settings.scaleRule),
         weightDecay: settings.weightDecay,
-      });
+      }, norm);
       stack.params.forEach((param, j) => {
         gpu.encoder.copyBufferToBuffer(w, j * size * 4, param.buffer, 0, size * 4);
       });

@@ -250,3 +250,40 @@ for (const limit of [0, 32 * 1024]) {
     }
   });
 }
+
+Deno.test("adamwUpdate() and adamwUpdateTensors() change nothing when the norm is NaN or infinite", async () => {
+  const gpu = await testGpu();
+  const n = 1031; // a vec4 body and a scalar tail
+  for (const bad of [NaN, Infinity, -Infinity]) {
+    const state = [randomArray(n, 1), randomArray(n, 2), randomArray(n, 3).map(Math.abs)];
+    const [params, m, v] = state.map((x) => gpu.upload(x));
+    const grads = gpu.upload(randomArray(n, 4)), gradNorm = gpu.upload(new Float32Array([bad]));
+    for (const maxNorm of [0, 1]) {
+      await adamwUpdate(gpu, { params, m, v, grads, gradNorm }, [{
+        first: 0,
+        count: n,
+        decay: true,
+      }], {
+        ...HYPER,
+        maxNorm,
+      });
+      const tensors = [{ param: params, grad: grads, first: 0, count: 7, decay: false }];
+      await adamwUpdateTensors(gpu, tensors, m, v, { ...HYPER, maxNorm }, gradNorm);
+    }
+    for (const [i, buffer] of [params, m, v].entries()) {
+      assert.deepEqual(await gpu.readF32(buffer, n), state[i], `norm ${bad}, buffer ${i}`);
+    }
+    for (const buffer of [params, m, v, grads, gradNorm]) gpu.release(buffer);
+  }
+  const p = new Float32Array([1]);
+  adamwUpdateCpu(
+    p,
+    new Float32Array(1),
+    new Float32Array(1),
+    new Float32Array([1]),
+    HYPER,
+    true,
+    NaN,
+  );
+  assert.deepEqual(p, new Float32Array([1]));
+});

@@ -100,3 +100,21 @@ for (const n of [1, 4099]) {
     gpu.release(oBuf);
   });
 }
+
+Deno.test("muonMomentum() and muonUpdate() change nothing when the norm is NaN or infinite", async () => {
+  const gpu = await testGpuUncapped();
+  const n = 515;
+  for (const bad of [NaN, Infinity]) {
+    const state = [randomArray(n, 1), randomArray(n, 2), randomArray(n, 3)];
+    const [m, g, w] = state.map((x) => gpu.upload(x));
+    const norm = gpu.upload(new Float32Array([bad]));
+    for (const maxNorm of [0, 1]) {
+      await muonMomentum(gpu, m, g, n, { momentum: 0.95, nesterov: true, maxNorm }, norm);
+    }
+    await muonUpdate(gpu, w, g, n, { lr: 0.03, scale: 1, weightDecay: 0.1 }, norm);
+    for (const [i, buffer] of [m, g, w].entries()) {
+      assert.deepEqual(await gpu.readF32(buffer, n), state[i], `norm ${bad}, buffer ${i}`);
+    }
+    for (const buffer of [m, g, w, norm]) gpu.release(buffer);
+  }
+});
