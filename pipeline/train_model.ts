@@ -28,8 +28,8 @@ import { writeAll, writeTextFileAtomic } from "../util/files.ts";
 import { acquireRunLock } from "../util/run_lock.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
-import type { MicroBatch } from "../nn/batch.ts";
-import { checkedStep, NonFiniteStepError } from "../nn/checked_step.ts";
+import type { AccumulatedStepResult } from "../nn/accumulated_step.ts";
+import { NonFiniteStepError, recordCheckedStep } from "../nn/checked_step.ts";
 import {
   DEFAULT_DECAY_FRACTION,
   DEFAULT_SCHEDULE,
@@ -243,7 +243,10 @@ export interface StepLog {
   lr: number;
   /** The gradient's global L2 norm, before clipping. */
   gradNorm: number;
-  /** Wall-clock time of the step, in milliseconds, batch preparation and readback included. */
+  /**
+   * Wall-clock milliseconds since the step before ended (steps overlap: the next is recorded
+   * while the GPU runs this one), batch preparation included.
+   */
   ms: number;
   /** Token positions this step trained on (`gradAccum · batchSize · context`). */
   tokens: number;
@@ -263,6 +266,14 @@ export interface StepLog {
 }
 
 /** What a checkpoint records besides weights and moments, to resume the same run. */
+/** A training step recorded on the GPU, and what its log record needs. */
+interface InFlightStep {
+  /** Settles once the GPU has run the step (`nn/checked_step.ts`). */
+  finished: Promise<AccumulatedStepResult>;
+  lr: number;
+  seqLength: number;
+}
+
 interface TrainingState {
   sampler: SamplerState;
   seed: number;
@@ -558,8 +569,8 @@ async function trainInRunFolder(
   // X, Y: the next step's rows (the main data's, and the final mix's once it joins), cut into
   // micro-batches of this step's sequence length.
   const nextBatches = () => {
-    const seqLength = sequenceLength(step, options.steps, T, options.seqWarmup);
-    const mixing = mixSampler !== null && step >= mixFrom;
+    const seqLength = sequenceLength(recorded, options.steps, T, options.seqWarmup);
+    const mixing = mixSampler !== null && recorded >= mixFrom;
     const rows = concatBatches([ // (gradAccum · batchSize, T)
       batchOfRows(dataset, sampler.nextRows(batchSize * gradAccum - (mixing ? mixRows : 0))),
       ...(mixing ? [batchOfRows(mix!, mixSampler.nextRows())] : []),
@@ -570,27 +581,44 @@ async function trainInRunFolder(
     });
     return { microBatches, seqLength };
   };
-  // Loss, backward, clip, update, zero_grad; a NaN or infinite loss or norm is not applied.
-  const trainStep = (microBatches: readonly MicroBatch[], lr: number) =>
-    checkedStep(model, optimizer, microBatches, lr).catch((error) => {
+  // Steps recorded on the GPU so far: one more than `step` while a step is in flight.
+  let recorded = step;
+  // Loss, backward, clip, update, zero_grad, recorded without waiting for the GPU; a NaN or
+  // infinite loss or norm is not applied (the GPU skips the update).
+  const recordStep = async (): Promise<InFlightStep> => {
+    const { microBatches, seqLength } = nextBatches();
+    const lr = learningRate(recorded, { ...schedule, totalSteps: scheduleSteps });
+    const { finished } = await recordCheckedStep(model, optimizer, microBatches, lr);
+    recorded++;
+    return { finished, lr, seqLength };
+  };
+  // Waits for a recorded step and counts it.
+  const finish = async ({ finished, lr, seqLength }: InFlightStep) => {
+    const { loss, gradNorm } = await finished.catch((error) => {
       if (!(error instanceof NonFiniteStepError)) throw error;
       const detail = error.which === "loss"
         ? ", so that step was not applied"
         : ` (its loss was ${error.loss.toFixed(3)}), so that step was not applied`;
       throw diverged(error.which, error.value, step + 1, detail);
     });
+    step++;
+    return stepLog({ loss, gradNorm, lr, seqLength });
+  };
+  // When the last step ended, or when the GPU went idle after a validation or a checkpoint.
+  let lastStepEnd = performance.now();
+  const msSinceLastStep = () => {
+    const now = performance.now(), ms = now - lastStepEnd;
+    lastStepEnd = now;
+    return ms;
+  };
   const stepLog = (
-    { loss, gradNorm, lr, seqLength, started }:
-      & Pick<StepLog, "loss" | "gradNorm" | "lr" | "seqLength">
-      & {
-        started: number;
-      },
+    { loss, gradNorm, lr, seqLength }: Pick<StepLog, "loss" | "gradNorm" | "lr" | "seqLength">,
   ): StepLog => ({
     step,
     loss,
     lr,
     gradNorm,
-    ms: performance.now() - started,
+    ms: msSinceLastStep(),
     tokens: tokensPerStep,
     totalTokens: step * tokensPerStep,
     seqLength,
@@ -630,22 +658,35 @@ async function trainInRunFolder(
     options.onStep?.(record);
   };
   try {
-    while (step < scheduleSteps) {
-      const started = performance.now();
+    // The step in flight, recorded while the one before ran: the GPU never waits for the CPU to
+    // prepare and encode a step, nor the CPU for a readback before encoding the next.
+    let next: InFlightStep | null = null;
+    let ending = false; // a stop was asked for while a step was in flight: it is the last
+    while (step < scheduleSteps || next) {
       fitScheduleToTimeLimit();
-      const { microBatches, seqLength } = nextBatches();
-      const lr = learningRate(step, { ...schedule, totalSteps: scheduleSteps });
-      const { loss, gradNorm } = await trainStep(microBatches, lr);
-      step++;
-      const record = stepLog({ loss, gradNorm, lr, seqLength, started });
+      const current = next ?? await recordStep();
+      next = null;
+      // A step whose end reads or saves the weights (a validation, a checkpoint, the last step)
+      // is finished before the next is recorded, which would change them.
+      const n = step + 1;
+      const readsWeights = ending || n >= scheduleSteps || n % checkpointEvery === 0 ||
+        (split.validation !== undefined && n % evalEvery === 0);
+      if (!readsWeights) next = await recordStep();
+      const record = await finish(current);
       const { timeUp, last } = endOf(record);
-      if (split.validation && (step % evalEvery === 0 || last)) await validate(record);
+      if (split.validation && !next && (step % evalEvery === 0 || last)) await validate(record);
       await report(record);
       const stopping = options.signal?.aborted ?? false; // read after onStep, which may abort
+      if (next && (timeUp || stopping)) { // the step in flight ends the run, and is saved
+        ending = true;
+        stepEnded();
+        continue;
+      }
       if (step % checkpointEvery === 0 || last || stopping) await save();
       stopReason = stopping ? "signal" : timeUp && step < scheduleSteps ? "time" : "steps";
       if (stopReason !== "steps") break;
       stepEnded();
+      if (!next) lastStepEnd = performance.now(); // the GPU waited for this step's end
     }
     progress.finish();
   } finally {

@@ -126,7 +126,7 @@ Deno.test("trainModel() learns a repeated story, and a resumed run equals an unb
   }
 });
 
-Deno.test("trainModel() stops after the current step when signalled, and saves it", async () => {
+Deno.test("trainModel() stops after the step in flight when signalled, and saves it", async () => {
   const gpu = await testGpu();
   const { dir } = await fixture();
   try {
@@ -140,9 +140,11 @@ Deno.test("trainModel() stops after the current step when signalled, and saves i
       signal: stop.signal,
       onStep: ({ step }) => step === 3 && stop.abort(),
     });
-    assert.equal(run.steps, 3);
+    // Step 4 was already recorded on the GPU when step 3's record came: it ends the run.
+    assert.equal(run.steps, 4);
+    assert.equal(run.stopReason, "signal");
     const saved = await readSafetensors(run.checkpoint);
-    assert.equal(saved.metadata.step, "3");
+    assert.equal(saved.metadata.step, "4");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
