@@ -39,6 +39,26 @@ Deno.test("globalNorm() gives the same bits on every run", async () => {
   gpu.release(out);
 });
 
+Deno.test("globalNorm() gives the same bits for a tensor read four floats a load or one", async () => {
+  // The same 10_003 values as a buffer of their own (four floats a load, but for the last 3) and
+  // a range starting at float 1 of another (one float a load): the same sum, bit for bit.
+  const gpu = await testGpu();
+  for (const n of [10_000, 10_003, 4096 * 3]) {
+    const x = randomArray(n, 7), shifted = new Float32Array(n + 1);
+    shifted.set(x, 1);
+    const [xBuf, shiftedBuf] = [x, shifted].map((a) => gpu.upload(a));
+    const out = gpu.acquire(4);
+    const bits = [];
+    for (const range of [{ buffer: xBuf, count: n }, { buffer: shiftedBuf, first: 1, count: n }]) {
+      await globalNorm(gpu, out, [range]);
+      bits.push(new Uint32Array(await gpu.read(out, 0, 4))[0]);
+    }
+    assert.equal(bits[0], bits[1], `n = ${n}`);
+    assertClose(await gpu.readF32(out, 1), [globalNormCpu([x])], { atol: 0, rtol: 1e-5 });
+    for (const buffer of [xBuf, shiftedBuf, out]) gpu.release(buffer);
+  }
+});
+
 Deno.test("globalNorm() of nothing is zero", async () => {
   const gpu = await testGpu();
   const out = gpu.upload(new Float32Array([7]));
