@@ -10,10 +10,10 @@
  * a tensor is split into binding-sized parts.
  *
  * Who sums a chunk depends on the adapter. On a CPU adapter (lavapipe) one invocation sums a
- * whole chunk, four floats a load, with no barrier: measured at 124.4M
- * parameters, 3.1 GB/s when a workgroup of 16 shared each chunk with one scalar accumulator per
- * invocation and a tree, against about 10 GB/s so. On a GPU a workgroup of 256 shares it (each
- * invocation four floats a load, neighbours reading neighbours) and adds with a tree.
+ * whole chunk, four floats a load, with no barrier: measured at 124.4M parameters, 3.1 GB/s when
+ * a workgroup of 16 shared each chunk (one float a load, then a tree), 11-14 GB/s so. On a GPU a
+ * workgroup of 256 shares it (each invocation four floats a load, neighbours reading neighbours)
+ * and adds with a tree.
  *
  * @module
  */
@@ -48,10 +48,7 @@ export interface GradNormPartialsConstants extends GradNormConstants {
 
 /** Invocations per workgroup on a GPU (one chunk a workgroup). */
 const GPU_WORKGROUP = 256;
-/**
- * Invocations per workgroup on a CPU adapter (one chunk an invocation): one 8-wide SIMD vector of
- * lavapipe, and the size pass 2 uses there.
- */
+/** Invocations per workgroup on a CPU adapter (one chunk an invocation): one SIMD vector. */
 const CPU_WORKGROUP = 8;
 /** Floats per chunk, each summed into one partial, whichever invocations sum it. */
 const CHUNK = 4096;
