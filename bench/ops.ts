@@ -15,6 +15,7 @@
  */
 
 import { adamwUpdate, type ParameterRange } from "../kernels/adamw.ts";
+import { biasGrad } from "../kernels/bias_grad.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import type { Gpu } from "../kernels/device.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
@@ -195,6 +196,25 @@ function embeddingCases(): BenchCase[] {
   }];
 }
 
+function biasGradCases(): BenchCase[] {
+  // Every linear layer's bias gradient in the backward: the small config's (B·T = 2048, C = 384:
+  // attn.c_proj and mlp.c_proj, c_attn, c_fc) and GPT-2 small's c_fc.
+  return [[2048, 384], [2048, 1152], [2048, 1536], [1024, 3072]].map(([rows, cols]) => ({
+    kernel: "bias grad",
+    shape: `${rows}x${cols} -> ${cols}`,
+    // Read dout; read and write dbias.
+    bytes: (rows * cols + 2 * cols) * 4,
+    setup: (gpu: Gpu) => {
+      const dout = gpu.upload(pattern(rows * cols)), dbias = gpu.acquire(cols * 4);
+      gpu.encoder.clearBuffer(dbias);
+      return {
+        run: () => biasGrad(gpu, dbias, dout, rows, cols),
+        dispose: owned(gpu, [dout, dbias]),
+      };
+    },
+  }));
+}
+
 /** GPT-2 small's parameter tensors in checkpoint order, as ranges of one flat buffer. */
 export function gpt2ParameterRanges(layers = 12, c = C, v = V, maxT = MAX_T): ParameterRange[] {
   const ranges: ParameterRange[] = [];
@@ -294,6 +314,7 @@ export const opsCases: BenchCase[] = [
   ...residualCases(),
   ...crossEntropyCases(),
   ...embeddingCases(),
+  ...biasGradCases(),
   ...optimizerCases(),
 ];
 
