@@ -27,6 +27,13 @@ export const LINK_PARSER_INSTALL: string =
 /** Seconds after which the parser gives up on one sentence (counted as not linked). */
 const SENTENCE_TIMEOUT_S = 5;
 
+/**
+ * Words above which a "sentence" is not sent to the parser and counts as not linked: link-parser
+ * 5.12 exits on a line of a few hundred words (a FineWeb page's list of book titles, or a model's
+ * run-on text without a full stop), which would lose every verdict of the batch.
+ */
+export const MAX_SENTENCE_WORDS = 120;
+
 /** Options of {@linkcode linkGrammarVerdicts}. */
 export interface LinkGrammarOptions {
   /** The parser's command. Default `link-parser` (on the PATH). */
@@ -61,7 +68,7 @@ export async function linkGrammarVerdicts(
   const lines = sentences.map((s) =>
     s.replace(/\s+/g, " ").replace(/[‘’]/g, "'").replace(/[“”]/g, '"').trim()
       .replace(/^[!*%]+\s*/, "")
-  );
+  ).map((line) => line.split(" ").length > MAX_SENTENCE_WORDS ? "" : line);
   const sent = lines.filter((line) => line !== "");
   const input = [
     "!null=0",
@@ -93,7 +100,8 @@ export async function linkGrammarVerdicts(
   const writer = child.stdin.getWriter();
   const [output] = await Promise.all([
     child.output(),
-    writer.write(new TextEncoder().encode(input)).then(() => writer.close()),
+    // A parser that exits early closes its input: its exit status says what went wrong.
+    writer.write(new TextEncoder().encode(input)).then(() => writer.close()).catch(() => {}),
   ]);
   const verdicts = output.success
     ? verdictsOf(new TextDecoder().decode(output.stdout), sent)

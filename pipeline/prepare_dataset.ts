@@ -145,6 +145,8 @@ export interface MixtureSource {
    * format and the end marker with its whole budget, not only in the short tuning after it.
    */
   chat?: boolean;
+  /** Only the records whose `source` field is one of these; default all. */
+  sources?: readonly string[];
 }
 
 /** A mixture source's documents, in batches. */
@@ -153,13 +155,14 @@ async function* mixtureSourceBatches(
   read: { textField?: string; batchSize: number },
 ): AsyncGenerator<string[]> {
   if (!source.chat) {
-    yield* readTextBatches(source.data, read);
+    yield* readTextBatches(source.data, { ...read, sources: source.sources });
     return;
   }
   const pairs = readRecordBatches(source.data, {
     batchSize: read.batchSize,
     fields: ["instruction", "output"],
     optionalFields: ["input"],
+    sources: source.sources,
   });
   for await (const batch of pairs) {
     yield batch.map((pair) =>

@@ -47,6 +47,8 @@ export interface PrepareInstructOptions {
   contextLength?: number;
   /** Most pairs to take. Default all. */
   rows?: number;
+  /** Only the pairs whose `source` field is one of these (the bundled files name it). Default all. */
+  sources?: readonly string[];
   /** No progress output. */
   quiet?: boolean;
 }
@@ -91,6 +93,7 @@ export async function prepareDatasetInstruct(
       const batches = readRecordBatches(options.data, {
         fields: ["instruction", "output"],
         optionalFields: ["input"],
+        sources: options.sources,
       });
       for await (const batch of batches) {
         const rows: number[][] = [], masks: number[][] = [], lines: string[] = [];

@@ -39,6 +39,11 @@ export interface RecordSourceOptions {
    * false: lines without endings, blank lines skipped.
    */
   keepLineEndings?: boolean;
+  /**
+   * Keep only the records whose `source` field is one of these (the bundled files name each
+   * record's origin); records without one are dropped. Default: every record.
+   */
+  sources?: readonly string[];
 }
 
 /** Options of {@linkcode readTextBatches}. */
@@ -76,6 +81,17 @@ export async function* readRecordBatches(
   path: string,
   options: RecordSourceOptions,
 ): AsyncGenerator<TextRecord[]> {
+  if (options.sources) {
+    const keep = new Set(options.sources);
+    const optionalFields = [...options.optionalFields ?? [], "source"];
+    for await (
+      const batch of readRecordBatches(path, { ...options, sources: undefined, optionalFields })
+    ) {
+      const kept = batch.filter((record) => keep.has(record.source));
+      if (kept.length > 0) yield kept;
+    }
+    return;
+  }
   const stat = await Deno.stat(path).catch(() => {
     throw new Error(
       `No such file or folder: ${path}. Pass a Parquet, JSON Lines, JSON or text file, ` +

@@ -6,7 +6,12 @@ import {
   splitSentences,
   topicWordsUsed,
 } from "../../pipeline/_eval_scoring.ts";
-import { grammarScore, linkGrammarParses, verdictsOf } from "../../pipeline/_link_grammar.ts";
+import {
+  grammarScore,
+  linkGrammarParses,
+  MAX_SENTENCE_WORDS,
+  verdictsOf,
+} from "../../pipeline/_link_grammar.ts";
 import { scoreSamples } from "../../pipeline/eval_scores.ts";
 import { EVAL_PROMPTS, EVAL_QUESTIONS } from "../../pipeline/eval_prompts.ts";
 import { evaluateModel } from "../../pipeline/eval.ts";
@@ -131,6 +136,16 @@ Deno.test("link-grammar links a human-written paragraph and rejects its words sh
       "’Tis a cat’s toy.",
     ]),
     [false, false, true, true],
+  );
+});
+
+Deno.test("a run-on line of hundreds of words is not linked, and the lines around it still are", async () => {
+  // Such a line made link-parser exit, which lost every verdict of the batch.
+  const runOn = Array.from({ length: 60 }, (_, i) => `Book ${i} / 978-08155${i} / Title`).join(" ");
+  assert.ok(runOn.split(" ").length > MAX_SENTENCE_WORDS);
+  assert.deepEqual(
+    await linkGrammarParses(["The cat sat on the mat.", runOn, "The dog barked at the door."]),
+    [true, false, true],
   );
 });
 

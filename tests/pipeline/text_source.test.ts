@@ -270,3 +270,29 @@ Deno.test("readTextBatches() refuses a Parquet text column of numbers, naming th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("readRecordBatches() with sources keeps only the records of those sources", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const records = [
+      { text: "a tale", source: "child" },
+      { text: "a page" },
+      { text: "a fire", source: "campfire" },
+      { text: "a nap", source: "child" },
+    ];
+    await Deno.writeTextFile(
+      `${dir}/mixed.jsonl`,
+      records.map((r) => JSON.stringify(r)).join("\n") + "\n",
+    );
+    const kept: string[] = [];
+    for await (const batch of readTextBatches(`${dir}/mixed.jsonl`, { sources: ["child"] })) {
+      kept.push(...batch);
+    }
+    assert.deepEqual(kept, ["a tale", "a nap"]);
+    const all: string[] = [];
+    for await (const batch of readTextBatches(`${dir}/mixed.jsonl`)) all.push(...batch);
+    assert.equal(all.length, 4);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
