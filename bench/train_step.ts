@@ -78,6 +78,7 @@ const FAMILIES: Array<[string, string]> = [
   ["embedding", "embedding"],
   ["adamw", "adamw"],
   ["grad_norm", "grad norm"],
+  ["poison_norm", "grad norm"], // the divergence check, a pass over the step's losses
 ];
 
 /** The family of a kernel, e.g. `matmul` for `matmul_pack`. */

@@ -72,6 +72,7 @@ export async function recordCheckedStep(
     accumulated = await accumulateGradients(model, batches);
     try {
       const grads = [...model.params.values()].map((p) => ({ buffer: p.grad, count: p.size }));
+      gpu.profilePhase = "optimizer";
       await globalNorm(gpu, norm, grads);
       await poisonNormUnlessFinite(gpu, norm, accumulated.losses, accumulated.positions);
       await optimizer.step(lr, norm);

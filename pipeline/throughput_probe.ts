@@ -2,13 +2,15 @@
  * A short probe of training throughput: a few optimizer steps of a model shape on random token
  * ids (seeded), timed after a warmup step that compiles the kernels and fills the buffer pool.
  * The budget planner runs it for each candidate shape on the adapter at hand; the steps are the
- * trainer's own ({@linkcode accumulatedStep}), so what is measured is what training will do.
+ * trainer's own ({@linkcode recordCheckedStep}, each recorded while the one before runs), so what
+ * is measured is what training will do.
  *
  * @module
  */
 
 import type { Gpu } from "../kernels/device.ts";
-import { accumulatedStep, type MicroBatch } from "../nn/accumulated_step.ts";
+import type { MicroBatch } from "../nn/accumulated_step.ts";
+import { recordCheckedStep, type RecordedStep } from "../nn/checked_step.ts";
 import type { GPT2Config } from "../nn/config.ts";
 import { GPT2 } from "../nn/gpt2.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
@@ -79,15 +81,20 @@ export async function measureTrainThroughput(
     ? new MuonAdamW(gpu, model)
     : new AdamW(gpu, model.params, model.decayed, GPT_ADAMW);
   try {
-    const step = async () => {
-      const batches = Array.from({ length: gradAccum }, microBatch);
-      const started = performance.now();
-      await accumulatedStep(model, optimizer, batches, 1e-4);
-      return performance.now() - started;
-    };
-    const warmupMs = await step();
-    let ms = 0;
-    for (let i = 0; i < steps; i++) ms += await step();
+    const record = () =>
+      recordCheckedStep(model, optimizer, Array.from({ length: gradAccum }, microBatch), 1e-4);
+    const warmupStarted = performance.now();
+    await (await record()).finished;
+    const warmupMs = performance.now() - warmupStarted;
+    const started = performance.now();
+    let previous: RecordedStep | null = null;
+    for (let i = 0; i < steps; i++) {
+      const current = await record();
+      await previous?.finished;
+      previous = current;
+    }
+    await previous?.finished;
+    const ms = performance.now() - started;
     const tokensPerStep = gradAccum * batchSize * T;
     return {
       tokensPerSecond: tokensPerStep * steps / (ms / 1000),
