@@ -175,6 +175,12 @@ export {
   type TensorRange,
 } from "./kernels/grad_norm.ts";
 export {
+  type FiniteCheckConstants,
+  poisonNormKernel,
+  poisonNormUnlessFinite,
+  poisonNormUnlessFiniteCpu,
+} from "./kernels/finite_check.ts";
+export {
   LAYERNORM_EPS,
   layernormBackward,
   layernormBackwardCpu,
@@ -265,6 +271,8 @@ export {
   type CheckedValue,
   NonFiniteStepError,
   type NormClippedOptimizer,
+  type RecordedStep,
+  recordCheckedStep,
 } from "./nn/checked_step.ts";
 export {
   type CheckpointInfo,
@@ -516,6 +524,8 @@ export {
 } from "./pipeline/prepare_dataset_instruct.ts";
 export {
   BUNDLED_SHARES,
+  CLEAN_ANSWER_SOURCES,
+  CLEAN_STORY_SOURCES,
   estimateSourceTokens,
   HUB_ROWS,
   type PretrainingSource,

@@ -32,6 +32,7 @@ import { BUNDLED_INSTRUCT_DIR } from "./bundled_data.ts";
 import { JobFolder, readJson } from "./_job_folder.ts";
 import {
   BUNDLED_SHARES,
+  CLEAN_ANSWER_SOURCES,
   estimateSourceTokens,
   HUB_ROWS,
   pretrainingSource,
@@ -302,6 +303,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     () =>
       prepareDatasetInstruct({
         data: options.instructData ?? BUNDLED_INSTRUCT_DIR,
+        sources: options.instructData ? undefined : CLEAN_ANSWER_SOURCES,
         tokenizer: paths.tokenizer,
         contextLength: Math.min(d.instructContext, context),
         out: paths.instruct,
