@@ -170,6 +170,7 @@ export {
   globalNormCpu,
   type GradNormConstants,
   gradNormFinalKernel,
+  type GradNormPartialsConstants,
   gradNormPartialsKernel,
   gradNormPartialsTensorsKernel,
   type TensorRange,
@@ -253,6 +254,7 @@ export { type Floats } from "./kernels/types.ts";
 
 // Engine and model: tensors on a tape, the ops, GPT-2, optimizers, checkpoints, generation.
 export {
+  type AccumulatedGradients,
   accumulatedStep,
   type AccumulatedStepResult,
   accumulateGradients,
@@ -271,8 +273,8 @@ export {
   type CheckedValue,
   NonFiniteStepError,
   type NormClippedOptimizer,
-  type RecordedStep,
   recordCheckedStep,
+  type RecordedStep,
 } from "./nn/checked_step.ts";
 export {
   type CheckpointInfo,
