@@ -19,7 +19,9 @@
  * Numerics: a row is read by one invocation (on a CPU adapter) or by the strided invocations of
  * one workgroup (on a GPU), each keeping a running (max, sum of exp(x - max)) per component
  * (online softmax) that are then merged (in a tree across a workgroup); a second sweep writes
- * the gradient; no exp can overflow. When V is a multiple of 4 the logits are read as `vec4f`. Logits over one binding (1024 × 50257 floats is 206 MB > 128 MiB) are processed in
+ * the gradient; no exp can overflow. The logits are read as `vec4f`: on a GPU when V is a
+ * multiple of 4, on a CPU adapter whatever V (a row's whole vec4s, and single floats at its
+ * ends). Logits over one binding (1024 × 50257 floats is 206 MB > 128 MiB) are processed in
  * parts of rows through {@linkcode bufferWindow}.
  *
  * @module
@@ -33,7 +35,11 @@ import type { Floats } from "./types.ts";
 export interface CrossEntropyConstants extends Record<string, number> {
   /** Invocations per workgroup; a power of two. */
   workgroupSize: number;
-  /** Floats per load: 4 (`vec4f`, when V is a multiple of 4, so every row starts on one) or 1. */
+  /**
+   * Floats per load: 4 (`vec4f`) or 1. A row per workgroup reads vec4s when V is a multiple of
+   * 4 (every row starts on one); a row per invocation reads vec4s whatever V, and floats only
+   * when a window cannot be widened to whole vec4s.
+   */
   width: number;
   /**
    * 1: one invocation walks a whole row (no workgroup memory, no barrier: faster on lavapipe,
@@ -47,8 +53,8 @@ export interface CrossEntropyConstants extends Record<string, number> {
 /** Where the gradient goes: a separate buffer, over the logits, or nowhere. */
 type Mode = "separate" | "in_place" | "loss_only";
 
-function crossEntropyWgsl(mode: Mode, wg: number, width: number, perInvocation: boolean): string {
-  const T = width === 4 ? "vec4f" : "f32";
+/** The bindings and uniform both layouts share; `T` is the logits' element type. */
+function bindingsWgsl(mode: Mode, T: string): string {
   const logitsAccess = mode === "in_place" ? "read_write" : "read";
   const bindings = [
     "@group(0) @binding(0) var<storage, read_write> losses: array<f32>;  // (N)",
@@ -60,30 +66,6 @@ function crossEntropyWgsl(mode: Mode, wg: number, width: number, perInvocation: 
     "var<storage, read> mask: array<u32>;  // (N), read when useMask is 1",
     "var<uniform> params: Params;",
   ].map((line, i) => i === 0 ? line : `@group(0) @binding(${i}) ${line}`).join("\n");
-  const gradOut = mode === "separate" ? "dlogits" : "logits";
-  const gradOffset = mode === "separate" ? "params.dlogitsOffset" : "params.logitsOffset";
-  // The loops: a whole row per invocation, or strided over a workgroup's invocations.
-  const [from, step] = perInvocation ? ["0u", "1u"] : ["lid", `${wg}u`];
-  // The target's logit: a component of the vec4 that holds it.
-  const targetLoad = width === 4
-    ? "logits[base + u32(tgt) / 4u][u32(tgt) % 4u]"
-    : "logits[base + u32(tgt)]";
-  // The (running max, sum) of the row: its 4 components merged.
-  const components = width === 4
-    ? `let ms = merge(merge(vec2f(m.x, s.x), vec2f(m.y, s.y)), merge(vec2f(m.z, s.z), vec2f(m.w, s.w)));`
-    : "let ms = vec2f(m, s);";
-  const rowStats = perInvocation ? "let rowMax = ms.x;\n  let sum = ms.y;" : /* wgsl */ `
-  partial[lid] = ms;
-  workgroupBarrier();
-  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
-    workgroupBarrier();
-  }
-  let rowMax = partial[0].x;
-  let sum = partial[0].y;`;
-  const onehot = width === 4
-    ? "select(vec4f(0.0), vec4f(1.0), vec4u(i * 4u) + vec4u(0u, 1u, 2u, 3u) == vec4u(t))"
-    : "select(0.0, 1.0, i == t)";
   return /* wgsl */ `
 struct Params {
   rows: u32, v: u32, rowOffset: u32, logitsOffset: u32, dlogitsOffset: u32,
@@ -92,20 +74,151 @@ struct Params {
 
 ${bindings}
 
-${perInvocation ? "" : `var<workgroup> partial: array<vec2f, ${wg}>;  // (running max, sum)`}
-
 /** Two (running max, sum of exp(x - max)) pairs as one. */
 fn merge(a: vec2f, b: vec2f) -> vec2f {
   let mx = max(a.x, b.x);
   return vec2f(mx, a.y * exp(a.x - mx) + b.y * exp(b.x - mx));
+}`;
 }
+
+/** Whole elements per step of the invocation-per-row loops (one rescale of the sum a step). */
+const CHUNK = 4;
+
+/** `n` WGSL statements `line(k)`, k = 0..n-1, joined for a loop body. */
+function lines(n: number, line: (k: number) => string): string {
+  return Array.from({ length: n }, (_, k) => line(k)).join("\n    ");
+}
+
+/**
+ * The invocation-per-row kernel (a CPU adapter's). A row's floats `[f0, f0 + V)` are read as
+ * the whole vec4s inside them and up to 3 single floats at each end, so rows need not start on
+ * a vec4 (V = 50257): on lavapipe a float read alone costs about as much as a vec4 (a row of
+ * floats took 94 ms at 1024×50257, a row of vec4s 62 ms at 1024×50304). The ends are read and
+ * written a float at a time because the vec4 that holds them is shared with the neighbouring
+ * row, which another invocation overwrites in place. Here `params.logitsOffset` counts floats,
+ * and serves dlogits too: both windows start at the same row, so at the same offset.
+ *
+ * The sweep over the row takes CHUNK vec4s a step and rescales its running sum once a step, so
+ * it costs about one exp per float, not two (the sweep took 93 ms so, 22 ms this way); the
+ * gradient sweep writes `exp(x - max) / sum · scale` everywhere and then the target's float
+ * alone, with no per-element one-hot select.
+ */
+function rowPerInvocationWgsl(mode: Mode, wg: number, width: number): string {
+  const T = width === 4 ? "vec4f" : "f32";
+  // The float at index f (a component of a vec4 when width is 4).
+  const at = (buffer: string, f: string) =>
+    width === 4 ? `${buffer}[(${f}) / 4u][(${f}) % 4u]` : `${buffer}[${f}]`;
+  const grad = mode === "separate" ? "dlogits" : "logits";
+  // The single floats at the ends of a row; none when rows are read as floats.
+  const ends = (body: string) =>
+    width === 4
+      ? /* wgsl */ `
+  for (var f = f0; f < h1; f++) { ${body} }
+  for (var f = t0; f < f1; f++) { ${body} }`
+      : "";
+  const chunkMax = Array.from({ length: CHUNK }, (_, k) => `x${k}`)
+    .reduce((a, b) => `max(${a}, ${b})`);
+  const chunkExps = Array.from({ length: CHUNK }, (_, k) => `exp(x${k} - mx)`).join(" + ");
+  const components = width === 4
+    ? "merge(merge(vec2f(m.x, s.x), vec2f(m.y, s.y)), merge(vec2f(m.z, s.z), vec2f(m.w, s.w)))"
+    : "vec2f(m, s)";
+  const gradient = /* wgsl */ `
+  // (softmax - onehot) · scale: exp(x - rowMax) / sum · scale everywhere, then the target's
+  // float alone, as p - 1 with p = exp(x - rowMax) / sum (the reference's rounding).
+  let scale = select(0.0, params.scale, counted);
+  let g = scale / sum;
+${ends(`${at(grad, "f")} = exp(${at("logits", "f")} - rowMax) * g;`)}
+  var i = q0;
+  for (; i + ${CHUNK}u <= q1; i += ${CHUNK}u) {
+    ${lines(CHUNK, (k) => `let y${k} = logits[i + ${k}u];`)}
+    ${lines(CHUNK, (k) => `${grad}[i + ${k}u] = exp(y${k} - rowMax) * g;`)}
+  }
+  for (; i < q1; i++) { ${grad}[i] = exp(logits[i] - rowMax) * g; }
+  if (counted) {
+    ${at(grad, "f0 + u32(tgt)")} = (exp(targetLogit - rowMax) / sum - 1.0) * scale;
+  }`;
+  return /* wgsl */ `
+${bindingsWgsl(mode, T)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let row = ${
-    perInvocation ? `(wid.x + wid.y * groups.x) * ${wg}u + lid` : "wid.x + wid.y * groups.x"
-  };
+  let row = (wid.x + wid.y * groups.x) * ${wg}u + lid;
+  if (row >= params.rows) { return; }
+  let v = params.v;
+  let n = params.rowOffset + row;
+  let tgt = targets[n];
+  let valid = tgt < 0 || u32(tgt) < v;
+  let counted = tgt >= 0 && valid && (params.useMask == 0u || mask[n] != 0u);
+  // The row's floats [f0, f1): whole elements [q0, q1), single floats [f0, h1) and [t0, f1).
+  let f0 = params.logitsOffset + row * v;
+  let f1 = f0 + v;
+  let q0 = (f0 + ${width - 1}u) / ${width}u;
+  let q1 = max(f1 / ${width}u, q0);
+  let h1 = min(q0 * ${width}u, f1);
+  let t0 = max(q1 * ${width}u, h1);
+  // Read before the gradient sweep overwrites it (in place).
+  var targetLogit = 0.0;
+  if (counted) { targetLogit = ${at("logits", "f0 + u32(tgt)")}; }
+
+  // Online softmax: per component a running max m and sum s of exp(x - m), rescaled once a
+  // step of ${CHUNK} elements; the single floats at the ends keep their own pair.
+  var ends = vec2f(-3.0e38, 0.0);
+${ends(`ends = merge(ends, vec2f(${at("logits", "f")}, 1.0));`)}
+  var m = ${T}(-3.0e38);
+  var s = ${T}(0.0);
+  var q = q0;
+  for (; q + ${CHUNK}u <= q1; q += ${CHUNK}u) {
+    ${lines(CHUNK, (k) => `let x${k} = logits[q + ${k}u];`)}
+    let mx = max(m, ${chunkMax});
+    s = s * exp(m - mx) + ${chunkExps};
+    m = mx;
+  }
+  for (; q < q1; q++) {
+    let x = logits[q];
+    let mx = max(m, x);
+    s = s * exp(m - mx) + exp(x - mx);
+    m = mx;
+  }
+  let ms = merge(${components}, ends);
+  let rowMax = ms.x;
+  let sum = ms.y;
+  let loss = select(0.0, log(sum) + rowMax - targetLogit, counted);
+  losses[n] = select(bitcast<f32>(params.nanBits), loss, valid);
+${mode === "loss_only" ? "" : gradient}
+}
+`;
+}
+
+/**
+ * The workgroup-per-row kernel (a GPU's): the invocations of a workgroup stride over the row,
+ * each keeping a running (max, sum) per component, merged in a tree in workgroup memory.
+ * `params.logitsOffset` and `dlogitsOffset` count elements of `width` floats.
+ */
+function rowPerWorkgroupWgsl(mode: Mode, wg: number, width: number): string {
+  const T = width === 4 ? "vec4f" : "f32";
+  const gradOut = mode === "separate" ? "dlogits" : "logits";
+  const gradOffset = mode === "separate" ? "params.dlogitsOffset" : "params.logitsOffset";
+  // The target's logit: a component of the vec4 that holds it.
+  const targetLoad = width === 4
+    ? "logits[base + u32(tgt) / 4u][u32(tgt) % 4u]"
+    : "logits[base + u32(tgt)]";
+  // The (running max, sum) of the row: its 4 components merged.
+  const components = width === 4
+    ? `let ms = merge(merge(vec2f(m.x, s.x), vec2f(m.y, s.y)), merge(vec2f(m.z, s.z), vec2f(m.w, s.w)));`
+    : "let ms = vec2f(m, s);";
+  const onehot = width === 4
+    ? "select(vec4f(0.0), vec4f(1.0), vec4u(i * 4u) + vec4u(0u, 1u, 2u, 3u) == vec4u(t))"
+    : "select(0.0, 1.0, i == t)";
+  return /* wgsl */ `
+${bindingsWgsl(mode, T)}
+
+var<workgroup> partial: array<vec2f, ${wg}>;  // (running max, sum)
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * groups.x;
   if (row >= params.rows) { return; }
   let v = params.v;          // floats per row
   let vecs = v / ${width}u;  // loads per row
@@ -116,20 +229,27 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let base = params.logitsOffset + row * vecs;
   // Read before the barriers below: in place, another invocation later overwrites it.
   var targetLogit = 0.0;
-  if (${perInvocation ? "" : "lid == 0u && "}counted) { targetLogit = ${targetLoad}; }
+  if (lid == 0u && counted) { targetLogit = ${targetLoad}; }
 
   // Online softmax, branch-free: per component a running max m and sum s of exp(x - m).
   var m = ${T}(-3.0e38);
   var s = ${T}(0.0);
-  for (var i = ${from}; i < vecs; i += ${step}) {
+  for (var i = lid; i < vecs; i += ${wg}u) {
     let x = logits[base + i];
     let mx = max(m, x);
     s = s * exp(m - mx) + exp(x - mx);
     m = mx;
   }
   ${components}
-  ${rowStats}
-  if (${perInvocation ? "true" : "lid == 0u"}) {
+  partial[lid] = ms;
+  workgroupBarrier();
+  for (var stride = ${wg / 2}u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let rowMax = partial[0].x;
+  let sum = partial[0].y;
+  if (lid == 0u) {
     let loss = select(0.0, log(sum) + rowMax - targetLogit, counted);
     losses[n] = select(bitcast<f32>(params.nanBits), loss, valid);
   }
@@ -138,7 +258,7 @@ ${
   let inv = 1.0 / sum;
   let g = ${gradOffset} + row * vecs;
   let t = u32(tgt);
-  for (var i = ${from}; i < vecs; i += ${step}) {
+  for (var i = lid; i < vecs; i += ${wg}u) {
     var d = ${T}(0.0);
     if (counted) {
       let p = exp(logits[base + i] - rowMax) * inv;
@@ -149,6 +269,12 @@ ${
   }
 }
 `;
+}
+
+function crossEntropyWgsl(mode: Mode, wg: number, width: number, perInvocation: boolean): string {
+  return perInvocation
+    ? rowPerInvocationWgsl(mode, wg, width)
+    : rowPerWorkgroupWgsl(mode, wg, width);
 }
 
 function crossEntropyKernel(mode: Mode): Kernel<CrossEntropyConstants> {
@@ -266,23 +392,31 @@ export async function crossEntropy(
     ? crossEntropyKernelInPlace
     : crossEntropyKernelLossOnly;
   const invocationPerRow = options.perRow ? options.perRow === "invocation" : gpu.adapter.isCpu;
-  const width = v % 4 === 0 ? 4 : 1;
-  const constants = {
-    workgroupSize: invocationPerRow ? ROWS_PER_WORKGROUP : WORKGROUP_SIZE,
-    width,
-    invocationPerRow: invocationPerRow ? 1 : 0,
-  };
+  const workgroupSize = invocationPerRow ? ROWS_PER_WORKGROUP : WORKGROUP_SIZE;
   for (const { first, count } of rowParts(gpu, n, v)) {
     const x = bufferWindow(gpu, logits, first * v, count * v);
     const d = dlogits && mode === "separate"
       ? bufferWindow(gpu, dlogits, first * v, count * v)
       : null;
+    const windows = d ? [x, d] : [x];
+    // A row per invocation reads vec4s whatever V (see rowPerInvocationWgsl); its windows are
+    // widened to whole vec4s where the buffers allow, else (a buffer of exactly N·V floats,
+    // N·V not a multiple of 4) it reads floats. A row per workgroup reads vec4s when V allows.
+    const width = invocationPerRow
+      ? windows.every((w) => vec4Window(gpu, w.binding)) ? 4 : 1
+      : v % 4 === 0
+      ? 4
+      : 1;
+    const bind = (w: typeof x) =>
+      invocationPerRow && width === 4 ? vec4Window(gpu, w.binding)! : w.binding;
+    // Offsets count floats for a row per invocation, elements of `width` floats otherwise.
+    const unit = invocationPerRow ? 1 : width;
     const params = gpu.uniform(uniforms({
       rows: ["u32", count],
       v: ["u32", v],
       rowOffset: ["u32", first],
-      logitsOffset: ["u32", x.elementOffset / width],
-      dlogitsOffset: ["u32", (d?.elementOffset ?? 0) / width],
+      logitsOffset: ["u32", x.elementOffset / unit],
+      dlogitsOffset: ["u32", (d?.elementOffset ?? 0) / unit],
       scale: ["f32", dlossScale],
       useMask: ["u32", mask ? 1 : 0],
       nanBits: ["u32", NAN_BITS],
@@ -291,11 +425,25 @@ export async function crossEntropy(
     const tail = [head(targets, n), head(mask ?? targets, n), params];
     await gpu.run(
       kernel,
-      constants,
-      d ? [head(losses, n), d.binding, x.binding, ...tail] : [head(losses, n), x.binding, ...tail],
+      { workgroupSize, width, invocationPerRow: invocationPerRow ? 1 : 0 },
+      d ? [head(losses, n), bind(d), bind(x), ...tail] : [head(losses, n), bind(x), ...tail],
       grid2d(invocationPerRow ? Math.ceil(count / ROWS_PER_WORKGROUP) : count),
     );
   }
+}
+
+/**
+ * `binding` widened to a whole number of vec4s (its offset is 256-byte aligned already), or null
+ * when its buffer or the binding limit has no room for that.
+ */
+function vec4Window(
+  gpu: Gpu,
+  binding: { buffer: GPUBuffer; offset: number; size: number },
+): { buffer: GPUBuffer; offset: number; size: number } | null {
+  const size = Math.ceil(binding.size / 16) * 16;
+  return binding.offset + size <= binding.buffer.size && size <= gpu.maxBinding
+    ? { ...binding, size }
+    : null;
 }
 
 /**

@@ -138,3 +138,64 @@ for (const v of [1000, 997]) {
     }
   });
 }
+
+// A row per invocation reads whole vec4s and single floats at the ends of a row: rows shorter
+// than a vec4, rows inside one vec4, rows that start at each offset within a vec4.
+for (const v of [1, 2, 3, 5, 6, 13, 19]) {
+  Deno.test(`crossEntropy() matches its CPU reference on rows of V=${v} at every vec4 offset`, async () => {
+    const gpu = await testGpu();
+    const n = 11;
+    const logits = makeLogits(n, v, 8);
+    const targets = Int32Array.from({ length: n }, (_, i) => i % 5 === 3 ? -1 : (i * 7) % v);
+    const scale = 1 / countedPositions(targets);
+    for (const mode of ["separate", "in place"] as const) {
+      const losses = new Float32Array(n), dlogits = new Float32Array(n * v);
+      crossEntropyCpu(losses, dlogits, logits, targets, null, scale, n, v);
+      for (const perRow of ["invocation", "workgroup"] as const) {
+        const logitsBuf = gpu.upload(logits), targetsBuf = gpu.upload(targets);
+        const lossesBuf = gpu.acquire(n * 4);
+        const dBuf = mode === "separate" ? gpu.upload(randomArray(n * v, 10)) : logitsBuf;
+        const buffers = {
+          losses: lossesBuf,
+          dlogits: dBuf,
+          logits: logitsBuf,
+          targets: targetsBuf,
+        };
+        await crossEntropy(gpu, buffers, scale, n, v, { perRow });
+        assertClose(await gpu.readF32(lossesBuf, n), losses, { atol: 2e-5, rtol: 1e-5 });
+        assertClose(await gpu.readF32(dBuf, n * v), dlogits, { atol: 1e-8, rtol: 1e-4 });
+        for (const b of new Set([logitsBuf, targetsBuf, lossesBuf, dBuf])) gpu.release(b);
+      }
+    }
+  });
+}
+
+Deno.test("crossEntropy() reads floats when a buffer of exactly N·V floats cannot be read as vec4s", async () => {
+  const gpu = await testGpu();
+  const n = 9, v = 103; // N·V = 927 floats: the last vec4 would end past the buffer
+  const logits = makeLogits(n, v, 11), targets = makeTargets(n, v, 12);
+  const scale = 1 / countedPositions(targets);
+  const losses = new Float32Array(n), dlogits = new Float32Array(n * v);
+  crossEntropyCpu(losses, dlogits, logits, targets, null, scale, n, v);
+  const exact = (data: Float32Array) => {
+    const buffer = gpu.device.createBuffer({
+      size: data.byteLength,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    gpu.write(buffer, data);
+    return buffer;
+  };
+  for (const mode of ["separate", "in place"] as const) {
+    const logitsBuf = exact(logits), targetsBuf = gpu.upload(targets);
+    const lossesBuf = gpu.acquire(n * 4);
+    const dBuf = mode === "separate" ? exact(new Float32Array(n * v)) : logitsBuf;
+    const buffers = { losses: lossesBuf, dlogits: dBuf, logits: logitsBuf, targets: targetsBuf };
+    await crossEntropy(gpu, buffers, scale, n, v, { perRow: "invocation" });
+    assertClose(await gpu.readF32(lossesBuf, n), losses, { atol: 2e-5, rtol: 1e-5 });
+    assertClose(await gpu.readF32(dBuf, n * v), dlogits, { atol: 1e-8, rtol: 1e-4 });
+    await gpu.sync();
+    for (const b of new Set([logitsBuf, dBuf])) b.destroy();
+    gpu.release(targetsBuf);
+    gpu.release(lossesBuf);
+  }
+});
