@@ -48,7 +48,7 @@ Deno.test("the main job trains on the bundled corpus by default, offline", async
     await Deno.remove(dir, { recursive: true });
   }
   // About 4 bytes a token: millions of tokens, counted over the stories and pairs kept (13 MB and
-  // 4.4 MB).
+  // 6.3 MB).
   const tokens = await estimateSourceTokens(source);
   assert.ok(tokens > 3e6 && tokens < 6e6, `${tokens}`);
 });
