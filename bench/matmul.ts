@@ -91,7 +91,10 @@ function stepCases({ name, vocab, embd: C, rows: BT }: StepConfig): BenchCase[] 
     const key = JSON.stringify(s);
     if (seen.has(key)) return;
     seen.add(key);
-    cases.push(matmulCase("matmul", shape, s, s.m * s.n * s.k > 2 ** 31 ? 2 : 3));
+    // About 4 GFLOP of runs per case (0.06-0.2 s), at least 2: a product of the tiny config
+    // takes ~1.5 ms, and 3 runs of it were timed to within 10-30% only.
+    const flops = 2 * s.m * s.n * s.k;
+    cases.push(matmulCase("matmul", shape, s, Math.max(2, Math.min(30, Math.round(4e9 / flops)))));
   };
   for (const [layer, IC, OC] of layers) {
     add(`${name} ${layer} ${BT}x${IC}·(${OC}x${IC})ᵀ`, { m: BT, n: OC, k: IC, transB: true });

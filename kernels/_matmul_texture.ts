@@ -43,9 +43,13 @@ export function createOperandTexture(
 
 /**
  * A scratch `rgba32float` array texture of at least `width` x `height` texels and `layers`
- * layers for `role` ("a" or "b"). Sizes are rounded up to multiples of 64 so that few distinct
- * textures exist; one is reused by later matmuls, which is safe because every use is recorded in
- * order into the command stream (WebGPU orders copies and passes that touch the same texture).
+ * layers for `role` ("a" or "b"); one is reused by later matmuls, which is safe because every use
+ * is recorded in order into the command stream (WebGPU orders copies and passes that touch the
+ * same texture). Heights are rounded up to multiples of 64 so that few distinct textures exist.
+ * Widths only to whole 64-byte cache lines (4 texels): a texture row is the row pitch the kernel
+ * walks, and a staged operand narrower than its texture (rows of 512 bytes in a 1 KiB pitch, as
+ * a rounding to 64 texels made them) ran the matmul's reduction up to 30% slower on lavapipe
+ * and made its staging copy a copy per row.
  */
 export function scratchTexture(
   gpu: Gpu,
@@ -55,7 +59,7 @@ export function scratchTexture(
   layers: number,
 ): GPUTexture {
   const max = gpu.device.limits.maxTextureDimension2D;
-  const w = Math.min(max, Math.ceil(width / 64) * 64);
+  const w = Math.min(max, Math.ceil(width / 4) * 4);
   const h = Math.min(max, Math.ceil(height / 64) * 64);
   let pool = scratch.get(gpu);
   if (!pool) scratch.set(gpu, pool = new Map());

@@ -30,7 +30,9 @@
  *   level, lod clamping), as a read-only storage texture a call into a 48-instruction image
  *   load (bounds, 8 loads, a transpose): twice the loads per second. The operands are staged
  *   into the textures first (a buffer-to-texture copy when rows are a multiple of 64 floats,
- *   else a small pack kernel; a few percent of a 1024³ product).
+ *   else a small pack kernel; a few percent of a 1024³ product), into textures only as wide as
+ *   the operand (to a cache line): rows of 512 bytes in a texture twice as wide made the
+ *   reduction that walks them up to 30% slower.
  * - Each invocation holds a 16 x 16 register tile (256 accumulators: they live in memory, not
  *   in registers, but so do the FMA-ceiling shader's). Per texel step of the reduction (4
  *   steps) it makes tm + tn = 32 texel loads for 1024 multiply-adds; an 8 x 16 tile makes 24 for
@@ -40,7 +42,10 @@
  *   are halved); a remainder loop takes the odd texel step.
  * - The epilogue (bias, pre-activation, GELU, accumulate) is compiled in per use, one store per
  *   output, row by row (see the kernel). Its former form, a loop over a private copy of the tile,
- *   is a per-lane gather on lavapipe and cost more than a reduction of 128.
+ *   is a per-lane gather on lavapipe and cost more than a reduction of 128. Every store is a
+ *   per-lane loop, so where the output's rows are whole vec4s a launch stores four columns at
+ *   a time: the forward products with K = 128 ran 5-7% faster. Accumulating launches keep the
+ *   scalar stores, which measured 2-5% faster for them.
  * - Eight invocations (one SIMD group) along the columns per workgroup: the lanes share their
  *   rows, so the A texels they load are the same. No workgroup memory and no barriers (on a
  *   CPU workgroup memory is just memory, and a barrier switches coroutines).
@@ -56,7 +61,16 @@
  * a short reduction (0.95), but every launch walks a whole operand texture (up to 12 MB, rows
  * of up to 32 kB). Split into reduction parts of 512 that accumulate (`kPart`), they run at
  * 0.82-0.98 (parts of 256 for Aᵀ·B: 0.77-0.83; of 1024: 0.74-0.89). On a quiet machine the
- * ceiling is ~60 GFLOP/s.
+ * ceiling is ~60-70 GFLOP/s.
+ *
+ * A part has a fixed cost, a dispatch and two staging copies on one thread (0.1-0.2 ms), and
+ * each part after the first reads the output back: the small weight gradients of the tiny
+ * config paid it most (128 x 128 x 2048 in four parts of 512 ran at 40 GFLOP/s, in two of 1024
+ * at 46, in one at 47). So the part length follows a cache budget (`kPartBytes`, see
+ * `reductionPartLength`) rather than a fixed 512: longer where the blocks of the operands a
+ * part walks are small, shorter for the weight gradients of wide layers. With the exact-width
+ * textures and the vec4 stores, the three configs' 45 products went from 31.1-65.4 to
+ * 47.2-67.7 GFLOP/s (2026-12-02, wall clock, best of 4 runs of each kernel interleaved).
  *
  * On a hardware GPU the tile is a conventional 4 x 4 per thread on a 16 x 16 workgroup, within
  * the adapter's limits ({@linkcode matmulTile}).
@@ -65,7 +79,7 @@
  */
 
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
-import { GELU_WGSL, geluBackward, geluBackwardCpu, geluScalar } from "./gelu.ts";
+import { geluBackward, geluBackwardCpu, geluScalar, geluWgsl } from "./gelu.ts";
 import { type BindingKind, bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
 import { type MatrixBlock, scratchTexture, stageBlock } from "./_matmul_texture.ts";
 
@@ -122,11 +136,17 @@ export interface MatmulTile {
   /** Texels of the reduction (4 steps each) per trip of the main reduction loop. */
   ku: number;
   /**
-   * The longest reduction one launch takes; longer ones are split into parts that accumulate,
-   * so that the part of each operand texture a launch walks through stays in cache. 0: no
-   * limit.
+   * The longest reduction one launch takes (but see `kPartBytes`); longer ones are split into
+   * parts that accumulate, so that the part of each operand texture a launch walks through
+   * stays in cache. 0: no limit.
    */
   kPart: number;
+  /**
+   * With `kPart`, a cache budget in bytes for the operand blocks of one part (see
+   * `reductionPartLength`): parts are longer than `kPart` while they fit it, and with `transA`
+   * shorter, down to half of `kPart`, where they would not. 0: parts of `kPart`.
+   */
+  kPartBytes: number;
 }
 
 /** Compile-time constants of {@linkcode matmulKernel}. */
@@ -143,12 +163,18 @@ export interface MatmulConstants extends MatmulTile, Record<string, number | boo
   accumulate: boolean;
   /** Apply GELU after the bias. */
   gelu: boolean;
+  /**
+   * The output (and bias, pre-activation) is written four columns at a time: N is a multiple
+   * of 4 and every output row starts on a multiple of 4 floats. Not with `accumulate`.
+   */
+  vec4: boolean;
 }
 
 /**
  * The tile on a CPU adapter (lavapipe): 16 x 16 outputs per invocation, 8 invocations (one
- * SIMD group) per workgroup, two texels of the reduction per loop trip. See the module comment
- * for the measurements behind it.
+ * SIMD group) per workgroup, two texels of the reduction per loop trip, reduction parts sized
+ * for a 2 MiB L2 cache per core (less room for the rest). See the module comment for the
+ * measurements behind it.
  */
 export const MATMUL_TILE_CPU: MatmulTile = {
   tm: 16,
@@ -157,6 +183,7 @@ export const MATMUL_TILE_CPU: MatmulTile = {
   wy: 1,
   ku: 2,
   kPart: 512,
+  kPartBytes: 1.75 * 1024 * 1024,
 };
 
 /**
@@ -173,7 +200,7 @@ export function matmulTile(gpu: Gpu): MatmulTile {
     (side * side > limits.maxComputeInvocationsPerWorkgroup ||
       side > limits.maxComputeWorkgroupSizeX || side > limits.maxComputeWorkgroupSizeY)
   ) side /= 2;
-  return { tm: 4, tn: 4, wx: side, wy: side, ku: 1, kPart: 0 };
+  return { tm: 4, tn: 4, wx: side, wy: side, ku: 1, kPart: 0, kPartBytes: 0 };
 }
 
 /** The bindings of {@linkcode matmulKernel}: A and B textures, the output, then the optional ones. */
@@ -301,10 +328,18 @@ export const matmulKernel: Kernel<MatmulConstants> = {
       emit(`    let row_${j4} = ${pick};`);
     }
     emit(`    let at = p.c_offset + wid.z * p.c_batch + (r0 + i) * p.ldc + c0;`);
-    for (let j = 0; j < tn; j++) {
-      emit(`    if (r0 + i < p.m && c0 + ${j}u < p.n) {`);
-      emit(`      store(at + ${j}u, c0 + ${j}u, row_${j >> 2}[${j & 3}]);`);
-      emit(`    }`);
+    if (c.vec4) {
+      for (let j4 = 0; j4 < tn4; j4++) {
+        emit(`    if (r0 + i < p.m && c0 + ${4 * j4}u < p.n) {`);
+        emit(`      store4(at / 4u + ${j4}u, c0 / 4u + ${j4}u, row_${j4});`);
+        emit(`    }`);
+      }
+    } else {
+      for (let j = 0; j < tn; j++) {
+        emit(`    if (r0 + i < p.m && c0 + ${j}u < p.n) {`);
+        emit(`      store(at + ${j}u, c0 + ${j}u, row_${j >> 2}[${j & 3}]);`);
+        emit(`    }`);
+      }
     }
     emit(`  }`);
     const bindings = matmulBindings(c);
@@ -312,6 +347,7 @@ export const matmulKernel: Kernel<MatmulConstants> = {
       let seen = 0;
       return bindings.findIndex((k) => k === kind && seen++ === nth);
     };
+    const t = c.vec4 ? "vec4f" : "f32";
     return /* wgsl */ `
 struct Params {
   m: u32,           // rows of this part of the output
@@ -328,23 +364,14 @@ struct Params {
 
 @group(0) @binding(0) var ta: texture_storage_2d_array<rgba32float, read>;
 @group(0) @binding(1) var tb: texture_storage_2d_array<rgba32float, read>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
-${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<f32>;` : ""}
-${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<f32>;` : ""}
+@group(0) @binding(2) var<storage, read_write> c: array<${t}>;
+${c.bias ? `@group(0) @binding(${at("read")}) var<storage, read> bias: array<${t}>;` : ""}
+${c.pre ? `@group(0) @binding(${at("write", 1)}) var<storage, read_write> pre: array<${t}>;` : ""}
 @group(0) @binding(${bindings.length - 1}) var<uniform> p: Params;
 
-${c.gelu ? GELU_WGSL : ""}
+${c.gelu ? geluWgsl(t) : ""}
 
-// Stores output element \`at\` (column \`col\` of this part) with the epilogue.
-fn store(at: u32, col: u32, value: f32) {
-  var x = value;
-  ${c.accumulate ? "x += c[at];" : ""}
-  ${c.bias ? "x += bias[p.bias_offset + col];" : ""}
-  ${c.pre ? "pre[at - p.c_offset + p.pre_offset] = x;" : ""}
-  ${c.gelu ? "x = gelu(x);" : ""}
-  c[at] = x;
-}
-
+${c.vec4 ? vec4Epilogue(c) : scalarEpilogue(c)}
 @compute @workgroup_size(${wx}, ${wy})
 fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let r0 = gid.y * ${tm}u;
@@ -356,6 +383,34 @@ ${lines.join("\n")}
 `;
   },
 };
+
+/** The store of one output element with the epilogue (WGSL). */
+function scalarEpilogue(c: MatmulConstants): string {
+  return `
+// Stores output element \`at\` (column \`col\` of this part) with the epilogue.
+fn store(at: u32, col: u32, value: f32) {
+  var x = value;
+  ${c.accumulate ? "x += c[at];" : ""}
+  ${c.bias ? "x += bias[p.bias_offset + col];" : ""}
+  ${c.pre ? "pre[at - p.c_offset + p.pre_offset] = x;" : ""}
+  ${c.gelu ? "x = gelu(x);" : ""}
+  c[at] = x;
+}`;
+}
+
+/** As {@linkcode scalarEpilogue}, four columns at a time (indices in vec4s). */
+function vec4Epilogue(c: MatmulConstants): string {
+  return `
+// Stores output vec4 \`at\` (columns 4·col4 .. 4·col4+3 of this part) with the epilogue.
+fn store4(at: u32, col4: u32, value: vec4f) {
+  var x = value;
+  ${c.accumulate ? "x += c[at];" : ""}
+  ${c.bias ? "x += bias[p.bias_offset / 4u + col4];" : ""}
+  ${c.pre ? "pre[at - p.c_offset / 4u + p.pre_offset / 4u] = x;" : ""}
+  ${c.gelu ? "x = gelu(x);" : ""}
+  c[at] = x;
+}`;
+}
 
 interface Range {
   first: number;
@@ -376,6 +431,23 @@ function ranges(total: number, chunk: number): Range[] {
  */
 const chunkOf = (limit: number) =>
   limit >= 64 ? Math.floor(limit / 64) * 64 : Math.floor(limit / 4) * 4;
+
+/**
+ * The length of the reduction parts of a launch (before they are evened out), from the tile's
+ * `kPart` and its cache budget `kPartBytes` (the L2 cache of one core on the CPU).
+ *
+ * B's block (part length x N floats) is walked again by every row of workgroups, so it must stay
+ * cached while A's block streams past: it gets half the budget. With `transA` each workgroup
+ * reads A's block one cache line per reduction step, a pattern the prefetchers do not follow, so
+ * that block must still be in cache from its staging copy too: the two blocks share the budget,
+ * and parts get shorter than `kPart` to fit it (weight gradients of wide layers: parts of 256
+ * ran 5-12% faster than of 512). Without `transA` they do not: every part but the first adds
+ * the output's load and store (parts of 192 for the 2048 x 8192 x 384 lm head ran 5% slower).
+ */
+function reductionPartLength(tile: MatmulTile, transA: boolean, m: number, n: number): number {
+  const fit = Math.floor(tile.kPartBytes / (4 * (transA ? m + n : 2 * n)));
+  return Math.max(transA && tile.kPartBytes > 0 ? tile.kPart / 2 : tile.kPart, fit);
+}
 
 function checkShape(shape: MatmulShape): void {
   for (const key of ["m", "n", "k"] as const) {
@@ -458,9 +530,16 @@ export async function matmul(
     const fit = m * n <= maxElements ? Math.floor((maxElements - m * n) / strideOut) + 1 : 1;
     layersPerPart = Math.max(1, Math.min(layersPerPart, fit));
   }
-  const mChunk = chunkOf(Math.min(mTex, Math.floor(maxElements / n)));
-  const nChunk = chunkOf(nTex);
-  const kChunk = chunkOf(tile.kPart > 0 ? Math.min(kTex, tile.kPart) : kTex);
+  const mChunk = Math.min(m, chunkOf(Math.min(mTex, Math.floor(maxElements / n))));
+  const nChunk = Math.min(n, chunkOf(nTex));
+  // Reduction parts of equal length, as long as the texture allows and, on a CPU, as the cache
+  // budget of the tile allows (see MatmulTile.kPartBytes). Multiples of 4: whole texels.
+  const kTexChunk = chunkOf(kTex);
+  const kLimit = tile.kPart > 0
+    ? Math.min(kTexChunk, reductionPartLength(tile, transA, mChunk, nChunk))
+    : kTexChunk;
+  const kLimit4 = Math.floor(kLimit / 4) * 4;
+  const kChunk = kLimit4 < 4 ? 0 : Math.ceil(k / Math.ceil(k / kLimit4) / 4) * 4;
   if (mChunk < 1 || nChunk < 1 || kChunk < 1) {
     throw new RangeError(
       `A matmul output row of ${n} floats leaves no room for a 4-row part within one binding ` +
@@ -474,8 +553,12 @@ export async function matmul(
 
   // The epilogue is compiled in: bias, pre-activation and GELU in the last part of the
   // reduction only, accumulation into the output in every later part.
-  const constantsOf = (kIndex: number): MatmulConstants => {
+  // Whole vec4 rows of the output: then the epilogue moves four columns per access (on lavapipe
+  // each access is a per-lane loop), if this launch's window also starts on a vec4.
+  const vec4Rows = n % 4 === 0 && (batch === 1 || strideOut % 4 === 0);
+  const constantsOf = (kIndex: number, vec4: boolean): MatmulConstants => {
     const last = kIndex === kParts.length - 1;
+    const accumulate = !!options.accumulate || kIndex > 0;
     return {
       ...tile,
       transA,
@@ -483,7 +566,8 @@ export async function matmul(
       bias: last && !!options.bias,
       pre: last && !!options.pre,
       gelu: last && !!options.gelu,
-      accumulate: !!options.accumulate || kIndex > 0,
+      accumulate,
+      vec4: vec4 && !accumulate,
     };
   };
   const staged: Record<string, string> = {};
@@ -509,6 +593,9 @@ export async function matmul(
         const outCount = (lp.count - 1) * strideOut + mp.count * n;
         const outWindow = bufferWindow(gpu, out, outFirst, outCount);
         const preWindow = options.pre ? bufferWindow(gpu, options.pre, outFirst, outCount) : null;
+        const cOffset = outWindow.elementOffset + np.first;
+        const preOffset = (preWindow?.elementOffset ?? 0) + np.first;
+        const vec4 = vec4Rows && cOffset % 4 === 0 && (!preWindow || preOffset % 4 === 0);
         for (const [kIndex, kp] of kParts.entries()) {
           const aBlock = operandBlock(a, options.offsetA ?? 0, strideA, lp, mp, m, kp, k, transA);
           const bBlock = operandBlock(b, options.offsetB ?? 0, strideB, lp, np, n, kp, k, !transB);
@@ -519,14 +606,14 @@ export async function matmul(
             n: np.count,
             kb: Math.ceil(kp.count / 4),
             ldc: n,
-            c_offset: outWindow.elementOffset + np.first,
+            c_offset: cOffset,
             c_batch: strideOut,
-            pre_offset: (preWindow?.elementOffset ?? 0) + np.first,
+            pre_offset: preOffset,
             bias_offset: np.first,
             a_layer: strideA === 0 ? 0 : 1,
             b_layer: strideB === 0 ? 0 : 1,
           }));
-          const constants = constantsOf(kIndex);
+          const constants = constantsOf(kIndex, vec4);
           const bindings = [
             ta,
             tb,

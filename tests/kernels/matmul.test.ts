@@ -72,14 +72,40 @@ for (const { name, transA, transB } of LAYOUTS) {
 }
 
 Deno.test("matmul() adds the bias and applies GELU, also storing the pre-activation", async () => {
+  // N = 50 stores column by column; N = 36 and 128 four columns at a time (whole vec4 rows).
   await checkMatmul({ m: 37, n: 50, k: 48, transB: true, gelu: true }, { bias: true, pre: true });
+  await checkMatmul({ m: 37, n: 36, k: 48, transB: true, gelu: true }, { bias: true, pre: true });
   await checkMatmul({ m: 64, n: 128, k: 64, transB: true }, { bias: true });
 });
 
 Deno.test("matmul() accumulates into the output with accumulate", async () => {
   for (const { transA, transB } of LAYOUTS) {
     await checkMatmul({ m: 45, n: 70, k: 37, transA, transB, accumulate: true }, { bias: true });
+    await checkMatmul({ m: 45, n: 68, k: 37, transA, transB, accumulate: true }, { bias: true });
   }
+});
+
+Deno.test("matmul() stores whole vec4 rows only where the output window is aligned", async () => {
+  // N a multiple of 4, but the output starting mid-vec4, or batches a stride of 2 apart: these
+  // take the column-by-column stores (as every accumulating launch does).
+  await checkMatmul({ m: 19, n: 24, k: 20, offsetOut: 2, transA: true }, { bias: true });
+  await checkMatmul({ m: 9, n: 12, k: 20, batch: 3, strideOut: 9 * 12 + 2, transB: true });
+  await checkMatmul({ m: 9, n: 12, k: 20, batch: 3, strideOut: 9 * 12 + 4, offsetOut: 4 });
+});
+
+Deno.test("matmul() splits long reductions into equal parts that accumulate", async () => {
+  // The lavapipe tile's budget, scaled down. Aᵀ·B counts M + N = 60 floats a reduction step:
+  // 8000 bytes allow 33 steps, so K = 290 runs in 10 parts, of 32 steps but the last (2, a
+  // partial texel). A·B counts 2N = 60 floats a step too: K = 70 runs as 24, 24 and 22.
+  const tile = { ...MATMUL_TILE_CPU, kPart: 4, kPartBytes: 8000 };
+  await checkMatmul({ m: 20, n: 40, k: 290, transA: true, accumulate: true }, {
+    limits: { tile },
+  });
+  await checkMatmul({ m: 50, n: 30, k: 70, gelu: true }, {
+    bias: true,
+    pre: true,
+    limits: { tile },
+  });
 });
 
 Deno.test("matmul() runs batched products with strides, offsets and a shared operand", async () => {
@@ -154,9 +180,12 @@ Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and 
   // outputs that end inside a tile, and reductions split into parts that accumulate.
   const tiles: MatmulTile[] = [
     MATMUL_TILE_CPU,
-    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0 },
-    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8 },
-    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12 },
+    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0, kPartBytes: 0 },
+    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8, kPartBytes: 0 },
+    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12, kPartBytes: 0 },
+    // Parts longer than kPart within a small budget: K = 50 over M + N = 50 floats a step at
+    // 4000 bytes is 3 equal parts of 20, 20 and 10.
+    { tm: 16, tn: 16, wx: 8, wy: 1, ku: 2, kPart: 8, kPartBytes: 4000 },
   ];
   for (const tile of tiles) {
     for (const { transA, transB } of LAYOUTS) {
