@@ -180,12 +180,12 @@ Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and 
   // outputs that end inside a tile, and reductions split into parts that accumulate.
   const tiles: MatmulTile[] = [
     MATMUL_TILE_CPU,
-    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0, kPartBytes: 0 },
-    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8, kPartBytes: 0 },
-    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12, kPartBytes: 0 },
+    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0, kPartBytes: 0, alongMWhenWide: false },
+    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8, kPartBytes: 0, alongMWhenWide: true },
+    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12, kPartBytes: 0, alongMWhenWide: false },
     // Parts longer than kPart within a small budget: K = 50 over M + N = 50 floats a step at
     // 4000 bytes is 3 equal parts of 20, 20 and 10.
-    { tm: 16, tn: 16, wx: 8, wy: 1, ku: 2, kPart: 8, kPartBytes: 4000 },
+    { ...MATMUL_TILE_CPU, kPart: 8, kPartBytes: 4000 },
   ];
   for (const tile of tiles) {
     for (const { transA, transB } of LAYOUTS) {
