@@ -10,8 +10,8 @@
  *
  * Determinism: `dweight` and `dbias` are sums over N rows. WGSL has no float atomics, and a
  * reduction in a fixed order gives the same bits every run: per-block partial sums over fixed
- * blocks of rows (one invocation per column walks its block's rows in order), then a second pass
- * that adds the blocks in order.
+ * blocks of rows (each column's rows added in order), then a second pass that adds the blocks in
+ * order.
  *
  * Tensors over one binding (128 MiB on lavapipe) are processed in parts of rows through
  * {@linkcode bufferWindow}.
@@ -37,19 +37,31 @@ export interface LayernormConstants extends Record<string, number> {
 
 /**
  * How a row is shared out; both layouts are shipped, each the default where it is the faster.
- * `invocation`: one invocation walks a whole row, with no workgroup memory and no barrier; on
- * lavapipe (a CPU adapter), where every load is a scalar load per SIMD lane anyway and a barrier
- * splits the shader into resumable pieces, it is the faster one (README's benchmark table,
- * 1024×768: forward / backward 1.2 / 2.1 ms, against 5.6 / 5.7 ms a workgroup a row).
- * `workgroup`: the invocations of a workgroup stride over one row and reduce in a tree; on a GPU
- * neighbouring invocations then read neighbouring floats (coalesced), and rows of thousands of
- * floats are not left to one thread.
+ *
+ * `invocation` (a CPU adapter's): a workgroup of 8 invocations takes a block of 8 rows. The
+ * forward takes each row's mean and variance a row per invocation, then writes the block
+ * column-wise (invocation i takes columns i, i + 8, ... of all 8 rows); the backward goes
+ * column-wise throughout, adding the invocations' parts of each row's sums in workgroup memory,
+ * and writes the block's parts of the parameter sums itself (a last pass adds the blocks; when
+ * those parts would not fit one binding, N·C over 128M floats on lavapipe, the backward takes
+ * the `workgroup` layout instead). Column-wise, weight and bias are loaded once for
+ * 8 rows: on lavapipe every storage load is a scalar load per SIMD lane with a bounds check,
+ * even where every lane reads the same address, so a row per invocation that loaded them per
+ * element paid as much for them as for the input. At 1024×768 the forward takes 0.79 ms and
+ * the backward 1.85 ms this way, against 0.95 / 2.1 ms with a row per invocation throughout (and
+ * its backward's separate pass over columns for the parameter sums), and 5.6 / 5.7 ms with a
+ * workgroup a row. One barrier per block is cheap; a loop over several blocks with a barrier in
+ * it was not (1 ms more), hence one block per workgroup.
+ *
+ * `workgroup` (a GPU's): the invocations of a workgroup stride over one row and reduce in a
+ * tree; neighbouring invocations then read neighbouring floats (coalesced), and rows of
+ * thousands of floats are not left to one thread.
  */
 export type LayernormPerRow = "invocation" | "workgroup";
 
 /** Invocations per workgroup of the `workgroup`-per-row kernels on a GPU (at most). */
 const ROW_WORKGROUP = 128;
-/** Rows per workgroup of the `invocation`-per-row kernels: one 8-wide SIMD vector on lavapipe. */
+/** Rows per block of the `invocation` layout's kernels: one 8-wide SIMD vector on lavapipe. */
 const ROWS_PER_WORKGROUP = 8;
 const COLUMN_WORKGROUP = 64;
 
@@ -71,13 +83,11 @@ interface RowBody {
 }
 
 /**
- * The WGSL builder of a per-row kernel: around its `body`, the element type `T`, the bindings,
- * any module-scope `declarations`, and the row this invocation works on (`row`, of `c` elements
- * of `width` floats; rows past the end return). With `workgroup`, workgroup w takes row w; with
- * `invocation`, invocation `lid` of workgroup w takes row `w·wg + lid`.
+ * The WGSL builder of a workgroup-per-row kernel: around its `body`, the element type `T`, the
+ * bindings, any module-scope `declarations`, and the row workgroup w works on (`row`, of `c`
+ * elements of `width` floats; rows past the end return).
  */
 function perRowWgsl(
-  perRow: LayernormPerRow,
   bindings: string,
   body: (row: RowBody) => string,
   declarations: (wg: number) => string = () => "",
@@ -90,8 +100,7 @@ ${declarations(wg)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let w = wid.x + wid.y * groups.x;
-  let row = ${perRow === "workgroup" ? "w" : `w * ${wg}u + lid`};
+  let row = wid.x + wid.y * groups.x;
   if (row >= params.rows) { return; }
   let c = params.c;
 ${body({ wg, width, total: vector(width).total })}
@@ -119,7 +128,6 @@ export const layernormForwardKernel: Kernel<LayernormConstants> = {
   name: "layernorm_forward",
   bindings: ["write", "write", "write", "read", "read", "read", "uniform"],
   wgsl: perRowWgsl(
-    "workgroup",
     FORWARD_BINDINGS,
     ({ wg, width, total }) => /* wgsl */ `
   let floats = f32(c * ${width}u);
@@ -144,32 +152,68 @@ export const layernormForwardKernel: Kernel<LayernormConstants> = {
 };
 
 /**
- * WGSL of the forward, one invocation per row: one pass for the row's sums, shifted by its
- * first element (so that `Σd² - (Σd)²/C` does not cancel for rows far from zero), one pass for
- * the output. Kept as the default on a CPU adapter, where it is the faster (see
- * {@linkcode LayernormPerRow}).
+ * WGSL of the forward on a CPU adapter, a block of 8 rows per workgroup (see
+ * {@linkcode LayernormPerRow}): first a row per invocation, one pass for the row's sums shifted
+ * by its first element (so that `Σd² - (Σd)²/C` does not cancel for rows far from zero); then,
+ * after one barrier, columns per invocation: each loads a column's weight and bias once and
+ * writes it for all 8 rows. Rows past the end are clamped to the last (written again with the
+ * same values by the same invocation), so every invocation reaches the barrier.
  */
 export const layernormForwardRowsKernel: Kernel<LayernormConstants> = {
   name: "layernorm_forward_rows",
   bindings: layernormForwardKernel.bindings,
-  wgsl: perRowWgsl(
-    "invocation",
-    FORWARD_BINDINGS,
-    ({ width, total }) => /* wgsl */ `
+  wgsl: ({ workgroupSize: wg, width }) => {
+    const { T, total } = vector(width);
+    const rows = Array.from({ length: wg }, (_, r) => r);
+    return /* wgsl */ `
+alias T = ${T};
+${FORWARD_BINDINGS}
+
+var<workgroup> stats: array<vec2f, ${wg}>;  // (mean, rstd) of the block's rows
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let first = (wid.x + wid.y * groups.x) * ${wg}u;
+  let last = params.rows - 1u;
+  let c = params.c;
   let floats = f32(c * ${width}u);
-  let x = params.inOffset + row * c;
-  let y = params.outOffset + row * c;
-  let shift = ${width === 4 ? "inp[x].x" : "inp[x]"};
-  var sum = T(0.0);
-  var sq = T(0.0);
-  for (var i = 0u; i < c; i++) { let d = inp[x + i] - shift; sum += d; sq += d * d; }
-  let dm = ${total("sum")} / floats;
-  let m = shift + dm;
-  let s = inverseSqrt(max(${total("sq")} / floats - dm * dm, 0.0) + params.eps);
-  for (var i = 0u; i < c; i++) { out[y + i] = (inp[x + i] - m) * s * weight[i] + bias[i]; }
-  mean[params.rowOffset + row] = m;
-  rstd[params.rowOffset + row] = s;`,
-  ),
+  {
+    let row = min(first + lid, last);
+    let x = params.inOffset + row * c;
+    let shift = ${width === 4 ? "inp[x].x" : "inp[x]"};
+    var sum = T(0.0);
+    var sq = T(0.0);
+    for (var i = 0u; i < c; i++) { let d = inp[x + i] - shift; sum += d; sq += d * d; }
+    let dm = ${total("sum")} / floats;
+    let m = shift + dm;
+    let s = inverseSqrt(max(${total("sq")} / floats - dm * dm, 0.0) + params.eps);
+    stats[lid] = vec2f(m, s);
+    if (first + lid <= last) {
+      mean[params.rowOffset + row] = m;
+      rstd[params.rowOffset + row] = s;
+    }
+  }
+  workgroupBarrier();
+${rows.map((r) => `  let st${r} = stats[${r}u];`).join("\n")}
+${
+      rows.map((r) =>
+        `  let x${r} = params.inOffset + min(first + ${r}u, last) * c;\n` +
+        `  let y${r} = params.outOffset + min(first + ${r}u, last) * c;`
+      ).join("\n")
+    }
+  for (var j = lid; j < c; j += ${wg}u) {
+    let w = weight[j];
+    let b = bias[j];
+${
+      rows.map((r) => `    out[y${r} + j] = (inp[x${r} + j] - st${r}.x) * st${r}.y * w + b;`).join(
+        "\n",
+      )
+    }
+  }
+}
+`;
+  },
 };
 
 const BACKWARD_INPUT_BINDINGS = /* wgsl */ `
@@ -191,7 +235,6 @@ export const layernormBackwardInputKernel: Kernel<LayernormConstants> = {
   name: "layernorm_backward_input",
   bindings: ["write", "read", "read", "read", "read", "read", "uniform"],
   wgsl: perRowWgsl(
-    "workgroup",
     BACKWARD_INPUT_BINDINGS,
     ({ wg, width, total }) => /* wgsl */ `
   let m = mean[params.rowOffset + row];
@@ -224,36 +267,113 @@ export const layernormBackwardInputKernel: Kernel<LayernormConstants> = {
 };
 
 /**
- * WGSL of the backward's `dinp +=`, one invocation per row: the default on a CPU adapter (see
- * {@linkcode LayernormPerRow}).
+ * WGSL of the backward but its final parameter sum, on a CPU adapter: a block of 8 rows per
+ * workgroup (see {@linkcode LayernormPerRow}), in column layout (invocation `lid` takes columns
+ * lid, lid + 8, ... of all 8 rows, so it loads a column's weight once for 8 rows):
+ *
+ * 1. the row sums `dinp` needs, `Σ dnorm` and `Σ dnorm·norm` (dnorm = dout·weight), in parts
+ *    per invocation added in workgroup memory in a fixed order after one barrier; and the
+ *    block's `(Σ dout·norm, Σ dout)` per column into `partials[block]`, which
+ *    {@linkcode layernormBackwardParamsKernel} adds over the blocks in order;
+ * 2. `dinp += (dnorm - mean(dnorm) - norm · mean(dnorm·norm)) · rstd`.
+ *
+ * Each element is read 5 times and written once (dout and inp twice, dinp once), where a row per
+ * invocation loaded weight per element as well and a separate pass over columns read dout and
+ * inp again for the parameter sums. Rows past the end are clamped to the last, with an rstd of 0
+ * and no part in dbias, so they add nothing and every invocation reaches the barrier.
  */
 export const layernormBackwardInputRowsKernel: Kernel<LayernormConstants> = {
-  name: "layernorm_backward_input_rows",
-  bindings: layernormBackwardInputKernel.bindings,
-  wgsl: perRowWgsl(
-    "invocation",
-    BACKWARD_INPUT_BINDINGS,
-    ({ width, total }) => /* wgsl */ `
-  let m = mean[params.rowOffset + row];
-  let s = rstd[params.rowOffset + row];
-  let x = params.inOffset + row * c;
-  let g = params.doutOffset + row * c;
-  var dnormSum = T(0.0);
-  var dnormNormSum = T(0.0);
-  for (var i = 0u; i < c; i++) {
-    let dnorm = dout[g + i] * weight[i];
-    dnormSum += dnorm;
-    dnormNormSum += dnorm * (inp[x + i] - m);
+  name: "layernorm_backward_rows",
+  bindings: ["write", "write", "read", "read", "read", "read", "read", "uniform"],
+  wgsl: ({ workgroupSize: wg, width }) => {
+    const { T, total } = vector(width);
+    // `acc + dot(a, b)`, a chain of fmas.
+    const dotPlus = (a: string, b: string, acc: string) =>
+      width === 4
+        ? ["w", "z", "y", "x"].reduce((sum, k) => `fma(${a}.${k}, ${b}.${k}, ${sum})`, acc)
+        : `fma(${a}, ${b}, ${acc})`;
+    const each = (indent: string, line: (r: number) => string) =>
+      Array.from({ length: wg }, (_, r) => line(r).replaceAll("\n", `\n${indent}`))
+        .map((l) => indent + l).join("\n");
+    return /* wgsl */ `
+alias T = ${T};
+struct Params {
+  rows: u32, c: u32, rowOffset: u32, inOffset: u32, doutOffset: u32, dinpOffset: u32,
+  blockOffset: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> dinp: array<T>;      // (rows, C) window
+@group(0) @binding(1) var<storage, read_write> partials: array<T>;  // (blocks, 2, C)
+@group(0) @binding(2) var<storage, read> dout: array<T>;            // (rows, C) window
+@group(0) @binding(3) var<storage, read> inp: array<T>;             // (rows, C) window
+@group(0) @binding(4) var<storage, read> weight: array<T>;          // (C)
+@group(0) @binding(5) var<storage, read> mean: array<f32>;          // (N)
+@group(0) @binding(6) var<storage, read> rstd: array<f32>;          // (N)
+@group(0) @binding(7) var<uniform> params: Params;
+
+// [invocation · ${wg} + row]: the invocation's part of the row's (Σ dnorm, Σ dnorm·norm).
+var<workgroup> sums: array<vec2f, ${wg * wg}>;
+
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let block = wid.x + wid.y * groups.x;
+  let first = block * ${wg}u;
+  let last = params.rows - 1u;
+  let c = params.c;
+  let p = (params.blockOffset + block) * 2u * c;
+${
+      each("  ", (r) =>
+        `let row${r} = min(first + ${r}u, last);
+let on${r} = select(0.0, 1.0, first + ${r}u <= last);
+let m${r} = mean[params.rowOffset + row${r}];
+let s${r} = rstd[params.rowOffset + row${r}] * on${r};
+var a${r} = 0.0;
+var b${r} = 0.0;`)
+    }
+  for (var j = lid; j < c; j += ${wg}u) {
+    let w = weight[j];
+    var dw = T(0.0);
+    var db = T(0.0);
+${
+      each("    ", (r) =>
+        `{
+  let g = dout[params.doutOffset + row${r} * c + j];
+  let norm = (inp[params.inOffset + row${r} * c + j] - m${r}) * s${r};
+  let dnorm = g * w;
+  a${r} += ${total("dnorm")};
+  b${r} = ${dotPlus("dnorm", "norm", `b${r}`)};
+  dw += g * norm;
+  db = fma(g, T(on${r}), db);
+}`)
+    }
+    partials[p + j] = dw;
+    partials[p + c + j] = db;
   }
+${each("  ", (r) => `sums[lid * ${wg}u + ${r}u] = vec2f(a${r}, b${r});`)}
+  workgroupBarrier();
   let floats = f32(c * ${width}u);
-  let meanDnorm = ${total("dnormSum")} / floats;
-  let meanDnormNorm = ${total("dnormNormSum")} * s / floats;
-  let d = params.dinpOffset + row * c;
-  for (var i = 0u; i < c; i++) {
-    let norm = (inp[x + i] - m) * s;
-    dinp[d + i] += (dout[g + i] * weight[i] - meanDnorm - norm * meanDnormNorm) * s;
-  }`,
-  ),
+${
+      each("  ", (r) =>
+        `var t${r} = vec2f(0.0);
+for (var k = 0u; k < ${wg}u; k++) { t${r} += sums[k * ${wg}u + ${r}u]; }
+t${r} /= floats;`)
+    }
+  for (var j = lid; j < c; j += ${wg}u) {
+    let w = weight[j];
+${
+      each("    ", (r) =>
+        `{
+  let g = dout[params.doutOffset + row${r} * c + j];
+  let norm = (inp[params.inOffset + row${r} * c + j] - m${r}) * s${r};
+  let d = params.dinpOffset + row${r} * c + j;
+  dinp[d] += (g * w - t${r}.x - norm * t${r}.y) * s${r};
+}`)
+    }
+  }
+}
+`;
+  },
 };
 
 /**
@@ -471,53 +591,82 @@ export async function layernormBackward(
   assertFits("mean", mean, n);
   assertFits("rstd", rstd, n);
 
-  const shape = layout(gpu, c, options);
-  const { width, vectors } = shape;
-  const inputKernel = shape.perRow === "invocation"
-    ? layernormBackwardInputRowsKernel
-    : layernormBackwardInputKernel;
-  const columns = { workgroupSize: COLUMN_WORKGROUP, width };
-  // Blocks of 128 rows (at most 1024 blocks, so the partials stay small for any N): 6-8 blocks
-  // for the usual 1024 rows give enough invocations, and a short final sum. Fewer rows when a
-  // block would not fit one binding (wide rows, or a small binding limit).
   const fit = Math.floor(
     (gpu.maxBinding - gpu.device.limits.minStorageBufferOffsetAlignment) / (c * 4),
   );
-  const rowsPerBlock = Math.max(1, Math.min(Math.max(128, Math.ceil(n / 1024)), fit));
+  let shape = layout(gpu, c, options);
+  // The block kernel's partials (N/8 blocks of 2C floats) must fit one binding; past that (N·C
+  // over 128M on lavapipe, or a small binding limit) the workgroup-per-row kernels do the work.
+  if (
+    shape.perRow === "invocation" &&
+    (Math.ceil(n / ROWS_PER_WORKGROUP) * 2 * c * 4 > gpu.maxBinding || fit < ROWS_PER_WORKGROUP)
+  ) {
+    shape = layout(gpu, c, { perRow: "workgroup" });
+  }
+  const { width, vectors } = shape;
+  // Column kernels: 8 invocations a workgroup on a CPU adapter, so that the final sum over the
+  // blocks is shared out over more workgroups; 64 on a GPU.
+  const columns = { workgroupSize: gpu.adapter.isCpu ? 8 : COLUMN_WORKGROUP, width };
+  // Blocks of rows, each summed into its own slot of `partials`, then the slots added in order:
+  // 8 rows for the block kernel; for a row per workgroup, 128 (at most 1024 blocks, so the
+  // partials stay small for any N), fewer when a block would not fit one binding.
+  const rowsPerBlock = shape.perRow === "invocation"
+    ? ROWS_PER_WORKGROUP
+    : Math.max(1, Math.min(Math.max(128, Math.ceil(n / 1024)), fit));
   const blocks = Math.ceil(n / rowsPerBlock);
   const partials = gpu.acquire(blocks * 2 * c * 4);
   for (const { first, count } of rowParts(gpu, n, c, rowsPerBlock)) {
     const x = bufferWindow(gpu, inp, first * c, count * c);
     const g = bufferWindow(gpu, dout, first * c, count * c);
     const d = bufferWindow(gpu, dinp, first * c, count * c);
-    const inputParams = gpu.uniform(uniforms({
-      rows: ["u32", count],
-      c: ["u32", vectors],
-      rowOffset: ["u32", first],
-      inOffset: ["u32", x.elementOffset / width],
-      doutOffset: ["u32", g.elementOffset / width],
-      dinpOffset: ["u32", d.elementOffset / width],
-    }));
+    // The uniform's fields that both layouts' kernels start with (bare numbers are u32).
+    const offsets = {
+      rows: count,
+      c: vectors,
+      rowOffset: first,
+      inOffset: x.elementOffset / width,
+      doutOffset: g.elementOffset / width,
+    };
+    if (shape.perRow === "invocation") {
+      const params = gpu.uniform(uniforms({
+        ...offsets,
+        dinpOffset: d.elementOffset / width,
+        blockOffset: first / rowsPerBlock,
+      }));
+      await gpu.run(
+        layernormBackwardInputRowsKernel,
+        shape.constants,
+        [
+          d.binding,
+          partials,
+          g.binding,
+          x.binding,
+          head(weight, c),
+          head(mean, n),
+          head(rstd, n),
+          params,
+        ],
+        grid2d(Math.ceil(count / rowsPerBlock)),
+      );
+      continue;
+    }
+    const inputParams = gpu.uniform(uniforms({ ...offsets, dinpOffset: d.elementOffset / width }));
     await gpu.run(
-      inputKernel,
+      layernormBackwardInputKernel,
       shape.constants,
       [d.binding, g.binding, x.binding, head(weight, c), head(mean, n), head(rstd, n), inputParams],
       shape.grid(count),
     );
     const partialParams = gpu.uniform(uniforms({
-      rows: ["u32", count],
-      c: ["u32", vectors],
-      rowOffset: ["u32", first],
-      inOffset: ["u32", x.elementOffset / width],
-      doutOffset: ["u32", g.elementOffset / width],
-      rowsPerBlock: ["u32", rowsPerBlock],
-      blockOffset: ["u32", first / rowsPerBlock],
+      ...offsets,
+      rowsPerBlock,
+      blockOffset: first / rowsPerBlock,
     }));
     await gpu.run(
       layernormBackwardPartialsKernel,
       columns,
       [partials, g.binding, x.binding, head(mean, n), head(rstd, n), partialParams],
-      [Math.ceil(vectors / COLUMN_WORKGROUP), Math.ceil(count / rowsPerBlock)],
+      [Math.ceil(vectors / columns.workgroupSize), Math.ceil(count / rowsPerBlock)],
     );
   }
   const params = gpu.uniform(uniforms({ c: ["u32", vectors], blocks: ["u32", blocks] }));
@@ -525,7 +674,7 @@ export async function layernormBackward(
     layernormBackwardParamsKernel,
     columns,
     [head(dweight, c), head(dbias, c), partials, params],
-    [Math.ceil(vectors / COLUMN_WORKGROUP)],
+    [Math.ceil(vectors / columns.workgroupSize)],
   );
   gpu.release(partials);
 }

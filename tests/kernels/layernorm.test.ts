@@ -7,7 +7,7 @@ import {
 } from "../../kernels/layernorm.ts";
 import type { Gpu } from "../../kernels/device.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
-import { assertClose, randomArray, testGpu } from "../_gpu.ts";
+import { assertClose, randomArray, testGpu, testGpuWithBindingLimit } from "../_gpu.ts";
 
 /** Inputs with a per-row offset and scale, so mean and variance matter. */
 function layernormInput(n: number, c: number, seed: number): Float32Array {
@@ -73,6 +73,33 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
     }
   });
 }
+
+Deno.test("layernorm splits 150 rows of 769 floats over a 64 KiB binding limit", async () => {
+  // Parts of at most 21 rows. On a CPU adapter the backward's partial sums (a block per 8
+  // rows, 19 of 6 KB) would not fit one binding either, so the workgroup-per-row kernels take
+  // over (the block kernel's split in parts is tested by N=37, C=769 under that limit).
+  const gpu = await testGpuWithBindingLimit(65536);
+  const n = 150, c = 769;
+  const inp = layernormInput(n, c, 31), weight = randomArray(c, 32), bias = randomArray(c, 33);
+  const dout = randomArray(n * c, 34);
+  const out = new Float32Array(n * c), mean = new Float32Array(n), rstd = new Float32Array(n);
+  layernormForwardCpu(out, mean, rstd, inp, weight, bias, n, c);
+  const dinp = randomArray(n * c, 35), dweight = randomArray(c, 36), dbias = randomArray(c, 37);
+  const [eInp, eWeight, eBias] = [dinp.slice(), dweight.slice(), dbias.slice()];
+  layernormBackwardCpu(eInp, eWeight, eBias, dout, inp, weight, mean, rstd, n, c);
+  for (const perRow of ["invocation", "workgroup"] as const) {
+    const f = uploadEach(gpu, { out: out.map(() => NaN), mean, rstd, inp, weight, bias });
+    await layernormForward(gpu, f, n, c, { perRow });
+    assertClose(await gpu.readF32(f.out, n * c), out, { atol: 1e-5, rtol: 1e-4 });
+    releaseEach(gpu, f);
+    const b = uploadEach(gpu, { dinp, dweight, dbias, dout, inp, weight, mean, rstd });
+    await layernormBackward(gpu, b, n, c, { perRow });
+    assertClose(await gpu.readF32(b.dinp, n * c), eInp, { atol: 1e-4, rtol: 1e-4 });
+    assertClose(await gpu.readF32(b.dweight, c), eWeight, { atol: 1e-4, rtol: 1e-4 });
+    assertClose(await gpu.readF32(b.dbias, c), eBias, { atol: 1e-4, rtol: 1e-4 });
+    releaseEach(gpu, b);
+  }
+});
 
 Deno.test("layernormBackward() gives the same parameter-gradient bits every run", async () => {
   const gpu = await testGpu();
