@@ -165,10 +165,13 @@ function crossEntropyCases(): BenchCase[] {
 function embeddingCases(): BenchCase[] {
   // GPT-2-like token ids: some repeats, spread over the vocabulary.
   const tokens = Int32Array.from({ length: N }, (_, i) => i % 5 === 0 ? 13 : (i * 7919) % V);
+  // Each distinct token's row moves once (820 of them here, not 1024), as each wpe row (T = N).
+  const distinct = new Set(tokens).size;
   return [{
     kernel: "embedding fwd",
     shape: `B*T=${N}, C=${C}`,
-    bytes: (3 * N * C + N) * 4,
+    // Read the tokens, the touched wte rows and the wpe rows; write out.
+    bytes: ((distinct + N + N) * C + N) * 4,
     setup: (gpu) => {
       const tokensBuf = gpu.upload(tokens), wte = gpu.upload(pattern(V * C));
       const wpe = gpu.upload(pattern(MAX_T * C, 101)), out = gpu.acquire(N * C * 4);
@@ -180,8 +183,9 @@ function embeddingCases(): BenchCase[] {
   }, {
     kernel: "embedding bwd",
     shape: `B*T=${N}, C=${C}`,
-    // Read dout; read and write the touched dwte rows and dwpe (at most N rows each).
-    bytes: 5 * N * C * 4,
+    // Read dout; read and write the touched dwte rows and the dwpe rows; read the positions
+    // grouped by token (distinct tokens, offsets, positions).
+    bytes: ((N + 2 * distinct + 2 * N) * C + 2 * distinct + 1 + N) * 4,
     setup: (gpu) => {
       const dout = gpu.upload(pattern(N * C)), dwte = gpu.acquire(V * C * 4);
       const dwpe = gpu.acquire(MAX_T * C * 4);

@@ -4,12 +4,14 @@
  * Gradient convention: both parameter gradients ACCUMULATE (`dwte +=`, `dwpe +=`).
  *
  * Determinism (same bits every run, with no float atomics): `dwpe[t] += dout[0, t] + ... +
- * dout[B-1, t]`, added in order of b by one invocation per (t, c). For `dwte`, several positions
- * can hold the same token; the tokens are on the CPU, so the launcher groups positions by token
- * there ({@linkcode groupPositionsByToken}: a CSR of distinct tokens, offsets and positions in
- * ascending order), uploads it, and one invocation per (distinct token, c) adds its positions'
- * rows into `dwte[token]` in that order. Both sums are then the same float32 sequence as the CPU
- * reference's plain loop over positions, whatever the split into parts.
+ * dout[B-1, t]`, each element added in order of b by the one invocation that owns it. For
+ * `dwte`, several positions can hold the same token; the tokens are on the CPU, so the launcher
+ * groups positions by token there ({@linkcode groupPositionsByToken}: a CSR of distinct tokens,
+ * offsets and positions in ascending order), uploads it, and the invocation that owns an
+ * element of `dwte[token]` adds its positions' rows in that order. Both sums are then the same
+ * float32 sequence as the CPU reference's plain loop over positions, whatever the split into
+ * parts. When dout fits one binding, one launch does both (the `dwpe` rows take the workgroups
+ * after the tokens'), one dispatch fewer.
  *
  * Tensors over one binding (GPT-2's wte is 50257 × 768 floats = 154 MB) are processed in parts:
  * vocabulary ranges of `wte`/`dwte` and row ranges of `out`/`dout`, through
@@ -29,10 +31,11 @@ export interface EmbeddingConstants extends Record<string, number> {
   /** Floats per load: 4 (`vec4f`, when C is a multiple of 4) or 1. */
   width: number;
   /**
-   * How the forward and the token backward share out a row of C: 1, one invocation walks the
-   * whole row (on lavapipe every load is a scalar load per SIMD lane anyway, and a row's token
-   * and offsets are then read once, with no division per element); 0, the invocations of one
-   * workgroup stride over the row (on a GPU: neighbouring invocations read neighbouring floats).
+   * How the kernels share out a row of C (an output row, a distinct token's `dwte` row, a `dwpe`
+   * row): 1, one invocation walks the whole row (on lavapipe every load is a scalar load per SIMD
+   * lane anyway, a row's token and offsets are then read once, with no division per element, and
+   * a long walk pays once for starting the invocation); 0, the invocations of one workgroup
+   * stride over the row (on a GPU: neighbouring invocations read neighbouring floats).
    */
   invocationPerRow: number;
 }
@@ -41,11 +44,14 @@ export interface EmbeddingConstants extends Record<string, number> {
 const GPU_WORKGROUP = 64;
 const CPU_ROWS_PER_WORKGROUP = 8;
 
-/** The row walk of a kernel: which row an invocation serves, and its loop over the row. */
+/**
+ * The row walk of a kernel: which row an invocation serves (from `flat`, its workgroup's linear
+ * index), and its loop over the row.
+ */
 function rowWalk(wg: number, invocationPerRow: number) {
   return invocationPerRow
-    ? { row: `(wid.x + wid.y * groups.x) * ${wg}u + lid`, from: "0u", step: "1u" }
-    : { row: "wid.x + wid.y * groups.x", from: "lid", step: `${wg}u` };
+    ? { row: `flat * ${wg}u + lid`, from: "0u", step: "1u" }
+    : { row: "flat", from: "lid", step: `${wg}u` };
 }
 
 /**
@@ -74,6 +80,7 @@ struct Params {
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
+  let flat = wid.x + wid.y * groups.x;
   let row = ${row};
   if (row >= params.n) { return; }
   let c = params.c;
@@ -97,13 +104,36 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 };
 
 /**
- * WGSL of `dwpe += sum over b of dout[b]`: invocation (t, c) adds the batch rows in order
- * (`width` floats at a time).
+ * WGSL of `addPositionRow(row, lid, batches, t, c, doutOffset)`: `dwpe[row] += dout[0, row] +
+ * ... + dout[batches - 1, row]`, each element adding the batch rows in order of b, `width`
+ * floats at a time. The caller's invocation walks the row as the forward does: alone on a CPU
+ * adapter (measured at B·T = 1024, C = 768: 0.75 ms, against 1.4-3 ms with one `vec4f` an
+ * invocation: lavapipe pays for every invocation it starts), or with its workgroup on a GPU.
+ */
+function positionRowWgsl(wg: number, invocationPerRow: number): string {
+  const { from, step } = rowWalk(wg, invocationPerRow);
+  return /* wgsl */ `
+fn addPositionRow(row: u32, lid: u32, batches: u32, t: u32, c: u32, doutOffset: u32) {
+  let tc = t * c;
+  let first = row * c;
+  for (var i = first + ${from}; i < first + c; i += ${step}) {
+    var acc = dwpe[i];
+    for (var b = 0u; b < batches; b++) { acc += dout[doutOffset + b * tc + i]; }
+    dwpe[i] = acc;
+  }
+}`;
+}
+
+/**
+ * WGSL of `dwpe += sum over b of dout[b]` over one part of whole batch rows of dout, row by row
+ * of (T, C). Launched alone when dout takes more than one binding; else the token kernel does
+ * this work in the same launch.
  */
 export const embeddingBackwardPositionKernel: Kernel<EmbeddingConstants> = {
   name: "embedding_backward_position",
   bindings: ["write", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg, width }) => {
+  wgsl: ({ workgroupSize: wg, width, invocationPerRow }) => {
+    const { row } = rowWalk(wg, invocationPerRow);
     const T = width === 4 ? "vec4f" : "f32";
     return /* wgsl */ `
 struct Params { batches: u32, t: u32, c: u32, doutOffset: u32 }
@@ -111,34 +141,56 @@ struct Params { batches: u32, t: u32, c: u32, doutOffset: u32 }
 @group(0) @binding(0) var<storage, read_write> dwpe: array<${T}>;  // (maxT, C)
 @group(0) @binding(1) var<storage, read> dout: array<${T}>;        // (batches, T, C) window
 @group(0) @binding(2) var<uniform> params: Params;
+${positionRowWgsl(wg, invocationPerRow)}
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${wg}u + lid;
-  let tc = params.t * params.c;
-  if (i >= tc) { return; }
-  var acc = dwpe[i];
-  for (var b = 0u; b < params.batches; b++) { acc += dout[params.doutOffset + b * tc + i]; }
-  dwpe[i] = acc;
+  let flat = wid.x + wid.y * groups.x;
+  let row = ${row};
+  if (row >= params.t) { return; }
+  addPositionRow(row, lid, params.batches, params.t, params.c, params.doutOffset);
 }
 `;
   },
 };
 
+/** Compile-time constants of {@linkcode embeddingBackwardTokenKernel}. */
+export interface EmbeddingTokenConstants extends EmbeddingConstants {
+  /**
+   * 1: the launch also adds the position rows (binding 6 is `dwpe`, and the workgroups after
+   * `tokenWorkgroups` each take position rows as {@linkcode embeddingBackwardPositionKernel}
+   * does), saving a dispatch when all of dout fits one binding; 0: tokens only.
+   */
+  withPositions: number;
+}
+
 /**
  * WGSL of `dwte[token] += dout[positions of token]`: the row of distinct token u gets the rows
- * listed in `positions[offsets[u] .. offsets[u + 1]]` added in order.
+ * listed in `positions[offsets[u] .. offsets[u + 1]]` added in order; with `withPositions`, also
+ * `dwpe += sum over b of dout[b]`. On a CPU adapter a frequent token's invocation walks its many
+ * positions while the other lanes of its SIMD vector have finished; lavapipe skips an idle lane's
+ * loads and stores, so that costs little (measured: giving frequent tokens a workgroup each, or
+ * ordering the tokens by count, changed nothing at B·T = 1024 or 2048).
  */
-export const embeddingBackwardTokenKernel: Kernel<EmbeddingConstants> = {
+export const embeddingBackwardTokenKernel: Kernel<EmbeddingTokenConstants> = {
   name: "embedding_backward_token",
-  bindings: ["write", "read", "read", "read", "read", "uniform"],
-  wgsl: ({ workgroupSize: wg, width, invocationPerRow }) => {
+  bindings: ({ withPositions }) => [
+    "write",
+    "read",
+    "read",
+    "read",
+    "read",
+    "uniform",
+    ...(withPositions ? ["write" as const] : []),
+  ],
+  wgsl: ({ workgroupSize: wg, width, invocationPerRow, withPositions }) => {
     const { row, from, step } = rowWalk(wg, invocationPerRow);
     const T = width === 4 ? "vec4f" : "f32";
     return /* wgsl */ `
 struct Params {
   groupStart: u32, groupCount: u32, c: u32, vocabStart: u32, dwteOffset: u32, doutOffset: u32,
+  tokenWorkgroups: u32, batches: u32, t: u32,  // the position rows' (withPositions)
 }
 
 @group(0) @binding(0) var<storage, read_write> dwte: array<${T}>;  // (vocab range, C) window
@@ -147,10 +199,29 @@ struct Params {
 @group(0) @binding(3) var<storage, read> offsets: array<u32>;     // (U + 1)
 @group(0) @binding(4) var<storage, read> positions: array<u32>;   // (rows), relative to the part
 @group(0) @binding(5) var<uniform> params: Params;
+${
+      withPositions
+        ? `@group(0) @binding(6) var<storage, read_write> dwpe: array<${T}>;  // (maxT, C)
+${positionRowWgsl(wg, invocationPerRow)}`
+        : ""
+    }
 
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
+  var flat = wid.x + wid.y * groups.x;
+  ${
+      withPositions
+        ? `if (flat >= params.tokenWorkgroups) {
+    flat -= params.tokenWorkgroups;
+    let row = ${row};
+    if (row < params.t) {
+      addPositionRow(row, lid, params.batches, params.t, params.c, params.doutOffset);
+    }
+    return;
+  }`
+        : ""
+    }
   let r = ${row};
   if (r >= params.groupCount) { return; }
   let c = params.c;
@@ -233,7 +304,7 @@ function layout(gpu: Gpu, c: number) {
     width,
     constants: { workgroupSize, width, invocationPerRow },
     /** Workgroups for `rows` rows. */
-    grid: (rows: number) => grid2d(invocationPerRow ? Math.ceil(rows / workgroupSize) : rows),
+    workgroups: (rows: number) => invocationPerRow ? Math.ceil(rows / workgroupSize) : rows,
   };
 }
 
@@ -297,7 +368,7 @@ export async function embeddingForward(
         embeddingForwardKernel,
         shape.constants,
         [y.binding, head(tokens, n), w.binding, head(wpe, maxT * c), params],
-        shape.grid(rows.count),
+        grid2d(shape.workgroups(rows.count)),
       );
     }
   }
@@ -337,34 +408,43 @@ export async function embeddingBackward(
 
   const shape = layout(gpu, c);
   const { width } = shape;
-  // dwpe: parts of whole batch rows, so each part adds its b's in order after the previous part.
-  for (const batches of rowParts(gpu, b, t * c)) {
-    const g = bufferWindow(gpu, dout, batches.first * t * c, batches.count * t * c);
-    const params = gpu.uniform(uniforms({
-      batches: ["u32", batches.count],
-      t: ["u32", t],
-      c: ["u32", c / width],
-      doutOffset: ["u32", g.elementOffset / width],
-    }));
-    await gpu.run(
-      embeddingBackwardPositionKernel,
-      { workgroupSize: GPU_WORKGROUP, width, invocationPerRow: 0 },
-      [head(dwpe, t * c), g.binding, params],
-      grid2d(Math.ceil(t * c / width / GPU_WORKGROUP)),
-    );
+  const rowPartsOfDout = rowParts(gpu, n, c);
+  // dwpe walks dout in parts of whole batch rows, so that each part adds its b's in order after
+  // the previous part. When dout fits one binding, the first token launch does that walk too.
+  const batchParts = rowParts(gpu, b, t * c);
+  let positionsPending = rowPartsOfDout.length === 1 && batchParts.length === 1;
+  if (!positionsPending) {
+    for (const batches of batchParts) {
+      const g = bufferWindow(gpu, dout, batches.first * t * c, batches.count * t * c);
+      const params = gpu.uniform(uniforms({
+        batches: ["u32", batches.count],
+        t: ["u32", t],
+        c: ["u32", c / width],
+        doutOffset: ["u32", g.elementOffset / width],
+      }));
+      await gpu.run(
+        embeddingBackwardPositionKernel,
+        shape.constants,
+        [head(dwpe, t * c), g.binding, params],
+        grid2d(shape.workgroups(t)),
+      );
+    }
   }
 
   // dwte: per part of dout rows, the CSR of that part; per vocabulary range, its tokens.
   const vocabParts = rowParts(gpu, v, c);
-  for (const rows of rowParts(gpu, n, c)) {
+  for (const rows of rowPartsOfDout) {
     const groups = groupPositionsByToken(tokens, v, rows.first, rows.count);
     const g = bufferWindow(gpu, dout, rows.first * c, rows.count * c);
     const csr = [groups.tokens, groups.offsets, groups.positions].map((a) => gpu.upload(a));
     for (const vocab of vocabParts) {
       const groupStart = lowerBound(groups.tokens, vocab.first);
       const groupCount = lowerBound(groups.tokens, vocab.first + vocab.count) - groupStart;
-      if (groupCount === 0) continue;
+      if (groupCount === 0 && !positionsPending) continue;
+      const withPositions = positionsPending ? 1 : 0;
+      positionsPending = false;
       const w = bufferWindow(gpu, dwte, vocab.first * c, vocab.count * c);
+      const tokenWorkgroups = shape.workgroups(groupCount);
       const params = gpu.uniform(uniforms({
         groupStart: ["u32", groupStart],
         groupCount: ["u32", groupCount],
@@ -372,12 +452,15 @@ export async function embeddingBackward(
         vocabStart: ["u32", vocab.first],
         dwteOffset: ["u32", w.elementOffset / width],
         doutOffset: ["u32", g.elementOffset / width],
+        tokenWorkgroups: ["u32", tokenWorkgroups],
+        batches: ["u32", b],
+        t: ["u32", t],
       }));
       await gpu.run(
         embeddingBackwardTokenKernel,
-        shape.constants,
-        [w.binding, g.binding, ...csr, params],
-        shape.grid(groupCount),
+        { ...shape.constants, withPositions },
+        [w.binding, g.binding, ...csr, params, ...(withPositions ? [head(dwpe, t * c)] : [])],
+        grid2d(tokenWorkgroups + (withPositions ? shape.workgroups(t) : 0)),
       );
     }
     for (const buffer of csr) gpu.release(buffer);

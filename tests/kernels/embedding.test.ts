@@ -76,7 +76,14 @@ for (const C of [48, 45]) {
   Deno.test(`embeddingBackward() accumulates exactly like its CPU reference (C=${C})`, async () => {
     const tokens = makeTokens(B * T, V, 6), dout = randomArray(B * T * C, 7);
     const dwte = randomArray(V * C, 8), dwpe = randomArray(MAX_T * C, 9);
-    const [gotDwte, gotDwpe] = await gpuBackward(await testGpu(), C, tokens, dout, dwte, dwpe);
+    const gpu = await testGpu();
+    let got: [Float32Array, Float32Array] = [dwte, dwpe];
+    const counts = await countDispatches(gpu, async () => {
+      got = await gpuBackward(gpu, C, tokens, dout, dwte, dwpe);
+    });
+    const [gotDwte, gotDwpe] = got;
+    // dout fits one binding: the position rows ride along with the first token launch.
+    assert.equal(counts.get("embedding_backward_position"), undefined);
     // Same additions in the same order, so the same float32 bits.
     embeddingBackwardCpu(dwte, dwpe, dout, tokens, B, T, C);
     assertClose(gotDwte, dwte, { atol: 0, rtol: 0 });
