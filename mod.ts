@@ -129,7 +129,10 @@ export {
   biasGrad,
   type BiasGradConstants,
   biasGradCpu,
+  biasGradFinalKernel,
   biasGradKernel,
+  biasGradPartialsKernel,
+  type BiasGradPassConstants,
 } from "./kernels/bias_grad.ts";
 export {
   countedPositions,
@@ -150,6 +153,7 @@ export {
   embeddingForward,
   embeddingForwardCpu,
   embeddingForwardKernel,
+  type EmbeddingTokenConstants,
   groupPositionsByToken,
   type TokenGroups,
 } from "./kernels/embedding.ts";
