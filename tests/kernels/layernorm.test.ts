@@ -28,6 +28,26 @@ function releaseEach(gpu: Gpu, buffers: Record<string, GPUBuffer>): void {
   for (const buffer of Object.values(buffers)) gpu.release(buffer);
 }
 
+/** Runs `layernormBackward` on uploads of `inputs` and checks the three gradients it adds to. */
+async function assertBackwardMatches(
+  gpu: Gpu,
+  inputs: Record<
+    "dinp" | "dweight" | "dbias" | "dout" | "inp" | "weight" | "mean" | "rstd",
+    Float32Array
+  >,
+  [eInp, eWeight, eBias]: Float32Array[],
+  n: number,
+  c: number,
+  perRow: "invocation" | "workgroup",
+): Promise<void> {
+  const b = uploadEach(gpu, inputs);
+  await layernormBackward(gpu, b, n, c, { perRow });
+  assertClose(await gpu.readF32(b.dinp, n * c), eInp, { atol: 1e-4, rtol: 1e-4 });
+  assertClose(await gpu.readF32(b.dweight, c), eWeight, { atol: 1e-4, rtol: 1e-4 });
+  assertClose(await gpu.readF32(b.dbias, c), eBias, { atol: 1e-4, rtol: 1e-4 });
+  releaseEach(gpu, b);
+}
+
 // N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides),
 // C = 772 (vec4 loads over several strides).
 for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
@@ -64,12 +84,8 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
     const [eInp, eWeight, eBias] = expected;
     layernormBackwardCpu(eInp, eWeight, eBias, dout, inp, weight, mean, rstd, n, c);
     for (const perRow of ["invocation", "workgroup"] as const) {
-      const b = uploadEach(gpu, { dinp, dweight, dbias, dout, inp, weight, mean, rstd });
-      await layernormBackward(gpu, b, n, c, { perRow });
-      assertClose(await gpu.readF32(b.dinp, n * c), eInp, { atol: 1e-4, rtol: 1e-4 });
-      assertClose(await gpu.readF32(b.dweight, c), eWeight, { atol: 1e-4, rtol: 1e-4 });
-      assertClose(await gpu.readF32(b.dbias, c), eBias, { atol: 1e-4, rtol: 1e-4 });
-      releaseEach(gpu, b);
+      const inputs = { dinp, dweight, dbias, dout, inp, weight, mean, rstd };
+      await assertBackwardMatches(gpu, inputs, expected, n, c, perRow);
     }
   });
 }
@@ -92,12 +108,8 @@ Deno.test("layernorm splits 150 rows of 769 floats over a 64 KiB binding limit",
     await layernormForward(gpu, f, n, c, { perRow });
     assertClose(await gpu.readF32(f.out, n * c), out, { atol: 1e-5, rtol: 1e-4 });
     releaseEach(gpu, f);
-    const b = uploadEach(gpu, { dinp, dweight, dbias, dout, inp, weight, mean, rstd });
-    await layernormBackward(gpu, b, n, c, { perRow });
-    assertClose(await gpu.readF32(b.dinp, n * c), eInp, { atol: 1e-4, rtol: 1e-4 });
-    assertClose(await gpu.readF32(b.dweight, c), eWeight, { atol: 1e-4, rtol: 1e-4 });
-    assertClose(await gpu.readF32(b.dbias, c), eBias, { atol: 1e-4, rtol: 1e-4 });
-    releaseEach(gpu, b);
+    const inputs = { dinp, dweight, dbias, dout, inp, weight, mean, rstd };
+    await assertBackwardMatches(gpu, inputs, [eInp, eWeight, eBias], n, c, perRow);
   }
 });
 
