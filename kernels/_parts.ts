@@ -171,15 +171,18 @@ export function elementwiseShape(gpu: Gpu): { workgroupSize: number; perInvocati
  * Records an elementwise kernel made by {@linkcode elementwiseKernel} over the first `n` float32
  * elements of each of `buffers` (in binding order), in parts whose windows fit one binding: the
  * first `n - n % 4` floats as `vec4f`, the last `n % 4` (if any) as `f32`.
+ *
+ * @param shape the launch shape; {@linkcode elementwiseShape} by default (a kernel whose work per
+ *   float differs, such as GELU's, may measure another).
  */
 export async function runElementwise(
   gpu: Gpu,
   kernel: Kernel<ElementwiseConstants>,
   buffers: Record<string, GPUBuffer>,
   n: number,
+  shape: { workgroupSize: number; perInvocation: number } = elementwiseShape(gpu),
 ): Promise<void> {
   for (const [name, buffer] of Object.entries(buffers)) assertFits(name, buffer, n);
-  const shape = elementwiseShape(gpu);
   const body = n - n % 4;
   const launch = async (first: number, count: number, width: number) => {
     const windows = Object.values(buffers).map((b) => bufferWindow(gpu, b, first, count));

@@ -13,12 +13,11 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import type { Gpu, Kernel } from "./device.ts";
 import {
-  assertFits,
-  elementParts,
   type ElementwiseConstants,
   elementwiseKernel,
+  elementwiseShape,
   runElementwise,
 } from "./_parts.ts";
 import type { Floats } from "./types.ts";
@@ -92,8 +91,8 @@ const CPU_WORKGROUP = 8;
 const CPU_VEC4S_PER_INVOCATION = 64;
 
 /**
- * Records a GELU kernel over the first `n` floats of each of `buffers`, as
- * {@linkcode runElementwise} does, but shaped for GELU on a CPU adapter: 8 invocations of 64
+ * Records a GELU kernel over the first `n` floats of each of `buffers` with
+ * {@linkcode runElementwise}, shaped for GELU on a CPU adapter: 8 invocations of 64
  * vec4s a workgroup rather than the shared 64 of 4. On lavapipe every workgroup starts with a
  * costly prologue (a division per lane for its invocation ids) and the loop over elements
  * carries per-lane masks, so the more elements each pays for, the better: at 1024×3072 the
@@ -106,26 +105,10 @@ async function runGelu(
   buffers: Record<string, GPUBuffer>,
   n: number,
 ): Promise<void> {
-  if (!gpu.adapter.isCpu) return await runElementwise(gpu, kernel, buffers, n);
-  for (const [name, buffer] of Object.entries(buffers)) assertFits(name, buffer, n);
-  const body = n - n % 4;
-  const launch = async (first: number, count: number, width: number) => {
-    const perInvocation = width === 4 ? CPU_VEC4S_PER_INVOCATION : 1;
-    const windows = Object.values(buffers).map((b) => bufferWindow(gpu, b, first, count));
-    const offsets = Object.fromEntries(
-      windows.map((w, i) => [`offset${i}`, w.elementOffset / width]),
-    );
-    const elements = count / width;
-    await gpu.run(
-      kernel,
-      { workgroupSize: CPU_WORKGROUP, width, perInvocation },
-      [...windows.map((w) => w.binding), gpu.uniform(uniforms({ n: elements, ...offsets }))],
-      grid2d(Math.ceil(elements / (CPU_WORKGROUP * perInvocation))),
-    );
-  };
-  // Parts of multiples of 64 floats start 256-byte aligned: their windows' offsets are 0.
-  for (const { first, count } of elementParts(gpu, body)) await launch(first, count, 4);
-  if (n > body) await launch(body, n - body, 1);
+  const shape = gpu.adapter.isCpu
+    ? { workgroupSize: CPU_WORKGROUP, perInvocation: CPU_VEC4S_PER_INVOCATION }
+    : elementwiseShape(gpu);
+  await runElementwise(gpu, kernel, buffers, n, shape);
 }
 
 /**
