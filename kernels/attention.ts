@@ -64,7 +64,7 @@
  * is the unrolled arithmetic and its spills (most multiplies take an operand from the stack),
  * and more rows cost compile time (cold, the three kernels at HS=64: all at 8 rows 17 s, all
  * at 4 rows 6 s, these defaults 7 s; the storage-buffer kernels 12 s). In the ctx1024 train step (V8192 L6 H4
- * C256 T1024 B2, `deno task bench --train --filter ctx1024`, run back to back): attention
+ * C256 T1024 B2, the train bench's config then, run back to back): attention
  * 1159 + 2740 ms (forward + backward) of a 7564 ms step, 271 tokens/s, before; 293 + 963 ms
  * of 5011 ms, 409 tokens/s, after.
  *
