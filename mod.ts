@@ -443,6 +443,7 @@ export {
   BUNDLED_INSTRUCT_DIR,
   BUNDLED_PRETRAIN_DIR,
   BUNDLED_SNAKES_QA,
+  BUNDLED_SNAKES_QA_BRIEF,
   BUNDLED_STORIES,
 } from "./pipeline/bundled_data.ts";
 export { chatReplies, chatReply } from "./pipeline/chat.ts";
@@ -537,7 +538,15 @@ export {
   type PretrainingSource,
   pretrainingSource,
   type SourceFlags,
+  TUNING_ANSWER_SOURCES,
 } from "./pipeline/pretraining_source.ts";
+export {
+  BRIEF_KINDS,
+  briefPairs,
+  isCleanSentence,
+  sentences,
+  type SourcedPair,
+} from "./pipeline/brief_pairs.ts";
 export {
   emaSmooth,
   type LoggedStep,

@@ -32,7 +32,7 @@ export const BUNDLED_FINEWEB: string = `${BUNDLED_PRETRAIN_DIR}/fineweb-sample-1
 export const BUNDLED_STORIES: string = `${BUNDLED_PRETRAIN_DIR}/stories.jsonl.gz`;
 
 /**
- * The bundled instruction pairs: a folder of the two files below, in Alpaca's fields
+ * The bundled instruction pairs: a folder of the three files below, in Alpaca's fields
  * (`instruction`, `input`, `output`), which `prepare_dataset_instruct` reads as one set.
  */
 export const BUNDLED_INSTRUCT_DIR: string = `${BUNDLED_DATA_DIR}/instruct`;
@@ -48,3 +48,11 @@ export const BUNDLED_ALPACA: string = `${BUNDLED_INSTRUCT_DIR}/alpaca-style-1100
  * generated with Llama 3.1, so facts are often wrong.
  */
 export const BUNDLED_SNAKES_QA: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-short.jsonl.gz`;
+
+/**
+ * Brief pairs derived from the long snakes-qa answers of every length (explanations, how-to
+ * guides, example sentences, synonyms, children's tales): the few sentences of each answer that
+ * answer it, under an everyday question (`pipeline/brief_pairs.ts`). Alpaca's fields and
+ * `source` (`brief-<kind>`). MIT, as the pairs they come from.
+ */
+export const BUNDLED_SNAKES_QA_BRIEF: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-brief.jsonl.gz`;

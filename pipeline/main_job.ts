@@ -32,10 +32,10 @@ import { BUNDLED_INSTRUCT_DIR } from "./bundled_data.ts";
 import { JobFolder, readJson } from "./_job_folder.ts";
 import {
   BUNDLED_SHARES,
-  CLEAN_ANSWER_SOURCES,
   estimateSourceTokens,
   HUB_ROWS,
   pretrainingSource,
+  TUNING_ANSWER_SOURCES,
 } from "./pretraining_source.ts";
 import {
   type BudgetPlan,
@@ -303,9 +303,10 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     () =>
       prepareDatasetInstruct({
         data: options.instructData ?? BUNDLED_INSTRUCT_DIR,
-        sources: options.instructData ? undefined : CLEAN_ANSWER_SOURCES,
+        sources: options.instructData ? undefined : TUNING_ANSWER_SOURCES,
         tokenizer: paths.tokenizer,
         contextLength: Math.min(d.instructContext, context),
+        pack: true,
         out: paths.instruct,
       }),
   );

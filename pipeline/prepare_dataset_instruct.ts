@@ -1,8 +1,8 @@
 /**
  * Stage 6a of the pipeline: instruction pairs (Alpaca's `instruction`, `input`, `output`, from a
  * JSON, JSON Lines or Parquet file) become ChatML conversations, tokenized for fine-tuning. The
- * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation, and its loss mask
- * keeps only the answer's tokens, so the model learns to answer, not to ask. The pairs' text is
+ * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation (or several, packed),
+ * and its loss mask keeps only the answers' tokens, so the model learns to answer, not to ask. The pairs' text is
  * plain text: a `<|im_end|>` or `</s>` written in a pair stays text and cannot cut a turn short.
  *
  * The output folder holds `chat.jsonl` (the formatted conversations), `tokenizer/` (the
@@ -49,6 +49,13 @@ export interface PrepareInstructOptions {
   rows?: number;
   /** Only the pairs whose `source` field is one of these (the bundled files name it). Default all. */
   sources?: readonly string[];
+  /**
+   * Pack several conversations into each row, as pretraining packs documents, instead of one a
+   * row padded to the context: short pairs then fill their rows, and a tuning step trains on as
+   * many answers as its tokens hold. A conversation that does not fit what is left of a row
+   * starts the next one. Default false.
+   */
+  pack?: boolean;
   /** No progress output. */
   quiet?: boolean;
 }
@@ -61,6 +68,8 @@ export interface PreparedInstruct {
   skipped: number;
   /** Pairs whose answer was cut at the context length. */
   truncated: number;
+  /** Conversations written (the rows hold several each when packed). */
+  conversations: number;
 }
 
 /** Formats, tokenizes and masks instruction pairs; see the module documentation. */
@@ -87,7 +96,9 @@ export async function prepareDatasetInstruct(
   });
   const limit = options.rows ?? Infinity;
   const encoder = new TextEncoder();
-  let skipped = 0, truncated = 0;
+  let skipped = 0, truncated = 0, conversations = 0;
+  // The row being packed: conversations are appended until the next one does not fit.
+  let packedIds: number[] = [], packedMask: number[] = [];
   try {
     await writeFileAtomic(`${options.out}/chat.jsonl`, async (chat) => {
       const batches = readRecordBatches(options.data, {
@@ -109,15 +120,29 @@ export async function prepareDatasetInstruct(
           const responseIds = chatResponseIds(tokenizer, pair.output);
           const ids = [...promptIds, ...responseIds].slice(0, context);
           if (ids.length < promptIds.length + responseIds.length) truncated++;
-          rows.push(ids);
-          masks.push(ids.map((_, i) => i < promptIds.length ? 0 : 1));
+          const mask = ids.map((_, i) => i < promptIds.length ? 0 : 1);
+          conversations++;
           lines.push(JSON.stringify({ prompt, response }) + "\n");
+          if (!options.pack) {
+            rows.push(ids);
+            masks.push(mask);
+            continue;
+          }
+          if (packedIds.length + ids.length > context) {
+            rows.push(packedIds);
+            masks.push(packedMask);
+            packedIds = [];
+            packedMask = [];
+          }
+          packedIds.push(...ids);
+          packedMask.push(...mask);
         }
         await writer.write(rows, masks);
         await writeAll(chat, encoder.encode(lines.join("")));
         progress.update(writer.meta.documents);
         if (writer.meta.documents >= limit) break;
       }
+      if (packedIds.length > 0) await writer.write([packedIds], [packedMask]);
       if (writer.meta.rows === 0) {
         throw new Error(
           `No instruction pair of ${options.data} fits a context of ${context} tokens; ` +
@@ -130,7 +155,7 @@ export async function prepareDatasetInstruct(
     throw error;
   }
   progress.finish();
-  return { meta: await writer.finish(), skipped, truncated };
+  return { meta: await writer.finish(), skipped, truncated, conversations };
 }
 
 /** The flags of `deno task prepare-instruct`, with their defaults and help. */
@@ -155,6 +180,11 @@ const FLAGS = {
     help: "tokens per conversation, at most the pretrained model's context",
   },
   rows: { type: "string", help: "most pairs to take (default all)" },
+  pack: {
+    type: "boolean",
+    default: false,
+    help: "pack several conversations into each row instead of one padded row each",
+  },
   quiet: { type: "boolean", default: false, help: "no progress output" },
   ...HELP_FLAG,
 } as const;
@@ -170,10 +200,12 @@ if (import.meta.main) {
       out: values.out,
       contextLength: intFlag("context", values.context, 2),
       rows: values.rows === undefined ? undefined : intFlag("rows", values.rows),
+      pack: values.pack,
       quiet: values.quiet,
     });
     console.log(
-      `wrote ${result.meta.rows} conversations (${result.meta.tokens} tokens) to ` +
+      `wrote ${result.conversations} conversations in ${result.meta.rows} rows ` +
+        `(${result.meta.tokens} tokens) to ` +
         `${values.out}; ${result.skipped} left out (prompt too long), ${result.truncated} ` +
         "answers cut at the context length",
     );

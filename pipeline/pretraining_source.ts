@@ -5,6 +5,7 @@
  * @module
  */
 
+import { BRIEF_KINDS } from "./brief_pairs.ts";
 import { BUNDLED_INSTRUCT_DIR, BUNDLED_STORIES } from "./bundled_data.ts";
 import { readRecordBatches } from "./text_source.ts";
 import type { HubDataset } from "./hub.ts";
@@ -47,7 +48,8 @@ export const CLEAN_STORY_SOURCES: readonly string[] = [
  * tuning's context and the eval's 200-token answers: without the short ones, a 30-minute model
  * ended 10% of its answers by itself (docs/recipe.md). Left out: synonyms 76.5% (lists of words),
  * paraphrases and summaries 71-74%, and the Alpaca pairs (64.5%: lists and fragments), which have
- * no `source`. 8,945 of 11,987 pairs, 6.3 MB.
+ * no `source`. 8,945 of 11,987 pairs, 6.3 MB; and the 7,846 brief pairs derived from the long
+ * ones, 2.3 MB.
  */
 export const CLEAN_ANSWER_SOURCES: readonly string[] = [
   "llama-sentences",
@@ -56,6 +58,20 @@ export const CLEAN_ANSWER_SOURCES: readonly string[] = [
   "llama-eli5",
   "llama-wiki",
   "llama-stories",
+  "generated-trivia",
+  "generated-jokes",
+  ...BRIEF_KINDS.map((kind) => `brief-${kind}`),
+];
+
+/**
+ * The pairs the instruction tuning reads: the short ones only, each well inside a tuning row, so
+ * that every answer it learns ends with `<|im_end|>` and starts from its question: the brief
+ * pairs (`pipeline/brief_pairs.ts`: the first sentences of the long kinds' answers, under
+ * everyday questions), trivia and jokes. The long answers stay in pretraining, where their
+ * fluent prose serves, but would teach the tuning to run past its rows.
+ */
+export const TUNING_ANSWER_SOURCES: readonly string[] = [
+  ...BRIEF_KINDS.map((kind) => `brief-${kind}`),
   "generated-trivia",
   "generated-jokes",
 ];

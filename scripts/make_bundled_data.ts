@@ -9,7 +9,9 @@
  * - stories: every story of `stories.jsonl`, as it is;
  * - Alpaca-style pairs: the JSON array, as it is;
  * - snakes-qa: the pairs whose instruction, input and output together are at most
- *   QA_MAX_CHARACTERS long, in file order, except the drills of QA_DRILLS.
+ *   QA_MAX_CHARACTERS long, in file order, except the drills of QA_DRILLS;
+ * - brief snakes-qa pairs: `briefPairs` of every pair of any length, in file order, at most
+ *   one per word of the example-sentence kind.
  *
  * `simple-stories.txt` (non-commercial licence) is never read.
  *
@@ -23,8 +25,10 @@ import {
   BUNDLED_INSTRUCT_DIR,
   BUNDLED_PRETRAIN_DIR,
   BUNDLED_SNAKES_QA,
+  BUNDLED_SNAKES_QA_BRIEF,
   BUNDLED_STORIES,
 } from "../pipeline/bundled_data.ts";
+import { briefPairs, type SourcedPair } from "../pipeline/brief_pairs.ts";
 import { writeAll, writeFileAtomic } from "../util/files.ts";
 import { runCli } from "../util/cli.ts";
 import { HELP_FLAG, parseFlags } from "../util/flags.ts";
@@ -59,7 +63,11 @@ async function writeGzip(path: string, lines: Iterable<string> | AsyncIterable<s
 }
 
 async function* fineweb(source: string, counts: { rows: number; characters: number }) {
-  const batches = readRecordBatches(`${source}/fineweb`, { fields: ["text", "score"] });
+  // `score` is a number column: read as an optional field, which the reader writes as text.
+  const batches = readRecordBatches(`${source}/fineweb`, {
+    fields: ["text"],
+    optionalFields: ["score"],
+  });
   for await (const batch of batches) {
     for (const { text, score } of batch) {
       if (score !== "0" || text.trim() === "") continue;
@@ -84,6 +92,22 @@ function shortPair(line: string): boolean {
   return !QA_DRILLS.has(pair.source) &&
     pair.instruction.length + (pair.input ?? "").length + pair.output.length <=
       QA_MAX_CHARACTERS;
+}
+
+/**
+ * The brief pairs of every snakes-qa pair. One example sentence per word, not two: the word task
+ * would otherwise be a third of the brief pairs.
+ */
+async function* briefLines(path: string, counts: { rows: number }) {
+  for await (const line of readLines(path)) {
+    if (line.trim() === "") continue;
+    const pair = JSON.parse(line) as SourcedPair;
+    const briefs = briefPairs(pair);
+    for (const brief of pair.source === "llama-sentences" ? briefs.slice(0, 1) : briefs) {
+      counts.rows++;
+      yield JSON.stringify(brief) + "\n";
+    }
+  }
 }
 
 if (import.meta.main) {
@@ -115,5 +139,9 @@ if (import.meta.main) {
     const qa = { rows: 0 };
     const qaLines = linesKept(`${source}/instruct/snakes-qa.jsonl`, shortPair, qa);
     report(BUNDLED_SNAKES_QA, await writeGzip(BUNDLED_SNAKES_QA, qaLines), qa);
+
+    const brief = { rows: 0 };
+    const briefs = briefLines(`${source}/instruct/snakes-qa.jsonl`, brief);
+    report(BUNDLED_SNAKES_QA_BRIEF, await writeGzip(BUNDLED_SNAKES_QA_BRIEF, briefs), brief);
   });
 }

@@ -1,0 +1,315 @@
+/**
+ * Brief instruction pairs derived from long ones: the bundled snakes-qa answers of the clean kinds
+ * run to 300-450 tokens of headings and lists, longer than the tuning's rows and the eval's
+ * answers, so a small model tuned on them neither finishes an answer nor learns that an answer
+ * starts from the question's subject. From each long pair this takes the few sentences of prose
+ * that answer it (the first that names the subject and those right after it), under a question
+ * asked in a few everyday ways:
+ *
+ * - explanations, explain-like-I'm-five and wiki-style articles ("Explain clouds in simple
+ *   terms.") → "Tell me about clouds." with the first sentences about clouds;
+ * - how-to guides ("How do I train my dog?") → the guide's opening sentences;
+ * - example sentences ("Generate example sentences using the word 'burn'.") → "Use the word
+ *   'burn' in a sentence." with one of the examples;
+ * - synonyms ("Provide synonyms for the word 'vote'.") → "What is another word for vote?" with
+ *   "Another word for vote is ballot." (the one answer written from a template: the list's first
+ *   words, in a sentence);
+ * - children's tales ("Tell the child-appropriate tale called `Winnie and the Sunshine
+ *   Surprise`.") → "Tell me a short story about Winnie." with the tale's first paragraphs.
+ *
+ * Every choice of phrasing comes from a hash of the subject, so the same pairs give the same
+ * output. Pairs it cannot shorten cleanly give nothing.
+ *
+ * @module
+ */
+
+import type { InstructionPair } from "./chatml.ts";
+
+/** An instruction pair of the bundled files: Alpaca's fields and the kind it comes from. */
+export interface SourcedPair extends Omit<InstructionPair, "input"> {
+  /** Context for the instruction; absent or empty in most pairs. */
+  input?: string;
+  /** Where the pair comes from (the bundled files' kinds); a brief pair's is `brief-<kind>`. */
+  source?: string;
+}
+
+/** The longest brief answer of prose, in words. */
+const MAX_ANSWER_WORDS = 70;
+/** The most sentences of prose a brief answer keeps. */
+const MAX_ANSWER_SENTENCES = 3;
+/** A brief story's first paragraphs stop once they reach this many words... */
+const STORY_MIN_WORDS = 60;
+/** ...and never go past this many. */
+const STORY_MAX_WORDS = 150;
+
+/** The derivation for each bundled kind, by its `source`. */
+const DERIVATIONS: Record<string, (pair: SourcedPair) => SourcedPair[]> = {
+  "llama-explanations": (pair) => explained(pair, /^Explain (.+) in simple terms\.$/),
+  "llama-eli5": (pair) => explained(pair, /^Explain (.+) like I'm five years old\.$/),
+  "llama-wiki": (pair) => explained(pair, /^Write a wiki article about (.+)\.$/),
+  "llama-howto": howTo,
+  "llama-sentences": exampleSentences,
+  "llama-synonyms": synonyms,
+  "generated-child": shortTale,
+};
+
+/** The kinds {@linkcode briefPairs} shortens, by their `source`. */
+export const BRIEF_KINDS: readonly string[] = Object.keys(DERIVATIONS);
+
+/**
+ * The brief pairs derived from `pair` (none when its kind is not one of {@linkcode BRIEF_KINDS}
+ * or its answer has no clean sentences to keep); each is tagged `brief-<kind>`.
+ */
+export function briefPairs(pair: SourcedPair): SourcedPair[] {
+  const derive = pair.source === undefined ? undefined : DERIVATIONS[pair.source];
+  if (!derive || (pair.input ?? "").trim() !== "") return [];
+  return derive(pair).map((brief) => ({ ...brief, input: "", source: `brief-${pair.source}` }));
+}
+
+/** The questions an explanation of `subject` answers. */
+const EXPLAIN_QUESTIONS = [
+  (s: string) => `Tell me about ${s}.`,
+  (s: string) => `Explain ${s}.`,
+  (s: string) => `Describe ${s}.`,
+  (s: string) => `What can you tell me about ${s}?`,
+  (s: string) => `Explain ${s} in simple terms.`,
+];
+
+function explained(pair: SourcedPair, pattern: RegExp): SourcedPair[] {
+  const subject = pair.instruction.trim().match(pattern)?.[1];
+  if (!subject) return [];
+  const answer = leadingProse(pair.output, keyWords(subject));
+  if (!answer) return [];
+  // A wiki title names a common noun ("Volcano") when the article writes it in lower case.
+  const noun = subject.toLowerCase();
+  const common = subject !== noun && !subject.includes(" ") && wordPattern(noun, "").test(answer);
+  const question = common
+    ? pick(NOUN_QUESTIONS, noun)(noun)
+    : pick(EXPLAIN_QUESTIONS, subject)(subject);
+  return [{ instruction: question, output: answer }];
+}
+
+/** The questions about a common noun, in the singular. */
+const NOUN_QUESTIONS = [
+  (noun: string) => `What is ${/^[aeiou]/.test(noun) ? "an" : "a"} ${noun}?`,
+  (noun: string) => `Tell me about the ${noun}.`,
+];
+
+function howTo(pair: SourcedPair): SourcedPair[] {
+  const question = pair.instruction.trim();
+  const task = question.match(/^How (?:do|can|should) I (.+)\?$/)?.[1];
+  if (!task) return [];
+  // A guide's answer is its opening paragraph; later ones are steps and sign-offs.
+  const answer = leadingProse(paragraphs(pair.output)[0] ?? "", keyWords(task));
+  return answer ? [{ instruction: question, output: answer }] : [];
+}
+
+/** The questions asking for an example sentence with `word`. */
+const SENTENCE_QUESTIONS = [
+  (w: string) => `Use the word '${w}' in a sentence.`,
+  (w: string) => `Write a sentence with the word '${w}'.`,
+  (w: string) => `Give me an example sentence using '${w}'.`,
+  (w: string) => `Make up a sentence that uses the word '${w}'.`,
+];
+
+/** Up to two pairs, each with one example sentence of the list that uses the word. */
+function exampleSentences(pair: SourcedPair): SourcedPair[] {
+  const word = pair.instruction.match(/using the word '([^']+)'/)?.[1];
+  if (!word) return [];
+  const uses = wordPattern(word);
+  const examples = listItems(pair.output)
+    .map((item) => unquote(item.replace(/^\*\*[^*]+\*\*:?\s*/, "")))
+    .filter((sentence) => isCleanSentence(sentence) && uses.test(sentence));
+  return examples.slice(0, 2).map((sentence, i) => ({
+    instruction: pick(SENTENCE_QUESTIONS, word, i)(word),
+    output: sentence,
+  }));
+}
+
+/** The questions asking for a synonym of `word`, each with the answer it takes. */
+const SYNONYM_QUESTIONS = [
+  {
+    ask: (w: string) => `What is another word for ${w}?`,
+    answer: (w: string, s: string) => `Another word for ${w} is ${s}.`,
+  },
+  {
+    ask: (w: string) => `What is a synonym for ${w}?`,
+    answer: (w: string, s: string) => `A synonym for ${w} is ${s}.`,
+  },
+  {
+    ask: (w: string) => `Give me a word that means the same as ${w}.`,
+    answer: (w: string, s: string) => `A word that means the same as ${w} is ${s}.`,
+  },
+];
+
+/** One pair: the list's first one-word synonym in a sentence, and the next two after it. */
+function synonyms(pair: SourcedPair): SourcedPair[] {
+  const word = pair.instruction.match(/for the word '([^']+)'/)?.[1];
+  if (!word || !/^[a-z]+$/.test(word)) return [];
+  const found: string[] = [];
+  for (const item of listItems(pair.output)) {
+    const head = (item.match(/^\*\*([^*]+)\*\*/)?.[1] ?? item).replace(/[:.]$/, "").trim();
+    const synonym = head.toLowerCase();
+    if (!/^[a-z]+$/.test(synonym) || synonym === word) continue;
+    if (!found.includes(synonym)) found.push(synonym);
+  }
+  if (found.length === 0) return [];
+  const question = pick(SYNONYM_QUESTIONS, word);
+  let output = question.answer(word, found[0]);
+  if (found.length >= 3) output += ` You could also say ${found[1]} or ${found[2]}.`;
+  return [{ instruction: question.ask(word), output }];
+}
+
+/** The requests for a short story about a tale's hero. */
+const STORY_REQUESTS = [
+  (hero: string) => `Tell me a short story about ${hero}.`,
+  (hero: string) => `Write a short story about ${hero}.`,
+  (hero: string) => `Can you tell me a story about ${hero}?`,
+];
+
+/** The tale's first paragraphs (60-150 words), asked for by its hero's name. */
+function shortTale(pair: SourcedPair): SourcedPair[] {
+  const title = pair.instruction.match(/called `([^`]+)`/)?.[1];
+  const hero = title?.match(/^(?!(?:The|A|An)\b)([A-Z][a-z]+)\b/)?.[1];
+  if (!title || !hero || !new RegExp(`\\b${hero}\\b`).test(pair.output)) return [];
+  const kept: string[] = [];
+  let words = 0;
+  for (const paragraph of paragraphs(pair.output)) {
+    const count = wordCount(paragraph);
+    if (words + count > STORY_MAX_WORDS || !sentences(paragraph).every(isCleanSentence)) break;
+    kept.push(paragraph);
+    words += count;
+    if (words >= STORY_MIN_WORDS) {
+      return [{ instruction: pick(STORY_REQUESTS, title)(hero), output: kept.join("\n\n") }];
+    }
+  }
+  return [];
+}
+
+/**
+ * The answer's first run of clean prose sentences that starts with one naming a key word: at most
+ * {@linkcode MAX_ANSWER_SENTENCES} sentences and {@linkcode MAX_ANSWER_WORDS} words, all in one
+ * paragraph of prose (headings and list items are skipped). Empty when none names the subject.
+ */
+function leadingProse(answer: string, keys: RegExp[]): string {
+  for (const paragraph of paragraphs(answer)) {
+    if (isMarkup(paragraph)) continue;
+    const all = sentences(paragraph);
+    const start = all.findIndex((s) => isCleanSentence(s) && opensOnSubject(s, keys));
+    if (start < 0) continue;
+    const kept: string[] = [];
+    let words = 0;
+    for (const sentence of all.slice(start, start + MAX_ANSWER_SENTENCES)) {
+      if (!isCleanSentence(sentence) || words + wordCount(sentence) > MAX_ANSWER_WORDS) break;
+      kept.push(sentence);
+      words += wordCount(sentence);
+    }
+    if (kept.length > 0) return kept.join(" ");
+  }
+  return "";
+}
+
+/** A statement that names the subject in its first five words ("Clouds are made of..."). */
+function opensOnSubject(sentence: string, keys: RegExp[]): boolean {
+  const opening = sentence.split(/\s+/).slice(0, 5).join(" ");
+  return sentence.endsWith(".") && keys.some((key) => key.test(opening));
+}
+
+/** Openings of chatter rather than answer, and first-person asides. */
+const CHATTER =
+  /^(?:Here(?:'s| is| are)|Let(?:'s| me| us)|Congratulations|Great question|Oh|Wow|So,|Okay|Ok,|Hey|Remember|By following|In (?:summary|conclusion)|Overall|Finally)|\b(?:I|I'm|I'll|I'd|I've)\b/;
+
+/**
+ * A sentence worth keeping: 5-40 words, a capital first, a full stop, question or exclamation
+ * mark last, no markup and no chatter.
+ */
+export function isCleanSentence(sentence: string): boolean {
+  const words = wordCount(sentence);
+  return words >= 5 && words <= 40 && /^["“]?[A-Z]/.test(sentence) &&
+    /[.!?]["”]?$/.test(sentence) && !/[*#_`|\[\]{}<>]|:$|\.\.\./.test(sentence) &&
+    !CHATTER.test(sentence);
+}
+
+/** Splits prose into sentences at a full stop, question or exclamation mark before a capital. */
+export function sentences(text: string): string[] {
+  return text.replace(/\s+/g, " ").trim().split(/(?<=[.!?]["”]?)\s+(?=["“]?[A-Z])/)
+    .filter((s) => s !== "");
+}
+
+function paragraphs(text: string): string[] {
+  return text.split(/\n\s*\n/).map((p) => p.trim()).filter((p) => p !== "");
+}
+
+/** A heading, list or table rather than prose. */
+function isMarkup(paragraph: string): boolean {
+  return /^(?:#|\*|-|\d+\.|\|)/.test(paragraph);
+}
+
+/** A list's items (numbered, starred or dashed), each without its marker, in order. */
+function listItems(text: string): string[] {
+  return text.split("\n").map((line) => line.trim())
+    .map((line) => line.match(/^(?:\d+\.|[*\-•])\s+(.+)$/)?.[1]?.trim())
+    .filter((item): item is string => item !== undefined && item !== "");
+}
+
+function unquote(text: string): string {
+  const quoted = text.match(/^["“](.+)["”]$/);
+  return (quoted ? quoted[1] : text).trim();
+}
+
+const STOP_WORDS = new Set([
+  "the",
+  "and",
+  "for",
+  "with",
+  "from",
+  "into",
+  "that",
+  "this",
+  "your",
+  "about",
+  "what",
+  "make",
+  "good",
+  "better",
+  "more",
+  "some",
+  "when",
+  "how",
+  "does",
+  "work",
+  "works",
+  "you",
+  "can",
+  "get",
+  "use",
+  "own",
+  "new",
+  "are",
+  "way",
+  "ways",
+]);
+
+/** Patterns for the subject's words of three letters or more (any ending), or its whole text. */
+function keyWords(subject: string): RegExp[] {
+  const words = subject.toLowerCase().match(/[a-z]{3,}/g)?.filter((w) => !STOP_WORDS.has(w));
+  const stems = words && words.length > 0 ? words : [subject];
+  return stems.map((word) => wordPattern(word.replace(/(?:es|s)$/, "")));
+}
+
+/** Matches `word` with any ending (burn, burns, burned), as a whole word, in any case by default. */
+function wordPattern(word: string, flags = "i"): RegExp {
+  const escaped = word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`\\b${escaped}\\w*`, flags);
+}
+
+function wordCount(text: string): number {
+  return text.split(/\s+/).filter((w) => w !== "").length;
+}
+
+/** One of `choices`, chosen by a hash of `key` (and `salt`), so every run picks the same. */
+function pick<T>(choices: readonly T[], key: string, salt = 0): T {
+  let hash = 2166136261 ^ salt; // FNV-1a
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 16777619);
+  return choices[((hash >>> 0) + salt) % choices.length];
+}
