@@ -155,3 +155,52 @@ Deno.test("prepareDatasetInstruct() keeps ChatML markers written in a pair as te
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prepareDatasetInstruct({pack}) fills rows with whole conversations, answers masked in", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const text = pairs.map((p) => `${p.instruction} ${p.input} ${p.output}`);
+    const tokenizer = BpeTokenizer.fromTrained(
+      trainBpe(await countWords([text]), { vocabSize: 300 }),
+    );
+    await Deno.mkdir(`${dir}/tokenizer`);
+    await saveHfTokenizer(tokenizer, `${dir}/tokenizer/tokenizer.json`);
+    await Deno.writeTextFile(`${dir}/pairs.json`, JSON.stringify(Array(10).fill(pairs).flat()));
+    const prepare = (pack: boolean) =>
+      prepareDatasetInstruct({
+        data: `${dir}/pairs.json`,
+        tokenizer: `${dir}/tokenizer`,
+        out: `${dir}/${pack}`,
+        contextLength: 100,
+        pack,
+        quiet: true,
+      });
+    const [single, packed] = [await prepare(false), await prepare(true)];
+    assert.equal(single.conversations, 30);
+    assert.equal(packed.conversations, 30);
+    assert.equal(single.meta.rows, 30);
+    // The same tokens in fewer rows, none longer than the context.
+    assert.equal(packed.meta.tokens, single.meta.tokens);
+    assert.ok(packed.meta.rows < 15, `${packed.meta.rows} rows`);
+    const rows = await loadTokenizedDataset(`${dir}/true/tokenized`);
+    const withChatMl = await loadHfTokenizer(`${dir}/true/tokenizer/tokenizer.json`);
+    const imStart = withChatMl.tokenToId("<|im_start|>")!;
+    let answers = 0;
+    for (let r = 0; r < rows.meta.rows; r++) {
+      const length = rows.lengths[r];
+      assert.ok(length <= 100);
+      const ids = [...rows.tokens.subarray(r * 100, r * 100 + length)];
+      const mask = [...rows.lossMask!.subarray(r * 100, r * 100 + length)];
+      // Every row starts a conversation and holds whole ones: each answer's learned tokens end
+      // with <|im_end|>, and the next conversation's prompt is masked out again.
+      assert.equal(ids[0], imStart);
+      const learned = withChatMl.decode(ids.filter((_, i) => mask[i] === 1));
+      const found = learned.split("<|im_end|>").slice(0, -1);
+      for (const answer of found) assert.ok(pairs.some((p) => p.output === answer), answer);
+      answers += found.length;
+    }
+    assert.equal(answers, 30);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
