@@ -12,6 +12,7 @@ import {
   type BudgetPlan,
   candidateShapes,
   fitThroughput,
+  type ModelShape,
   planBudget,
   type StageTime,
   type ThroughputSample,
@@ -99,6 +100,8 @@ export interface MainJobPlanOptions {
   estimates: Partial<Record<MainJobStage, number>>;
   /** Share of the training time given to instruction tuning; {@linkcode planBudget}'s default. */
   finetuneShare?: number;
+  /** The model's shape, pinned; chosen by the plan when absent. */
+  shape?: ModelShape;
 }
 
 /** The stage list for {@linkcode planBudget}: spent stages as measured, the rest estimated. */
@@ -123,6 +126,7 @@ export function planMainJob(
     dataTokens: options.dataTokens,
     stages: mainJobStages(options),
     finetuneShare: options.finetuneShare,
+    shape: options.shape,
   });
 }
 

@@ -41,7 +41,9 @@ import {
   type BudgetPlan,
   formatDuration,
   formatPlan,
+  type ModelShape,
   parseDuration,
+  parseShape,
   type StageTime,
 } from "./plan.ts";
 import { prepareDataset } from "./prepare_dataset.ts";
@@ -111,6 +113,8 @@ export interface MainJobOptions {
   prompt?: string;
   /** Share of the training time given to instruction tuning, above 0 and at most 0.5. */
   tuneShare?: number;
+  /** The model's shape, pinned (the plan then sizes its tokens); chosen by the plan by default. */
+  shape?: ModelShape;
   /** Stops after the running stage (training: after its step, saving a checkpoint). */
   signal?: AbortSignal;
   /** The GPU to use; acquired when absent. */
@@ -161,6 +165,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     // The plan in the folder was made for this budget.
     budgetSeconds,
     tuneShare,
+    // Only a pinned shape is recorded, so folders made before the flag existed still resume.
+    ...(options.shape ? { shape: `${options.shape.nLayer}x${options.shape.nEmbd}` } : {}),
   }, options.signal);
 
   const gpu = options.gpu ?? await acquireGpu();
@@ -181,6 +187,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     spent: job.stages,
     estimates: STAGE_ESTIMATES,
     finetuneShare: tuneShare,
+    shape: options.shape,
   };
   let saved = await readJson<MeasuredPlan>(paths.plan);
   if (!saved) {
@@ -534,6 +541,10 @@ function mainJobFlags() {
       default: String(d.context),
       help: "the model's context in tokens (at most 1024)",
     },
+    shape: {
+      type: "string",
+      help: "pin the model's shape as layers x width, like 3x96 (default: the plan chooses)",
+    },
     prompt: { type: "string", default: d.prompt, help: "the prompt completed after pretraining" },
     ...HELP_FLAG,
   } as const;
@@ -553,6 +564,7 @@ if (import.meta.main) {
       work: values.work,
       vocabSize: intFlag("vocab-size", values["vocab-size"], 1),
       tuneShare: Number(values["tune-share"]),
+      shape: values.shape === undefined ? undefined : parseShape(values.shape),
       context: intFlag("context", values.context, 2),
       prompt: values.prompt,
       signal: interruptSignal(),

@@ -96,12 +96,11 @@ export function candidateShapes(vocabSize: number, contextLength: number): GPT2C
   const widths = [64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1280, 1536];
   const shapes: GPT2Config[] = [];
   for (const nEmbd of widths) {
-    const headSize = nEmbd < 256 ? 32 : 64;
     // Two layers at least: copying from the context (a name from the prompt, the question's
     // words in an answer) needs an induction head, which takes two (Olsson et al., 2022).
     for (let nLayer = 2; nLayer <= 48; nLayer++) {
       if (nEmbd < 32 * nLayer || nEmbd > 128 * nLayer) continue;
-      const config = { vocabSize, contextLength, nLayer, nHead: nEmbd / headSize, nEmbd };
+      const config = shapeConfig({ nLayer, nEmbd }, vocabSize, contextLength);
       if (gpt2ParameterCount(config).total <= MAX_PARAMETERS) shapes.push(config);
     }
   }
@@ -115,6 +114,36 @@ export function candidateShapes(vocabSize: number, contextLength: number): GPT2C
     chain.push(shape);
   }
   return chain;
+}
+
+/** A model's depth and width, the rest of its shape following from them. */
+export interface ModelShape {
+  /** Layers. */
+  nLayer: number;
+  /** Width; a multiple of 32. */
+  nEmbd: number;
+}
+
+/** The GPT-2 configuration of a shape: heads of 32 dimensions below width 256, of 64 from it. */
+export function shapeConfig(
+  shape: ModelShape,
+  vocabSize: number,
+  contextLength: number,
+): GPT2Config {
+  const headSize = shape.nEmbd < 256 ? 32 : 64;
+  return { vocabSize, contextLength, ...shape, nHead: Math.max(1, shape.nEmbd / headSize) };
+}
+
+/** `3x96` (layers x width) → a shape; refuses anything else with what to write instead. */
+export function parseShape(text: string): ModelShape {
+  const match = /^\s*(\d+)\s*x\s*(\d+)\s*$/i.exec(text);
+  const shape = match ? { nLayer: Number(match[1]), nEmbd: Number(match[2]) } : undefined;
+  if (!shape || shape.nLayer < 1 || shape.nEmbd < 32 || shape.nEmbd % 32 !== 0) {
+    throw new Error(
+      `A shape is layers x width, the width a multiple of 32, like 3x96 or 6x384; got "${text}".`,
+    );
+  }
+  return shape;
 }
 
 /** A stage of the main job and the seconds it takes (planned or measured). */
@@ -150,6 +179,8 @@ export interface BudgetPlanOptions {
   maxEpochs?: number;
   /** Rows of `contextLength` tokens one micro-batch may hold (memory). Default 8. */
   maxMicroBatch?: number;
+  /** The model's shape, pinned; the plan then sizes only its tokens and batch. Default: chosen. */
+  shape?: ModelShape;
 }
 
 /** What the main job will do, and how long each stage takes. */
@@ -227,7 +258,9 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
 
   const notes: string[] = [];
   const cap = maxEpochs * dataTokens;
-  const shapes = candidateShapes(vocabSize, contextLength);
+  const shapes = options.shape
+    ? [shapeConfig(options.shape, vocabSize, contextLength)]
+    : candidateShapes(vocabSize, contextLength);
   const tokensIn = (c: GPT2Config) => pretrainSeconds / throughput.secondsPerToken(c);
   const nonEmbedding = nonEmbeddingParameters;
   // The shape whose tokens per parameter come nearest the target (in ratio: IsoFLOP curves are

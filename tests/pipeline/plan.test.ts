@@ -6,6 +6,7 @@ import {
   formatDuration,
   nonEmbeddingParameters,
   parseDuration,
+  parseShape,
   planBudget,
   type StageTime,
   type ThroughputModel,
@@ -119,4 +120,29 @@ Deno.test("planBudget() spends spare time on a larger model when the data is sma
 
 Deno.test("planBudget() refuses a budget that leaves no time to train", () => {
   assert.throws(() => plan(100, LAVAPIPE), /--budget/);
+});
+
+Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed", () => {
+  const shape = parseShape("3x96");
+  assert.deepEqual(shape, { nLayer: 3, nEmbd: 96 });
+  const chosen = plan(1800, LAVAPIPE);
+  const pinned = planBudget({
+    budgetSeconds: 1800,
+    throughput: LAVAPIPE,
+    vocabSize: VOCAB,
+    contextLength: CONTEXT,
+    dataTokens: 20e6,
+    stages: stages(),
+    shape: { nLayer: 6, nEmbd: 384 },
+  });
+  assert.deepEqual(
+    [pinned.config.nLayer, pinned.config.nEmbd, pinned.config.nHead],
+    [6, 384, 6],
+  );
+  // The same time buys the larger model fewer tokens.
+  assert.equal(pinned.pretrainSeconds, chosen.pretrainSeconds);
+  assert.ok(pinned.tokens < chosen.tokens / 4, `${pinned.tokens} vs ${chosen.tokens}`);
+  for (const bad of ["3", "3x100", "0x96", "three by 96"]) {
+    assert.throws(() => parseShape(bad), /layers x width/);
+  }
 });
