@@ -39,17 +39,16 @@ export const CLEAN_STORY_SOURCES: readonly string[] = [
 ];
 
 /**
- * The bundled instruction pairs the default mix and the tuning read, by their `source`: the
- * kinds whose answers link-grammar links fully at least 85% of the time (example sentences 86.6%,
- * explanations 89.3%, children's tales 90.5%, explain-like-I'm-five 88.8%, wiki-style articles
- * 91.4%, story requests 89.1%), as `scripts/data_grammar.ts --per-kind 200` measured them, and
- * the two kinds of short answers, trivia (73.6%: one sentence full of names and titles, which
- * restates its question) and jokes (82.2%). Those kinds' answers run to 300-450 tokens, past the
- * tuning's context and the eval's 200-token answers: without the short ones, a 30-minute model
- * ended 10% of its answers by itself (docs/recipe.md). Left out: synonyms 76.5% (lists of words),
- * paraphrases and summaries 71-74%, and the Alpaca pairs (64.5%: lists and fragments), which have
- * no `source`. 8,945 of 11,987 pairs, 6.3 MB; and the 7,846 brief pairs derived from the long
- * ones, 2.3 MB.
+ * The bundled instruction pairs of the default mix, by their `source`: the kinds whose answers
+ * link-grammar links fully at least 85% of the time (example sentences 86.6%, explanations 89.3%,
+ * children's tales 90.5%, explain-like-I'm-five 88.8%, wiki-style articles 91.4%, story requests
+ * 89.1%), as `scripts/data_grammar.ts --per-kind 200` measured them; jokes (82.2%, short answers
+ * that end); and the brief pairs derived from the long kinds (`pipeline/brief_pairs.ts`), which
+ * start from their question's subject and end within a few sentences. Left out: synonyms 76.5%
+ * (lists of words), paraphrases and summaries 71-74%, the Alpaca pairs (64.5%: lists and
+ * fragments, no `source`), and trivia (73.6%): with trivia in the mix and the tuning, a 30-minute
+ * model began 7 of 20 answers, whatever the question, with trivia's "The first televised..."
+ * (docs/recipe.md). 3,446 of 11,987 pairs and the 7,846 brief ones, about 7 MB.
  */
 export const CLEAN_ANSWER_SOURCES: readonly string[] = [
   "llama-sentences",
@@ -58,7 +57,6 @@ export const CLEAN_ANSWER_SOURCES: readonly string[] = [
   "llama-eli5",
   "llama-wiki",
   "llama-stories",
-  "generated-trivia",
   "generated-jokes",
   ...BRIEF_KINDS.map((kind) => `brief-${kind}`),
 ];
@@ -67,12 +65,11 @@ export const CLEAN_ANSWER_SOURCES: readonly string[] = [
  * The pairs the instruction tuning reads: the short ones only, each well inside a tuning row, so
  * that every answer it learns ends with `<|im_end|>` and starts from its question: the brief
  * pairs (`pipeline/brief_pairs.ts`: the first sentences of the long kinds' answers, under
- * everyday questions), trivia and jokes. The long answers stay in pretraining, where their
- * fluent prose serves, but would teach the tuning to run past its rows.
+ * everyday questions) and jokes. The long answers stay in pretraining, where their fluent prose
+ * serves, but would teach the tuning to run past its rows.
  */
 export const TUNING_ANSWER_SOURCES: readonly string[] = [
   ...BRIEF_KINDS.map((kind) => `brief-${kind}`),
-  "generated-trivia",
   "generated-jokes",
 ];
 
