@@ -131,8 +131,10 @@ export function planMainJob(
 }
 
 /**
- * Seconds each stage other than the trainings takes, before it has run, with a margin: from a
- * 30-minute job on lavapipe (probe 11 s, text stages 6 s, eval 104 s with 40 generations).
+ * Seconds each stage other than the trainings takes, before it has run, with a margin: from
+ * 30-minute jobs on lavapipe (probe 6-11 s, text stages 3 s, test_instruct 6-8 s, eval 19-25 s
+ * with its 40 generations and their grammar; four runs of 2026-12-02 ended 110 s under the
+ * budget with the eval estimated at 120 s).
  */
 export const STAGE_ESTIMATES: Partial<Record<MainJobStage, number>> = {
   prepare_dataset: 3,
@@ -142,7 +144,7 @@ export const STAGE_ESTIMATES: Partial<Record<MainJobStage, number>> = {
   test_pretrained: 5,
   prepare_dataset_instruct: 5,
   test_instruct: 15,
-  eval: 120,
+  eval: 50,
   report: 2,
 };
 
