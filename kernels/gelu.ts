@@ -6,20 +6,16 @@
  * and in GPT-2 the GELU input, the MLP's first matmul output, has no other consumer). Passing
  * the same buffer as `dinp` and `dout` computes it in place, saving the (B, T, 4C) buffer.
  *
- * Tensors over one binding are processed in parts through {@linkcode bufferWindow}.
- *
- * On a CPU adapter each invocation takes 64 vec4s (see `runGelu`).
+ * Tensors over one binding are processed in parts through {@linkcode bufferWindow}; the launch
+ * shape is the elementwise kernels' (`elementwiseShape` in `_parts.ts`): GELU, with more work per
+ * float than an add, measured the same best shape on a CPU adapter (8 invocations of 64 vec4s:
+ * 1024×3072 forward 3.7 -> 2.5-2.9 ms against 64 invocations of 4).
  *
  * @module
  */
 
 import type { Gpu, Kernel } from "./device.ts";
-import {
-  type ElementwiseConstants,
-  elementwiseKernel,
-  elementwiseShape,
-  runElementwise,
-} from "./_parts.ts";
+import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
 /** √(2/π), the tanh approximation's scale. */
@@ -85,32 +81,6 @@ export const geluBackwardInPlaceKernel: Kernel<ElementwiseConstants> = elementwi
   geluWgsl,
 );
 
-/** Invocations per workgroup of GELU on a CPU adapter: one 8-wide SIMD vector on lavapipe. */
-const CPU_WORKGROUP = 8;
-/** vec4s per invocation of GELU on a CPU adapter. */
-const CPU_VEC4S_PER_INVOCATION = 64;
-
-/**
- * Records a GELU kernel over the first `n` floats of each of `buffers` with
- * {@linkcode runElementwise}, shaped for GELU on a CPU adapter: 8 invocations of 64
- * vec4s a workgroup rather than the shared 64 of 4. On lavapipe every workgroup starts with a
- * costly prologue (a division per lane for its invocation ids) and the loop over elements
- * carries per-lane masks, so the more elements each pays for, the better: at 1024×3072 the
- * forward takes 2.5 ms so, against 3.5 ms with the shared shape (min of 5 runs). On a GPU, the
- * shared shape (one vec4 an invocation, neighbours reading neighbours) stands.
- */
-async function runGelu(
-  gpu: Gpu,
-  kernel: Kernel<ElementwiseConstants>,
-  buffers: Record<string, GPUBuffer>,
-  n: number,
-): Promise<void> {
-  const shape = gpu.adapter.isCpu
-    ? { workgroupSize: CPU_WORKGROUP, perInvocation: CPU_VEC4S_PER_INVOCATION }
-    : elementwiseShape(gpu);
-  await runElementwise(gpu, kernel, buffers, n, shape);
-}
-
 /**
  * Records `out = gelu(inp)` over `n` elements.
  *
@@ -123,7 +93,7 @@ export async function geluForward(
   inp: GPUBuffer,
   n: number,
 ): Promise<void> {
-  await runGelu(gpu, geluForwardKernel, { out, inp }, n);
+  await runElementwise(gpu, geluForwardKernel, { out, inp }, n);
 }
 
 /**
@@ -142,9 +112,9 @@ export async function geluBackward(
   n: number,
 ): Promise<void> {
   if (dinp === dout) {
-    await runGelu(gpu, geluBackwardInPlaceKernel, { grad: dinp, inp }, n);
+    await runElementwise(gpu, geluBackwardInPlaceKernel, { grad: dinp, inp }, n);
   } else {
-    await runGelu(gpu, geluBackwardKernel, { dinp, inp, dout }, n);
+    await runElementwise(gpu, geluBackwardKernel, { dinp, inp, dout }, n);
   }
 }
 
