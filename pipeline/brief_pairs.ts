@@ -7,7 +7,9 @@
  * asked in a few everyday ways:
  *
  * - explanations, explain-like-I'm-five and wiki-style articles ("Explain clouds in simple
- *   terms.") → "Tell me about clouds." with the first sentences about clouds;
+ *   terms.") → "Tell me about clouds." with the first sentences about clouds, and each section
+ *   whose heading asks about the subject ("Why do leaves change color?") with its first
+ *   sentences;
  * - how-to guides ("How do I train my dog?") → the guide's opening sentences;
  * - example sentences ("Generate example sentences using the word 'burn'.") → "Use the word
  *   'burn' in a sentence." with one of the examples;
@@ -75,18 +77,47 @@ const EXPLAIN_QUESTIONS = [
   (s: string) => `Explain ${s} in simple terms.`,
 ];
 
+/**
+ * An explanation's opening about its subject, under an everyday question, and the sections its
+ * headings ask about ("**Why do leaves change color?**"), each under its own heading.
+ */
 function explained(pair: SourcedPair, pattern: RegExp): SourcedPair[] {
   const subject = pair.instruction.trim().match(pattern)?.[1];
   if (!subject) return [];
-  const answer = leadingProse(pair.output, keyWords(subject));
-  if (!answer) return [];
-  // A wiki title names a common noun ("Volcano") when the article writes it in lower case.
-  const noun = subject.toLowerCase();
-  const common = subject !== noun && !subject.includes(" ") && wordPattern(noun, "").test(answer);
-  const question = common
-    ? pick(NOUN_QUESTIONS, noun)(noun)
-    : pick(EXPLAIN_QUESTIONS, subject)(subject);
-  return [{ instruction: question, output: answer }];
+  const keys = keyWords(subject);
+  const briefs: SourcedPair[] = [];
+  const answer = leadingProse(pair.output, keys);
+  if (answer) {
+    // A wiki title names a common noun ("Volcano") when the article writes it in lower case.
+    const noun = subject.toLowerCase();
+    const common = subject !== noun && !subject.includes(" ") &&
+      wordPattern(noun, "").test(answer);
+    const question = common
+      ? pick(NOUN_QUESTIONS, noun)(noun)
+      : pick(EXPLAIN_QUESTIONS, subject)(subject);
+    briefs.push({ instruction: question, output: answer });
+  }
+  for (const section of headingQuestions(pair.output, keys)) {
+    if (!briefs.some((brief) => brief.output === section.output)) briefs.push(section);
+  }
+  return briefs;
+}
+
+/**
+ * The sections whose heading is a question naming the subject ("What are clouds?", not "How does
+ * it work?"), each with the first clean sentences of the prose right under it.
+ */
+function headingQuestions(answer: string, keys: RegExp[]): SourcedPair[] {
+  const found: SourcedPair[] = [];
+  const all = paragraphs(answer);
+  all.forEach((paragraph, i) => {
+    const question = paragraph.match(/^(?:#+\s*|\*\*)([^*\n#]+\?)(?:\*\*)?$/)?.[1]?.trim();
+    const next = all[i + 1];
+    if (!question || !next || isMarkup(next) || !keys.some((key) => key.test(question))) return;
+    const output = cleanOpening(sentences(next));
+    if (output) found.push({ instruction: question, output });
+  });
+  return found;
 }
 
 /** The questions about a common noun, in the singular. */
@@ -196,17 +227,25 @@ function leadingProse(answer: string, keys: RegExp[]): string {
     if (isMarkup(paragraph)) continue;
     const all = sentences(paragraph);
     const start = all.findIndex((s) => isCleanSentence(s) && opensOnSubject(s, keys));
-    if (start < 0) continue;
-    const kept: string[] = [];
-    let words = 0;
-    for (const sentence of all.slice(start, start + MAX_ANSWER_SENTENCES)) {
-      if (!isCleanSentence(sentence) || words + wordCount(sentence) > MAX_ANSWER_WORDS) break;
-      kept.push(sentence);
-      words += wordCount(sentence);
-    }
-    if (kept.length > 0) return kept.join(" ");
+    if (start >= 0) return cleanOpening(all.slice(start));
   }
   return "";
+}
+
+/**
+ * The leading clean sentences of `sentences`, at most {@linkcode MAX_ANSWER_SENTENCES} and
+ * {@linkcode MAX_ANSWER_WORDS} words, the first a statement; empty when the first is not clean.
+ */
+function cleanOpening(sentences: string[]): string {
+  if (!sentences[0]?.endsWith(".")) return "";
+  const kept: string[] = [];
+  let words = 0;
+  for (const sentence of sentences.slice(0, MAX_ANSWER_SENTENCES)) {
+    if (!isCleanSentence(sentence) || words + wordCount(sentence) > MAX_ANSWER_WORDS) break;
+    kept.push(sentence);
+    words += wordCount(sentence);
+  }
+  return kept.join(" ");
 }
 
 /** A statement that names the subject in its first five words ("Clouds are made of..."). */

@@ -52,7 +52,7 @@ export const BUNDLED_SNAKES_QA: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-shor
 /**
  * Brief pairs derived from the long snakes-qa answers of every length (explanations, how-to
  * guides, example sentences, synonyms, children's tales): the few sentences of each answer that
- * answer it, under an everyday question (`pipeline/brief_pairs.ts`). Alpaca's fields and
+ * answer it, under an everyday question (`pipeline/brief_pairs.ts`); at most 400 of a kind. Alpaca's fields and
  * `source` (`brief-<kind>`). MIT, as the pairs they come from.
  */
 export const BUNDLED_SNAKES_QA_BRIEF: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-brief.jsonl.gz`;

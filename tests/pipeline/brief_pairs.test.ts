@@ -3,13 +3,15 @@ import { BRIEF_KINDS, briefPairs, isCleanSentence, sentences } from "../../pipel
 import { BUNDLED_SNAKES_QA_BRIEF } from "../../pipeline/bundled_data.ts";
 import { readRecordBatches } from "../../pipeline/text_source.ts";
 
-Deno.test("briefPairs() keeps an explanation's first sentences about its subject", () => {
-  const [brief, ...rest] = briefPairs({
+Deno.test("briefPairs() keeps an explanation's first sentences about its subject, and its questions", () => {
+  const [brief, section, ...rest] = briefPairs({
     instruction: "Explain clouds in simple terms.",
-    output: "Clouds! They're like big puffy pillows.\n\n**What are clouds?**\n\n" +
+    output: "Clouds! They're like big puffy pillows.\n\n**What are clouds made of?**\n\n" +
       "Clouds are made up of tiny water droplets that float in the air. These droplets are so " +
       "small you can't see them one by one. When there are many, they form a cloud. A fourth " +
-      "sentence is never kept.\n\n1. **Evaporation**: The sun heats the water.",
+      "sentence is never kept.\n\n1. **Evaporation**: The sun heats the water.\n\n" +
+      "### Why do clouds float?\n\nThe droplets are so light that rising air holds them up.\n\n" +
+      "**How does it work?**\n\nA heading without the subject is not a question to keep.",
     source: "llama-explanations",
   });
   assert.equal(rest.length, 0);
@@ -20,6 +22,11 @@ Deno.test("briefPairs() keeps an explanation's first sentences about its subject
     "Clouds are made up of tiny water droplets that float in the air. These droplets are so " +
       "small you can't see them one by one. When there are many, they form a cloud.",
   );
+  // "What are clouds made of?" answers with the same paragraph, so only the next one is new.
+  assert.deepEqual([section.instruction, section.output], [
+    "Why do clouds float?",
+    "The droplets are so light that rising air holds them up.",
+  ]);
 });
 
 Deno.test("briefPairs() answers a word task with one example, or a synonym in a sentence", () => {
