@@ -29,11 +29,15 @@ export {
   type AdapterSummary,
   type Binding,
   type BindingKind,
+  type BufferAt,
+  bufferOf,
   type BufferWindow,
   bufferWindow,
+  byteOffsetOf,
   DeviceLostError,
   type DispatchTime,
   Gpu,
+  type GpuFloats,
   type GpuProfile,
   type GpuTiming,
   grid2d,
@@ -264,6 +268,7 @@ export {
   accumulateGradients,
   type StepOptimizer,
 } from "./nn/accumulated_step.ts";
+export { alignUp, arenaAlignment, type ArenaEntry, ParameterArena } from "./nn/arena.ts";
 export {
   type BatchLoss,
   countedTargets,
@@ -314,6 +319,7 @@ export {
 export {
   type CachedStep,
   GPT2,
+  gpt2ArenaOrder,
   gpt2ParameterSpecs,
   growVocabulary,
   type ParameterSpec,

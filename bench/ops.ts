@@ -27,6 +27,8 @@ import {
   type LayernormOptions,
 } from "../kernels/layernorm.ts";
 import { residualBackward, residualForward } from "../kernels/residual.ts";
+import { alignUp } from "../nn/arena.ts";
+import { gpt2ArenaOrder, gpt2ParameterSpecs } from "../nn/gpt2.ts";
 import { type BenchCase, runBenchCli } from "./_harness.ts";
 
 const N = 1024, C = 768, V = 50257, MAX_T = 1024;
@@ -251,26 +253,47 @@ export function gpt2ParameterRanges(layers = 12, c = C, v = V, maxT = MAX_T): Pa
   return ranges;
 }
 
+/**
+ * GPT-2 small's parameters as the model lays them out in its flat buffer (`nn/arena.ts`): in
+ * `gpt2ArenaOrder`, each from a 256-byte aligned offset, the decayed ones first. As
+ * `nn/optimizer.ts` updates them: a decayed range then an undecayed one, gaps included.
+ */
+export function gpt2ArenaRanges(): { ranges: ParameterRange[]; floats: number } {
+  const config = { vocabSize: V, contextLength: MAX_T, nLayer: 12, nHead: 12, nEmbd: C };
+  let end = 0, decayEnd = 0;
+  for (const spec of gpt2ArenaOrder(gpt2ParameterSpecs(config))) {
+    end = alignUp(end + spec.shape.reduce((a, b) => a * b, 1) * 4, 256);
+    if (spec.decay) decayEnd = end;
+  }
+  const ranges = [
+    { first: 0, count: decayEnd / 4, decay: true },
+    { first: decayEnd / 4, count: (end - decayEnd) / 4, decay: false },
+  ];
+  return { ranges, floats: end / 4 };
+}
+
 function optimizerCases(): BenchCase[] {
   const ranges = gpt2ParameterRanges();
   const total = ranges.reduce((n, r) => n + r.count, 0);
   const millions = `${(total / 1e6).toFixed(1)}M params`;
+  const arena = gpt2ArenaRanges();
   const adamw = (scalar: boolean): BenchCase => ({
     kernel: scalar ? "adamw (naive scalar)" : "adamw",
-    shape: `${millions}, 148 tensors, flat`,
+    shape: `${millions}, 148 tensors, the model's flat buffer`,
     // Read params, grads, m, v; write params, m, v.
     bytes: 7 * total * 4,
     reps: 2,
     setup: (gpu) => {
       // One flat buffer each (496 MB, windowed); grads filled, the rest zeros.
-      const params = gpu.acquire(total * 4), m = gpu.acquire(total * 4);
-      const v = gpu.acquire(total * 4), grads = gpu.acquire(total * 4);
+      const bytes = arena.floats * 4;
+      const params = gpu.acquire(bytes), m = gpu.acquire(bytes);
+      const v = gpu.acquire(bytes), grads = gpu.acquire(bytes);
       for (const b of [params, m, v, grads]) gpu.encoder.clearBuffer(b);
       const hyper = { lr: 6e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1 };
       const norm = gpu.upload(new Float32Array([2]));
       return {
         run: () =>
-          adamwUpdate(gpu, { params, m, v, grads, gradNorm: norm }, ranges, {
+          adamwUpdate(gpu, { params, m, v, grads, gradNorm: norm }, arena.ranges, {
             ...hyper,
             maxNorm: 1,
           }, { scalar }),

@@ -16,7 +16,16 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import {
+  bufferOf,
+  bufferWindow,
+  byteOffsetOf,
+  type Gpu,
+  type GpuFloats,
+  grid2d,
+  type Kernel,
+  uniforms,
+} from "./device.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Scratch operand textures
@@ -78,7 +87,7 @@ export function scratchTexture(
 /** A block of a row-major float32 matrix (per batch layer) in a buffer. */
 export interface MatrixBlock {
   /** The buffer holding the matrix. */
-  buffer: GPUBuffer;
+  buffer: GpuFloats;
   /** Element index of element (0, 0) of layer 0. */
   offset: number;
   /** Elements between consecutive rows (the stored row length). */
@@ -176,7 +185,12 @@ export async function stageBlock(
     paddedRows === rows && Number.isInteger(imageRows) && imageRows >= rows;
   if (copyable) {
     gpu.encoder.copyBufferToTexture(
-      { buffer, offset: first * 4, bytesPerRow: rowBytes, rowsPerImage: imageRows },
+      {
+        buffer: bufferOf(buffer),
+        offset: byteOffsetOf(buffer) + first * 4,
+        bytesPerRow: rowBytes,
+        rowsPerImage: imageRows,
+      },
       { texture },
       [width, rows, layers],
     );

@@ -5,7 +5,16 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import {
+  bufferOf,
+  bufferWindow,
+  byteOffsetOf,
+  type Gpu,
+  type GpuFloats,
+  grid2d,
+  type Kernel,
+  uniforms,
+} from "./device.ts";
 
 /** A run of rows `[first, first + count)` processed by one launch. */
 export interface Part {
@@ -59,22 +68,28 @@ export function elementParts(gpu: Gpu, n: number): Part[] {
 }
 
 /**
- * Binds exactly the first `elements` float32 values of `buffer`, so that a small tensor in a
- * larger pooled buffer never asks for more than one binding may hold.
+ * Binds exactly the first `elements` float32 values of `floats`, so that a small tensor in a
+ * larger pooled buffer (or a model's flat parameter buffer) never asks for more than one binding
+ * may hold.
  */
-export function head(buffer: GPUBuffer, elements: number): {
+export function head(floats: GpuFloats, elements: number): {
   buffer: GPUBuffer;
   offset: number;
   size: number;
 } {
-  return { buffer, offset: 0, size: Math.max(4, elements * 4) };
+  return {
+    buffer: bufferOf(floats),
+    offset: byteOffsetOf(floats),
+    size: Math.max(4, elements * 4),
+  };
 }
 
 /** Throws a sentence-case error when a buffer is too small for the tensor said to be in it. */
-export function assertFits(name: string, buffer: GPUBuffer, elements: number): void {
-  if (buffer.size < elements * 4) {
+export function assertFits(name: string, floats: GpuFloats, elements: number): void {
+  const bytes = bufferOf(floats).size - byteOffsetOf(floats);
+  if (bytes < elements * 4) {
     throw new RangeError(
-      `The ${name} buffer holds ${buffer.size} bytes but the shape needs ${elements * 4}; ` +
+      `The ${name} buffer holds ${bytes} bytes but the shape needs ${elements * 4}; ` +
         "pass a buffer of the right size.",
     );
   }
@@ -182,7 +197,7 @@ export function elementwiseShape(gpu: Gpu): { workgroupSize: number; perInvocati
 export async function runElementwise(
   gpu: Gpu,
   kernel: Kernel<ElementwiseConstants>,
-  buffers: Record<string, GPUBuffer>,
+  buffers: Record<string, GpuFloats>,
   n: number,
   shape: { workgroupSize: number; perInvocation: number } = elementwiseShape(gpu),
 ): Promise<void> {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Gpu, Kernel } from "./device.ts";
+import type { Gpu, GpuFloats, Kernel } from "./device.ts";
 import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 
 /** WGSL of the accumulate, `dst += src`. */
@@ -25,7 +25,7 @@ export const accumulateKernel: Kernel<ElementwiseConstants> = elementwiseKernel(
  */
 export async function accumulate(
   gpu: Gpu,
-  dst: GPUBuffer,
+  dst: GpuFloats,
   src: GPUBuffer,
   n: number,
 ): Promise<void> {

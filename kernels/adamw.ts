@@ -19,8 +19,9 @@
  * live in per-tensor buffers or one flat buffer (124M floats = 496 MB for GPT-2) given as
  * ranges; ranges over one binding are processed in windows ({@linkcode bufferWindow}). One
  * launch covers a decayed range and the undecayed range right after it (the kernel decays the
- * elements before a boundary in its uniform), so a flat buffer laid out decayed-first, as
- * `nn/optimizer.ts` lays it out, takes one launch for the whole model.
+ * elements before a boundary in its uniform), so a flat buffer laid out decayed-first, as a
+ * model's parameters are (`nn/arena.ts`, `gpt2ArenaOrder`), takes one launch per binding window
+ * for the whole model (`nn/optimizer.ts`).
  *
  * `params`, `m` and `v` are updated in place; `grads` is only read (zero it for the next step).
  * The fast kernel handles four floats per invocation as a `vec4<f32>`; the scalar kernel handles
@@ -29,7 +30,7 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
 import { IS_FINITE_WGSL, rangeTableWgsl } from "./_wgsl.ts";
 import type { Floats } from "./types.ts";
@@ -137,7 +138,9 @@ export interface AdamWOptions {
   scalar?: boolean;
   /**
    * Where parameter 0 of the ranges sits in `m` and `v` (a multiple of 4): the moments of one
-   * tensor inside flat moment buffers. Default 0.
+   * tensor inside flat moment buffers. Negative when the moments start with the first range, which
+   * starts past parameter 0 (the parameters AdamW updates in a model's flat buffer, after those
+   * Muon updates). Default 0.
    */
   momentsFirst?: number;
 }
@@ -195,13 +198,13 @@ export async function adamwUpdate(
   gpu: Gpu,
   buffers: {
     /** (P) parameters, updated. */
-    params: GPUBuffer;
+    params: GpuFloats;
     /** (momentsFirst + P) first moments, updated (zeros before step 1). */
     m: GPUBuffer;
     /** (momentsFirst + P) second moments, updated (zeros before step 1). */
     v: GPUBuffer;
     /** (P) gradients, read. */
-    grads: GPUBuffer;
+    grads: GpuFloats;
     /**
      * (1) the global gradient norm from `globalNorm`: clipped by when `hyper.maxNorm > 0`, and
      * the update is skipped when it is NaN or infinite.
@@ -244,7 +247,7 @@ export async function adamwUpdate(
     for (const part of rowParts(gpu, count, bytes / 4, 256 / bytes)) {
       const at = first + part.first;
       const momentsAt = at + momentsFirst / (bytes / 4);
-      const window = (buffer: GPUBuffer, start: number) =>
+      const window = (buffer: GpuFloats, start: number) =>
         bufferWindow(gpu, buffer, start, part.count, bytes);
       const [pw, mw, vw, gw] = [
         window(params, at),
@@ -371,10 +374,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
 
 /** One parameter tensor for {@linkcode adamwUpdateTensors}. */
 export interface AdamWTensor {
-  /** The parameters, updated: `count` floats from the buffer's start. */
-  param: GPUBuffer;
-  /** The gradients, read: `count` floats from the buffer's start. */
-  grad: GPUBuffer;
+  /** The parameters, updated: `count` floats. */
+  param: GpuFloats;
+  /** The gradients, read: `count` floats. */
+  grad: GpuFloats;
   /** Where the tensor's moments start in the flat `m` and `v` buffers, a multiple of 4. */
   first: number;
   /** Number of parameters. */
@@ -414,11 +417,12 @@ function checkHyperparameters(hyper: AdamWHyperparameters, gradNorm: GPUBuffer |
 }
 
 /**
- * Records one AdamW step over parameter tensors that live in their own buffers, the moments in
- * flat buffers. Tensors of 16384 floats or more (matrices, embeddings) get a launch each, of
+ * Records one AdamW step over parameter tensors bound one by one (buffers of their own, or
+ * windows of a shared buffer that are not one run: see `nn/optimizer.ts`), the moments in flat
+ * buffers. Tensors of 16384 floats or more (matrices, embeddings) get a launch each, of
  * {@linkcode adamwUpdate} (in windows when larger than a binding); the small ones share
  * launches, 16 a launch where the adapter's storage-buffer limit allows 35 bindings (lavapipe
- * allows 48): GPT-2 small's 148 tensors take 50 launches + 7, not 148.
+ * allows 48): GPT-2 small's 148 tensors take 51 launches (wte in two windows) + 7, not 148.
  * The arithmetic is {@linkcode adamwUpdate}'s, so the bits are the same.
  *
  * @param m first moments, flat, updated (zeros before step 1).
@@ -508,14 +512,14 @@ export async function adamwUpdateTensors(
       table.set([workgroups, n, offset, tensor.decay ? 1 : 0], 4 * k);
       workgroups += Math.ceil(n / wg);
     });
-    const norm = gradNorm ?? group[0].grad; // unread without a norm
+    const norm = gradNorm ?? group[0].grad; // unread without a norm (any 4 bytes will do)
     await gpu.run(
       adamwTensorsKernel,
       { workgroupSize: wg, tensors: group.length, vec4 },
       [
         mw.binding,
         vw.binding,
-        { buffer: norm, offset: 0, size: 4 },
+        head(norm, 1),
         gpu.uniform(bytes),
         ...group.flatMap((t) => [head(t.param, t.count), head(t.grad, t.count)]),
       ],

@@ -23,7 +23,7 @@
  */
 
 import { head, rowParts } from "./_parts.ts";
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
 
 /** Compile-time constants of {@linkcode biasGradKernel}. */
 export interface BiasGradConstants extends Record<string, number> {
@@ -170,8 +170,8 @@ const CPU_MIN_WORKGROUPS = 4;
  */
 export async function biasGrad(
   gpu: Gpu,
-  dbias: GPUBuffer,
-  dout: GPUBuffer,
+  dbias: GpuFloats,
+  dout: GpuFloats,
   rows: number,
   cols: number,
   maxBinding = gpu.maxBinding,
@@ -191,7 +191,7 @@ export async function biasGrad(
       await gpu.run(
         biasGradKernel,
         { workgroupSize: CPU_WORKGROUP, width, columnsPerInvocation: perInvocation },
-        [window.binding, dbias, params],
+        [window.binding, head(dbias, cols), params],
         grid2d(Math.ceil(columns / (CPU_WORKGROUP * perInvocation))),
       );
       continue;
@@ -213,7 +213,11 @@ export async function biasGrad(
     await gpu.run(
       biasGradFinalKernel,
       constants,
-      [head(partials, blocks * cols), dbias, gpu.uniform(uniforms({ blocks, cols: columns }))],
+      [
+        head(partials, blocks * cols),
+        head(dbias, cols),
+        gpu.uniform(uniforms({ blocks, cols: columns })),
+      ],
       grid2d(columnGroups),
     );
     gpu.release(partials);

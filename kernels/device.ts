@@ -927,6 +927,34 @@ export function grid2d(workgroups: number): [number, number] {
   return [x, Math.ceil(workgroups / x)];
 }
 
+/**
+ * Float32 values in a buffer at a byte offset: a tensor that shares its buffer with others (a
+ * model's parameters in one flat buffer, `nn/arena.ts`). The offset is a multiple of the
+ * device's `minStorageBufferOffsetAlignment` (and of 256), so the tensor can be bound on its own.
+ */
+export interface BufferAt {
+  /** The shared buffer. */
+  buffer: GPUBuffer;
+  /** Where the tensor's first float is, in bytes. */
+  offset: number;
+}
+
+/**
+ * Float32 values on the GPU, as launchers take them: a buffer from its start, or a
+ * {@linkcode BufferAt} (bound from its offset by {@linkcode bufferWindow} and the helpers).
+ */
+export type GpuFloats = GPUBuffer | BufferAt;
+
+/** The buffer `floats` live in. */
+export function bufferOf(floats: GpuFloats): GPUBuffer {
+  return "buffer" in floats ? floats.buffer : floats;
+}
+
+/** The byte offset of `floats`' first value in {@linkcode bufferOf}: 0 for a whole buffer. */
+export function byteOffsetOf(floats: GpuFloats): number {
+  return "buffer" in floats ? floats.offset : 0;
+}
+
 /** A window of a buffer to bind, and where the wanted elements start inside it. */
 export interface BufferWindow {
   /** The binding: a byte range that starts on the device's storage offset alignment. */
@@ -936,20 +964,23 @@ export interface BufferWindow {
 }
 
 /**
- * Binds elements `[first, first + count)` of `buffer`. Binding offsets must be aligned
+ * Binds elements `[first, first + count)` of `floats`. Binding offsets must be aligned
  * (256 bytes), so the window starts at the aligned byte at or before `first`, and the kernel adds
  * `elementOffset` to its indices. This is how tensors larger than `maxStorageBufferBindingSize`
- * are processed: the launcher splits the work into parts whose windows fit one binding.
+ * are processed: the launcher splits the work into parts whose windows fit one binding. A
+ * {@linkcode BufferAt}'s offset is aligned, so its windows have the `elementOffset`s a buffer of
+ * its own would have.
  */
 export function bufferWindow(
   gpu: Gpu,
-  buffer: GPUBuffer,
+  floats: GpuFloats,
   first: number,
   count: number,
   elementBytes = 4,
 ): BufferWindow {
   const alignment = gpu.device.limits.minStorageBufferOffsetAlignment;
-  const startByte = first * elementBytes;
+  const buffer = bufferOf(floats);
+  const startByte = byteOffsetOf(floats) + first * elementBytes;
   const offset = Math.floor(startByte / alignment) * alignment;
   const size = Math.ceil((startByte - offset + count * elementBytes) / 4) * 4;
   if (size > gpu.maxBinding) {

@@ -20,7 +20,7 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
@@ -331,8 +331,8 @@ export async function embeddingForward(
   gpu: Gpu,
   out: GPUBuffer,
   tokens: GPUBuffer,
-  wte: GPUBuffer,
-  wpe: GPUBuffer,
+  wte: GpuFloats,
+  wpe: GpuFloats,
   b: number,
   t: number,
   c: number,
@@ -386,8 +386,8 @@ export async function embeddingForward(
  */
 export async function embeddingBackward(
   gpu: Gpu,
-  dwte: GPUBuffer,
-  dwpe: GPUBuffer,
+  dwte: GpuFloats,
+  dwpe: GpuFloats,
   dout: GPUBuffer,
   tokens: Int32Array,
   b: number,

@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Gpu, Kernel } from "./device.ts";
+import type { Gpu, GpuFloats, Kernel } from "./device.ts";
 import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
@@ -89,8 +89,8 @@ export const geluBackwardInPlaceKernel: Kernel<ElementwiseConstants> = elementwi
  */
 export async function geluForward(
   gpu: Gpu,
-  out: GPUBuffer,
-  inp: GPUBuffer,
+  out: GpuFloats,
+  inp: GpuFloats,
   n: number,
 ): Promise<void> {
   await runElementwise(gpu, geluForwardKernel, { out, inp }, n);
@@ -106,9 +106,9 @@ export async function geluForward(
  */
 export async function geluBackward(
   gpu: Gpu,
-  dinp: GPUBuffer,
-  inp: GPUBuffer,
-  dout: GPUBuffer,
+  dinp: GpuFloats,
+  inp: GpuFloats,
+  dout: GpuFloats,
   n: number,
 ): Promise<void> {
   if (dinp === dout) {

@@ -18,7 +18,7 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, reductionWorkgroup, rowParts } from "./_parts.ts";
 import { rangeTableWgsl, workgroupSumWgsl } from "./_wgsl.ts";
 
@@ -219,7 +219,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 /** A range of float32 elements in a buffer: `[first, first + count)`. */
 export interface TensorRange {
   /** The buffer holding the tensor. */
-  buffer: GPUBuffer;
+  buffer: GpuFloats;
   /** Index of the tensor's first element in the buffer. Default 0. */
   first?: number;
   /** Number of elements. */

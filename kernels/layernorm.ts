@@ -19,7 +19,7 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, grid2d, type Kernel, uniforms } from "./device.ts";
+import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 import { workgroupSumWgsl } from "./_wgsl.ts";
@@ -505,9 +505,9 @@ export async function layernormForward(
     /** (N, C) input. */
     inp: GPUBuffer;
     /** (C) scale. */
-    weight: GPUBuffer;
+    weight: GpuFloats;
     /** (C) shift. */
-    bias: GPUBuffer;
+    bias: GpuFloats;
   },
   n: number,
   c: number,
@@ -559,17 +559,17 @@ export async function layernormBackward(
   gpu: Gpu,
   buffers: {
     /** (N, C) gradient of the input, accumulated. */
-    dinp: GPUBuffer;
+    dinp: GpuFloats;
     /** (C) gradient of the scale, accumulated. */
-    dweight: GPUBuffer;
+    dweight: GpuFloats;
     /** (C) gradient of the shift, accumulated. */
-    dbias: GPUBuffer;
+    dbias: GpuFloats;
     /** (N, C) gradient of the output. */
     dout: GPUBuffer;
     /** (N, C) the forward's input. */
     inp: GPUBuffer;
     /** (C) the forward's scale. */
-    weight: GPUBuffer;
+    weight: GpuFloats;
     /** (N) row means, saved by the forward. */
     mean: GPUBuffer;
     /** (N) reciprocal standard deviations, saved by the forward. */

@@ -83,8 +83,16 @@
 
 import { biasGrad, biasGradCpu } from "./bias_grad.ts";
 import { geluBackward, geluBackwardCpu, geluScalar, geluWgsl } from "./gelu.ts";
-import { type BindingKind, bufferWindow, type Gpu, type Kernel, uniforms } from "./device.ts";
+import {
+  type BindingKind,
+  bufferWindow,
+  type Gpu,
+  type GpuFloats,
+  type Kernel,
+  uniforms,
+} from "./device.ts";
 import { type MatrixBlock, scratchTexture, stageBlock } from "./_matmul_texture.ts";
+import { head } from "./_parts.ts";
 
 /** The shape and epilogue of a (batched) matmul; shared by the GPU launcher and CPU reference. */
 export interface MatmulShape {
@@ -121,9 +129,9 @@ export interface MatmulShape {
 /** Options of {@linkcode matmul}: the shape, plus the epilogue's buffers. */
 export interface MatmulOptions extends MatmulShape {
   /** `(N)`: added to every row of the output. */
-  bias?: GPUBuffer;
+  bias?: GpuFloats;
   /** With `gelu`: also store the pre-activation (same layout as the output) for the backward. */
-  pre?: GPUBuffer;
+  pre?: GpuFloats;
 }
 
 /** The register tile, workgroup and unrolling of {@linkcode matmulKernel}. */
@@ -510,9 +518,9 @@ export interface MatmulLimits {
  */
 export async function matmul(
   gpu: Gpu,
-  out: GPUBuffer,
-  a: GPUBuffer,
-  b: GPUBuffer,
+  out: GpuFloats,
+  a: GpuFloats,
+  b: GpuFloats,
   options: MatmulOptions,
   limits: MatmulLimits = {},
 ): Promise<void> {
@@ -639,7 +647,7 @@ export async function matmul(
             ta,
             tb,
             outWindow.binding,
-            ...(constants.bias ? [options.bias!] : []),
+            ...(constants.bias ? [head(options.bias!, n)] : []),
             ...(constants.pre ? [preWindow!.binding] : []),
             params,
           ];
@@ -662,7 +670,7 @@ export async function matmul(
  * @param kMajor the operand is stored (K, outer), row-major: A transposed, or B not transposed.
  */
 function operandBlock(
-  buffer: GPUBuffer,
+  buffer: GpuFloats,
   offset: number,
   stride: number,
   lp: Range,
@@ -727,9 +735,9 @@ export function matmulCpu<T extends Float32Array | Float64Array>(
 
 /**
  * The tensors of a linear layer's forward, by name (so that two swapped buffers do not
- * type-check): `GPUBuffer`s for {@linkcode linearForward}, arrays for its CPU reference.
+ * type-check): `GpuFloats` for {@linkcode linearForward}, arrays for its CPU reference.
  */
-export interface LinearForwardBuffers<B = GPUBuffer> {
+export interface LinearForwardBuffers<B = GpuFloats> {
   /** (BT, OC) the output, written: GELU of the product with `gelu`. */
   out: B;
   /** (BT, C) the input. */
@@ -743,10 +751,10 @@ export interface LinearForwardBuffers<B = GPUBuffer> {
 }
 
 /**
- * The tensors of a linear layer's backward, by name: `GPUBuffer`s for
+ * The tensors of a linear layer's backward, by name: `GpuFloats` for
  * {@linkcode linearBackward}, arrays for its CPU reference.
  */
-export interface LinearBackwardBuffers<B = GPUBuffer> {
+export interface LinearBackwardBuffers<B = GpuFloats> {
   /** (BT, C) gradient of the input, written. */
   dinp: B;
   /** (OC, C) gradient of the weight, accumulated. */

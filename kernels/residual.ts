@@ -11,7 +11,7 @@
  * @module
  */
 
-import type { Gpu, Kernel } from "./device.ts";
+import type { Gpu, GpuFloats, Kernel } from "./device.ts";
 import { type ElementwiseConstants, elementwiseKernel, runElementwise } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 
@@ -58,8 +58,8 @@ export async function residualForward(
  */
 export async function residualBackward(
   gpu: Gpu,
-  da: GPUBuffer,
-  db: GPUBuffer,
+  da: GpuFloats,
+  db: GpuFloats,
   dout: GPUBuffer,
   n: number,
 ): Promise<void> {

@@ -71,7 +71,10 @@ export async function recordCheckedStep(
   try {
     accumulated = await accumulateGradients(model, batches);
     try {
-      const grads = [...model.params.values()].map((p) => ({ buffer: p.grad, count: p.size }));
+      const grads = [...model.params.values()].map((p) => ({
+        buffer: p.gradFloats,
+        count: p.size,
+      }));
       gpu.profilePhase = "optimizer";
       await globalNorm(gpu, norm, grads);
       await poisonNormUnlessFinite(gpu, norm, accumulated.losses, accumulated.positions);

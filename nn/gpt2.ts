@@ -8,10 +8,11 @@
  */
 
 import type { DecodeShape } from "../kernels/attention_decode.ts";
-import type { Gpu } from "../kernels/device.ts";
+import { bufferOf, byteOffsetOf, type Gpu, type GpuFloats } from "../kernels/device.ts";
 import { embeddingForward } from "../kernels/embedding.ts";
 import { layernormForward } from "../kernels/layernorm.ts";
 import { matmul, MATMUL_TILE_CPU, type MatmulLimits } from "../kernels/matmul.ts";
+import { ParameterArena } from "./arena.ts";
 import { type GPT2Config, validateConfig } from "./config.ts";
 import { cachedSelfAttention, type KvCache } from "./kv_cache.ts";
 import { type BatchLoss, meanLoss, type MicroBatch, uploadBatch } from "./batch.ts";
@@ -75,32 +76,61 @@ export function gpt2ParameterSpecs(config: GPT2Config): ParameterSpec[] {
   return specs;
 }
 
+/**
+ * The order of the parameters in the model's flat buffer: the blocks' matrices, then the other
+ * decayed parameters (the embeddings), then the undecayed ones (biases, layer norms), each group
+ * in checkpoint order. Whichever set AdamW updates, all of them or all but the blocks' matrices
+ * (which Muon takes), it is then one run of neighbouring tensors, the decayed ones first: one
+ * AdamW launch per binding window (`nn/optimizer.ts`).
+ */
+export function gpt2ArenaOrder(specs: readonly ParameterSpec[]): ParameterSpec[] {
+  const blockMatrix = (s: ParameterSpec) => s.name.startsWith("h.") && s.shape.length === 2;
+  return [
+    ...specs.filter(blockMatrix),
+    ...specs.filter((s) => s.decay && !blockMatrix(s)),
+    ...specs.filter((s) => !s.decay && !blockMatrix(s)),
+  ];
+}
+
 /** A GPT-2 model: its configuration and its parameters on the GPU. */
 export class GPT2 {
   /** Parameters by checkpoint name, in checkpoint order. */
   readonly params: Map<string, Tensor>;
   /** Names of the parameters AdamW decays. */
   readonly decayed: Set<string>;
+  /** The flat buffers the parameters and gradients live in; null where they do not fit one. */
+  readonly #arena: ParameterArena | null;
 
-  private constructor(readonly gpu: Gpu, readonly config: GPT2Config, params: Map<string, Tensor>) {
-    this.params = params;
-    this.decayed = new Set(gpt2ParameterSpecs(config).filter((s) => s.decay).map((s) => s.name));
+  private constructor(
+    readonly gpu: Gpu,
+    readonly config: GPT2Config,
+    values: (spec: ParameterSpec) => Float32Array,
+  ) {
+    validateConfig(config);
+    const specs = gpt2ParameterSpecs(config);
+    const order = gpt2ArenaOrder(specs);
+    this.#arena = ParameterArena.fits(gpu, order) ? new ParameterArena(gpu, order) : null;
+    this.params = new Map();
+    for (const spec of specs) {
+      const data = values(spec);
+      const shared = this.#arena?.tensors.get(spec.name);
+      shared?.write(data);
+      this.params.set(spec.name, shared ?? Tensor.from(gpu, data, spec.shape, spec.name));
+    }
+    this.decayed = new Set(specs.filter((s) => s.decay).map((s) => s.name));
   }
 
   /** A new model with GPT-2's initialization, repeatable under `seed`. */
   static init(gpu: Gpu, config: GPT2Config, seed: number): GPT2 {
-    validateConfig(config);
     const random = new Random(seed);
-    const params = new Map<string, Tensor>();
-    for (const spec of gpt2ParameterSpecs(config)) {
+    return new GPT2(gpu, config, (spec) => {
       const data = new Float32Array(spec.shape.reduce((a, b) => a * b, 1));
       if (spec.init === "ones") data.fill(1);
       if (spec.init === "normal") {
         for (let i = 0; i < data.length; i++) data[i] = random.normal() * spec.std!;
       }
-      params.set(spec.name, Tensor.from(gpu, data, spec.shape, spec.name));
-    }
-    return new GPT2(gpu, config, params);
+      return data;
+    });
   }
 
   /**
@@ -113,7 +143,6 @@ export class GPT2 {
     weights: Map<string, { shape: number[]; data: Float32Array }>,
   ): GPT2 {
     validateConfig(config);
-    const params = new Map<string, Tensor>();
     for (const spec of gpt2ParameterSpecs(config)) {
       const weight = weights.get(spec.name);
       if (!weight || weight.shape.join() !== spec.shape.join()) {
@@ -122,9 +151,8 @@ export class GPT2 {
             `configuration needs [${spec.shape}]; check the model settings.`,
         );
       }
-      params.set(spec.name, Tensor.from(gpu, weight.data, spec.shape, spec.name));
     }
-    return new GPT2(gpu, config, params);
+    return new GPT2(gpu, config, (spec) => weights.get(spec.name)!.data);
   }
 
   #p(name: string): Tensor {
@@ -210,7 +238,7 @@ export class GPT2 {
     try {
       await this.#embedAt(x, idBuffer, starts, R, Tq, buffer); // (R, Tq, C)
       for (let i = 0; i < nLayer; i++) {
-        const p = (name: string) => this.#p(`h.${i}.${name}`).buffer;
+        const p = (name: string) => this.#p(`h.${i}.${name}`).floats;
         // out (N, OC) = inp (N, IC) · weightᵀ + bias, with GELU, or added into out (residual).
         const dense = (
           out: GPUBuffer,
@@ -250,10 +278,10 @@ export class GPT2 {
           gpu.encoder.copyBufferToBuffer(x, from, last, r * C * 4, C * 4);
         });
       }
-      const lnF = { weight: this.#p("ln_f.weight").buffer, bias: this.#p("ln_f.bias").buffer };
+      const lnF = { weight: this.#p("ln_f.weight").floats, bias: this.#p("ln_f.bias").floats };
       await layernormForward(gpu, { out: h, mean, rstd, inp: last, ...lnF }, R, C);
       const logits = Tensor.empty(gpu, [R, V], "cached.logits");
-      const wte = this.#p("wte").buffer; // the tied output head
+      const wte = this.#p("wte").floats; // the tied output head
       await matmul(
         gpu,
         logits.buffer,
@@ -285,14 +313,21 @@ export class GPT2 {
     buffer: (n: number, name: string) => GPUBuffer,
   ): Promise<void> {
     const { nEmbd: C, vocabSize: V, contextLength: maxT } = this.config;
-    const [wte, wpe] = [this.#p("wte").buffer, this.#p("wpe").buffer];
+    const [wte, wpe]: GpuFloats[] = [this.#p("wte").floats, this.#p("wpe").floats];
     if (starts.every((s) => s === 0)) {
       return await embeddingForward(this.gpu, out, ids, wte, wpe, R, Tq, C, V, maxT);
     }
     const table = buffer(R * Tq * C, "cached.positions");
     starts.forEach((start, r) => {
       const count = Math.min(Tq, maxT - start);
-      this.gpu.encoder.copyBufferToBuffer(wpe, start * C * 4, table, r * Tq * C * 4, count * C * 4);
+      const from = byteOffsetOf(wpe) + start * C * 4;
+      this.gpu.encoder.copyBufferToBuffer(
+        bufferOf(wpe),
+        from,
+        table,
+        r * Tq * C * 4,
+        count * C * 4,
+      );
     });
     await embeddingForward(this.gpu, out, ids, wte, table, 1, R * Tq, C, V, R * Tq);
   }
@@ -326,6 +361,7 @@ export class GPT2 {
   /** Frees the parameters and their gradients. */
   dispose(): void {
     for (const param of this.params.values()) param.dispose();
+    this.#arena?.dispose();
   }
 }
 

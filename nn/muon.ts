@@ -26,7 +26,7 @@
  * @module
  */
 
-import type { Gpu } from "../kernels/device.ts";
+import { bufferOf, byteOffsetOf, type Gpu } from "../kernels/device.ts";
 import { globalNorm } from "../kernels/grad_norm.ts";
 import { matmul } from "../kernels/matmul.ts";
 import {
@@ -367,7 +367,7 @@ export class Muon {
     if (!norm && settings.maxNorm > 0) {
       norm = this.#norm;
       const grads = this.#stacks.flatMap((s) =>
-        s.params.map((p) => ({ buffer: p.grad, count: p.size }))
+        s.params.map((p) => ({ buffer: p.gradFloats, count: p.size }))
       );
       await globalNorm(gpu, norm, grads);
     }
@@ -377,7 +377,14 @@ export class Muon {
       // (count, rows, cols) the gradients, then the direction, then the orthogonalized update.
       const u = gpu.acquire(n * 4, undefined, "muon.u");
       stack.params.forEach((param, j) => {
-        gpu.encoder.copyBufferToBuffer(param.grad, 0, u, j * size * 4, size * 4);
+        const grad = param.gradFloats;
+        gpu.encoder.copyBufferToBuffer(
+          bufferOf(grad),
+          byteOffsetOf(grad),
+          u,
+          j * size * 4,
+          size * 4,
+        );
       });
       await muonMomentum(gpu, stack.momentum, u, n, settings, norm);
       await newtonSchulz(gpu, u, stack, {
@@ -388,7 +395,8 @@ export class Muon {
       // (count, rows, cols) the weights, updated here and copied back.
       const w = gpu.acquire(n * 4, undefined, "muon.w");
       stack.params.forEach((param, j) => {
-        gpu.encoder.copyBufferToBuffer(param.buffer, 0, w, j * size * 4, size * 4);
+        const at = byteOffsetOf(param.floats);
+        gpu.encoder.copyBufferToBuffer(bufferOf(param.floats), at, w, j * size * 4, size * 4);
       });
       await muonUpdate(gpu, w, u, n, {
         lr,
@@ -396,7 +404,8 @@ export class Muon {
         weightDecay: settings.weightDecay,
       }, norm);
       stack.params.forEach((param, j) => {
-        gpu.encoder.copyBufferToBuffer(w, j * size * 4, param.buffer, 0, size * 4);
+        const at = byteOffsetOf(param.floats);
+        gpu.encoder.copyBufferToBuffer(w, j * size * 4, bufferOf(param.floats), at, size * 4);
       });
       gpu.release(u);
       gpu.release(w);

@@ -54,7 +54,7 @@ export class MuonAdamW {
     const norm = gradNorm ?? this.#norm;
     if (!gradNorm) {
       const grads = [...this.#model.params.values()].map((p) => ({
-        buffer: p.grad,
+        buffer: p.gradFloats,
         count: p.size,
       }));
       await globalNorm(this.gpu, norm, grads);

@@ -1,7 +1,8 @@
 /**
  * The differentiable operations GPT-2 is made of, each a forward that records its backward on
  * the tape, side by side (as tinygrad and micrograd register them). Shapes are given in the
- * comments; N = B·T positions.
+ * comments; N = B·T positions. Parameters are bound by their `floats` (they may be windows of the
+ * model's flat buffer, `nn/arena.ts`), activations by their own `buffer`.
  *
  * @module
  */
@@ -63,8 +64,8 @@ export async function layernorm(
       mean,
       rstd,
       inp: x.buffer,
-      weight: weight.buffer,
-      bias: bias.buffer,
+      weight: weight.floats,
+      bias: bias.floats,
     },
     n,
     c,
@@ -78,7 +79,7 @@ export async function layernorm(
         dbias: bias.gradForAccumulate(),
         dout: out.grad,
         inp: x.buffer,
-        weight: weight.buffer,
+        weight: weight.floats,
         mean,
         rstd,
       },
@@ -128,8 +129,8 @@ export async function embed(
     tape.gpu,
     out.buffer,
     tokens.buffer,
-    wte.buffer,
-    wpe.buffer,
+    wte.floats,
+    wpe.floats,
     B,
     T,
     C,
@@ -214,7 +215,7 @@ export async function linear(
   bias: Tensor | null,
 ): Promise<Tensor> {
   const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear");
-  const buffers = { inp: x.buffer, weight: weight.buffer, bias: bias?.buffer };
+  const buffers = { inp: x.buffer, weight: weight.floats, bias: bias?.floats };
   await linearForward(tape.gpu, { out: out.buffer, ...buffers }, BT, C, OC);
   tape.record("linear", bias ? [x, weight, bias] : [x, weight], out, async () => {
     await linearInputGrads(tape, x, weight, bias, out.grad);
@@ -236,7 +237,7 @@ export async function linearGelu(
 ): Promise<Tensor> {
   const { out, BT, C, OC } = linearOutput(tape, x, weight, "linear_gelu");
   const pre = tape.scratch(BT * OC, "pre_gelu"); // (..., OC) before GELU
-  const buffers = { inp: x.buffer, weight: weight.buffer, bias: bias.buffer, pre };
+  const buffers = { inp: x.buffer, weight: weight.floats, bias: bias.floats, pre };
   await linearForward(tape.gpu, { out: out.buffer, ...buffers }, BT, C, OC, { gelu: true });
   tape.record("linear_gelu", [x, weight, bias], out, async () => {
     await linearInputGrads(tape, x, weight, bias, out.grad, pre);
@@ -267,7 +268,7 @@ async function linearInputGrads(
 ): Promise<void> {
   const [OC, C] = weight.shape, BT = x.size / C;
   const dweight = weight.gradForAccumulate(), dbias = bias?.gradForAccumulate() ?? null;
-  const rest = { dweight, dbias, dout, inp: x.buffer, weight: weight.buffer, pre };
+  const rest = { dweight, dbias, dout, inp: x.buffer, weight: weight.floats, pre };
   const options = { gelu: pre !== undefined };
   await tape.writeGrad(
     x,

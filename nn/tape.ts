@@ -67,7 +67,7 @@ export class Tape {
     if (direct) return await write(direct);
     const scratch = this.gpu.acquire(target.size * 4);
     await write(scratch);
-    await accumulate(this.gpu, target.grad, scratch, target.size);
+    await accumulate(this.gpu, target.gradForAccumulate(), scratch, target.size);
     this.gpu.release(scratch);
   }
 

@@ -4,35 +4,56 @@
  * @module
  */
 
-import type { Gpu } from "../kernels/device.ts";
+import {
+  type BufferAt,
+  bufferOf,
+  byteOffsetOf,
+  type Gpu,
+  type GpuFloats,
+} from "../kernels/device.ts";
 import type { TapeNode } from "./tape.ts";
 
-/** A float32 tensor in a GPU buffer, row-major, and (lazily) its gradient. */
+/**
+ * A float32 tensor in a GPU buffer, row-major, and (lazily) its gradient. An activation has a
+ * buffer of its own; a model's parameter may be a window of a buffer it shares with the others
+ * (`nn/arena.ts`), its gradient a window of a shared gradient buffer, so that the optimizer can
+ * update every parameter in one launch.
+ */
 export class Tensor {
   /** Elements: the product of the shape. */
   readonly size: number;
   /** The operation that made it; null for inputs and parameters. Set by the tape. */
   producer: TapeNode | null = null;
-  #grad: GPUBuffer | null = null;
+  /** The values, wherever they live: bind these (launchers take {@linkcode GpuFloats}). */
+  readonly floats: GpuFloats;
+  /** For a tensor in a shared buffer: its gradient's window, made on first use. */
+  readonly #sharedGrad: (() => BufferAt) | null;
+  #grad: GpuFloats | null = null;
   #gradHasValues = false;
   /** The gradient lives in the value buffer (see {@linkcode Tensor.gradInPlace}). */
   #gradIsValue = false;
 
   /**
-   * Wraps a buffer; {@linkcode Tensor.empty} and {@linkcode Tensor.from} also allocate one.
+   * Wraps a buffer, or a window of one; {@linkcode Tensor.empty} and {@linkcode Tensor.from}
+   * also allocate one.
    *
-   * @param buffer holds at least `4 · size` bytes: the float32 values, row-major.
+   * @param values holds at least `4 · size` bytes: the float32 values, row-major.
    * @param name labels the buffer and errors, e.g. `h.0.ln_1.weight`.
+   * @param sharedGrad for a tensor in a shared buffer, the window its gradient goes in (called
+   *   once, when the gradient is first needed); a tensor of its own buffer gets one of its own.
    * @throws {RangeError} when the buffer is smaller than the shape needs.
    */
   constructor(
     readonly gpu: Gpu,
     readonly shape: readonly number[],
-    readonly buffer: GPUBuffer,
+    values: GpuFloats,
     readonly name = "",
+    sharedGrad: (() => BufferAt) | null = null,
   ) {
     this.size = shape.reduce((a, b) => a * b, 1);
-    if (buffer.size < this.size * 4) {
+    this.floats = values;
+    this.#sharedGrad = sharedGrad;
+    if (bufferOf(values).size - byteOffsetOf(values) < this.size * 4) {
       throw new RangeError(`Tensor ${name} of shape [${shape}] needs a larger buffer.`);
     }
   }
@@ -50,31 +71,49 @@ export class Tensor {
     return tensor;
   }
 
+  /** Whether the values are a window of a buffer shared with other tensors. */
+  get shared(): boolean {
+    return isWindow(this.floats);
+  }
+
+  /**
+   * The tensor's own buffer, for launchers that take a whole one (activations). A tensor in a
+   * shared buffer has none: bind {@linkcode Tensor.floats}.
+   */
+  get buffer(): GPUBuffer {
+    if (this.shared) throw this.#sharedError("buffer", "floats");
+    return bufferOf(this.floats);
+  }
+
   /** True once a backward pass has put values in the gradient. */
   get hasGrad(): boolean {
     return this.#gradHasValues;
   }
 
   /**
-   * The gradient buffer for a kernel that ACCUMULATES into it: zero-filled when first made.
+   * The gradient for a kernel that ACCUMULATES into it: zero-filled when first made.
    * Marks the gradient as holding values.
    */
-  gradForAccumulate(): GPUBuffer {
-    if (!this.#grad) this.#grad = this.#newGrad();
-    if (!this.#gradHasValues) this.gpu.encoder.clearBuffer(this.#grad, 0, this.size * 4);
+  gradForAccumulate(): GpuFloats {
+    const grad = this.#grad ??= this.#newGrad();
+    if (!this.#gradHasValues) {
+      this.gpu.encoder.clearBuffer(bufferOf(grad), byteOffsetOf(grad), this.size * 4);
+    }
     this.#gradHasValues = true;
-    return this.#grad;
+    return grad;
   }
 
   /**
    * The gradient buffer for a kernel that WRITES it, when nothing has been added to it yet;
-   * null when it already holds other contributions (write elsewhere, then accumulate).
+   * null when it already holds other contributions, or is a window of a shared buffer (writing
+   * kernels take whole buffers): write elsewhere, then accumulate.
    */
   gradForWrite(): GPUBuffer | null {
     if (this.#gradHasValues) return null;
-    this.#grad ??= this.#newGrad();
+    const grad = this.#grad ??= this.#newGrad();
+    if (isWindow(grad)) return null;
     this.#gradHasValues = true;
-    return this.#grad;
+    return grad;
   }
 
   /**
@@ -85,21 +124,33 @@ export class Tensor {
    */
   gradInPlace(): GPUBuffer | null {
     if (this.#gradHasValues) return null;
-    if (this.#grad) this.gpu.release(this.#grad);
-    this.#grad = this.buffer;
+    const buffer = this.buffer;
+    if (this.#grad && !isWindow(this.#grad)) this.gpu.release(this.#grad);
+    this.#grad = buffer;
     this.#gradIsValue = true;
     this.#gradHasValues = true;
-    return this.buffer;
+    return buffer;
   }
 
-  /** The gradient, for reading; throws when no backward reached this tensor. */
-  get grad(): GPUBuffer {
+  /** The gradient, wherever it lives, for reading; throws when no backward reached this tensor. */
+  get gradFloats(): GpuFloats {
     if (!this.#grad || !this.#gradHasValues) {
       throw new Error(
         `Tensor ${this.name || `[${this.shape}]`} has no gradient yet; call backward.`,
       );
     }
     return this.#grad;
+  }
+
+  /**
+   * The gradient's own buffer, for reading by launchers that take a whole one (activations'
+   * gradients); throws when no backward reached this tensor, and for a tensor in a shared
+   * buffer (read {@linkcode Tensor.gradFloats}).
+   */
+  get grad(): GPUBuffer {
+    const grad = this.gradFloats;
+    if (isWindow(grad)) throw this.#sharedError("grad", "gradFloats");
+    return grad;
   }
 
   /** Forgets the gradient's values (the buffer is zeroed before its next use). */
@@ -113,31 +164,58 @@ export class Tensor {
     this.#gradIsValue = false;
   }
 
-  #newGrad(): GPUBuffer {
+  #newGrad(): GpuFloats {
+    if (this.#sharedGrad) return this.#sharedGrad();
     return this.gpu.acquire(Math.max(1, this.size) * 4, undefined, `d${this.name}`);
+  }
+
+  #sharedError(accessor: string, instead: string): Error {
+    return new Error(
+      `Tensor ${this.name} is a window of a buffer shared with other tensors, so it has no ` +
+        `${accessor} of its own; use ${instead}.`,
+    );
   }
 
   /** Copies the values back to the CPU. */
   read(): Promise<Float32Array> {
-    return this.gpu.readF32(this.buffer, this.size);
+    return this.gpu.readF32(bufferOf(this.floats), this.size, byteOffsetOf(this.floats) / 4);
   }
 
   /** Copies the gradient back to the CPU. */
   readGrad(): Promise<Float32Array> {
-    return this.gpu.readF32(this.grad, this.size);
+    const grad = this.gradFloats;
+    return this.gpu.readF32(bufferOf(grad), this.size, byteOffsetOf(grad) / 4);
   }
 
-  /** Gives the buffers back to the pool. */
+  /** Overwrites the first `data.length` values (at most `size`) with `data`. */
+  write(data: Float32Array): void {
+    if (data.length > this.size) {
+      throw new RangeError(
+        `Tensor ${this.name || `[${this.shape}]`} holds ${this.size} floats, not ${data.length}.`,
+      );
+    }
+    this.gpu.write(bufferOf(this.floats), data, byteOffsetOf(this.floats));
+  }
+
+  /**
+   * Gives the buffers back to the pool. A tensor in a shared buffer owns neither: the shared
+   * buffers' owner frees them.
+   */
   dispose(): void {
-    this.gpu.release(this.buffer);
+    if (!this.shared) this.gpu.release(this.buffer);
     this.disposeGrad();
   }
 
-  /** Gives the gradient buffer back to the pool. */
+  /** Gives the gradient buffer back to the pool (a shared one only forgets its values). */
   disposeGrad(): void {
     if (this.#gradIsValue) this.#unaliasGrad();
-    if (this.#grad) this.gpu.release(this.#grad);
+    if (this.#grad && !isWindow(this.#grad)) this.gpu.release(this.#grad);
     this.#grad = null;
     this.#gradHasValues = false;
   }
+}
+
+/** Whether `floats` are a window of a shared buffer rather than a buffer of their own. */
+function isWindow(floats: GpuFloats): floats is BufferAt {
+  return "buffer" in floats;
 }

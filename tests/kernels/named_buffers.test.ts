@@ -31,14 +31,19 @@ interface DocProperty {
   tsType?: DocType;
 }
 
+/** The types a launcher takes GPU floats as: a whole buffer, or a buffer or a window of one. */
+const BUFFER_TYPES = ["GPUBuffer", "GpuFloats"];
+
 /**
- * Whether `type` is `GPUBuffer`, or a union holding it (`GPUBuffer | null`). `aliases` names type
- * parameters that default to `GPUBuffer` (an interface shared with a CPU reference, whose fields
- * are arrays there).
+ * Whether `type` is `GPUBuffer` or `GpuFloats`, or a union holding one (`GPUBuffer | null`).
+ * `aliases` names type parameters that default to one of them (an interface shared with a CPU
+ * reference, whose fields are arrays there).
  */
 function isBuffer(type: DocType | undefined, aliases: string[] = []): boolean {
   if (!type) return false;
-  if (type.kind === "typeRef") return type.repr === "GPUBuffer" || aliases.includes(type.repr!);
+  if (type.kind === "typeRef") {
+    return BUFFER_TYPES.includes(type.repr!) || aliases.includes(type.repr!);
+  }
   if (type.kind === "union") return (type.value as DocType[]).some((t) => isBuffer(t, aliases));
   return false;
 }

@@ -66,7 +66,7 @@ Deno.test("saveCheckpoint() refuses a NaN and writes nothing", async () => {
     const path = `${dir}/checkpoint.safetensors`;
     await saveCheckpoint(path, model, { config, step: 1 });
     const before = await Deno.readFile(path);
-    gpu.write(model.params.get("h.0.mlp.c_fc.weight")!.buffer, new Float32Array([1, NaN]));
+    model.params.get("h.0.mlp.c_fc.weight")!.write(new Float32Array([1, NaN]));
     await assert.rejects(
       saveCheckpoint(path, model, { config, step: 2 }),
       (error: Error) =>
@@ -106,7 +106,7 @@ Deno.test("checkedStep() stops before the update on a non-finite gradient norm: 
     // squares of the gradients overflow float32, so the norm is infinite.
     const gain = model.params.get("ln_f.weight")!;
     const goodGain = await gain.read();
-    gpu.write(gain.buffer, new Float32Array(goodGain.length).fill(1e30));
+    gain.write(new Float32Array(goodGain.length).fill(1e30));
     const poisoned = await weights();
     await assert.rejects(
       checkedStep(model, optimizer, [batch], 1e-2),
@@ -115,7 +115,7 @@ Deno.test("checkedStep() stops before the update on a non-finite gradient norm: 
         !Number.isFinite(error.value) && Number.isFinite(error.loss),
     );
     assert.deepEqual(await weights(), poisoned, "no weight moved");
-    gpu.write(gain.buffer, goodGain);
+    gain.write(goodGain);
     assert.deepEqual(await weights(), before);
     assert.deepEqual(await optimizer.state(), moments);
     // The gradients were zeroed: the next step goes on from the good weights.

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { Gpu } from "../../kernels/device.ts";
+import { bufferOf, byteOffsetOf, type Gpu } from "../../kernels/device.ts";
 import { GPT2, gpt2ParameterSpecs } from "../../nn/gpt2.ts";
 import {
   DEFAULT_MUON,
@@ -130,7 +130,8 @@ function setGradients(gpu: Gpu, params: Map<string, Tensor>, seed: number, scale
   for (const [name, param] of params) {
     const g = randomArray(param.size, seed + i++).map((v) => v * scale);
     param.zeroGrad();
-    gpu.write(param.gradForAccumulate(), g);
+    const grad = param.gradForAccumulate();
+    gpu.write(bufferOf(grad), g, byteOffsetOf(grad));
     grads.set(name, g);
   }
   return grads;
