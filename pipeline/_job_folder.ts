@@ -94,7 +94,9 @@ export async function checkJobIdentity(path: string, identity: JobIdentity): Pro
     await writeTextFileAtomic(path, JSON.stringify(identity, null, 2) + "\n");
     return;
   }
-  const changed = Object.keys(identity).filter((key) => recorded[key] !== identity[key]);
+  // A setting the folder does not record was added since it was made: it reads as null, the
+  // value that means "as before".
+  const changed = Object.keys(identity).filter((key) => (recorded[key] ?? null) !== identity[key]);
   if (changed.length > 0) {
     const list = changed.map((key) => `${key} ${recorded[key]} → ${identity[key]}`).join(", ");
     throw new Error(

@@ -82,19 +82,22 @@ const EXPLAIN_QUESTIONS = [
  * headings ask about ("**Why do leaves change color?**"), each under its own heading.
  */
 function explained(pair: SourcedPair, pattern: RegExp): SourcedPair[] {
-  const subject = pair.instruction.trim().match(pattern)?.[1];
+  // A wiki title's disambiguation ("Mercury (planet)") is no part of a question.
+  const subject = pair.instruction.trim().match(pattern)?.[1]?.replace(/\s*\([^)]*\)$/, "");
   if (!subject) return [];
   const keys = keyWords(subject);
   const briefs: SourcedPair[] = [];
   const answer = leadingProse(pair.output, keys);
   if (answer) {
-    // A wiki title names a common noun ("Volcano") when the article writes it in lower case.
+    // A wiki title names a common noun ("Volcano", "Climate change") when the article writes it
+    // in lower case; a name (Toronto) keeps its capitals.
     const noun = subject.toLowerCase();
-    const common = subject !== noun && !subject.includes(" ") &&
-      wordPattern(noun, "").test(answer);
-    const question = common
-      ? pick(NOUN_QUESTIONS, noun)(noun)
-      : pick(EXPLAIN_QUESTIONS, subject)(subject);
+    const common = subject !== noun && wordPattern(noun, "").test(pair.output);
+    const question = !common
+      ? pick(EXPLAIN_QUESTIONS, subject)(subject)
+      : noun.includes(" ")
+      ? pick(EXPLAIN_QUESTIONS, noun)(noun)
+      : pick(NOUN_QUESTIONS, noun)(noun);
     briefs.push({ instruction: question, output: answer });
   }
   for (const section of headingQuestions(pair.output, keys)) {
@@ -114,17 +117,31 @@ function headingQuestions(answer: string, keys: RegExp[]): SourcedPair[] {
     const question = paragraph.match(/^(?:#+\s*|\*\*)([^*\n#]+\?)(?:\*\*)?$/)?.[1]?.trim();
     const next = all[i + 1];
     if (!question || !next || isMarkup(next) || !keys.some((key) => key.test(question))) return;
+    // A question must stand alone: no pronoun for what the article said before ("What makes
+    // them...?"), and no heading's Title Case ("What Does an Octopus Look Like?").
+    if (/\b(?:it|its|they|them|their|this|these|those)\b/i.test(question)) return;
+    if (question.split(" ").slice(1).filter((word) => /^[A-Z][a-z]/.test(word)).length >= 2) return;
     const output = cleanOpening(sentences(next));
-    if (output) found.push({ instruction: question, output });
+    // "What is Lightning?": a heading's capital stays only on a name the article capitalizes.
+    const cased = question.replace(
+      /(?<=\s)[A-Z][a-z]+/g,
+      (word) => wordPattern(word.toLowerCase(), "").test(answer) ? word.toLowerCase() : word,
+    );
+    if (output) found.push({ instruction: cased, output });
   });
   return found;
 }
 
 /** The questions about a common noun, in the singular. */
 const NOUN_QUESTIONS = [
-  (noun: string) => `What is ${/^[aeiou]/.test(noun) ? "an" : "a"} ${noun}?`,
+  (noun: string) => `What is ${article(noun)} ${noun}?`,
   (noun: string) => `Tell me about the ${noun}.`,
 ];
+
+/** "a" or "an", by the sound of the word's start (an apple, a universe, an hour is not needed). */
+function article(noun: string): string {
+  return /^(?:[aio]|e(?!u)|u(?!ni|s[eu]))/.test(noun) ? "an" : "a";
+}
 
 function howTo(pair: SourcedPair): SourcedPair[] {
   const question = pair.instruction.trim();
@@ -143,7 +160,7 @@ const SENTENCE_QUESTIONS = [
   (w: string) => `Make up a sentence that uses the word '${w}'.`,
 ];
 
-/** Up to two pairs, each with one example sentence of the list that uses the word. */
+/** One pair: the list's first example sentence that uses the word. */
 function exampleSentences(pair: SourcedPair): SourcedPair[] {
   const word = pair.instruction.match(/using the word '([^']+)'/)?.[1];
   if (!word) return [];
@@ -151,8 +168,8 @@ function exampleSentences(pair: SourcedPair): SourcedPair[] {
   const examples = listItems(pair.output)
     .map((item) => unquote(item.replace(/^\*\*[^*]+\*\*:?\s*/, "")))
     .filter((sentence) => isCleanSentence(sentence) && uses.test(sentence));
-  return examples.slice(0, 2).map((sentence, i) => ({
-    instruction: pick(SENTENCE_QUESTIONS, word, i)(word),
+  return examples.slice(0, 1).map((sentence) => ({
+    instruction: pick(SENTENCE_QUESTIONS, word)(word),
     output: sentence,
   }));
 }
@@ -173,16 +190,25 @@ const SYNONYM_QUESTIONS = [
   },
 ];
 
-/** One pair: the list's first one-word synonym in a sentence, and the next two after it. */
+/** Words a synonym list uses as labels, not synonyms. */
+const LIST_LABELS = new Set(["synonym", "synonyms", "antonym", "antonyms", "meaning", "example"]);
+
+/**
+ * One pair: the list's first one-word synonym in a sentence, and the next two after it. A list
+ * grouped by sense ("Synonyms: ...") is skipped: its heads are the senses' labels, not synonyms.
+ */
 function synonyms(pair: SourcedPair): SourcedPair[] {
   const word = pair.instruction.match(/for the word '([^']+)'/)?.[1];
-  if (!word || !/^[a-z]+$/.test(word)) return [];
+  if (!word || !/^[a-z]+$/.test(word) || /synonyms?:/i.test(pair.output)) return [];
   const found: string[] = [];
   for (const item of listItems(pair.output)) {
-    const head = (item.match(/^\*\*([^*]+)\*\*/)?.[1] ?? item).replace(/[:.]$/, "").trim();
-    const synonym = head.toLowerCase();
-    if (!/^[a-z]+$/.test(synonym) || synonym === word) continue;
-    if (!found.includes(synonym)) found.push(synonym);
+    const bold = item.match(/^\*\*([^*]+)\*\*\s*(.?)/);
+    // "**Een** (Dutch)": a word of another language, or a note on the word, follows in brackets.
+    if (bold?.[2] === "(") continue;
+    const synonym = (bold?.[1] ?? item).replace(/[:.]$/, "").trim().toLowerCase();
+    if (!/^[a-z]{3,}$/.test(synonym) || LIST_LABELS.has(synonym)) continue;
+    if (synonym.startsWith(word) || found.includes(synonym)) continue; // early → earlier
+    found.push(synonym);
   }
   if (found.length === 0) return [];
   const question = pick(SYNONYM_QUESTIONS, word);
@@ -226,7 +252,9 @@ function leadingProse(answer: string, keys: RegExp[]): string {
   for (const paragraph of paragraphs(answer)) {
     if (isMarkup(paragraph)) continue;
     const all = sentences(paragraph);
-    const start = all.findIndex((s) => isCleanSentence(s) && opensOnSubject(s, keys));
+    const start = all.findIndex((s) =>
+      isCleanSentence(s) && !REFERS_BACK.test(s) && opensOnSubject(s, keys)
+    );
     if (start >= 0) return cleanOpening(all.slice(start));
   }
   return "";
@@ -237,7 +265,7 @@ function leadingProse(answer: string, keys: RegExp[]): string {
  * {@linkcode MAX_ANSWER_WORDS} words, the first a statement; empty when the first is not clean.
  */
 function cleanOpening(sentences: string[]): string {
-  if (!sentences[0]?.endsWith(".")) return "";
+  if (!sentences[0]?.endsWith(".") || REFERS_BACK.test(sentences[0])) return "";
   const kept: string[] = [];
   let words = 0;
   for (const sentence of sentences.slice(0, MAX_ANSWER_SENTENCES)) {
@@ -254,9 +282,21 @@ function opensOnSubject(sentence: string, keys: RegExp[]): boolean {
   return sentence.endsWith(".") && keys.some((key) => key.test(opening));
 }
 
+/**
+ * Openings that lean on a sentence before ("These stars are called black holes.", "But when we
+ * sleep..."): an answer cannot start with them.
+ */
+const REFERS_BACK =
+  /^(?:But|And|So|Then|Just|This|That|That's|These|Those|It|It's|They|They're|Well)\b/;
+
 /** Openings of chatter rather than answer, and first-person asides. */
-const CHATTER =
-  /^(?:Here(?:'s| is| are)|Let(?:'s| me| us)|Congratulations|Great question|Oh|Wow|So,|Okay|Ok,|Hey|Remember|By following|In (?:summary|conclusion)|Overall|Finally)|\b(?:I|I'm|I'll|I'd|I've)\b/;
+const CHATTER = new RegExp(
+  [
+    "^(?:Here(?:'s| is| are)|Let(?:'s| me| us)|Congratulations|Great question|Oh|Wow|So,|Okay",
+    "|Ok,|Hey|Remember|By following|In (?:summary|conclusion)|Overall|Finally)",
+    "|\\b(?:I|I'm|I'll|I'd|I've)\\b",
+  ].join(""),
+);
 
 /**
  * A sentence worth keeping: 5-40 words, a capital first, a full stop, question or exclamation

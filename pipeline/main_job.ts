@@ -44,6 +44,7 @@ import {
   type ModelShape,
   parseDuration,
   parseShape,
+  shapeConfig,
   type StageTime,
 } from "./plan.ts";
 import { prepareDataset } from "./prepare_dataset.ts";
@@ -65,7 +66,7 @@ import type { EvalFigures } from "./eval_scores.ts";
 import { type ReportFigure, writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
 import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
-import { MAX_CONTEXT_LENGTH } from "../nn/config.ts";
+import { gpt2ParameterCount, MAX_CONTEXT_LENGTH, MAX_PARAMETERS } from "../nn/config.ts";
 import { IM_END, IM_START } from "./chatml.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { interruptSignal, runCli } from "../util/cli.ts";
@@ -169,8 +170,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
     // The plan in the folder was made for this budget.
     budgetSeconds,
     tuneShare,
-    // Only a pinned shape is recorded, so folders made before the flag existed still resume.
-    ...(options.shape ? { shape: `${options.shape.nLayer}x${options.shape.nEmbd}` } : {}),
+    // null when the plan chooses: a folder made before the flag existed records none, and
+    // resumes as one whose plan chose.
+    shape: options.shape ? `${options.shape.nLayer}x${options.shape.nEmbd}` : null,
   }, options.signal);
 
   const gpu = options.gpu ?? await acquireGpu();
@@ -497,6 +499,16 @@ async function checkMainJobInputs(
       `--vocab-size must be a whole number from ${smallest} (the 256 bytes and the special ` +
         `tokens) to ${MAX_VOCAB_SIZE}, got ${vocabSize}.`,
     );
+  }
+  if (options.shape) {
+    const parameters = gpt2ParameterCount(shapeConfig(options.shape, vocabSize, context)).total;
+    if (parameters > MAX_PARAMETERS) {
+      throw new Error(
+        `--shape ${options.shape.nLayer}x${options.shape.nEmbd} makes a model of ` +
+          `${(parameters / 1e9).toFixed(2)}B parameters, over the ${MAX_PARAMETERS / 1e9}B ` +
+          "this project trains; pass fewer layers or a smaller width.",
+      );
+    }
   }
   for (
     const [flag, path] of [["--data", options.data], ["--instruct-data", options.instructData]]

@@ -124,13 +124,16 @@ export interface ModelShape {
   nEmbd: number;
 }
 
-/** The GPT-2 configuration of a shape: heads of 32 dimensions below width 256, of 64 from it. */
+/**
+ * The GPT-2 configuration of a shape: heads of 64 dimensions from width 256 when they divide it,
+ * else of 32.
+ */
 export function shapeConfig(
   shape: ModelShape,
   vocabSize: number,
   contextLength: number,
 ): GPT2Config {
-  const headSize = shape.nEmbd < 256 ? 32 : 64;
+  const headSize = shape.nEmbd >= 256 && shape.nEmbd % 64 === 0 ? 64 : 32;
   return { vocabSize, contextLength, ...shape, nHead: Math.max(1, shape.nEmbd / headSize) };
 }
 
@@ -280,7 +283,14 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
   const parameters = gpt2ParameterCount(config).total;
   const blockParameters = nonEmbedding(config);
   const tokens = Math.floor(tokensIn(config));
-  if (chosen === 0 && tokens < target * blockParameters / 2) {
+  if (options.shape) {
+    if (tokens < target * blockParameters / 2) {
+      notes.push(
+        `the pinned shape gets only ${(tokens / blockParameters).toFixed(1)} tokens per ` +
+          "parameter in this budget; a smaller --shape, or no --shape, would learn more.",
+      );
+    }
+  } else if (chosen === 0 && tokens < target * blockParameters / 2) {
     notes.push(
       `even the smallest model gets only ${(tokens / blockParameters).toFixed(1)} tokens per ` +
         "parameter in this budget; give more time (--budget) for a model that learns more.",

@@ -48,7 +48,7 @@ export const CLEAN_STORY_SOURCES: readonly string[] = [
  * (lists of words), paraphrases and summaries 71-74%, the Alpaca pairs (64.5%: lists and
  * fragments, no `source`), and trivia (73.6%): with trivia in the mix and the tuning, a 30-minute
  * model began 7 of 20 answers, whatever the question, with trivia's "The first televised..."
- * (docs/recipe.md). 3,446 of 11,987 pairs and the 2,096 brief ones, about 5.4 MB.
+ * (docs/recipe.md). 3,446 of 11,987 pairs and the 2,008 brief ones, about 5.4 MB.
  */
 export const CLEAN_ANSWER_SOURCES: readonly string[] = [
   "llama-sentences",

@@ -11,7 +11,7 @@
  * - snakes-qa: the pairs whose instruction, input and output together are at most
  *   QA_MAX_CHARACTERS long, in file order, except the drills of QA_DRILLS;
  * - brief snakes-qa pairs: `briefPairs` of every pair of any length, in file order, at most
- *   one per word of the example-sentence kind and MAX_BRIEF_PER_KIND of each kind.
+ *   MAX_BRIEF_PER_KIND of each kind.
  *
  * `simple-stories.txt` (non-commercial licence) is never read.
  *
@@ -96,19 +96,17 @@ function shortPair(line: string): boolean {
 
 /**
  * The most brief pairs of one kind: the word tasks and tales would otherwise outnumber the
- * explanations (under 1,000 in all) by 8 to 1 (at 400, word tasks and tales are 1,200 of 2,096), and a model tuned on them answered every question
- * with a synonym or a story (runs/brief3x96, docs/recipe.md).
+ * explanations (under 1,000 in all) by 8 to 1, and a model tuned on them answered every question
+ * with a synonym or a story (runs/brief3x96, docs/recipe.md). At 400 they are 1,200 of 2,008.
  */
 const MAX_BRIEF_PER_KIND = 400;
 
-/** The brief pairs of the snakes-qa pairs, in file order, one example sentence per word. */
+/** The brief pairs of the snakes-qa pairs, in file order, at most MAX_BRIEF_PER_KIND a kind. */
 async function* briefLines(path: string, counts: { rows: number }) {
   const kinds = new Map<string, number>();
   for await (const line of readLines(path)) {
     if (line.trim() === "") continue;
-    const pair = JSON.parse(line) as SourcedPair;
-    const briefs = briefPairs(pair);
-    for (const brief of pair.source === "llama-sentences" ? briefs.slice(0, 1) : briefs) {
+    for (const brief of briefPairs(JSON.parse(line) as SourcedPair)) {
       const count = kinds.get(brief.source!) ?? 0;
       if (count >= MAX_BRIEF_PER_KIND) continue;
       kinds.set(brief.source!, count + 1);

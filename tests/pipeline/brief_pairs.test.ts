@@ -41,9 +41,8 @@ Deno.test("briefPairs() answers a word task with one example, or a synonym in a 
   });
   assert.deepEqual(examples.map((p) => p.output), [
     "The fire made everything burn to ashes in minutes.",
-    "Her eyes burned with tears as she waved goodbye.",
   ]);
-  for (const pair of examples) assert.match(pair.instruction, /'burn'/);
+  assert.match(examples[0].instruction, /'burn'/);
 
   const [synonym] = briefPairs({
     instruction: "Provide synonyms for the word 'help'.",
@@ -52,6 +51,22 @@ Deno.test("briefPairs() answers a word task with one example, or a synonym in a 
     source: "llama-synonyms",
   });
   assert.match(synonym.instruction, /help/);
+  // Labels, other languages and the word's own forms are not synonyms; a list by sense is skipped.
+  const [labelled] = briefPairs({
+    instruction: "Provide synonyms for the word 'one'.",
+    output:
+      "1. **Synonyms**: words.\n2. **Een** (Dutch)\n3. **Ones**: plural.\n4. **Single**: one.",
+    source: "llama-synonyms",
+  });
+  assert.match(labelled.output, / one is single\.$/);
+  assert.deepEqual(
+    briefPairs({
+      instruction: "Provide synonyms for the word 'key'.",
+      output: "**Meaning 1**\n\nSynonyms: main, chief\n\n1. **Main**: first.",
+      source: "llama-synonyms",
+    }),
+    [],
+  );
   assert.match(
     synonym.output,
     /^(?:Another word|A synonym|A word that means the same as) .*help is aid\. You could also say support or assistance\.$/,
@@ -101,6 +116,15 @@ Deno.test("briefPairs() gives nothing for other kinds, inputs, or answers withou
     }),
     [],
   );
+  // An opening that leans on a sentence before it is no answer.
+  assert.deepEqual(
+    briefPairs({
+      instruction: "Explain black holes in simple terms.",
+      output: "Stars can collapse.\n\nThese stars are called black holes by the scientists.",
+      source: "llama-explanations",
+    }),
+    [],
+  );
   assert.ok(BRIEF_KINDS.includes("llama-eli5"));
 });
 
@@ -128,8 +152,8 @@ Deno.test("the bundled brief pairs are short, tagged by kind, and each fits a tu
   ) {
     for (const pair of batch) {
       kinds.set(pair.source, (kinds.get(pair.source) ?? 0) + 1);
-      // About 4 characters a token: well inside the tuning's 256-token rows.
-      assert.ok(pair.instruction.length + pair.output.length < 1000, pair.output);
+      // About 4 characters a token: under 200 tokens, inside the tuning's 256-token rows.
+      assert.ok(pair.instruction.length + pair.output.length < 700, pair.output);
     }
   }
   assert.deepEqual([...kinds.keys()].sort(), BRIEF_KINDS.map((k) => `brief-${k}`).sort());

@@ -11,6 +11,19 @@ Deno.test("a work folder refuses a job with other data or shape flags", async ()
       () => checkJobIdentity(`${dir}/job.json`, { ...identity, vocabSize: 4096 }),
       /vocabSize 8192 → 4096.*--work/,
     );
+    // A setting added since the folder was made reads as null there: a folder without `shape`
+    // resumes when the plan chooses the shape, and refuses a pinned one.
+    await checkJobIdentity(`${dir}/job.json`, { ...identity, shape: null });
+    await assert.rejects(
+      () => checkJobIdentity(`${dir}/job.json`, { ...identity, shape: "3x96" }),
+      /shape undefined → 3x96/,
+    );
+    // A pinned folder refuses to resume as one whose plan chooses.
+    await checkJobIdentity(`${dir}/pinned.json`, { ...identity, shape: "3x96" });
+    await assert.rejects(
+      () => checkJobIdentity(`${dir}/pinned.json`, { ...identity, shape: null }),
+      /shape 3x96 → null/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -142,6 +142,18 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
   // The same time buys the larger model fewer tokens.
   assert.equal(pinned.pretrainSeconds, chosen.pretrainSeconds);
   assert.ok(pinned.tokens < chosen.tokens / 4, `${pinned.tokens} vs ${chosen.tokens}`);
+  // Heads of 64 only where they divide the width: 288 takes nine of 32.
+  const odd = planBudget({
+    budgetSeconds: 1800,
+    throughput: LAVAPIPE,
+    vocabSize: VOCAB,
+    contextLength: CONTEXT,
+    dataTokens: 20e6,
+    stages: stages(),
+    shape: parseShape("6x288"),
+  });
+  assert.equal(odd.config.nHead, 9);
+  assert.match(odd.notes.join(), /pinned shape/);
   for (const bad of ["3", "3x100", "0x96", "three by 96"]) {
     assert.throws(() => parseShape(bad), /layers x width/);
   }
