@@ -376,7 +376,7 @@ function keyWords(subject: string): RegExp[] {
   return stems.map((word) => wordPattern(word.replace(/(?:es|s)$/, "")));
 }
 
-/** Matches `word` with any ending (burn, burns, burned), as a whole word, in any case by default. */
+/** Matches `word` with any ending (burn, burns, burned) as a whole word; in any case by default. */
 function wordPattern(word: string, flags = "i"): RegExp {
   const escaped = word.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   return new RegExp(`\\b${escaped}\\w*`, flags);

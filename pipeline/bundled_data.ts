@@ -37,7 +37,7 @@ export const BUNDLED_STORIES: string = `${BUNDLED_PRETRAIN_DIR}/stories.jsonl.gz
  */
 export const BUNDLED_INSTRUCT_DIR: string = `${BUNDLED_DATA_DIR}/instruct`;
 
-/** 1,100 short, clean Alpaca-style pairs (a JSON array), from `rasbt/LLMs-from-scratch`. Apache-2.0. */
+/** 1,100 short, clean Alpaca-style pairs (a JSON array), `rasbt/LLMs-from-scratch`. Apache-2.0. */
 export const BUNDLED_ALPACA: string = `${BUNDLED_INSTRUCT_DIR}/alpaca-style-1100.json.gz`;
 
 /**
@@ -52,7 +52,7 @@ export const BUNDLED_SNAKES_QA: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-shor
 /**
  * Brief pairs derived from the long snakes-qa answers of every length (explanations, how-to
  * guides, example sentences, synonyms, children's tales): the few sentences of each answer that
- * answer it, under an everyday question (`pipeline/brief_pairs.ts`); at most 400 of a kind. Alpaca's fields and
- * `source` (`brief-<kind>`). MIT, as the pairs they come from.
+ * answer it, under an everyday question (`pipeline/brief_pairs.ts`); at most 400 of a kind.
+ * Alpaca's fields and `source` (`brief-<kind>`). MIT, as the pairs they come from.
  */
 export const BUNDLED_SNAKES_QA_BRIEF: string = `${BUNDLED_INSTRUCT_DIR}/snakes-qa-brief.jsonl.gz`;

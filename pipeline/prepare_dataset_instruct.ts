@@ -1,9 +1,10 @@
 /**
  * Stage 6a of the pipeline: instruction pairs (Alpaca's `instruction`, `input`, `output`, from a
  * JSON, JSON Lines or Parquet file) become ChatML conversations, tokenized for fine-tuning. The
- * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation (or several, packed),
- * and its loss mask keeps only the answers' tokens, so the model learns to answer, not to ask. The pairs' text is
- * plain text: a `<|im_end|>` or `</s>` written in a pair stays text and cannot cut a turn short.
+ * tokenizer gains `<|im_start|>` and `<|im_end|>`; each row is one conversation (or several,
+ * packed), and its loss mask keeps only the answers' tokens, so the model learns to answer, not to
+ * ask. The pairs' text is plain text: a `<|im_end|>` or `</s>` written in a pair stays text and
+ * cannot cut a turn short.
  *
  * The output folder holds `chat.jsonl` (the formatted conversations), `tokenizer/` (the
  * pretrained tokenizer plus the ChatML tokens) and `tokenized/` (rows with a loss mask).
@@ -43,11 +44,11 @@ export interface PrepareInstructOptions {
   tokenizer: string;
   /** The output folder. */
   out: string;
-  /** Tokens per row; at most the pretrained model's context. Default {@linkcode INSTRUCT_CONTEXT}. */
+  /** Tokens per row, at most the model's context. Default {@linkcode INSTRUCT_CONTEXT}. */
   contextLength?: number;
   /** Most pairs to take. Default all. */
   rows?: number;
-  /** Only the pairs whose `source` field is one of these (the bundled files name it). Default all. */
+  /** Only the pairs whose `source` is one of these (the bundled files name it). Default all. */
   sources?: readonly string[];
   /**
    * Pack several conversations into each row, as pretraining packs documents, instead of one a
