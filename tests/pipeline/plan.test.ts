@@ -123,18 +123,18 @@ Deno.test("planBudget() refuses a budget that leaves no time to train", () => {
 });
 
 Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed", () => {
-  const shape = parseShape("3x96");
-  assert.deepEqual(shape, { nLayer: 3, nEmbd: 96 });
-  const chosen = plan(1800, LAVAPIPE);
-  const pinned = planBudget({
-    budgetSeconds: 1800,
-    throughput: LAVAPIPE,
-    vocabSize: VOCAB,
-    contextLength: CONTEXT,
-    dataTokens: 20e6,
-    stages: stages(),
-    shape: { nLayer: 6, nEmbd: 384 },
-  });
+  assert.deepEqual(parseShape("3x96"), { nLayer: 3, nEmbd: 96 });
+  const pinnedPlan = (shape: string) =>
+    planBudget({
+      budgetSeconds: 1800,
+      throughput: LAVAPIPE,
+      vocabSize: VOCAB,
+      contextLength: CONTEXT,
+      dataTokens: 20e6,
+      stages: stages(),
+      shape: parseShape(shape),
+    });
+  const chosen = plan(1800, LAVAPIPE), pinned = pinnedPlan("6x384");
   assert.deepEqual(
     [pinned.config.nLayer, pinned.config.nEmbd, pinned.config.nHead],
     [6, 384, 6],
@@ -143,15 +143,7 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
   assert.equal(pinned.pretrainSeconds, chosen.pretrainSeconds);
   assert.ok(pinned.tokens < chosen.tokens / 4, `${pinned.tokens} vs ${chosen.tokens}`);
   // Heads of 64 only where they divide the width: 288 takes nine of 32.
-  const odd = planBudget({
-    budgetSeconds: 1800,
-    throughput: LAVAPIPE,
-    vocabSize: VOCAB,
-    contextLength: CONTEXT,
-    dataTokens: 20e6,
-    stages: stages(),
-    shape: parseShape("6x288"),
-  });
+  const odd = pinnedPlan("6x288");
   assert.equal(odd.config.nHead, 9);
   assert.match(odd.notes.join(), /pinned shape/);
   for (const bad of ["3", "3x100", "0x96", "three by 96"]) {
