@@ -97,9 +97,9 @@ export async function prepareDatasetInstruct(
   });
   const limit = options.rows ?? Infinity;
   const encoder = new TextEncoder();
-  let skipped = 0, truncated = 0, conversations = 0;
-  // The row being packed: conversations are appended until the next one does not fit.
-  let packedIds: number[] = [], packedMask: number[] = [];
+  let skipped = 0, truncated = 0;
+  // The row being filled: a conversation starts a new one unless packing and it fits.
+  let rowIds: number[] = [], rowMask: number[] = [];
   try {
     await writeFileAtomic(`${options.out}/chat.jsonl`, async (chat) => {
       const batches = readRecordBatches(options.data, {
@@ -122,28 +122,22 @@ export async function prepareDatasetInstruct(
           const ids = [...promptIds, ...responseIds].slice(0, context);
           if (ids.length < promptIds.length + responseIds.length) truncated++;
           const mask = ids.map((_, i) => i < promptIds.length ? 0 : 1);
-          conversations++;
           lines.push(JSON.stringify({ prompt, response }) + "\n");
-          if (!options.pack) {
-            rows.push(ids);
-            masks.push(mask);
-            continue;
+          if (rowIds.length > 0 && (!options.pack || rowIds.length + ids.length > context)) {
+            rows.push(rowIds);
+            masks.push(rowMask);
+            rowIds = [];
+            rowMask = [];
           }
-          if (packedIds.length + ids.length > context) {
-            rows.push(packedIds);
-            masks.push(packedMask);
-            packedIds = [];
-            packedMask = [];
-          }
-          packedIds.push(...ids);
-          packedMask.push(...mask);
+          rowIds.push(...ids);
+          rowMask.push(...mask);
         }
         await writer.write(rows, masks);
         await writeAll(chat, encoder.encode(lines.join("")));
         progress.update(writer.meta.documents);
         if (writer.meta.documents >= limit) break;
       }
-      if (packedIds.length > 0) await writer.write([packedIds], [packedMask]);
+      if (rowIds.length > 0) await writer.write([rowIds], [rowMask]);
       if (writer.meta.rows === 0) {
         throw new Error(
           `No instruction pair of ${options.data} fits a context of ${context} tokens; ` +
@@ -156,7 +150,8 @@ export async function prepareDatasetInstruct(
     throw error;
   }
   progress.finish();
-  return { meta: await writer.finish(), skipped, truncated, conversations };
+  const meta = await writer.finish();
+  return { meta, skipped, truncated, conversations: meta.documents - skipped };
 }
 
 /** The flags of `deno task prepare-instruct`, with their defaults and help. */
