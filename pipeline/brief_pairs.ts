@@ -122,12 +122,13 @@ function headingQuestions(answer: string, keys: RegExp[]): SourcedPair[] {
     if (/\b(?:it|its|they|them|their|this|these|those)\b/i.test(question)) return;
     if (question.split(" ").slice(1).filter((word) => /^[A-Z][a-z]/.test(word)).length >= 2) return;
     const output = cleanOpening(sentences(next));
+    if (!output) return;
     // "What is Lightning?": a heading's capital stays only on a name the article capitalizes.
     const cased = question.replace(
       /(?<=\s)[A-Z][a-z]+/g,
       (word) => wordPattern(word.toLowerCase(), "").test(answer) ? word.toLowerCase() : word,
     );
-    if (output) found.push({ instruction: cased, output });
+    found.push({ instruction: cased, output });
   });
   return found;
 }
@@ -336,38 +337,10 @@ function unquote(text: string): string {
   return (quoted ? quoted[1] : text).trim();
 }
 
-const STOP_WORDS = new Set([
-  "the",
-  "and",
-  "for",
-  "with",
-  "from",
-  "into",
-  "that",
-  "this",
-  "your",
-  "about",
-  "what",
-  "make",
-  "good",
-  "better",
-  "more",
-  "some",
-  "when",
-  "how",
-  "does",
-  "work",
-  "works",
-  "you",
-  "can",
-  "get",
-  "use",
-  "own",
-  "new",
-  "are",
-  "way",
-  "ways",
-]);
+const STOP_WORDS = new Set(
+  ("the and for with from into that this your about what make good better more some when how " +
+    "does work works you can get use own new are way ways").split(" "),
+);
 
 /** Patterns for the subject's words of three letters or more (any ending), or its whole text. */
 function keyWords(subject: string): RegExp[] {
@@ -386,9 +359,9 @@ function wordCount(text: string): number {
   return text.split(/\s+/).filter((w) => w !== "").length;
 }
 
-/** One of `choices`, chosen by a hash of `key` (and `salt`), so every run picks the same. */
-function pick<T>(choices: readonly T[], key: string, salt = 0): T {
-  let hash = 2166136261 ^ salt; // FNV-1a
+/** One of `choices`, chosen by a hash of `key`, so every run picks the same. */
+function pick<T>(choices: readonly T[], key: string): T {
+  let hash = 2166136261; // FNV-1a
   for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 16777619);
-  return choices[((hash >>> 0) + salt) % choices.length];
+  return choices[(hash >>> 0) % choices.length];
 }
