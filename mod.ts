@@ -313,6 +313,7 @@ export {
   type GenerateOptions,
   generateTokens,
   generateTokensUncached,
+  type Guidance,
   type PromptCut,
   promptCutWarning,
 } from "./nn/generate.ts";
@@ -365,6 +366,7 @@ export {
 } from "./nn/safetensors.ts";
 export {
   argmax,
+  guidedLogits,
   sampleToken,
   type SamplingOptions,
   topIndices,
@@ -452,7 +454,13 @@ export {
   BUNDLED_SNAKES_QA_BRIEF,
   BUNDLED_STORIES,
 } from "./pipeline/bundled_data.ts";
-export { chatReplies, chatReply } from "./pipeline/chat.ts";
+export {
+  CHAT_GUIDANCE,
+  type ChatManyOptions,
+  type ChatOptions,
+  chatReplies,
+  chatReply,
+} from "./pipeline/chat.ts";
 export {
   chatDocument,
   type ChatEncodeOptions,

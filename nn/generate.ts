@@ -21,7 +21,7 @@ import { uploadTokens } from "./batch.ts";
 import type { GPT2 } from "./gpt2.ts";
 import { KvCache } from "./kv_cache.ts";
 import { Random } from "./random.ts";
-import { sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
+import { guidedLogits, sampleToken, type SamplingOptions, validateSampling } from "./sampling.ts";
 import { Tape } from "./tape.ts";
 
 /** Options of {@linkcode generateTokens}. */
@@ -79,6 +79,21 @@ export interface GenerateBatchOptions extends Omit<GenerateOptions, "onToken"> {
   seeds?: readonly number[];
   /** Called with each new token id of prompt `row` as it is chosen. */
   onToken?: (row: number, id: number) => void;
+  /**
+   * Classifier-free guidance ({@linkcode guidedLogits}): each prompt also advances without its
+   * condition, as `unconditioned[i]` (a chat prompt with an empty question, say), in the same
+   * forward passes, and each token is sampled from the two distributions combined at `scale`.
+   * Scale 1 is plain sampling (no second row is run).
+   */
+  guidance?: Guidance;
+}
+
+/** Classifier-free guidance's settings (see {@linkcode GenerateBatchOptions.guidance}). */
+export interface Guidance {
+  /** How far the tokens are pushed towards what the condition made likelier; 1 is none. */
+  scale: number;
+  /** Each prompt's unconditioned twin: the same prompt without what it is conditioned on. */
+  unconditioned: readonly (readonly number[])[];
 }
 
 /**
@@ -117,22 +132,52 @@ export async function generateBatch(
     throw new Error(`Give one seed per prompt: ${options.seeds.length} for ${prompts.length}.`);
   }
   validateSampling(options);
+  const guidance = activeGuidance(options.guidance, prompts.length);
   const { contextLength } = model.config;
   const cuts = prompts.flatMap((prompt, index) =>
     prompt.length > contextLength ? [{ index, length: prompt.length }] : []
   );
   if (cuts.length > 0) options.onPromptCut?.(cuts, contextLength);
   // Cache rows as long as the longest sequence can grow (the whole context when one reaches it).
-  const longest = Math.max(...prompts.map((prompt) => Math.min(prompt.length, contextLength)));
+  const everyPrompt = [...prompts, ...guidance?.unconditioned ?? []];
+  const longest = Math.max(...everyPrompt.map((prompt) => Math.min(prompt.length, contextLength)));
   const maxTime = Math.min(contextLength, longest + Math.max(0, options.maxNewTokens ?? 100));
-  const groupSize = Math.max(1, KvCache.maxRows(model.gpu, model.config, maxTime));
+  // A guided prompt takes two cache rows: itself and its unconditioned twin.
+  const rowsPerPrompt = guidance ? 2 : 1;
+  const groupSize = Math.floor(KvCache.maxRows(model.gpu, model.config, maxTime) / rowsPerPrompt);
+  if (groupSize < 1) {
+    throw new Error(
+      `A key-value cache row of ${maxTime} positions does not fit this adapter's binding ` +
+        `limit${
+          guidance ? " twice over (guidance needs two rows)" : ""
+        }; ask for fewer new tokens.`,
+    );
+  }
   const results: number[][] = [];
   for (let first = 0; first < prompts.length; first += groupSize) {
     const count = Math.min(groupSize, prompts.length - first);
     const indices = Array.from({ length: count }, (_, i) => first + i);
-    results.push(...await generateGroup(model, prompts, indices, maxTime, options));
+    results.push(...await generateGroup(model, prompts, indices, maxTime, options, guidance));
   }
   return results;
+}
+
+/** The guidance to apply: none at scale 1; checked against the prompts. */
+function activeGuidance(guidance: Guidance | undefined, prompts: number): Guidance | undefined {
+  if (!guidance) return undefined;
+  const { scale, unconditioned } = guidance;
+  if (!(Number.isFinite(scale) && scale >= 0)) {
+    throw new Error(`--guidance must be a number of 0 or more (1: none), got ${scale}.`);
+  }
+  if (unconditioned.length !== prompts) {
+    throw new Error(
+      `Give one unconditioned prompt per prompt: ${unconditioned.length} for ${prompts}.`,
+    );
+  }
+  if (unconditioned.some((prompt) => prompt.length === 0)) {
+    throw new Error("An unconditioned prompt needs at least one token.");
+  }
+  return scale === 1 ? undefined : guidance;
 }
 
 /** One state of {@linkcode generateGroup}: a prompt's tokens so far and how it samples. */
@@ -143,11 +188,16 @@ interface Sequence {
   generated: number[];
   random: Random;
   done: boolean;
+  /** The cache row of this prompt's unconditioned twin, when guided. */
+  twin?: number;
+  /** Whether this row is an unconditioned twin, which takes its prompt's tokens. */
+  isTwin: boolean;
 }
 
 /**
  * {@linkcode generateBatch} for the prompts `indices`, which share one cache of rows of
- * `maxTime` positions (row i: prompt `indices[i]`).
+ * `maxTime` positions (row i: prompt `indices[i]`; with guidance, row `indices.length + i` its
+ * unconditioned twin).
  */
 async function generateGroup(
   model: GPT2,
@@ -155,36 +205,56 @@ async function generateGroup(
   indices: readonly number[],
   maxTime: number,
   options: GenerateBatchOptions,
+  guidance: Guidance | undefined,
 ): Promise<number[][]> {
   const { contextLength, vocabSize } = model.config;
   const maxNewTokens = options.maxNewTokens ?? 100;
   const stop = new Set(options.stopIds ?? []);
-  const sequences: Sequence[] = indices.map((index) => ({
+  const sequence = (index: number, prompt: readonly number[], isTwin: boolean): Sequence => ({
     index,
-    tokens: [...prompts[index]],
+    tokens: [...prompt],
     generated: [],
     random: new Random(options.seeds?.[index] ?? options.seed ?? 0),
     done: maxNewTokens <= 0,
-  }));
-  if (sequences.every((s) => s.done)) return sequences.map((s) => s.generated);
+    isTwin,
+  });
+  const sequences = indices.map((index) => sequence(index, prompts[index], false));
+  if (guidance) {
+    indices.forEach((index, i) => {
+      sequences[i].twin = sequences.length;
+      sequences.push(sequence(index, guidance.unconditioned[index], true));
+    });
+  }
+  const results = () => sequences.filter((s) => !s.isTwin).map((s) => s.generated);
+  if (sequences.every((s) => s.done)) return results();
   const cache = new KvCache(model.gpu, model.config, sequences.length, maxTime);
   try {
     // The prefill: every prompt (its last contextLength tokens) read in one forward pass.
     let rows = sequences.map((_, row) => row);
     let logits = await forward(model, cache, rows, rows.map((row) => window(sequences[row])));
     while (true) {
-      rows.forEach((row, r) => {
+      const position = new Map(rows.map((row, r) => [row, r]));
+      const logitsOf = (row: number) => {
+        const r = position.get(row)!;
+        return logits.subarray(r * vocabSize, (r + 1) * vocabSize);
+      };
+      for (const row of rows) {
         const s = sequences[row];
-        const next = sampleToken(
-          logits.subarray(r * vocabSize, (r + 1) * vocabSize),
-          options,
-          s.random,
-        );
+        if (s.isTwin) continue;
+        const scores = s.twin === undefined
+          ? logitsOf(row)
+          : guidedLogits(logitsOf(row), logitsOf(s.twin), guidance!.scale);
+        const next = sampleToken(scores, options, s.random);
         s.tokens.push(next);
         s.generated.push(next);
         options.onToken?.(s.index, next);
         s.done = stop.has(next) || s.generated.length >= maxNewTokens;
-      });
+        if (s.twin !== undefined) {
+          const twin = sequences[s.twin];
+          twin.tokens.push(next);
+          twin.done = s.done;
+        }
+      }
       rows = rows.filter((row) => !sequences[row].done);
       if (rows.length === 0) break;
       // Rows with room take their last token at their next position; a full row reads its
@@ -213,7 +283,7 @@ async function generateGroup(
   } finally {
     cache.dispose();
   }
-  return sequences.map((s) => s.generated);
+  return results();
 
   function window(s: Sequence): number[] {
     return s.tokens.slice(-contextLength);

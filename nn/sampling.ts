@@ -70,6 +70,37 @@ export function sampleToken(
   return order[kept - 1];
 }
 
+/**
+ * Classifier-free guidance's scores (Sanchez et al., 2023, "Stay on topic with classifier-free
+ * guidance"): the log-probabilities given the prompt pushed away from those without it,
+ * `log p(w) + scale * (log p(w | prompt) - log p(w))`. Scale 1 gives the conditioned
+ * distribution back; above 1, a token gains by how much the prompt raised its probability, which
+ * keeps a small model's answer on its question. The result is a vector of logits for
+ * {@linkcode sampleToken}.
+ */
+export function guidedLogits(
+  conditioned: Float32Array,
+  unconditioned: Float32Array,
+  scale: number,
+): Float32Array {
+  const logC = logSumExp(conditioned), logU = logSumExp(unconditioned);
+  const guided = new Float32Array(conditioned.length);
+  for (let id = 0; id < guided.length; id++) {
+    const u = unconditioned[id] - logU;
+    guided[id] = u + scale * (conditioned[id] - logC - u);
+  }
+  return guided;
+}
+
+/** log Σ exp(values), without overflow. */
+function logSumExp(values: Float32Array): number {
+  let max = -Infinity;
+  for (const v of values) if (v > max) max = v;
+  let sum = 0;
+  for (const v of values) sum += Math.exp(v - max);
+  return max + Math.log(sum);
+}
+
 /** Throws the error of a model whose outputs are not finite numbers. */
 function assertFinite(logits: Float32Array): void {
   for (let id = 0; id < logits.length; id++) {

@@ -22,7 +22,7 @@ import type { GPT2 } from "../nn/gpt2.ts";
 import type { SamplingOptions } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { batchOfRows, type RowRange, splitRows } from "./batches.ts";
-import { chatReplies } from "./chat.ts";
+import { CHAT_GUIDANCE, chatReplies } from "./chat.ts";
 import { IM_END } from "./chatml.ts";
 import { EVAL_PROMPTS, EVAL_QUESTIONS, type EvalQuestion } from "./eval_prompts.ts";
 import {
@@ -70,6 +70,8 @@ export const EVAL_DEFAULTS = {
   topK: 40,
   /** Sample within this share of the probability mass (1: all of it). */
   topP: 1,
+  /** Classifier-free guidance of the answers (1: none); chat's default. */
+  guidance: CHAT_GUIDANCE,
   /** Seed of the sampling; prompt i uses `seed + i`. */
   seed: 0,
 } as const;
@@ -98,6 +100,8 @@ export interface EvaluateOptions extends SamplingOptions {
   valBatches?: number;
   /** The instruction-tuned checkpoint: answers in ChatML. */
   tuned?: string;
+  /** Classifier-free guidance's scale for the answers. Default in {@linkcode EVAL_DEFAULTS}. */
+  guidance?: number;
   /** The tuned model's tokenizer (with the ChatML tokens). */
   tunedTokenizer?: BpeTokenizer | string;
   /** Prompts to complete. Default {@linkcode EVAL_PROMPTS}. */
@@ -170,6 +174,7 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
     topP: options.topP ?? D.topP,
   };
   const seed = options.seed ?? D.seed;
+  const guidance = options.guidance ?? D.guidance;
   const maxNewTokens = options.maxNewTokens ?? D.maxNewTokens;
   const maxAnswerTokens = options.maxAnswerTokens ?? D.maxAnswerTokens;
   const prompts = options.pretrained ? options.prompts ?? EVAL_PROMPTS : [];
@@ -224,6 +229,7 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         ...sampling,
         maxNewTokens: maxAnswerTokens,
         seeds: questions.map((_, i) => seed + i),
+        guidance,
         onToken: (i, id) => (last[i] = id),
       });
       questions.forEach(({ question, topicWords }, i) =>
@@ -245,7 +251,7 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
     validation,
     completions: scored.completions,
     answers: scored.answers,
-    settings: { ...sampling, seed, maxNewTokens, maxAnswerTokens, grammar },
+    settings: { ...sampling, guidance, seed, maxNewTokens, maxAnswerTokens, grammar },
   };
   if (options.out) await writeEval(options.out, summary);
   return summary;
@@ -423,6 +429,11 @@ const FLAGS = {
     default: String(EVAL_DEFAULTS.topK),
     help: "sample among the k likeliest tokens",
   },
+  guidance: {
+    type: "string",
+    default: String(EVAL_DEFAULTS.guidance),
+    help: "classifier-free guidance of the answers; 1 is none",
+  },
   seed: {
     type: "string",
     default: String(EVAL_DEFAULTS.seed),
@@ -472,6 +483,7 @@ if (import.meta.main) {
       maxAnswerTokens: intFlag("max-answer-tokens", values["max-answer-tokens"]),
       temperature: numberFlag("temperature", values.temperature, -1e-9),
       topK: intFlag("top-k", values["top-k"]),
+      guidance: numberFlag("guidance", values.guidance, -1e-9),
       seed: intFlag("seed", values.seed, 0),
       grammar: !values["skip-grammar"],
       quiet: values.quiet,

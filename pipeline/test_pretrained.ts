@@ -15,7 +15,7 @@
 import { acquireGpu, type Gpu } from "../kernels/device.ts";
 import { loadCheckpoint } from "../nn/checkpoint.ts";
 import type { GPT2 } from "../nn/gpt2.ts";
-import { generateBatch, type PromptCut, promptCutWarning } from "../nn/generate.ts";
+import { generateBatch, type Guidance, type PromptCut, promptCutWarning } from "../nn/generate.ts";
 import { type SamplingOptions, validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
@@ -57,6 +57,8 @@ export interface CompleteOptions extends SamplingOptions {
    * tokens. Default: a warning on standard error, with both lengths.
    */
   onPromptCut?: (cuts: readonly PromptCut[], contextLength: number) => void;
+  /** Classifier-free guidance: each prompt's unconditioned twin and the scale (none by default). */
+  guidance?: Guidance;
 }
 
 /** A prompt: text, or token ids built by the caller (a ChatML conversation). */

@@ -12,7 +12,7 @@ import {
 import { GPT2, gpt2ParameterSpecs } from "../../nn/gpt2.ts";
 import { KvCache } from "../../nn/kv_cache.ts";
 import { Random } from "../../nn/random.ts";
-import { argmax } from "../../nn/sampling.ts";
+import { argmax, guidedLogits, sampleToken } from "../../nn/sampling.ts";
 import { Tape } from "../../nn/tape.ts";
 import { assertClose, testGpu, testGpuWithBindingLimit } from "../_gpu.ts";
 
@@ -184,6 +184,105 @@ Deno.test("generateBatch() splits prompts into groups when one cache cannot hold
       assert.deepEqual(batch[i], await generateTokensUncached(model, p, options), `prompt ${i}`);
     }
     assert.throws(() => new KvCache(gpu, config, 4), /1 to 3 rows/);
+  } finally {
+    model.dispose();
+  }
+});
+
+/**
+ * The guided tokens the slow way: each step runs the training forward over the prompt's window
+ * and its unconditioned twin's, mixes their last logits, and samples as generateBatch does.
+ */
+async function guidedReference(
+  model: GPT2,
+  prompt: readonly number[],
+  unconditioned: readonly number[],
+  scale: number,
+  options: { temperature: number; topK?: number; maxNewTokens: number; seed: number },
+): Promise<number[]> {
+  const T = model.config.contextLength;
+  const random = new Random(options.seed);
+  const tokens = [...prompt], twin = [...unconditioned], generated: number[] = [];
+  while (generated.length < options.maxNewTokens) {
+    const c = await lastLogits(model, tokens.slice(-T));
+    const u = await lastLogits(model, twin.slice(-T));
+    const next = sampleToken(guidedLogits(c, u, scale), options, random);
+    tokens.push(next);
+    twin.push(next);
+    generated.push(next);
+  }
+  return generated;
+}
+
+Deno.test("generateBatch() with guidance samples from the prompt and its twin mixed", async () => {
+  const gpu = await testGpu();
+  const config = CONFIGS[1];
+  const model = sharpModel(gpu, config, 11);
+  const V = config.vocabSize;
+  // Twins of other lengths than their prompts; 20 new tokens run both into the sliding window.
+  const prompts = [prompt(9, 1, V), prompt(2, 2, V), prompt(30, 3, V)];
+  const unconditioned = [prompt(3, 4, V), prompt(5, 5, V), prompt(1, 6, V)];
+  const sampling = { temperature: 0.9, topK: 30, maxNewTokens: 20 };
+  try {
+    const seeds = [3, 4, 5];
+    const guided = await generateBatch(model, prompts, {
+      ...sampling,
+      seeds,
+      guidance: { scale: 2.5, unconditioned },
+      onPromptCut: () => {},
+    });
+    for (const [i, p] of prompts.entries()) {
+      const expected = await guidedReference(model, p, unconditioned[i], 2.5, {
+        ...sampling,
+        seed: seeds[i],
+      });
+      assert.deepEqual(guided[i], expected, `prompt ${i}`);
+    }
+    // Scale 1 is plain sampling; a large scale changes what is drawn.
+    const plain = await generateBatch(model, prompts, { ...sampling, seeds, onPromptCut() {} });
+    const one = await generateBatch(model, prompts, {
+      ...sampling,
+      seeds,
+      guidance: { scale: 1, unconditioned },
+      onPromptCut() {},
+    });
+    assert.deepEqual(one, plain);
+    assert.notDeepEqual(guided, plain);
+  } finally {
+    model.dispose();
+  }
+});
+
+Deno.test("generateBatch() with guidance splits groups by two cache rows a prompt", async () => {
+  // 13 positions a row (as in the test above): 4 rows per 4 KiB cache, so 2 guided prompts a
+  // group and three groups for five prompts.
+  const gpu: Gpu = await testGpuWithBindingLimit(4096);
+  const config = CONFIGS[0];
+  const model = sharpModel(gpu, config, 12);
+  const V = config.vocabSize;
+  try {
+    const prompts = [1, 4, 2, 7, 3].map((n, i) => prompt(n, i, V));
+    const unconditioned = prompts.map((_, i) => prompt(2, 9 + i, V));
+    const options = { temperature: 0, maxNewTokens: 6 };
+    const batch = await generateBatch(model, prompts, {
+      ...options,
+      guidance: { scale: 3, unconditioned },
+    });
+    for (const [i, p] of prompts.entries()) {
+      const expected = await guidedReference(model, p, unconditioned[i], 3, {
+        ...options,
+        seed: 0,
+      });
+      assert.deepEqual(batch[i], expected, `prompt ${i}`);
+    }
+    await assert.rejects(
+      () => generateBatch(model, prompts, { guidance: { scale: 2, unconditioned: [[1]] } }),
+      /one unconditioned prompt per prompt: 1 for 5/,
+    );
+    await assert.rejects(
+      () => generateBatch(model, [[1]], { guidance: { scale: -1, unconditioned: [[1]] } }),
+      /--guidance must be a number of 0 or more/,
+    );
   } finally {
     model.dispose();
   }

@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { argmax, sampleToken, topIndices, validateSampling } from "../../nn/sampling.ts";
+import {
+  argmax,
+  guidedLogits,
+  sampleToken,
+  topIndices,
+  validateSampling,
+} from "../../nn/sampling.ts";
 import { Random } from "../../nn/random.ts";
 
 const logits = new Float32Array([0.1, 3, -1, 2.5, 0]);
@@ -68,4 +74,23 @@ Deno.test("validateSampling() names the flag and its range", () => {
   assert.throws(() => validateSampling({ topP: NaN }), /--top-p/);
   assert.throws(() => validateSampling({ topK: 0 }), /--top-k must be a whole number/);
   assert.throws(() => validateSampling({ temperature: -1 }), /--temperature must be/);
+});
+
+Deno.test("guidedLogits() mixes the two log-probabilities at the scale", () => {
+  const conditioned = new Float32Array([2, 0, -1, 0.5]);
+  const unconditioned = new Float32Array([0, 1, 3, 0.5]);
+  const logSoftmax = (x: Float32Array) => {
+    const log = Math.log([...x].reduce((s, v) => s + Math.exp(v), 0));
+    return [...x].map((v) => v - log);
+  };
+  const c = logSoftmax(conditioned), u = logSoftmax(unconditioned);
+  const close = (actual: Float32Array, expected: number[]) =>
+    expected.forEach((e, i) => assert.ok(Math.abs(actual[i] - e) < 1e-5, `${actual[i]} vs ${e}`));
+  close(guidedLogits(conditioned, unconditioned, 1), c);
+  close(guidedLogits(conditioned, unconditioned, 0), u);
+  // Scale 2: u + 2 (c - u) = 2c - u. Token 0 (likelier with the condition) gains on token 2.
+  close(guidedLogits(conditioned, unconditioned, 2), c.map((v, i) => 2 * v - u[i]));
+  // Large logits do not overflow.
+  const big = guidedLogits(conditioned.map((v) => v + 1000), unconditioned, 1.5);
+  assert.ok(big.every(Number.isFinite));
 });

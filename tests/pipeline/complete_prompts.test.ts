@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { PromptCut } from "../../nn/generate.ts";
+import { generateBatch, type PromptCut } from "../../nn/generate.ts";
 import { GPT2 } from "../../nn/gpt2.ts";
 import { chatReplies, chatReply } from "../../pipeline/chat.ts";
-import { IM_END, IM_START } from "../../pipeline/chatml.ts";
+import { chatPromptIds, IM_END, IM_START } from "../../pipeline/chatml.ts";
 import { completePrompt, completePrompts } from "../../pipeline/test_pretrained.ts";
 import { BpeTokenizer } from "../../tokenizer/bpe.ts";
 import { trainBpe } from "../../tokenizer/train_bpe.ts";
@@ -49,6 +49,41 @@ Deno.test("completePrompts() and chatReplies() give each prompt what it gets alo
       const alone = await chatReply(model, tokenizer, [], message, { ...sampling, seed: seeds[i] });
       assert.equal(replies[i], alone, `reply ${i}`);
     }
+    // Guided replies: each question's twin is the same conversation with an empty question.
+    const guided = await chatReplies(model, tokenizer, prompts, {
+      ...sampling,
+      seeds,
+      guidance: 3,
+    });
+    const ids = await generateBatch(model, prompts.map((m) => chatPromptIds(tokenizer, m)), {
+      ...sampling,
+      seeds,
+      stopIds: [tokenizer.tokenToId(IM_END)!, tokenizer.tokenToId("</s>")!],
+      guidance: { scale: 3, unconditioned: prompts.map(() => chatPromptIds(tokenizer, "")) },
+    });
+    assert.deepEqual(
+      guided,
+      ids.map((reply) => tokenizer.decode(reply, { skipSpecialTokens: true })),
+    );
+    assert.notDeepEqual(guided, replies);
+    const turns = [{ user: "the cat", assistant: "sat" }];
+    assert.equal(
+      await chatReply(model, tokenizer, turns, "birds", {
+        ...sampling,
+        seed: 1,
+        guidance: 3,
+        onPromptCut() {},
+      }),
+      tokenizer.decode(
+        (await generateBatch(model, [chatPromptIds(tokenizer, "birds", turns)], {
+          ...sampling,
+          seed: 1,
+          stopIds: [tokenizer.tokenToId(IM_END)!, tokenizer.tokenToId("</s>")!],
+          guidance: { scale: 3, unconditioned: [chatPromptIds(tokenizer, "", turns)] },
+        }))[0],
+        { skipSpecialTokens: true },
+      ),
+    );
   } finally {
     model.dispose();
   }
