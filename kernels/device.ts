@@ -320,6 +320,8 @@ export class Gpu {
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
   readonly #free = new Map<string, GPUBuffer[]>();
   #releasedThisBatch: GPUBuffer[] = [];
+  /** Exact-size buffers to destroy once this batch is submitted. */
+  #destroyedThisBatch: GPUBuffer[] = [];
   #encoder: GPUCommandEncoder | null = null;
   #checks: PendingCheck[] = [];
   #kernelsThisBatch = new Set<string>();
@@ -650,6 +652,8 @@ export class Gpu {
       this.#poolOf(buffer).push(buffer);
     }
     this.#releasedThisBatch = [];
+    for (const buffer of this.#destroyedThisBatch) buffer.destroy();
+    this.#destroyedThisBatch = [];
   }
 
   /** Flushes, then waits until the GPU has finished all submitted work. */
@@ -686,6 +690,31 @@ export class Gpu {
   /** Gives a buffer back to the pool; it is reused after the current batch is submitted. */
   release(buffer: GPUBuffer): void {
     this.#releasedThisBatch.push(buffer);
+  }
+
+  /**
+   * A storage buffer of exactly `bytes` bytes, outside the pool: for the few long-lived buffers
+   * that the pool's size classes would round up by hundreds of megabytes (the parameter arena
+   * of GPT-2 small, 497 MB, would take a 537 MB class, and its gradients as much again). Free
+   * it with {@linkcode Gpu.destroyExact}.
+   */
+  createExact(bytes: number, label?: string): GPUBuffer {
+    this.#assertAlive();
+    if (bytes > this.device.limits.maxBufferSize) {
+      throw new RangeError(
+        `A buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ` +
+          `(${this.device.limits.maxBufferSize}); use a smaller model or batch.`,
+      );
+    }
+    return this.device.createBuffer({ label, size: bytes, usage: STORAGE_USAGE });
+  }
+
+  /**
+   * Destroys a buffer of {@linkcode Gpu.createExact} once the commands recorded so far are
+   * submitted (they may still read it).
+   */
+  destroyExact(buffer: GPUBuffer): void {
+    this.#destroyedThisBatch.push(buffer);
   }
 
   /** A new pooled storage buffer holding `data`. */

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { type Gpu, sizeClass } from "../kernels/device.ts";
+import type { Gpu } from "../kernels/device.ts";
 import { Tensor } from "./tensor.ts";
 
 /**
@@ -62,7 +62,7 @@ export class ParameterArena {
           `maxBufferSize (${gpu.device.limits.maxBufferSize}); keep a buffer per tensor.`,
       );
     }
-    this.values = gpu.acquire(this.bytes, undefined, "params");
+    this.values = gpu.createExact(this.bytes, "params");
     gpu.encoder.clearBuffer(this.values, 0, this.bytes);
     entries.forEach(({ name, shape }, i) => {
       const at = { buffer: this.values, offset: offsets[i] };
@@ -73,13 +73,13 @@ export class ParameterArena {
 
   /** Whether an arena of `entries` fits one buffer on `gpu` (else keep a buffer per tensor). */
   static fits(gpu: Gpu, entries: readonly ArenaEntry[]): boolean {
-    return sizeClass(layout(gpu, entries).bytes) <= gpu.device.limits.maxBufferSize;
+    return layout(gpu, entries).bytes <= gpu.device.limits.maxBufferSize;
   }
 
   /** The gradients' buffer, zero-filled when first made (the gaps stay zeros). */
   #gradBuffer(): GPUBuffer {
     if (!this.#grads) {
-      this.#grads = this.gpu.acquire(this.bytes, undefined, "grads");
+      this.#grads = this.gpu.createExact(this.bytes, "grads");
       this.gpu.encoder.clearBuffer(this.#grads, 0, this.bytes);
     }
     return this.#grads;
@@ -87,8 +87,8 @@ export class ParameterArena {
 
   /** Frees both buffers. */
   dispose(): void {
-    this.gpu.release(this.values);
-    if (this.#grads) this.gpu.release(this.#grads);
+    this.gpu.destroyExact(this.values);
+    if (this.#grads) this.gpu.destroyExact(this.#grads);
     this.#grads = null;
   }
 }

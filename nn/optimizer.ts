@@ -83,8 +83,10 @@ export class AdamW {
       }
     }
     this.#length = Math.max(4, end);
+    // Exact sizes, outside the pool: the moments live as long as the model, and a size class
+    // would round them up as it would the parameters (`nn/arena.ts`).
     [this.#m, this.#v] = ["adam.m", "adam.v"].map((label) => {
-      const buffer = gpu.acquire(this.#length * 4, undefined, label);
+      const buffer = gpu.createExact(this.#length * 4, label);
       gpu.encoder.clearBuffer(buffer, 0, this.#length * 4);
       return buffer;
     });
@@ -187,7 +189,9 @@ export class AdamW {
 
   /** Frees the moments. */
   dispose(): void {
-    for (const buffer of [this.#m, this.#v, this.#norm]) this.gpu.release(buffer);
+    this.gpu.destroyExact(this.#m);
+    this.gpu.destroyExact(this.#v);
+    this.gpu.release(this.#norm);
   }
 }
 

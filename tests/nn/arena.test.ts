@@ -36,6 +36,8 @@ Deno.test("ParameterArena lays tensors out at aligned offsets of one buffer, gap
       written.set(name, data);
     });
     assert.ok(arena.bytes >= end && arena.bytes % alignment === 0);
+    // Exactly the bytes laid out, not the buffer pool's next size class above them.
+    assert.equal(arena.values.size, arena.bytes);
     const all = await gpu.readF32(arena.values, arena.bytes / 4);
     const expected = new Float32Array(arena.bytes / 4); // zeros in the gaps
     for (const [name, data] of written) {
@@ -57,6 +59,7 @@ Deno.test("ParameterArena keeps each gradient in a zeroed window at its tensor's
     const ga = a.gradForAccumulate(), gc = c.gradForAccumulate();
     assert.equal(bufferOf(ga), bufferOf(gc));
     assert.notEqual(bufferOf(ga), arena.values);
+    assert.equal(bufferOf(ga).size, arena.bytes);
     assert.equal(byteOffsetOf(ga), byteOffsetOf(a.floats));
     assert.equal(byteOffsetOf(gc), byteOffsetOf(c.floats));
     assert.deepEqual(await a.readGrad(), new Float32Array(a.size));
