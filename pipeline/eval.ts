@@ -72,8 +72,13 @@ export const EVAL_DEFAULTS = {
   topP: 1,
   /** Classifier-free guidance of the answers (1: none); chat's default. */
   guidance: CHAT_GUIDANCE,
-  /** Seed of the sampling; prompt i uses `seed + i`. */
+  /** Seed of the sampling; prompt i uses `seed + i` in the first draw. */
   seed: 0,
+  /**
+   * Draws per prompt and question: twenty of each leave the shares within ±10-25 points of
+   * noise (four seeds on one model, docs/recipe.md), three draws narrow it at little cost.
+   */
+  samples: 3,
 } as const;
 
 /**
@@ -112,8 +117,17 @@ export interface EvaluateOptions extends SamplingOptions {
   maxNewTokens?: number;
   /** The most tokens of an answer. Default in {@linkcode EVAL_DEFAULTS}. */
   maxAnswerTokens?: number;
-  /** Seed of the sampling; prompt i uses `seed + i`. Default in {@linkcode EVAL_DEFAULTS}. */
+  /**
+   * Seed of the sampling: draw j of prompt i (of n) uses `seed + j·n + i`, so the first draw is
+   * prompt i at `seed + i`. Default in {@linkcode EVAL_DEFAULTS}.
+   */
   seed?: number;
+  /**
+   * Completions per prompt and answers per question, each drawn with its own seed; the records
+   * come draw by draw (every prompt's first, then every prompt's second...). Default in
+   * {@linkcode EVAL_DEFAULTS}.
+   */
+  samples?: number;
   /** Score grammar with link-grammar. Default true; throws early when the parser is missing. */
   grammar?: boolean;
   /** Where to write `completions.jsonl`, `answers.jsonl` and `eval.json`; nothing when absent. */
@@ -175,10 +189,14 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
   };
   const seed = options.seed ?? D.seed;
   const guidance = options.guidance ?? D.guidance;
+  const samples = options.samples ?? D.samples;
+  if (!(Number.isInteger(samples) && samples >= 1)) {
+    throw new Error(`--samples must be a whole number of at least 1, got ${samples}.`);
+  }
   const maxNewTokens = options.maxNewTokens ?? D.maxNewTokens;
   const maxAnswerTokens = options.maxAnswerTokens ?? D.maxAnswerTokens;
-  const prompts = options.pretrained ? options.prompts ?? EVAL_PROMPTS : [];
-  const questions = options.tuned ? options.questions ?? EVAL_QUESTIONS : [];
+  const prompts = draws(options.pretrained ? options.prompts ?? EVAL_PROMPTS : [], samples);
+  const questions = draws(options.tuned ? options.questions ?? EVAL_QUESTIONS : [], samples);
   const progress = new ProgressBar("eval", prompts.length + questions.length, {
     unit: "texts",
     silent: options.quiet,
@@ -196,8 +214,8 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         progress.update(0, undefined, "validation loss");
         validation = await measureValidation(model, tokenizer, options);
       }
-      // All prompts advance together (one forward pass per token for all of them); prompt i
-      // gets what it would alone with seed + i.
+      // All draws advance together (one forward pass per token for all of them); draw i of
+      // the list gets what it would alone with seed + i.
       progress.update(0, undefined, "completions");
       const texts = await completePrompts(model, tokenizer, prompts, {
         ...sampling,
@@ -251,10 +269,15 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
     validation,
     completions: scored.completions,
     answers: scored.answers,
-    settings: { ...sampling, guidance, seed, maxNewTokens, maxAnswerTokens, grammar },
+    settings: { ...sampling, guidance, seed, samples, maxNewTokens, maxAnswerTokens, grammar },
   };
   if (options.out) await writeEval(options.out, summary);
   return summary;
+}
+
+/** `items` listed `samples` times over, whole list after whole list. */
+function draws<T>(items: readonly T[], samples: number): T[] {
+  return Array.from({ length: samples }, () => items).flat();
 }
 
 /**
@@ -437,7 +460,12 @@ const FLAGS = {
   seed: {
     type: "string",
     default: String(EVAL_DEFAULTS.seed),
-    help: "seed of the sampling; prompt i uses seed + i",
+    help: "seed of the sampling; prompt i uses seed + i in the first draw",
+  },
+  samples: {
+    type: "string",
+    default: String(EVAL_DEFAULTS.samples),
+    help: "completions per prompt and answers per question",
   },
   "skip-grammar": {
     type: "boolean",
@@ -485,6 +513,7 @@ if (import.meta.main) {
       topK: intFlag("top-k", values["top-k"]),
       guidance: numberFlag("guidance", values.guidance, -1e-9),
       seed: intFlag("seed", values.seed, 0),
+      samples: intFlag("samples", values.samples),
       grammar: !values["skip-grammar"],
       quiet: values.quiet,
     });

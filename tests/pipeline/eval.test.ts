@@ -278,6 +278,7 @@ Deno.test("evaluateModel() measures a checkpoint end to end and writes JSON Line
       questions,
       maxNewTokens: 6,
       maxAnswerTokens: 4,
+      samples: 2,
       out: `${dir}/eval`,
       quiet: true,
     });
@@ -302,12 +303,33 @@ Deno.test("evaluateModel() measures a checkpoint end to end and writes JSON Line
     assert.equal(summary.figures.valLoss, v.loss);
     assert.equal(summary.figures.bitsPerByte, v.bitsPerByte);
 
-    assert.equal(summary.completions.length, 2);
+    // Two draws of each, draw by draw; the first draw is what one draw alone gives.
+    assert.deepEqual(summary.completions.map((c) => c.prompt), [
+      "The village",
+      "Every morning",
+      "The village",
+      "Every morning",
+    ]);
     assert.ok(summary.completions.every((c) => c.text.length > 0));
-    assert.deepEqual(summary.answers.map((a) => [a.answer, a.endedByItself]), [["", true], [
-      "",
-      true,
-    ]]);
+    assert.notEqual(summary.completions[0].text, summary.completions[2].text);
+    const once = await evaluateModel({
+      gpu,
+      pretrained: `${dir}/pretrained.safetensors`,
+      tokenizer: `${dir}/tokenizer`,
+      prompts: ["The village", "Every morning"],
+      maxNewTokens: 6,
+      samples: 1,
+      grammar: false,
+      quiet: true,
+    });
+    assert.deepEqual(
+      once.completions.map((c) => c.text),
+      [0, 1].map((i) => summary.completions[i].text),
+    );
+    assert.deepEqual(
+      summary.answers.map((a) => [a.answer, a.endedByItself]),
+      Array(4).fill(["", true]),
+    );
     assert.equal(summary.figures.endsByThemselves, 1);
     assert.equal(summary.figures.onTopic, 0);
 
