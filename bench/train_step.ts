@@ -5,7 +5,9 @@
  * while the one before runs, as `pipeline/train_model.ts` does) on seeded random tokens, at three
  * configurations, with one step's profile by kernel family and phase, and the time spent outside
  * kernels. Beside it, the same steps waited for one by one (each readback before the next step
- * is recorded). PyTorch's figures are printed beside ours as recorded earlier, not measured.
+ * is recorded). Where PyTorch is installed, its peer (`bench/pytorch_peer.py`: the same model and
+ * step on the CPU) runs after each configuration, so both figures come from one run; elsewhere
+ * PyTorch's figures are printed as recorded earlier.
  *
  * Model FLOPs per step: 6·N·tokens (matmuls, forward and backward) + 12·L·C·T·tokens
  * (attention's scores and mixing), as in the PaLM paper's appendix.
@@ -153,8 +155,73 @@ export interface TrainStepRecord {
   tokensPerSecondWaited: number;
   /** PyTorch's figure, recorded (see {@linkcode PYTORCH_REFERENCE}); absent when none. */
   pytorchRecorded?: string;
+  /** PyTorch's peer measured in this run, right after ours; absent without PyTorch. */
+  pytorchMeasured?: PeerRecord;
   profile: StepProfile;
   adapter: string;
+}
+
+/** What `bench/pytorch_peer.py` prints for one configuration. */
+export interface PeerRecord {
+  /** `PyTorch 1.13.1, 2 threads`. */
+  peer: string;
+  /** Its model's parameter count: ours, or the two models differ. */
+  parameters: number;
+  msPerStep: number;
+  tokensPerSecond: number;
+}
+
+/** The command that installs the peer on Debian. */
+const PEER_INSTALL = "apt-get install python3-torch libopenblas0-openmp";
+
+/** Whether `python3` can import PyTorch here. */
+export async function pytorchAvailable(): Promise<boolean> {
+  try {
+    const check = new Deno.Command("python3", {
+      args: ["-c", "import torch"],
+      stdout: "null",
+      stderr: "null",
+    });
+    return (await check.output()).success;
+  } catch {
+    return false; // no python3 at all
+  }
+}
+
+/**
+ * Runs `bench/pytorch_peer.py` on `shape` (`V8192 L4 H4 C128 T256 B8`) with a thread per core,
+ * as lavapipe takes.
+ *
+ * @throws with the peer's own error output when it fails.
+ */
+export async function measurePytorchPeer(shape: string): Promise<PeerRecord> {
+  const script = decodeURIComponent(new URL("./pytorch_peer.py", import.meta.url).pathname);
+  const threads = String(navigator.hardwareConcurrency);
+  const run = new Deno.Command("python3", {
+    args: [script, "--shape", shape.replaceAll(" ", ","), "--threads", threads],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  const { success, stdout, stderr } = await run.output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes).trim();
+  if (!success) throw new Error(`bench/pytorch_peer.py failed: ${decode(stderr)}`);
+  return JSON.parse(decode(stdout).split("\n").at(-1)!) as PeerRecord;
+}
+
+/** The peer's figures for `record`'s configuration; a failure is reported, not fatal. */
+async function peerOf(record: TrainStepRecord): Promise<PeerRecord | undefined> {
+  try {
+    const peer = await measurePytorchPeer(record.shape);
+    if (peer.parameters !== record.parameters) {
+      throw new Error(
+        `its model has ${peer.parameters} parameters, ours ${record.parameters}: not the same model`,
+      );
+    }
+    return peer;
+  } catch (error) {
+    console.error(`warning: no PyTorch figure for ${record.config}: ${(error as Error).message}`);
+    return undefined;
+  }
 }
 
 /** Seeded random next-token rows: ids in [0, V), every position counted. */
@@ -321,7 +388,11 @@ export function formatTrainRecord(r: TrainStepRecord): string {
     `${r.modelGflops.toFixed(2)} model GFLOP/s (each step recorded while the one before runs); ` +
     `waiting for each step: ${r.msWaited.toFixed(0)} ms (median; fastest ` +
     `${r.msWaitedMin.toFixed(0)}), ${r.tokensPerSecondWaited.toFixed(0)} tokens/s`,
-    `  PyTorch (recorded, not measured in this run): ${r.pytorchRecorded ?? "none recorded"}`,
+    r.pytorchMeasured
+      ? `  PyTorch (measured in this run, right after ours): ` +
+        `${r.pytorchMeasured.tokensPerSecond.toFixed(0)} tokens/s ` +
+        `(${r.pytorchMeasured.msPerStep.toFixed(0)} ms a step; ${r.pytorchMeasured.peer})`
+      : `  PyTorch (recorded, not measured in this run): ${r.pytorchRecorded ?? "none recorded"}`,
     `  one step profiled (${p.source === "timestamp" ? "timestamp queries" : "timed submits"}): ` +
     `${p.stepMs.toFixed(0)} ms, ${p.dispatches} dispatches, ${p.submits} submits`,
   ];
@@ -353,9 +424,20 @@ export async function runTrainBench(
 ): Promise<void> {
   const chosen = TRAIN_CONFIGS.filter((c) => !filter || c.name.includes(filter));
   if (chosen.length === 0) throw new Error(`No train-step configuration matches "${filter}".`);
-  if (!json) console.log(`adapter: ${gpu.adapter.name}\nPyTorch: ${PYTORCH_REFERENCE}\n`);
+  const peer = await pytorchAvailable();
+  if (!json) {
+    console.log(
+      `adapter: ${gpu.adapter.name}\nPyTorch: ` +
+        (peer
+          ? "bench/pytorch_peer.py, the same steps on the CPU, run after each configuration"
+          : `${PYTORCH_REFERENCE} (to measure it here: ${PEER_INSTALL})`) +
+        "\n",
+    );
+  }
   for (const bench of chosen) {
     const record = await benchTrainStep(gpu, bench);
+    // After ours, never beside it: two timings at once on the same cores are both wrong.
+    if (peer) record.pytorchMeasured = await peerOf(record);
     console.log(json ? JSON.stringify(record) : formatTrainRecord(record) + "\n");
   }
 }

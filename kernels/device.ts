@@ -307,8 +307,11 @@ interface PendingCheck {
  * A WebGPU device with the services kernels need. Get one from {@linkcode acquireGpu}.
  *
  * Dispatches are recorded into one command encoder and submitted together by
- * {@linkcode Gpu.flush} (which {@linkcode Gpu.read} calls). Buffers given back with
- * {@linkcode Gpu.release} are reused only after the work that used them was submitted.
+ * {@linkcode Gpu.flush} (which {@linkcode Gpu.read} calls). Buffers come from a pool of size
+ * classes ({@linkcode Gpu.acquire}); those given back with {@linkcode Gpu.release} are reused
+ * only after the work that used them was submitted. The few long-lived buffers that rounding
+ * would waste most on are made at their exact size ({@linkcode Gpu.createExact}) and destroyed,
+ * likewise after that submit.
  */
 export class Gpu {
   /**
@@ -700,6 +703,9 @@ export class Gpu {
    */
   createExact(bytes: number, label?: string): GPUBuffer {
     this.#assertAlive();
+    if (!(Number.isInteger(bytes) && bytes > 0 && bytes % 4 === 0)) {
+      throw new RangeError(`An exact buffer holds whole floats: ${bytes} bytes is not that.`);
+    }
     if (bytes > this.device.limits.maxBufferSize) {
       throw new RangeError(
         `A buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ` +

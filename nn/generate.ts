@@ -73,8 +73,8 @@ export function promptCutWarning(
 /** Options of {@linkcode generateBatch}: those of {@linkcode generateTokens}, per row. */
 export interface GenerateBatchOptions extends Omit<GenerateOptions, "onToken"> {
   /**
-   * The sampling seed of each prompt; default `seed` for every one. A row with seed s draws
-   * exactly what {@linkcode generateTokens} draws with seed s.
+   * The sampling seed of each prompt; default `seed` for every one. Without guidance, a row
+   * with seed s draws exactly what {@linkcode generateTokens} draws with seed s.
    */
   seeds?: readonly number[];
   /** Called with each new token id of prompt `row` as it is chosen. */
@@ -92,7 +92,11 @@ export interface GenerateBatchOptions extends Omit<GenerateOptions, "onToken"> {
 export interface Guidance {
   /** How far the tokens are pushed towards what the condition made likelier; 1 is none. */
   scale: number;
-  /** Each prompt's unconditioned twin: the same prompt without what it is conditioned on. */
+  /**
+   * Each prompt's unconditioned twin (token ids): the same prompt without what it is conditioned
+   * on. A twin longer than the context is cut to its last tokens like a prompt, but
+   * `onPromptCut` hears only of the prompts.
+   */
   unconditioned: readonly (readonly number[])[];
 }
 
@@ -117,8 +121,9 @@ export async function generateTokens(
  * Continues each of `prompts` (token ids, of any lengths) with up to `maxNewTokens` tokens;
  * returns the new tokens of each. The prompts advance together, one forward pass per step for
  * all of them (in groups of as many rows as a cache of the adapter holds); each is sampled
- * with its own seeded generator and stops at its own stop token or length, and gets the tokens
- * {@linkcode generateTokens} would give it alone with its seed.
+ * with its own seeded generator and stops at its own stop token or length, and (without
+ * guidance, which generateTokens lacks) gets the tokens {@linkcode generateTokens} would give it
+ * alone with its seed.
  */
 export async function generateBatch(
   model: GPT2,
@@ -147,10 +152,9 @@ export async function generateBatch(
   const groupSize = Math.floor(KvCache.maxRows(model.gpu, model.config, maxTime) / rowsPerPrompt);
   if (groupSize < 1) {
     throw new Error(
-      `A key-value cache row of ${maxTime} positions does not fit this adapter's binding ` +
-        `limit${
-          guidance ? " twice over (guidance needs two rows)" : ""
-        }; ask for fewer new tokens.`,
+      `${rowsPerPrompt} key-value cache rows of ${maxTime} positions do not fit this adapter's ` +
+        "binding limit; ask for fewer new tokens, give a shorter prompt" +
+        (guidance ? ", or turn guidance off (it takes a second row)." : "."),
     );
   }
   const results: number[][] = [];
@@ -226,6 +230,7 @@ async function generateGroup(
     });
   }
   const results = () => sequences.filter((s) => !s.isTwin).map((s) => s.generated);
+  const scale = guidance?.scale ?? 1;
   if (sequences.every((s) => s.done)) return results();
   const cache = new KvCache(model.gpu, model.config, sequences.length, maxTime);
   try {
@@ -243,7 +248,7 @@ async function generateGroup(
         if (s.isTwin) continue;
         const scores = s.twin === undefined
           ? logitsOf(row)
-          : guidedLogits(logitsOf(row), logitsOf(s.twin), guidance!.scale);
+          : guidedLogits(logitsOf(row), logitsOf(s.twin), scale);
         const next = sampleToken(scores, options, s.random);
         s.tokens.push(next);
         s.generated.push(next);

@@ -105,14 +105,14 @@ export interface EvaluateOptions extends SamplingOptions {
   valBatches?: number;
   /** The instruction-tuned checkpoint: answers in ChatML. */
   tuned?: string;
-  /** Classifier-free guidance's scale for the answers. Default in {@linkcode EVAL_DEFAULTS}. */
-  guidance?: number;
   /** The tuned model's tokenizer (with the ChatML tokens). */
   tunedTokenizer?: BpeTokenizer | string;
   /** Prompts to complete. Default {@linkcode EVAL_PROMPTS}. */
   prompts?: readonly string[];
   /** Questions to answer. Default {@linkcode EVAL_QUESTIONS}. */
   questions?: readonly EvalQuestion[];
+  /** Classifier-free guidance's scale for the answers. Default in {@linkcode EVAL_DEFAULTS}. */
+  guidance?: number;
   /** New tokens per completion. Default in {@linkcode EVAL_DEFAULTS}. */
   maxNewTokens?: number;
   /** The most tokens of an answer. Default in {@linkcode EVAL_DEFAULTS}. */
@@ -164,7 +164,7 @@ export interface EvalSummary {
   completions: CompletionRecord[];
   /** Every answer with its scores. */
   answers: AnswerRecord[];
-  /** The sampling used: temperature, top-k, top-p, seed and token limits. */
+  /** The settings used: the sampling, guidance, seed, draws, token limits and grammar check. */
   settings: Record<string, number | boolean>;
 }
 
@@ -222,7 +222,7 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         maxNewTokens,
         seeds: prompts.map((_, i) => seed + i),
       });
-      prompts.forEach((prompt, i) => completions.push({ prompt, text: texts[i] }));
+      prompts.forEach((prompt, i) => completions.push({ prompt, text: texts[i], seed: seed + i }));
       progress.update(completions.length, undefined, "completions");
     } finally {
       model.dispose();
@@ -251,7 +251,13 @@ export async function evaluateModel(options: EvaluateOptions): Promise<EvalSumma
         onToken: (i, id) => (last[i] = id),
       });
       questions.forEach(({ question, topicWords }, i) =>
-        answers.push({ question, topicWords, answer: replies[i], endedByItself: last[i] === imEnd })
+        answers.push({
+          question,
+          topicWords,
+          answer: replies[i],
+          endedByItself: last[i] === imEnd,
+          seed: seed + i,
+        })
       );
       progress.update(completions.length + answers.length, undefined, "answers");
     } finally {

@@ -24,6 +24,8 @@ export interface CompletionSample {
   prompt: string;
   /** The text the model added after the prompt. */
   text: string;
+  /** The sampling seed it was drawn with, where known (it reproduces the draw). */
+  seed?: number;
 }
 
 /** A question and the tuned model's answer to it. */
@@ -36,6 +38,8 @@ export interface AnswerSample {
   answer: string;
   /** True when the model ended the answer itself with `<|im_end|>` (not at the token cap). */
   endedByItself: boolean;
+  /** The sampling seed it was drawn with, where known (it reproduces the draw). */
+  seed?: number;
 }
 
 /** A completion with its scores, as written to `completions.jsonl`. */

@@ -57,7 +57,10 @@ export interface CompleteOptions extends SamplingOptions {
    * tokens. Default: a warning on standard error, with both lengths.
    */
   onPromptCut?: (cuts: readonly PromptCut[], contextLength: number) => void;
-  /** Classifier-free guidance: each prompt's unconditioned twin and the scale (none by default). */
+  /**
+   * Classifier-free guidance: the scale, and each prompt's unconditioned twin as token ids (also
+   * for prompts given as text). None by default.
+   */
   guidance?: Guidance;
 }
 

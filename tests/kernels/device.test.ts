@@ -130,6 +130,21 @@ Deno.test("the buffer pool reuses a released buffer only after the batch is subm
   gpu.release(during);
 });
 
+Deno.test("an exact buffer has its size and is destroyed only after the work recorded with it", async () => {
+  const gpu = await testGpu();
+  const exact = gpu.createExact(1000, "exact");
+  assert.equal(exact.size, 1000);
+  gpu.write(exact, Float32Array.from({ length: 250 }, (_, i) => i));
+  const copy = gpu.acquire(1000);
+  // Recorded, not yet submitted: destroying the source now would make the submit invalid.
+  gpu.encoder.copyBufferToBuffer(exact, 0, copy, 0, 1000);
+  gpu.destroyExact(exact);
+  await gpu.flush(); // throws on a validation error
+  assert.deepEqual(await gpu.readF32(copy, 250), Float32Array.from({ length: 250 }, (_, i) => i));
+  gpu.release(copy);
+  assert.throws(() => gpu.createExact(10), /whole floats/);
+});
+
 Deno.test("sizeClass() rounds up to powers of two and their 1.5 multiples", () => {
   assert.equal(sizeClass(1), 256);
   assert.equal(sizeClass(256), 256);
