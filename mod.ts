@@ -519,6 +519,7 @@ export {
   type BudgetPlanOptions,
   candidateShapes,
   CHINCHILLA_TOKENS_PER_PARAMETER,
+  expectedQuality,
   fitThroughput,
   formatDuration,
   formatPlan,

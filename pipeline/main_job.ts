@@ -39,6 +39,7 @@ import {
 } from "./pretraining_source.ts";
 import {
   type BudgetPlan,
+  expectedQuality,
   formatDuration,
   formatPlan,
   type ModelShape,
@@ -209,6 +210,8 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   }
   console.error(`\n== plan for a budget of ${formatDuration(budgetSeconds)}`);
   console.error(formatPlan(saved.plan, budgetSeconds));
+  // The measured quality is of the bundled mix; another corpus would write otherwise.
+  if (source.mixture !== undefined) console.error(`expect: ${expectedQuality(saved.plan.tokens)}`);
 
   await job.run(
     "prepare_dataset",

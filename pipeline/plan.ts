@@ -382,3 +382,26 @@ export function formatPlan(plan: BudgetPlan, budgetSeconds: number): string {
     ...plan.notes.map((note) => `note: ${note}`),
   ].join("\n");
 }
+
+/**
+ * What the bundled recipe's models wrote after about `tokens` of pretraining, as measured by
+ * `deno task eval` on main-job runs (docs/recipe.md), so that a user knows what a budget buys
+ * before spending it: about 5M tokens (30 minutes on the 2-core development machine) gave
+ * completions whose sentences parse 68-81% of the time and answers on topic 0-35% of the time;
+ * 15M tokens (90 minutes) gave 80% and 50%. Beyond the runs measured it says so.
+ */
+export function expectedQuality(tokens: number): string {
+  const millions = (tokens / 1e6).toFixed(1);
+  if (tokens < 10e6) {
+    return `at ${millions}M tokens, measured runs of the bundled recipe wrote sentences that ` +
+      "parse 68-81% of the time and answered on topic 0-35% of the time (about 5M tokens, " +
+      "docs/recipe.md); 15M tokens (a 90-minute budget on a 2-core CPU) gave 80% and 50%.";
+  }
+  if (tokens < 25e6) {
+    return `at ${millions}M tokens, a measured run of the bundled recipe (15M tokens) wrote ` +
+      "sentences that parse 80% of the time and answered on topic 50% of the time " +
+      "(docs/recipe.md).";
+  }
+  return `${millions}M tokens is beyond the runs measured (at most 15M tokens: sentences that ` +
+    "parse 80% of the time, answers on topic 50%; docs/recipe.md).";
+}

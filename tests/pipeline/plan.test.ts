@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { GPT2Config } from "../../nn/config.ts";
 import {
   candidateShapes,
+  expectedQuality,
   fitThroughput,
   formatDuration,
   nonEmbeddingParameters,
@@ -149,4 +150,13 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
   for (const bad of ["3", "3x100", "0x96", "three by 96"]) {
     assert.throws(() => parseShape(bad), /layers x width/);
   }
+});
+
+Deno.test("expectedQuality() quotes the measured runs nearest the planned tokens", () => {
+  assert.match(
+    expectedQuality(4.5e6),
+    /^at 4\.5M tokens, .*68-81%.*0-35%.*15M tokens.*80% and 50%/,
+  );
+  assert.match(expectedQuality(15.3e6), /^at 15\.3M tokens, .*80% .*50%/);
+  assert.match(expectedQuality(60e6), /^60\.0M tokens is beyond the runs measured/);
 });
