@@ -94,16 +94,18 @@ export function chatReply(
 
 /**
  * The guidance of replies after each of `conversations` (their earlier turns): the unconditioned
- * prompt keeps the earlier turns and leaves the new question empty.
+ * prompt keeps the earlier turns and leaves the new question empty. None at scale 1, where no
+ * twin prompt is needed.
  */
 function chatGuidance(
   tokenizer: BpeTokenizer,
   conversations: readonly (readonly ChatTurn[])[],
-  scale: number | undefined,
+  scale = CHAT_GUIDANCE,
   options: ChatEncodeOptions,
-): Guidance {
+): Guidance | undefined {
+  if (scale === 1) return undefined;
   return {
-    scale: scale ?? CHAT_GUIDANCE,
+    scale,
     unconditioned: conversations.map((turns) => chatPromptIds(tokenizer, "", turns, options)),
   };
 }

@@ -384,24 +384,26 @@ export function formatPlan(plan: BudgetPlan, budgetSeconds: number): string {
 }
 
 /**
- * What the bundled recipe's models wrote after about `tokens` of pretraining, as measured by
- * `deno task eval` on main-job runs (docs/recipe.md), so that a user knows what a budget buys
- * before spending it: about 5M tokens (30 minutes on the 2-core development machine) gave
- * completions whose sentences parse 68-81% of the time and answers on topic 0-35% of the time;
- * 15M tokens (90 minutes) gave 80% and 50%. Beyond the runs measured it says so.
+ * What the bundled recipe's models wrote in measured main-job runs (`deno task eval`,
+ * docs/recipe.md) planned at about as many pretraining tokens as `tokens`, so that a user knows
+ * what a budget buys before spending it: runs planned at about 5M tokens (30 minutes on the
+ * 2-core development machine) gave completions whose sentences parse 68-81% of the time and
+ * answers on topic 0-35% of the time; one planned at 12M (90 minutes; 15M trained) gave 80% and
+ * 50%. Beyond the runs measured it says so.
  */
 export function expectedQuality(tokens: number): string {
-  const millions = (tokens / 1e6).toFixed(1);
+  const planned = `this plan trains ${(tokens / 1e6).toFixed(1)}M tokens`;
   if (tokens < 10e6) {
-    return `at ${millions}M tokens, measured runs of the bundled recipe wrote sentences that ` +
-      "parse 68-81% of the time and answered on topic 0-35% of the time (about 5M tokens, " +
-      "docs/recipe.md); 15M tokens (a 90-minute budget on a 2-core CPU) gave 80% and 50%.";
-  }
-  if (tokens < 25e6) {
-    return `at ${millions}M tokens, a measured run of the bundled recipe (15M tokens) wrote ` +
-      "sentences that parse 80% of the time and answered on topic 50% of the time " +
+    return `${planned}; measured runs of the bundled recipe planned at about 5M tokens (30 ` +
+      "minutes on a 2-core CPU) wrote sentences that parse 68-81% of the time and answered on " +
+      "topic 0-35% of the time; one planned at 12M (90 minutes) gave 80% and 50% " +
       "(docs/recipe.md).";
   }
-  return `${millions}M tokens is beyond the runs measured (at most 15M tokens: sentences that ` +
-    "parse 80% of the time, answers on topic 50%; docs/recipe.md).";
+  if (tokens < 25e6) {
+    return `${planned}; a measured run of the bundled recipe planned at 12M tokens (90 minutes ` +
+      "on a 2-core CPU) wrote sentences that parse 80% of the time and answered on topic 50% " +
+      "of the time (docs/recipe.md).";
+  }
+  return `${planned}, beyond the runs measured (at most 12M planned: sentences that parse 80% ` +
+    "of the time, answers on topic 50%; docs/recipe.md).";
 }

@@ -155,8 +155,8 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
 Deno.test("expectedQuality() quotes the measured runs nearest the planned tokens", () => {
   assert.match(
     expectedQuality(4.5e6),
-    /^at 4\.5M tokens, .*68-81%.*0-35%.*15M tokens.*80% and 50%/,
+    /^this plan trains 4\.5M tokens; .*about 5M.*68-81%.*0-35%.*12M.*80% and 50%/,
   );
-  assert.match(expectedQuality(15.3e6), /^at 15\.3M tokens, .*80% .*50%/);
-  assert.match(expectedQuality(60e6), /^60\.0M tokens is beyond the runs measured/);
+  assert.match(expectedQuality(15.3e6), /^this plan trains 15\.3M tokens; .*12M tokens.*80% .*50%/);
+  assert.match(expectedQuality(60e6), /^this plan trains 60\.0M tokens, beyond the runs measured/);
 });
