@@ -20,6 +20,7 @@
  */
 
 import { createRequire } from "node:module";
+import { median } from "./_harness.ts";
 import { loadHfTokenizer, saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import { HELP_FLAG, parseFlags } from "../util/flags.ts";
 
@@ -89,11 +90,6 @@ async function timeProcess(args: string[]): Promise<number> {
     );
   }
   return ms;
-}
-
-function median(xs: number[]): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 /** Runs in a child process: HF's default trainer on a text file, saved to `out`. */
