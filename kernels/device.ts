@@ -726,7 +726,7 @@ export class Gpu {
   /** A new pooled storage buffer holding `data`. */
   upload(data: ArrayBufferView, label?: string): GPUBuffer {
     const buffer = this.acquire(data.byteLength, STORAGE_USAGE, label);
-    this.write(buffer, data);
+    this.writeNew(buffer, data);
     return buffer;
   }
 
@@ -736,8 +736,21 @@ export class Gpu {
    */
   write(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
     this.#assertAlive();
-    const started = this.#profile ? performance.now() : 0;
     if (this.#encoder) this.#submit();
+    this.writeNew(buffer, data, byteOffset);
+  }
+
+  /**
+   * Writes `data` into a buffer that no recorded command uses: one just taken from
+   * {@linkcode Gpu.acquire} (a released buffer goes back to the pool only once the commands that
+   * used it are submitted). Unlike {@linkcode Gpu.write} it does not flush recorded work first,
+   * which would split the batch in two (the embedding backward uploads its token groups in the
+   * middle of a training step's backward). A buffer that recorded commands still use would see
+   * the new data too early.
+   */
+  writeNew(buffer: GPUBuffer, data: ArrayBufferView, byteOffset = 0): void {
+    this.#assertAlive();
+    const started = this.#profile ? performance.now() : 0;
     // writeBuffer wants a multiple of 4 bytes; pad the tail of odd-sized data.
     let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4 !== 0) {

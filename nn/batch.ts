@@ -92,6 +92,6 @@ export function uploadBatch(
 /** `data` in a buffer the tape owns (the one allocation and write `Gpu.upload` would make). */
 function upload(tape: Tape, data: Int32Array | Uint32Array, name: string): GPUBuffer {
   const buffer = tape.scratch(data.length, name);
-  tape.gpu.write(buffer, data);
+  tape.gpu.writeNew(buffer, data);
   return buffer;
 }

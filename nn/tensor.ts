@@ -67,7 +67,7 @@ export class Tensor {
   /** A tensor holding `data`. */
   static from(gpu: Gpu, data: Float32Array, shape: readonly number[], name = ""): Tensor {
     const tensor = Tensor.empty(gpu, shape, name);
-    gpu.write(tensor.buffer, data);
+    gpu.writeNew(tensor.buffer, data);
     return tensor;
   }
 

@@ -130,6 +130,22 @@ Deno.test("the buffer pool reuses a released buffer only after the batch is subm
   gpu.release(during);
 });
 
+Deno.test("an upload does not split the recorded batch, and reaches only the commands after it", async () => {
+  const gpu = await testGpu();
+  const before = gpu.upload(new Float32Array([1, 2, 3, 4]));
+  await gpu.flush();
+  const x = gpu.acquire(16), y = gpu.acquire(16);
+  gpu.startProfile();
+  gpu.encoder.copyBufferToBuffer(before, 0, x, 0, 16);
+  const after = gpu.upload(new Float32Array([5, 6, 7, 8]));
+  gpu.encoder.copyBufferToBuffer(after, 0, y, 0, 16);
+  const profile = await gpu.stopProfile();
+  assert.equal(profile.submits, 1, "the upload flushed the commands recorded before it");
+  assert.deepEqual(await gpu.readF32(x, 4), new Float32Array([1, 2, 3, 4]));
+  assert.deepEqual(await gpu.readF32(y, 4), new Float32Array([5, 6, 7, 8]));
+  for (const b of [before, after, x, y]) gpu.release(b);
+});
+
 Deno.test("an exact buffer has its size and is destroyed only after the work recorded with it", async () => {
   const gpu = await testGpu();
   const exact = gpu.createExact(1000, "exact");
