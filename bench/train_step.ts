@@ -16,6 +16,7 @@
  */
 
 import type { Gpu, GpuProfile } from "../kernels/device.ts";
+import { median } from "./_harness.ts";
 import { type GPT2Config, gpt2ParameterCount } from "../nn/config.ts";
 import { GPT2 } from "../nn/gpt2.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
@@ -323,8 +324,7 @@ export async function benchTrainStep(
       await gpu.sync();
       return (performance.now() - started) / steps;
     };
-    stepTimes.sort((a, b) => a - b);
-    const msWaited = stepTimes[Math.floor(stepTimes.length / 2)];
+    const msWaited = median(stepTimes);
     const ms = await timed(async (batches) => {
       let previous: RecordedStep | null = null;
       for (const batch of batches) {
@@ -357,7 +357,7 @@ export async function benchTrainStep(
       tokensPerSecond: round(tokens / ms * 1000),
       modelGflops: round(flops / ms / 1e6),
       msWaited: round(msWaited),
-      msWaitedMin: round(stepTimes[0]),
+      msWaitedMin: round(Math.min(...stepTimes)),
       tokensPerSecondWaited: round(tokens / msWaited * 1000),
       ...(bench.pytorch ? { pytorchRecorded: bench.pytorch } : {}),
       profile,
