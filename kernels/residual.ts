@@ -4,7 +4,9 @@
  * Gradient convention (llm.c): the backward ACCUMULATES `dout` into both inputs' gradients,
  * `da += dout` and `db += dout`: in GPT-2 the residual stream's gradient also receives the
  * branch's layernorm backward, which accumulates into the same buffer. `da` and `db` must be
- * different buffers.
+ * different buffers. The autograd tape's `add` (nn/ops.ts) needs no backward kernel: it passes
+ * the output's gradient buffer on to both inputs (`Tape.passGrad`), as llm.c keeps one gradient
+ * buffer for the residual stream; this kernel is for graphs built without the tape.
  *
  * Tensors over one binding are processed in parts through {@linkcode bufferWindow}.
  *

@@ -19,7 +19,7 @@ import { linearBackward, linearForward } from "../kernels/matmul.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 import { geluBackward, geluForward } from "../kernels/gelu.ts";
 import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
-import { residualBackward, residualForward } from "../kernels/residual.ts";
+import { residualForward } from "../kernels/residual.ts";
 import type { Tape } from "./tape.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -34,15 +34,11 @@ export async function add(tape: Tape, a: Tensor, b: Tensor): Promise<Tensor> {
   }
   const out = tape.tensor(a.shape, "add");
   await residualForward(tape.gpu, out.buffer, a.buffer, b.buffer, a.size);
+  // Both inputs' gradients equal the output's: passed on, shared where they can be (llm.c's
+  // residual stream keeps one gradient buffer), so the backward runs no kernel.
   tape.record("add", [a, b], out, async () => {
-    if (a === b) throw new Error("add(x, x) is not supported; scale x by 2 instead.");
-    await residualBackward(
-      tape.gpu,
-      a.gradForAccumulate(),
-      b.gradForAccumulate(),
-      out.grad,
-      a.size,
-    );
+    await tape.passGrad(out, a);
+    await tape.passGrad(out, b);
   });
   return out;
 }

@@ -5,7 +5,10 @@
  * Each operation (see `nn/ops.ts`) runs its forward kernels and records a closure that runs its
  * backward kernels. Gradients follow llm.c's convention through {@linkcode Tensor}: a kernel
  * that accumulates gets a zero-filled gradient; a kernel that writes gets the buffer directly
- * when it is the first to contribute, else a scratch buffer that is then accumulated.
+ * when it is the first to contribute, else a scratch buffer that is then accumulated; an
+ * operation whose input's gradient equals its output's (the residual add) passes the buffer
+ * on ({@linkcode Tape.passGrad}). An operation's output gradients are given up once its
+ * backward has run: only leaves (parameters, inputs) keep theirs.
  *
  * @module
  */
@@ -20,6 +23,8 @@ export interface TapeNode {
   name: string;
   /** The tensors its backward sends gradients to (and whose producers must run after it). */
   inputs: readonly Tensor[];
+  /** The tensors it made, whose gradients its backward reads (and nothing after it). */
+  outputs: readonly Tensor[];
   /** Runs the backward kernels: reads the output's gradient, adds to the inputs'. */
   backward: () => Promise<void>;
 }
@@ -55,7 +60,16 @@ export class Tape {
     output: Tensor,
     backward: () => Promise<void>,
   ): void {
-    output.producer = { name, inputs, backward };
+    output.producer = { name, inputs, outputs: [output], backward };
+  }
+
+  /**
+   * Adds `from`'s gradient to `to`'s: where `to` has none yet by sharing the buffer, with no
+   * kernel at all ({@linkcode Tensor.shareGradOf}), else with an accumulate.
+   */
+  async passGrad(from: Tensor, to: Tensor): Promise<void> {
+    if (to.shareGradOf(from)) return;
+    await accumulate(this.gpu, to.gradForAccumulate(), from.grad, to.size);
   }
 
   /**
@@ -87,7 +101,13 @@ export class Tape {
     };
     visit(root.producer);
     this.gpu.profilePhase = "backward";
-    for (const node of order.reverse()) await node.backward();
+    for (const node of order.reverse()) {
+      await node.backward();
+      // Nothing reads an operation's output gradients after its backward (as in PyTorch, only
+      // leaves keep theirs): giving them up lets a shared gradient buffer's last holder add to
+      // it in place. The residual stream's one buffer then runs down all the blocks.
+      for (const output of node.outputs) output.disposeGrad();
+    }
   }
 
   /** Frees every activation (and its gradient) the tape made. */

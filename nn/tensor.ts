@@ -32,6 +32,8 @@ export class Tensor {
   #gradHasValues = false;
   /** The gradient lives in the value buffer (see {@linkcode Tensor.gradInPlace}). */
   #gradIsValue = false;
+  /** Set while the gradient buffer is held by other tensors too (see {@linkcode Tensor.shareGradOf}). */
+  #gradHolders: GradHolders | null = null;
 
   /**
    * Wraps a buffer, or a window of one; {@linkcode Tensor.empty} and {@linkcode Tensor.from}
@@ -95,12 +97,54 @@ export class Tensor {
    * Marks the gradient as holding values.
    */
   gradForAccumulate(): GpuFloats {
+    if (this.#gradHolders) this.#ownSharedGrad();
     const grad = this.#grad ??= this.#newGrad();
     if (!this.#gradHasValues) {
       this.gpu.encoder.clearBuffer(bufferOf(grad), byteOffsetOf(grad), this.size * 4);
     }
     this.#gradHasValues = true;
     return grad;
+  }
+
+  /**
+   * Makes `source`'s gradient this tensor's too, the same buffer and no copy, when this tensor
+   * has none yet: the residual connection's backward, whose inputs' gradients both equal its
+   * output's (llm.c keeps one gradient buffer for the whole residual stream). Whoever adds to
+   * a gradient held by other tensors first gets a copy of its own (copy on write), so the
+   * holders never see each other's additions. False, with nothing done, where it cannot share:
+   * this tensor already has values, either gradient is a window of a shared buffer (parameters
+   * keep theirs in the optimizer's flat buffer), or `source`'s is its value buffer
+   * ({@linkcode Tensor.gradInPlace}).
+   */
+  shareGradOf(source: Tensor): boolean {
+    const grad = source.gradFloats;
+    if (this.#gradHasValues || this.#sharedGrad || source.#gradIsValue || isWindow(grad)) {
+      return false;
+    }
+    if (source.size !== this.size) {
+      throw new RangeError(
+        `Cannot share the gradient of ${source.name || `[${source.shape}]`} with ` +
+          `${this.name || `[${this.shape}]`}: ${source.size} and ${this.size} elements.`,
+      );
+    }
+    this.disposeGrad();
+    const holders = source.#gradHolders ??= { count: 1 };
+    holders.count++;
+    this.#gradHolders = holders;
+    this.#grad = grad;
+    this.#gradHasValues = true;
+    return true;
+  }
+
+  /** Copy on write: a gradient buffer of this tensor's own, holding the shared one's values. */
+  #ownSharedGrad(): void {
+    const holders = this.#gradHolders!;
+    this.#gradHolders = null;
+    if (holders.count === 1) return; // the others are gone: it is ours alone
+    holders.count--;
+    const shared = this.#grad as GPUBuffer;
+    this.#grad = this.#newGrad();
+    this.gpu.encoder.copyBufferToBuffer(shared, 0, bufferOf(this.#grad), 0, this.size * 4);
   }
 
   /**
@@ -156,6 +200,7 @@ export class Tensor {
   /** Forgets the gradient's values (the buffer is zeroed before its next use). */
   zeroGrad(): void {
     if (this.#gradIsValue) this.#unaliasGrad();
+    if (this.#gradHolders) this.disposeGrad(); // the buffer's other holders keep their values
     this.#gradHasValues = false;
   }
 
@@ -209,10 +254,17 @@ export class Tensor {
   /** Gives the gradient buffer back to the pool (a shared one only forgets its values). */
   disposeGrad(): void {
     if (this.#gradIsValue) this.#unaliasGrad();
-    if (this.#grad && !isWindow(this.#grad)) this.gpu.release(this.#grad);
+    const held = this.#gradHolders !== null && --this.#gradHolders.count > 0;
+    if (this.#grad && !isWindow(this.#grad) && !held) this.gpu.release(this.#grad);
     this.#grad = null;
+    this.#gradHolders = null;
     this.#gradHasValues = false;
   }
+}
+
+/** How many tensors hold one gradient buffer ({@linkcode Tensor.shareGradOf}). */
+interface GradHolders {
+  count: number;
 }
 
 /** Whether `floats` are a window of a shared buffer rather than a buffer of their own. */

@@ -51,6 +51,50 @@ Deno.test("Tape.backward() gives finite-difference gradients through a branching
   for (const t of [x, weight, bias]) t.dispose();
 });
 
+/** mean over counted positions of CE(gelu(2·(x + layernorm(x)))), as `add(s, s)` of `s = x + ln(x)`. */
+function sharedLossCpu(x: Float64Array, weight: Float64Array, bias: Float64Array): number {
+  const h = new Float64Array(N * C), g = new Float64Array(N * C);
+  layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), x, weight, bias, N, C);
+  for (let i = 0; i < N * C; i++) h[i] = 2 * (x[i] + h[i]);
+  geluForwardCpu(g, h);
+  const losses = new Float64Array(N);
+  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
+  return losses.reduce((s, l) => s + l, 0) / 2;
+}
+
+// The residual add passes its output's gradient buffer on to both inputs. Here the layernorm
+// then adds into x's gradient while its own output still holds the same buffer (x must get a
+// copy first), and add(s, s) passes one gradient to the same tensor twice.
+Deno.test("gradients passed on by the residual add stay right where tensors share a buffer", async () => {
+  const gpu = await testGpu();
+  const x64 = Float64Array.from(randomArray(N * C, 31));
+  const w64 = Float64Array.from(randomArray(C, 32), (w) => 1 + 0.5 * w);
+  const b64 = Float64Array.from(randomArray(C, 33));
+  const x = Tensor.from(gpu, Float32Array.from(x64), [N, C], "x");
+  const weight = Tensor.from(gpu, Float32Array.from(w64), [C], "weight");
+  const bias = Tensor.from(gpu, Float32Array.from(b64), [C], "bias");
+  const tape = new Tape(gpu);
+  const s = await add(tape, x, await layernorm(tape, x, weight, bias));
+  const logits = await gelu(tape, await add(tape, s, s));
+  const losses = await crossEntropyLoss(tape, logits, {
+    targets: gpu.upload(targets),
+    mask: gpu.upload(mask),
+    counted: 2,
+  });
+  await tape.backward(losses);
+  const tolerance = { atol: 2e-4, rtol: 1e-3 };
+  const loss = () => sharedLossCpu(x64, w64, b64);
+  assertClose(await x.readGrad(), finiteDifferenceGradient(loss, x64), tolerance);
+  assertClose(await weight.readGrad(), finiteDifferenceGradient(loss, w64), tolerance);
+  assertClose(await bias.readGrad(), finiteDifferenceGradient(loss, b64), tolerance);
+  // Only leaves keep their gradients once the backward is done.
+  assert.throws(() => s.grad, /has no gradient yet/);
+  tape.dispose();
+  // x still holds its gradient after the tape's tensors are gone.
+  assertClose(await x.readGrad(), finiteDifferenceGradient(loss, x64), tolerance);
+  for (const t of [x, weight, bias]) t.dispose();
+});
+
 Deno.test("a tensor's gradient must exist before it is read", async () => {
   const gpu = await testGpu();
   const x = Tensor.from(gpu, new Float32Array(4), [4], "x");
