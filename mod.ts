@@ -199,11 +199,15 @@ export {
   layernormBackwardPartialsKernel,
   type LayernormConstants,
   layernormForward,
+  type LayernormForwardBuffers,
+  type LayernormForwardConstants,
   layernormForwardCpu,
   layernormForwardKernel,
   layernormForwardRowsKernel,
   type LayernormOptions,
   type LayernormPerRow,
+  residualLayernormForward,
+  residualLayernormForwardCpu,
 } from "./kernels/layernorm.ts";
 export {
   linearBackward,
@@ -351,6 +355,7 @@ export {
   linear,
   linearGelu,
   type LossTargets,
+  residualLayernorm,
   type TokenBatch,
 } from "./nn/ops.ts";
 export { AdamW, GPT_ADAMW } from "./nn/optimizer.ts";

@@ -25,6 +25,7 @@ import {
   layernormBackward,
   layernormForward,
   type LayernormOptions,
+  residualLayernormForward,
 } from "../kernels/layernorm.ts";
 import { residualBackward, residualForward } from "../kernels/residual.ts";
 import { alignUp } from "../nn/arena.ts";
@@ -88,7 +89,25 @@ function layernormCases(): BenchCase[] {
       };
     },
   });
-  return [...variants.map(forward), ...variants.map(backward)];
+  // The residual add fused into the forward (what a GPT-2 block runs, nn/ops.ts
+  // residualLayernorm): read a and b, write the sum and the normalized output.
+  const fused = ([label, options]: [string, LayernormOptions]): BenchCase => ({
+    kernel: `residual + layernorm fwd${label}`,
+    shape: `${N}x${C}`,
+    bytes: (4 * N * C + 2 * C + 2 * N) * 4,
+    setup: (gpu) => {
+      const a = gpu.upload(pattern(N * C)), b = gpu.upload(pattern(N * C, 31));
+      const w = gpu.upload(pattern(C, 7)), bias = gpu.upload(pattern(C, 11));
+      const sum = gpu.acquire(N * C * 4), out = gpu.acquire(N * C * 4);
+      const mean = gpu.acquire(N * 4), rstd = gpu.acquire(N * 4);
+      const buffers = { out, mean, rstd, inp: sum, a, b, weight: w, bias };
+      return {
+        run: () => residualLayernormForward(gpu, buffers, N, C, options),
+        dispose: owned(gpu, [a, b, w, bias, sum, out, mean, rstd]),
+      };
+    },
+  });
+  return [...variants.map(forward), fused(variants[0]), ...variants.map(backward)];
 }
 
 function geluCases(): BenchCase[] {

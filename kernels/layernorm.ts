@@ -19,7 +19,15 @@
  * @module
  */
 
-import { bufferWindow, type Gpu, type GpuFloats, grid2d, type Kernel, uniforms } from "./device.ts";
+import {
+  type BindingKind,
+  bufferWindow,
+  type Gpu,
+  type GpuFloats,
+  grid2d,
+  type Kernel,
+  uniforms,
+} from "./device.ts";
 import { assertFits, head, rowParts } from "./_parts.ts";
 import type { Floats } from "./types.ts";
 import { workgroupSumWgsl } from "./_wgsl.ts";
@@ -33,6 +41,15 @@ export interface LayernormConstants extends Record<string, number> {
   workgroupSize: number;
   /** Floats per load: 4 (`vec4f`, when C is a multiple of 4) or 1. */
   width: number;
+}
+
+/** Compile-time constants of the layernorm forward kernels. */
+export interface LayernormForwardConstants extends LayernormConstants {
+  /**
+   * 1 when the input is a residual sum `a + b` that the kernel adds and writes itself
+   * ({@linkcode residualLayernormForward}), else 0.
+   */
+  residual: number;
 }
 
 /**
@@ -80,6 +97,8 @@ interface RowBody {
   width: number;
   /** WGSL of the sum of the components of a `T` expression. */
   total: (x: string) => string;
+  /** The input is the residual sum `a + b`, written to `inp` by the kernel. */
+  residual: boolean;
 }
 
 /**
@@ -88,13 +107,13 @@ interface RowBody {
  * elements of `width` floats; rows past the end return).
  */
 function perRowWgsl(
-  bindings: string,
+  bindings: string | ((residual: boolean) => string),
   body: (row: RowBody) => string,
   declarations: (wg: number) => string = () => "",
-): (constants: LayernormConstants) => string {
-  return ({ workgroupSize: wg, width }) => /* wgsl */ `
+): (constants: LayernormConstants & { residual?: number }) => string {
+  return ({ workgroupSize: wg, width, residual = 0 }) => /* wgsl */ `
 alias T = ${vector(width).T};
-${bindings}
+${typeof bindings === "string" ? bindings : bindings(residual === 1)}
 ${declarations(wg)}
 
 @compute @workgroup_size(${wg})
@@ -103,38 +122,70 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let row = wid.x + wid.y * groups.x;
   if (row >= params.rows) { return; }
   let c = params.c;
-${body({ wg, width, total: vector(width).total })}
+${body({ wg, width, total: vector(width).total, residual: residual === 1 })}
 }
 `;
 }
 
-const FORWARD_BINDINGS = /* wgsl */ `
-struct Params { rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32, eps: f32 }
+/**
+ * The forward's bindings; with `residual`, the input `inp` is the sum `resA + resB`, which the
+ * kernel writes (the residual stream) and then normalizes.
+ */
+function forwardBindings(residual: boolean): string {
+  const [access, sums] = residual ? ["read_write", 2] : ["read", 0];
+  return /* wgsl */ `
+struct Params {
+  rows: u32, c: u32, rowOffset: u32, inOffset: u32, outOffset: u32, eps: f32,
+  aOffset: u32, bOffset: u32,
+}
 
 @group(0) @binding(0) var<storage, read_write> out: array<T>;   // (rows, C) window
 @group(0) @binding(1) var<storage, read_write> mean: array<f32>;  // (N)
 @group(0) @binding(2) var<storage, read_write> rstd: array<f32>;  // (N)
-@group(0) @binding(3) var<storage, read> inp: array<T>;         // (rows, C) window
-@group(0) @binding(4) var<storage, read> weight: array<T>;      // (C)
-@group(0) @binding(5) var<storage, read> bias: array<T>;        // (C)
-@group(0) @binding(6) var<uniform> params: Params;`;
+@group(0) @binding(3) var<storage, ${access}> inp: array<T>;  // (rows, C) window
+${
+    residual
+      ? `@group(0) @binding(4) var<storage, read> resA: array<T>;       // (rows, C) window
+@group(0) @binding(5) var<storage, read> resB: array<T>;       // (rows, C) window`
+      : ""
+  }
+@group(0) @binding(${4 + sums}) var<storage, read> weight: array<T>;      // (C)
+@group(0) @binding(${5 + sums}) var<storage, read> bias: array<T>;        // (C)
+@group(0) @binding(${6 + sums}) var<uniform> params: Params;`;
+}
+
+/** The forward kernels' binding kinds: with the residual, the sum is written and a, b read. */
+function forwardBindingKinds({ residual }: LayernormForwardConstants): BindingKind[] {
+  return residual === 1
+    ? ["write", "write", "write", "write", "read", "read", "read", "read", "uniform"]
+    : ["write", "write", "write", "read", "read", "read", "uniform"];
+}
 
 /**
  * WGSL of the forward, one workgroup per row: two tree reductions (mean, then variance). Kept as
  * the default on a GPU, where its loads coalesce (see {@linkcode LayernormPerRow}). The `c` and
  * offsets of its uniform count elements of `width` floats.
  */
-export const layernormForwardKernel: Kernel<LayernormConstants> = {
+export const layernormForwardKernel: Kernel<LayernormForwardConstants> = {
   name: "layernorm_forward",
-  bindings: ["write", "write", "write", "read", "read", "read", "uniform"],
+  bindings: forwardBindingKinds,
   wgsl: perRowWgsl(
-    FORWARD_BINDINGS,
-    ({ wg, width, total }) => /* wgsl */ `
+    forwardBindings,
+    ({ wg, width, total, residual }) => /* wgsl */ `
   let floats = f32(c * ${width}u);
   let x = params.inOffset + row * c;
   let y = params.outOffset + row * c;
   var sum = T(0.0);
-  for (var i = lid; i < c; i += ${wg}u) { sum += inp[x + i]; }
+  for (var i = lid; i < c; i += ${wg}u) {
+${
+      residual
+        // Each invocation reads back only the elements it wrote: no barrier needed.
+        ? `    let v = resA[params.aOffset + row * c + i] + resB[params.bOffset + row * c + i];
+    inp[x + i] = v;
+    sum += v;`
+        : "    sum += inp[x + i];"
+    }
+  }
   let m = workgroupSum(lid, ${total("sum")}) / floats;
   // Two passes (mean, then squared deviations) rather than E[x^2] - m^2, which cancels badly.
   var sq = T(0.0);
@@ -159,15 +210,19 @@ export const layernormForwardKernel: Kernel<LayernormConstants> = {
  * writes it for all 8 rows. Rows past the end are clamped to the last (written again with the
  * same values by the same invocation), so every invocation reaches the barrier.
  */
-export const layernormForwardRowsKernel: Kernel<LayernormConstants> = {
+export const layernormForwardRowsKernel: Kernel<LayernormForwardConstants> = {
   name: "layernorm_forward_rows",
-  bindings: layernormForwardKernel.bindings,
-  wgsl: ({ workgroupSize: wg, width }) => {
+  bindings: forwardBindingKinds,
+  wgsl: ({ workgroupSize: wg, width, residual }) => {
     const { T, total } = vector(width);
     const rows = Array.from({ length: wg }, (_, r) => r);
+    // With the residual, the input element is a + b, written once (by the row's own lane).
+    const element = residual
+      ? (at: string) => `resA[params.aOffset + ${at}] + resB[params.bOffset + ${at}]`
+      : (at: string) => `inp[params.inOffset + ${at}]`;
     return /* wgsl */ `
 alias T = ${T};
-${FORWARD_BINDINGS}
+${forwardBindings(residual === 1)}
 
 var<workgroup> stats: array<vec2f, ${wg}>;  // (mean, rstd) of the block's rows
 
@@ -180,11 +235,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
   let floats = f32(c * ${width}u);
   {
     let row = min(first + lid, last);
-    let x = params.inOffset + row * c;
-    let shift = ${width === 4 ? "inp[x].x" : "inp[x]"};
+    let shift = (${element("row * c")})${width === 4 ? ".x" : ""};
     var sum = T(0.0);
     var sq = T(0.0);
-    for (var i = 0u; i < c; i++) { let d = inp[x + i] - shift; sum += d; sq += d * d; }
+    for (var i = 0u; i < c; i++) {
+      let v = ${element("row * c + i")};
+${
+      residual
+        ? `      if (first + lid <= last) { inp[params.inOffset + row * c + i] = v; }
+`
+        : ""
+    }      let d = v - shift;
+      sum += d;
+      sq += d * d;
+    }
     let dm = ${total("sum")} / floats;
     let m = shift + dm;
     let s = inverseSqrt(max(${total("sq")} / floats - dm * dm, 0.0) + params.eps);
@@ -194,6 +258,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3
       rstd[params.rowOffset + row] = s;
     }
   }
+  ${
+      residual
+        ? "storageBarrier(); // the sums, written by the rows' lanes, are read by columns"
+        : ""
+    }
   workgroupBarrier();
 ${rows.map((r) => `  let st${r} = stats[${r}u];`).join("\n")}
 ${
@@ -479,6 +548,22 @@ function layout(gpu: Gpu, c: number, options: LayernormOptions) {
   };
 }
 
+/** The buffers of a layernorm forward, by name (so that two swapped buffers do not type-check). */
+export interface LayernormForwardBuffers {
+  /** (N, C) normalized, scaled and shifted output, written. */
+  out: GPUBuffer;
+  /** (N) row means, written, saved for the backward. */
+  mean: GPUBuffer;
+  /** (N) reciprocal standard deviations, written, saved for the backward. */
+  rstd: GPUBuffer;
+  /** (N, C) input. */
+  inp: GPUBuffer;
+  /** (C) scale. */
+  weight: GpuFloats;
+  /** (C) shift. */
+  bias: GpuFloats;
+}
+
 /**
  * Records the layernorm forward over the last dim of `inp`.
  *
@@ -486,29 +571,60 @@ function layout(gpu: Gpu, c: number, options: LayernormOptions) {
  */
 export async function layernormForward(
   gpu: Gpu,
-  buffers: {
-    /** (N, C) normalized, scaled and shifted output, written. */
-    out: GPUBuffer;
-    /** (N) row means, written, saved for the backward. */
-    mean: GPUBuffer;
-    /** (N) reciprocal standard deviations, written, saved for the backward. */
-    rstd: GPUBuffer;
-    /** (N, C) input. */
-    inp: GPUBuffer;
-    /** (C) scale. */
-    weight: GpuFloats;
-    /** (C) shift. */
-    bias: GpuFloats;
+  buffers: LayernormForwardBuffers,
+  n: number,
+  c: number,
+  options: LayernormOptions = {},
+): Promise<void> {
+  await runForward(gpu, buffers, null, n, c, options);
+}
+
+/**
+ * Records the residual connection and the layernorm after it in one launch (llm.c's fused
+ * residual forward): `sum = a + b` is written, and `out = layernorm(sum)` as
+ * {@linkcode layernormForward} makes it, bit for bit. GPT-2's block ends in both: the residual
+ * stream goes on to the next block, and its normalization feeds the next branch. The sum is
+ * read back once, by the normalization, instead of a second launch reading it again.
+ *
+ * @param buffers the tensors, by name; `inp` is where the sum is written.
+ */
+export async function residualLayernormForward(
+  gpu: Gpu,
+  buffers: LayernormForwardBuffers & {
+    /** (N, C) residual stream before the branch. */
+    a: GPUBuffer;
+    /** (N, C) branch output. */
+    b: GPUBuffer;
   },
   n: number,
   c: number,
   options: LayernormOptions = {},
+): Promise<void> {
+  const { a, b } = buffers;
+  if (a === buffers.inp || b === buffers.inp) {
+    throw new Error("The residual layernorm writes the sum to `inp`: give it a buffer of its own.");
+  }
+  await runForward(gpu, buffers, { a, b }, n, c, options);
+}
+
+/** The forward of {@linkcode layernormForward}, of the residual sum `a + b` where given. */
+async function runForward(
+  gpu: Gpu,
+  buffers: LayernormForwardBuffers,
+  residual: { a: GPUBuffer; b: GPUBuffer } | null,
+  n: number,
+  c: number,
+  options: LayernormOptions,
 ): Promise<void> {
   const { out, mean, rstd, inp, weight, bias } = buffers;
   checkShapes(n, c);
   if (n === 0) return;
   assertFits("out", out, n * c);
   assertFits("inp", inp, n * c);
+  if (residual) {
+    assertFits("a", residual.a, n * c);
+    assertFits("b", residual.b, n * c);
+  }
   for (
     const [name, b, size] of [["mean", mean, n], ["rstd", rstd, n], ["weight", weight, c], [
       "bias",
@@ -520,9 +636,11 @@ export async function layernormForward(
   const kernel = shape.perRow === "invocation"
     ? layernormForwardRowsKernel
     : layernormForwardKernel;
+  const constants = { ...shape.constants, residual: residual ? 1 : 0 };
   for (const { first, count } of rowParts(gpu, n, c)) {
-    const x = bufferWindow(gpu, inp, first * c, count * c);
-    const y = bufferWindow(gpu, out, first * c, count * c);
+    const window = (buffer: GPUBuffer) => bufferWindow(gpu, buffer, first * c, count * c);
+    const x = window(inp), y = window(out);
+    const sums = residual ? [window(residual.a), window(residual.b)] : [];
     const params = gpu.uniform(uniforms({
       rows: ["u32", count],
       c: ["u32", shape.vectors],
@@ -530,11 +648,22 @@ export async function layernormForward(
       inOffset: ["u32", x.elementOffset / shape.width],
       outOffset: ["u32", y.elementOffset / shape.width],
       eps: ["f32", LAYERNORM_EPS],
+      aOffset: ["u32", (sums[0]?.elementOffset ?? 0) / shape.width],
+      bOffset: ["u32", (sums[1]?.elementOffset ?? 0) / shape.width],
     }));
     await gpu.run(
       kernel,
-      shape.constants,
-      [y.binding, head(mean, n), head(rstd, n), x.binding, head(weight, c), head(bias, c), params],
+      constants,
+      [
+        y.binding,
+        head(mean, n),
+        head(rstd, n),
+        x.binding,
+        ...sums.map((w) => w.binding),
+        head(weight, c),
+        head(bias, c),
+        params,
+      ],
       shape.grid(count),
     );
   }
@@ -693,6 +822,23 @@ export function layernormForwardCpu(
     mean[row] = m;
     rstd[row] = s;
   }
+}
+
+/** CPU reference of {@linkcode residualLayernormForward}: writes `sum = a + b`, then normalizes it. */
+export function residualLayernormForwardCpu(
+  sum: Floats,
+  out: Floats,
+  mean: Floats,
+  rstd: Floats,
+  a: Floats,
+  b: Floats,
+  weight: Floats,
+  bias: Floats,
+  n: number,
+  c: number,
+): void {
+  for (let i = 0; i < n * c; i++) sum[i] = a[i] + b[i];
+  layernormForwardCpu(out, mean, rstd, sum, weight, bias, n, c);
 }
 
 /**

@@ -17,13 +17,13 @@ import { type GPT2Config, validateConfig } from "./config.ts";
 import { cachedSelfAttention, type KvCache } from "./kv_cache.ts";
 import { type BatchLoss, meanLoss, type MicroBatch, uploadBatch } from "./batch.ts";
 import {
-  add,
   causalSelfAttention,
   crossEntropyLoss,
   embed,
   layernorm,
   linear,
   linearGelu,
+  residualLayernorm,
   type TokenBatch,
 } from "./ops.ts";
 import { Random } from "./random.ts";
@@ -162,18 +162,27 @@ export class GPT2 {
   /** Logits (B, T, V) for token ids (B, T) on the GPU (`uploadTokens` puts them there). */
   async forward(tape: Tape, tokens: TokenBatch): Promise<Tensor> {
     let x = await embed(tape, tokens, this.#p("wte"), this.#p("wpe")); // (B, T, C)
-    for (let i = 0; i < this.config.nLayer; i++) {
-      const b = `h.${i}`; // x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), each (B, T, C)
-      x = await add(tape, x, await this.#attn(tape, await this.#ln(tape, x, `${b}.ln_1`), b));
-      x = await add(tape, x, await this.#mlp(tape, await this.#ln(tape, x, `${b}.ln_2`), b));
+    let h = await this.#ln(tape, x, "h.0.ln_1");
+    // x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)), each (B, T, C). Each residual add runs in
+    // one launch with the layernorm after it: ln_2, the next block's ln_1, or ln_f.
+    const L = this.config.nLayer;
+    for (let i = 0; i < L; i++) {
+      const b = `h.${i}`;
+      ({ sum: x, out: h } = await this.#addLn(tape, x, await this.#attn(tape, h, b), `${b}.ln_2`));
+      const next = i + 1 < L ? `h.${i + 1}.ln_1` : "ln_f";
+      ({ sum: x, out: h } = await this.#addLn(tape, x, await this.#mlp(tape, h, b), next));
     }
-    x = await this.#ln(tape, x, "ln_f"); // (B, T, C)
-    return await linear(tape, x, this.#p("wte"), null); // (B, T, V), the tied output head
+    return await linear(tape, h, this.#p("wte"), null); // (B, T, V), the tied output head
   }
 
   /** Layer norm `name` (`h.N.ln_1`, `ln_f`, ...): (B, T, C) → (B, T, C). */
   async #ln(tape: Tape, x: Tensor, name: string): Promise<Tensor> {
     return await layernorm(tape, x, this.#p(`${name}.weight`), this.#p(`${name}.bias`));
+  }
+
+  /** The residual `x + branch` and layer norm `name` of it: `{ sum, out }`, each (B, T, C). */
+  #addLn(tape: Tape, x: Tensor, branch: Tensor, name: string) {
+    return residualLayernorm(tape, x, branch, this.#p(`${name}.weight`), this.#p(`${name}.bias`));
   }
 
   /** Block `b`'s (`h.N`) causal self-attention: (B, T, C) → (B, T, C). */

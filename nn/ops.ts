@@ -18,7 +18,11 @@ import { crossEntropy } from "../kernels/cross_entropy.ts";
 import { linearBackward, linearForward } from "../kernels/matmul.ts";
 import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 import { geluBackward, geluForward } from "../kernels/gelu.ts";
-import { layernormBackward, layernormForward } from "../kernels/layernorm.ts";
+import {
+  layernormBackward,
+  layernormForward,
+  residualLayernormForward,
+} from "../kernels/layernorm.ts";
 import { residualForward } from "../kernels/residual.ts";
 import type { Tape } from "./tape.ts";
 import type { Tensor } from "./tensor.ts";
@@ -29,18 +33,28 @@ function lastDim(x: Tensor): number {
 
 /** `out = a + b`, elementwise (the residual connection). */
 export async function add(tape: Tape, a: Tensor, b: Tensor): Promise<Tensor> {
-  if (a.size !== b.size) {
-    throw new Error(`add() needs equal shapes, got [${a.shape}] and [${b.shape}].`);
-  }
+  checkSameShape("add", a, b);
   const out = tape.tensor(a.shape, "add");
   await residualForward(tape.gpu, out.buffer, a.buffer, b.buffer, a.size);
-  // Both inputs' gradients equal the output's: passed on, shared where they can be (llm.c's
-  // residual stream keeps one gradient buffer), so the backward runs no kernel.
-  tape.record("add", [a, b], out, async () => {
-    await tape.passGrad(out, a);
-    await tape.passGrad(out, b);
-  });
+  tape.record("add", [a, b], out, () => addBackward(tape, out, a, b));
   return out;
+}
+
+/**
+ * The residual add's backward: both inputs' gradients equal the output's, which is passed on,
+ * shared where it can be (llm.c's residual stream keeps one gradient buffer), so it runs no
+ * kernel.
+ */
+async function addBackward(tape: Tape, out: Tensor, a: Tensor, b: Tensor): Promise<void> {
+  if (!out.hasGrad) return;
+  await tape.passGrad(out, a);
+  await tape.passGrad(out, b);
+}
+
+function checkSameShape(op: string, a: Tensor, b: Tensor): void {
+  if (a.size !== b.size) {
+    throw new Error(`${op}() needs equal shapes, got [${a.shape}] and [${b.shape}].`);
+  }
 }
 
 /** Layer normalization over the last dimension: (..., C) → (..., C). */
@@ -53,37 +67,83 @@ export async function layernorm(
   const c = lastDim(x), n = x.size / c;
   const out = tape.tensor(x.shape, "ln");
   const mean = tape.scratch(n, "ln.mean"), rstd = tape.scratch(n, "ln.rstd");
-  await layernormForward(
+  const buffers = { out: out.buffer, mean, rstd, inp: x.buffer };
+  await layernormForward(tape.gpu, { ...buffers, weight: weight.floats, bias: bias.floats }, n, c);
+  tape.record("layernorm", [x, weight, bias], out, async () => {
+    await layernormGrads(tape, { x, weight, bias, out, mean, rstd });
+  });
+  return out;
+}
+
+/**
+ * The residual connection and the layernorm after it, in one forward launch (GPT-2's block
+ * ends in both): `sum = a + b` (B, T, C), the residual stream, and `layernorm(sum)`, which
+ * feeds the next branch. The same values as {@linkcode add} then {@linkcode layernorm}, bit for
+ * bit, with one pass over the stream fewer.
+ */
+export async function residualLayernorm(
+  tape: Tape,
+  a: Tensor,
+  b: Tensor,
+  weight: Tensor,
+  bias: Tensor,
+): Promise<{ sum: Tensor; out: Tensor }> {
+  checkSameShape("residualLayernorm", a, b);
+  const c = lastDim(a), n = a.size / c;
+  const sum = tape.tensor(a.shape, "add"), out = tape.tensor(a.shape, "ln");
+  const mean = tape.scratch(n, "ln.mean"), rstd = tape.scratch(n, "ln.rstd");
+  await residualLayernormForward(
     tape.gpu,
     {
       out: out.buffer,
       mean,
       rstd,
-      inp: x.buffer,
+      inp: sum.buffer,
+      a: a.buffer,
+      b: b.buffer,
       weight: weight.floats,
       bias: bias.floats,
     },
     n,
     c,
   );
-  tape.record("layernorm", [x, weight, bias], out, async () => {
-    await layernormBackward(
-      tape.gpu,
-      {
-        dinp: x.gradForAccumulate(),
-        dweight: weight.gradForAccumulate(),
-        dbias: bias.gradForAccumulate(),
-        dout: out.grad,
-        inp: x.buffer,
-        weight: weight.floats,
-        mean,
-        rstd,
-      },
-      n,
-      c,
-    );
+  tape.record("residual_layernorm", [a, b, weight, bias], [sum, out], async () => {
+    // The layernorm's input gradient adds into the sum's, then both pass on to a and b.
+    await layernormGrads(tape, { x: sum, weight, bias, out, mean, rstd });
+    await addBackward(tape, sum, a, b);
   });
-  return out;
+  return { sum, out };
+}
+
+/** A layernorm's backward: adds into the gradients of its input `x`, `weight` and `bias`. */
+async function layernormGrads(
+  tape: Tape,
+  { x, weight, bias, out, mean, rstd }: {
+    x: Tensor;
+    weight: Tensor;
+    bias: Tensor;
+    out: Tensor;
+    mean: GPUBuffer;
+    rstd: GPUBuffer;
+  },
+): Promise<void> {
+  if (!out.hasGrad) return;
+  const c = lastDim(x), n = x.size / c;
+  await layernormBackward(
+    tape.gpu,
+    {
+      dinp: x.gradForAccumulate(),
+      dweight: weight.gradForAccumulate(),
+      dbias: bias.gradForAccumulate(),
+      dout: out.grad,
+      inp: x.buffer,
+      weight: weight.floats,
+      mean,
+      rstd,
+    },
+    n,
+    c,
+  );
 }
 
 /** GELU, tanh approximation, elementwise. */

@@ -53,14 +53,16 @@ export class Tape {
     return this.tensor([elements], name).buffer;
   }
 
-  /** Records that `output` was made by `name` from `inputs`, with its backward. */
+  /** Records that `output` (or each of several) was made by `name` from `inputs`, with its backward. */
   record(
     name: string,
     inputs: readonly Tensor[],
-    output: Tensor,
+    output: Tensor | readonly Tensor[],
     backward: () => Promise<void>,
   ): void {
-    output.producer = { name, inputs, outputs: [output], backward };
+    const outputs = output instanceof Tensor ? [output] : output;
+    const node = { name, inputs, outputs, backward };
+    for (const made of outputs) made.producer = node;
   }
 
   /**

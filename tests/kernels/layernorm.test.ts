@@ -4,6 +4,8 @@ import {
   layernormBackwardCpu,
   layernormForward,
   layernormForwardCpu,
+  residualLayernormForward,
+  residualLayernormForwardCpu,
 } from "../../kernels/layernorm.ts";
 import type { Gpu } from "../../kernels/device.ts";
 import { assertGradientMatches, projectedLoss } from "../_finite_diff.ts";
@@ -48,6 +50,38 @@ async function assertBackwardMatches(
   releaseEach(gpu, b);
 }
 
+/**
+ * Runs `residualLayernormForward` on random a, b (N, C) and checks the sum (exactly), the
+ * outputs against the CPU reference, and that they are `layernormForward`'s of the sum, bit for
+ * bit.
+ */
+async function assertResidualForwardMatches(
+  gpu: Gpu,
+  n: number,
+  c: number,
+  perRow: "invocation" | "workgroup",
+): Promise<void> {
+  const a = layernormInput(n, c, 41), b = randomArray(n * c, 42);
+  const weight = randomArray(c, 43), bias = randomArray(c, 44);
+  const sum = new Float32Array(n * c), out = new Float32Array(n * c);
+  const mean = new Float32Array(n), rstd = new Float32Array(n);
+  residualLayernormForwardCpu(sum, out, mean, rstd, a, b, weight, bias, n, c);
+  // NaN before the launch: every element must be written.
+  const nan = { inp: sum.map(() => NaN), out: out.map(() => NaN) };
+  const fused = uploadEach(gpu, { ...nan, mean: mean.map(() => NaN), rstd, a, b, weight, bias });
+  await residualLayernormForward(gpu, fused, n, c, { perRow });
+  assert.deepEqual(await gpu.readF32(fused.inp, n * c), sum);
+  const fusedOut = await gpu.readF32(fused.out, n * c);
+  assertClose(fusedOut, out, { atol: 1e-5, rtol: 1e-4 });
+  assertClose(await gpu.readF32(fused.mean, n), mean, { atol: 1e-5, rtol: 1e-5 });
+  const plain = uploadEach(gpu, { out: nan.out, mean, rstd, inp: sum, weight, bias });
+  await layernormForward(gpu, plain, n, c, { perRow });
+  assert.deepEqual(fusedOut, await gpu.readF32(plain.out, n * c));
+  assert.deepEqual(await gpu.readF32(fused.rstd, n), await gpu.readF32(plain.rstd, n));
+  releaseEach(gpu, fused);
+  releaseEach(gpu, plain);
+}
+
 // N = B*T = 3*37 with C = 48 (below one workgroup), C = 769 (straddles six workgroup strides),
 // C = 772 (vec4 loads over several strides).
 for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
@@ -69,6 +103,13 @@ for (const [n, c] of [[111, 48], [1, 3], [37, 769], [19, 772]]) {
       assertClose(await gpu.readF32(b.mean, n), mean, { atol: 1e-5, rtol: 1e-5 });
       assertClose(await gpu.readF32(b.rstd, n), rstd, { atol: 1e-5, rtol: 1e-4 });
       releaseEach(gpu, b);
+    }
+  });
+
+  Deno.test(`residualLayernormForward() writes a + b and its layernorm for N=${n}, C=${c}`, async () => {
+    const gpu = await testGpu();
+    for (const perRow of ["invocation", "workgroup"] as const) {
+      await assertResidualForwardMatches(gpu, n, c, perRow);
     }
   });
 
@@ -110,6 +151,7 @@ Deno.test("layernorm splits 150 rows of 769 floats over a 64 KiB binding limit",
     releaseEach(gpu, f);
     const inputs = { dinp, dweight, dbias, dout, inp, weight, mean, rstd };
     await assertBackwardMatches(gpu, inputs, [eInp, eWeight, eBias], n, c, perRow);
+    await assertResidualForwardMatches(gpu, n, c, perRow);
   }
 });
 

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { crossEntropyCpu } from "../../kernels/cross_entropy.ts";
 import { geluForwardCpu } from "../../kernels/gelu.ts";
 import { layernormForwardCpu } from "../../kernels/layernorm.ts";
-import { add, crossEntropyLoss, gelu, layernorm } from "../../nn/ops.ts";
+import { add, crossEntropyLoss, gelu, layernorm, residualLayernorm } from "../../nn/ops.ts";
 import { Tape } from "../../nn/tape.ts";
 import { Tensor } from "../../nn/tensor.ts";
 import { assertClose, randomArray, testGpu } from "../_gpu.ts";
@@ -93,6 +93,51 @@ Deno.test("gradients passed on by the residual add stay right where tensors shar
   // x still holds its gradient after the tape's tensors are gone.
   assertClose(await x.readGrad(), finiteDifferenceGradient(loss, x64), tolerance);
   for (const t of [x, weight, bias]) t.dispose();
+});
+
+/** mean over counted positions of CE(gelu(ln(x + y)) + (x + y)). */
+function residualLossCpu(
+  x: Float64Array,
+  y: Float64Array,
+  weight: Float64Array,
+  bias: Float64Array,
+): number {
+  const sum = x.map((v, i) => v + y[i]);
+  const h = new Float64Array(N * C), g = new Float64Array(N * C);
+  layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), sum, weight, bias, N, C);
+  geluForwardCpu(g, h);
+  for (let i = 0; i < N * C; i++) g[i] += sum[i];
+  const losses = new Float64Array(N);
+  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
+  return losses.reduce((s, l) => s + l, 0) / 2;
+}
+
+// Both outputs of the fused op feed the loss: the sum's gradient and the layernorm's add up
+// before they pass on to x and y.
+Deno.test("residualLayernorm() gives finite-difference gradients through both outputs", async () => {
+  const gpu = await testGpu();
+  const [x64, y64] = [41, 42].map((seed) => Float64Array.from(randomArray(N * C, seed)));
+  const w64 = Float64Array.from(randomArray(C, 43), (w) => 1 + 0.5 * w);
+  const b64 = Float64Array.from(randomArray(C, 44));
+  const x = Tensor.from(gpu, Float32Array.from(x64), [N, C], "x");
+  const y = Tensor.from(gpu, Float32Array.from(y64), [N, C], "y");
+  const weight = Tensor.from(gpu, Float32Array.from(w64), [C], "weight");
+  const bias = Tensor.from(gpu, Float32Array.from(b64), [C], "bias");
+  const tape = new Tape(gpu);
+  const { sum, out } = await residualLayernorm(tape, x, y, weight, bias);
+  const losses = await crossEntropyLoss(tape, await add(tape, await gelu(tape, out), sum), {
+    targets: gpu.upload(targets),
+    mask: gpu.upload(mask),
+    counted: 2,
+  });
+  await tape.backward(losses);
+  const tolerance = { atol: 2e-4, rtol: 1e-3 };
+  const loss = () => residualLossCpu(x64, y64, w64, b64);
+  for (const [tensor, values] of [[x, x64], [y, y64], [weight, w64], [bias, b64]] as const) {
+    assertClose(await tensor.readGrad(), finiteDifferenceGradient(loss, values), tolerance);
+  }
+  tape.dispose();
+  for (const t of [x, y, weight, bias]) t.dispose();
 });
 
 Deno.test("a tensor's gradient must exist before it is read", async () => {
