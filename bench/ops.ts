@@ -15,6 +15,7 @@
  */
 
 import { adamwUpdate, type ParameterRange } from "../kernels/adamw.ts";
+import { mergeHeadsForward, splitHeadsForward } from "../kernels/attention_layout.ts";
 import { biasGrad } from "../kernels/bias_grad.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import type { Gpu } from "../kernels/device.ts";
@@ -158,6 +159,31 @@ function residualCases(): BenchCase[] {
         run: () => residualBackward(gpu, da, db, dout, n),
         dispose: owned(gpu, [da, db, dout]),
       };
+    },
+  }];
+}
+
+/** GPT-2's 12 heads of 64: the qkv split (and its backward's merge), the output merge. */
+function headLayoutCases(): BenchCase[] {
+  const NH = 12, n = N * C;
+  return [{
+    kernel: "attention split heads",
+    shape: `${N}x${3 * C} -> 3 x ${NH}x${N}x${C / NH}`,
+    bytes: 2 * 3 * n * 4,
+    setup: (gpu) => {
+      const qkv = gpu.upload(pattern(3 * n)), [q, k, v] = [0, 1, 2].map(() => gpu.acquire(n * 4));
+      return {
+        run: () => splitHeadsForward(gpu, q, k, v, qkv, 1, N, C, NH),
+        dispose: owned(gpu, [qkv, q, k, v]),
+      };
+    },
+  }, {
+    kernel: "attention merge heads",
+    shape: `${NH}x${N}x${C / NH} -> ${N}x${C}`,
+    bytes: 2 * n * 4,
+    setup: (gpu) => {
+      const o = gpu.upload(pattern(n)), y = gpu.acquire(n * 4);
+      return { run: () => mergeHeadsForward(gpu, y, o, 1, N, C, NH), dispose: owned(gpu, [o, y]) };
     },
   }];
 }
@@ -358,6 +384,7 @@ export const opsCases: BenchCase[] = [
   ...layernormCases(),
   ...geluCases(),
   ...residualCases(),
+  ...headLayoutCases(),
   ...crossEntropyCases(),
   ...embeddingCases(),
   ...biasGradCases(),

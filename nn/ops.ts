@@ -79,7 +79,7 @@ export async function layernorm(
  * The residual connection and the layernorm after it, in one forward launch (GPT-2's block
  * ends in both): `sum = a + b` (B, T, C), the residual stream, and `layernorm(sum)`, which
  * feeds the next branch. The same values as {@linkcode add} then {@linkcode layernorm}, bit for
- * bit, with one pass over the stream fewer.
+ * bit, with one launch and one read of the stream fewer.
  */
 export async function residualLayernorm(
   tape: Tape,

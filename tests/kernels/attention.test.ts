@@ -283,60 +283,82 @@ Deno.test("attentionNaiveForward() and attentionNaiveBackward() match the CPU", 
   }
 });
 
-// The head permutes move values without arithmetic: they must match exactly.
-// A qkv batch is 37*144 floats = 21312 bytes and a (B, T, C) batch 7104: 25000 bytes splits the
-// split into 3 parts, 15000 the merge into 2.
-for (const bindingLimit of [undefined, 25_000]) {
-  const split = bindingLimit ? " when batches are split over bindings" : "";
-  Deno.test(`splitHeads and mergeHeads match the CPU, forward and backward${split}`, async () => {
-    const gpu = await testGpu();
-    const [B, T, C, NH] = [3, 37, 48, 3];
-    const options = { bindingLimit };
-    const mergeOptions = { bindingLimit: bindingLimit && 15_000 };
-    const n = B * T * C;
-    const qkv = randomArray(3 * n, 5);
-    const cpu = [0, 1, 2].map(() => new Float32Array(n));
-    splitHeadsForwardCpu(cpu[0], cpu[1], cpu[2], qkv, B, T, C, NH);
-    const qkvBuf = gpu.upload(qkv);
-    const heads = [0, 1, 2].map(() => gpu.acquire(n * 4));
-    await splitHeadsForward(gpu, heads[0], heads[1], heads[2], qkvBuf, B, T, C, NH, options);
-    for (let s = 0; s < 3; s++) assert.deepEqual(await gpu.readF32(heads[s], n), cpu[s]);
-
-    // Backward of the split: gradients of q, k, v back into (B, T, 3C).
-    const grads = [6, 7, 8].map((seed) => randomArray(n, seed));
-    const dqkv = new Float32Array(3 * n);
-    splitHeadsBackwardCpu(dqkv, grads[0], grads[1], grads[2], B, T, C, NH);
-    const gradBufs = grads.map((g) => gpu.upload(g));
-    const dqkvBuf = gpu.acquire(3 * n * 4);
-    await splitHeadsBackward(
-      gpu,
-      dqkvBuf,
-      gradBufs[0],
-      gradBufs[1],
-      gradBufs[2],
-      B,
-      T,
-      C,
-      NH,
-      options,
+// The head permutes move values without arithmetic: they must match exactly. Heads of 16 take
+// vec4 copies, heads of 6 scalar ones. A qkv batch of the first shape is 37*144 floats = 21312
+// bytes and a (B, T, C) batch 7104: 25000 bytes splits the split into 3 parts, 15000 the merge
+// into 2; the second shape's batches are 3240 and 1080 bytes: 4000 and 1500 give a part each.
+const HEAD_LAYOUT_CASES = [
+  { shape: [3, 37, 48, 3], limits: [25_000, 15_000] },
+  { shape: [2, 9, 30, 5], limits: [4_000, 1_500] },
+];
+for (const { shape, limits } of HEAD_LAYOUT_CASES) {
+  for (const bindingLimit of [undefined, limits[0]]) {
+    const [B, T, C, NH] = shape;
+    const split = bindingLimit ? " when batches are split over bindings" : "";
+    const name = `splitHeads and mergeHeads match the CPU, forward and backward, HS=${
+      C / NH
+    }${split}`;
+    Deno.test(
+      name,
+      () => assertHeadLayoutMatches(B, T, C, NH, bindingLimit && limits[1], bindingLimit),
     );
-    assert.deepEqual(await gpu.readF32(dqkvBuf, 3 * n), dqkv);
-    // A permutation: the backward of the split undoes the split.
-    const roundTrip = new Float32Array(3 * n);
-    splitHeadsBackwardCpu(roundTrip, cpu[0], cpu[1], cpu[2], B, T, C, NH);
-    assert.deepEqual(roundTrip, qkv);
+  }
+}
 
-    // Merge of the output heads, and its backward.
-    const y = new Float32Array(n), dout = new Float32Array(n);
-    mergeHeadsForwardCpu(y, grads[0], B, T, C, NH);
-    mergeHeadsBackwardCpu(dout, grads[1], B, T, C, NH);
-    const yBuf = gpu.acquire(n * 4), doutBuf = gpu.acquire(n * 4);
-    await mergeHeadsForward(gpu, yBuf, gradBufs[0], B, T, C, NH, mergeOptions);
-    await mergeHeadsBackward(gpu, doutBuf, gradBufs[1], B, T, C, NH, mergeOptions);
-    assert.deepEqual(await gpu.readF32(yBuf, n), y);
-    assert.deepEqual(await gpu.readF32(doutBuf, n), dout);
-    for (const b of [qkvBuf, ...heads, ...gradBufs, dqkvBuf, yBuf, doutBuf]) gpu.release(b);
-  });
+async function assertHeadLayoutMatches(
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  mergeLimit: number | undefined,
+  bindingLimit: number | undefined,
+) {
+  const gpu = await testGpu();
+  const options = { bindingLimit };
+  const mergeOptions = { bindingLimit: mergeLimit };
+  const n = B * T * C;
+  const qkv = randomArray(3 * n, 5);
+  const cpu = [0, 1, 2].map(() => new Float32Array(n));
+  splitHeadsForwardCpu(cpu[0], cpu[1], cpu[2], qkv, B, T, C, NH);
+  const qkvBuf = gpu.upload(qkv);
+  const heads = [0, 1, 2].map(() => gpu.acquire(n * 4));
+  await splitHeadsForward(gpu, heads[0], heads[1], heads[2], qkvBuf, B, T, C, NH, options);
+  for (let s = 0; s < 3; s++) assert.deepEqual(await gpu.readF32(heads[s], n), cpu[s]);
+
+  // Backward of the split: gradients of q, k, v back into (B, T, 3C).
+  const grads = [6, 7, 8].map((seed) => randomArray(n, seed));
+  const dqkv = new Float32Array(3 * n);
+  splitHeadsBackwardCpu(dqkv, grads[0], grads[1], grads[2], B, T, C, NH);
+  const gradBufs = grads.map((g) => gpu.upload(g));
+  const dqkvBuf = gpu.acquire(3 * n * 4);
+  await splitHeadsBackward(
+    gpu,
+    dqkvBuf,
+    gradBufs[0],
+    gradBufs[1],
+    gradBufs[2],
+    B,
+    T,
+    C,
+    NH,
+    options,
+  );
+  assert.deepEqual(await gpu.readF32(dqkvBuf, 3 * n), dqkv);
+  // A permutation: the backward of the split undoes the split.
+  const roundTrip = new Float32Array(3 * n);
+  splitHeadsBackwardCpu(roundTrip, cpu[0], cpu[1], cpu[2], B, T, C, NH);
+  assert.deepEqual(roundTrip, qkv);
+
+  // Merge of the output heads, and its backward.
+  const y = new Float32Array(n), dout = new Float32Array(n);
+  mergeHeadsForwardCpu(y, grads[0], B, T, C, NH);
+  mergeHeadsBackwardCpu(dout, grads[1], B, T, C, NH);
+  const yBuf = gpu.acquire(n * 4), doutBuf = gpu.acquire(n * 4);
+  await mergeHeadsForward(gpu, yBuf, gradBufs[0], B, T, C, NH, mergeOptions);
+  await mergeHeadsBackward(gpu, doutBuf, gradBufs[1], B, T, C, NH, mergeOptions);
+  assert.deepEqual(await gpu.readF32(yBuf, n), y);
+  assert.deepEqual(await gpu.readF32(doutBuf, n), dout);
+  for (const b of [qkvBuf, ...heads, ...gradBufs, dqkvBuf, yBuf, doutBuf]) gpu.release(b);
 }
 
 Deno.test("splitHeadsForward() says when C does not split into NH heads", async () => {
