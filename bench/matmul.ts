@@ -64,12 +64,15 @@ interface StepConfig {
 
 /**
  * The three configs of issue 8: tiny (V8192 L4 H4 C128 T256 B8), small (V8192 L6 H6 C384
- * T512 B4), and a context-1024 one of 7.1M parameters (V8192 L6 H4 C256 T1024 B2).
+ * T512 B4), and a context-1024 one of 7.1M parameters (V8192 L6 H4 C256 T1024 B2); and the
+ * model the main job's 30-minute budget picks on the development machine, `deno task bench
+ * --train`'s budget config (V8192 L2 H3 C96 T1024 B4).
  */
 const STEP_CONFIGS: StepConfig[] = [
   { name: "tiny", vocab: 8192, embd: 128, rows: 8 * 256 },
   { name: "small", vocab: 8192, embd: 384, rows: 4 * 512 },
   { name: "ctx1024", vocab: 8192, embd: 256, rows: 2 * 1024 },
+  { name: "budget", vocab: 8192, embd: 96, rows: 4 * 1024 },
 ];
 
 /**

@@ -174,15 +174,20 @@ Deno.test("matmul() handles operands and outputs larger than one binding", async
   for (const buffer of [bigBuf, xBuf, logitsBuf, dlogitsBuf]) gpu.release(buffer);
 });
 
+const GPU_LIKE = { alongMWhenWide: false, narrowTile: 0 };
+const ALONG_M = { alongMWhenWide: true, narrowTile: 0 };
+
 Deno.test("matmul() gives the same products with the CPU tile, the GPU tile and odd tiles", async () => {
   // Whatever tile the adapter picks, each one must be right: the reduction loop's unrolled
   // main part and its remainder (K = 33 is 9 texels: 4 trips of 2 and 1 left; 3 trips of 3),
   // outputs that end inside a tile, and reductions split into parts that accumulate.
   const tiles: MatmulTile[] = [
     MATMUL_TILE_CPU,
-    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0, kPartBytes: 0, alongMWhenWide: false },
-    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8, kPartBytes: 0, alongMWhenWide: true },
-    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12, kPartBytes: 0, alongMWhenWide: false },
+    { tm: 4, tn: 4, wx: 16, wy: 16, ku: 1, kPart: 0, kPartBytes: 0, ...GPU_LIKE },
+    { tm: 4, tn: 8, wx: 2, wy: 4, ku: 3, kPart: 8, kPartBytes: 0, ...ALONG_M },
+    { tm: 12, tn: 4, wx: 8, wy: 1, ku: 2, kPart: 12, kPartBytes: 0, ...GPU_LIKE },
+    // The CPU tile without its narrow tile (the shapes below would all take 12 along N).
+    { ...MATMUL_TILE_CPU, narrowTile: 0 },
     // Parts longer than kPart within a small budget: K = 50 over M + N = 50 floats a step at
     // 4000 bytes is 3 equal parts of 20, 20 and 10.
     { ...MATMUL_TILE_CPU, kPart: 8, kPartBytes: 4000 },
