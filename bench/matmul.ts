@@ -1,6 +1,6 @@
 /**
  * Matmul benchmarks: the FMA ceiling first (bench/fma_ceiling.ts; every later line gives its
- * ratio to it), then 1024³, then every product of a training step of the three configs the
+ * ratio to it), then 1024³, then every product of a training step of the four configs the
  * project trains (forward `inp · Wᵀ`, backward `dinp = dout · W` and `dW += doutᵀ · inp`, the
  * tied lm head included), then GPT-2 small's shapes (B·T = 1024 rows, C = 768) beside the naive
  * kernel and TensorFlow.js's WebGPU matmul. GFLOP/s = 2·M·N·K / time. Run through
