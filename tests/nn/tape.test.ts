@@ -12,15 +12,20 @@ const N = 3, C = 7;
 const targets = new Int32Array([2, 0, 6]);
 const mask = new Uint32Array([1, 0, 1]); // the middle position does not count
 
+/** The mean cross-entropy of `logits` (N, C) over the counted positions (2 of 3). */
+function meanLossCpu(logits: Float64Array): number {
+  const losses = new Float64Array(N);
+  crossEntropyCpu(losses, null, logits, targets, mask, 1, N, C);
+  return losses.reduce((s, l) => s + l, 0) / 2;
+}
+
 /** mean over counted positions of CE(gelu(layernorm(x)) + x): x feeds two branches. */
 function lossCpu(x: Float64Array, weight: Float64Array, bias: Float64Array): number {
   const h = new Float64Array(N * C), g = new Float64Array(N * C);
   layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), x, weight, bias, N, C);
   geluForwardCpu(g, h);
   for (let i = 0; i < N * C; i++) g[i] += x[i];
-  const losses = new Float64Array(N);
-  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
-  return losses.reduce((s, l) => s + l, 0) / 2;
+  return meanLossCpu(g);
 }
 
 Deno.test("Tape.backward() gives finite-difference gradients through a branching graph", async () => {
@@ -57,9 +62,7 @@ function sharedLossCpu(x: Float64Array, weight: Float64Array, bias: Float64Array
   layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), x, weight, bias, N, C);
   for (let i = 0; i < N * C; i++) h[i] = 2 * (x[i] + h[i]);
   geluForwardCpu(g, h);
-  const losses = new Float64Array(N);
-  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
-  return losses.reduce((s, l) => s + l, 0) / 2;
+  return meanLossCpu(g);
 }
 
 // The residual add passes its output's gradient buffer on to both inputs. Here the layernorm
@@ -107,9 +110,7 @@ function residualLossCpu(
   layernormForwardCpu(h, new Float64Array(N), new Float64Array(N), sum, weight, bias, N, C);
   geluForwardCpu(g, h);
   for (let i = 0; i < N * C; i++) g[i] += sum[i];
-  const losses = new Float64Array(N);
-  crossEntropyCpu(losses, null, g, targets, mask, 1, N, C);
-  return losses.reduce((s, l) => s + l, 0) / 2;
+  return meanLossCpu(g);
 }
 
 // Both outputs of the fused op feed the loss: the sum's gradient and the layernorm's add up
