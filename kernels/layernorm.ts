@@ -162,11 +162,13 @@ ${
 @group(0) @binding(${6 + sums}) var<uniform> params: Params;`;
 }
 
-/** The forward kernels' binding kinds: with the residual, the sum is written and a, b read. */
+/**
+ * The forward kernels' binding kinds, in {@linkcode forwardBindings}' order: with the residual,
+ * `inp` (the sum) is written and a, b are read.
+ */
 function forwardBindingKinds({ residual }: LayernormForwardConstants): BindingKind[] {
-  return residual === 1
-    ? ["write", "write", "write", "write", "read", "read", "read", "read", "uniform"]
-    : ["write", "write", "write", "read", "read", "read", "uniform"];
+  const sums: BindingKind[] = residual === 1 ? ["write", "read", "read"] : ["read"];
+  return ["write", "write", "write", ...sums, "read", "read", "uniform"];
 }
 
 /**
