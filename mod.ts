@@ -381,6 +381,7 @@ export {
   DEFAULT_DECAY_FRACTION,
   DEFAULT_SCHEDULE,
   learningRate,
+  meanSequenceLength,
   type ScheduleKind,
   type ScheduleOptions,
   sequenceLength,
@@ -446,6 +447,8 @@ export {
   type MeasuredPlan,
   planForBudget,
   planMainJob,
+  PRETRAINING_OPTIMIZER,
+  pretrainingSeqWarmup,
   probeThroughput,
   STAGE_ESTIMATES,
 } from "./pipeline/budget.ts";

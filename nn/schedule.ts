@@ -165,6 +165,17 @@ export function sequenceStages(
   return stages;
 }
 
+/**
+ * The mean tokens per sequence over a whole run under {@linkcode sequenceStages} (every step
+ * trains the same tokens, cut shorter early on): what the attention's cost per token follows.
+ */
+export function meanSequenceLength(contextLength: number, warmup?: SequenceWarmup): number {
+  // Stages split steps in whole numbers; a long nominal run gives their shares to 1e-6.
+  const steps = 1_000_000;
+  return sequenceStages(steps, contextLength, warmup)
+    .reduce((sum, stage) => sum + stage.length * stage.steps, 0) / steps;
+}
+
 /** The sequence length of `step` (counted from 0) under {@linkcode sequenceStages}. */
 export function sequenceLength(
   step: number,

@@ -18,9 +18,22 @@ import {
   type ThroughputSample,
 } from "./plan.ts";
 import { measureTrainThroughput } from "./throughput_probe.ts";
+import type { OptimizerKind } from "../nn/muon_adamw.ts";
+import type { SequenceWarmup } from "../nn/schedule.ts";
 
 /** The main job's default budget: 30 minutes. */
 export const DEFAULT_BUDGET = "30m";
+
+/**
+ * The main job's pretraining optimizer, which the probe steps with too. Muon reached a held-out
+ * loss 0.1 nats lower than AdamW in the same time (docs/recipe.md).
+ */
+export const PRETRAINING_OPTIMIZER: OptimizerKind = "muon";
+
+/** The main job's pretraining sequence-length warmup (128 tokens, doubling, over the first half). */
+export function pretrainingSeqWarmup(contextLength: number): SequenceWarmup {
+  return { startLength: Math.min(128, contextLength), untilFraction: 0.5 };
+}
 
 /** The stages of the main job in order (`probe` is the throughput measurement). */
 export const MAIN_JOB_STAGES = [
@@ -41,9 +54,12 @@ export const MAIN_JOB_STAGES = [
 export type MainJobStage = typeof MAIN_JOB_STAGES[number];
 
 /**
- * Measures training throughput for the budget: first a small shape, then the shape the fit so
- * far would choose, refitting after each, until the choice holds (at most `maxProbes` shapes).
- * Every probe trains a few steps of one full-context row on random tokens.
+ * Measures training throughput for the budget: first a small shape, then the shape and
+ * micro-batch the fit so far would choose, refitting after each, until the choice holds (at
+ * most `maxProbes` probes). Every probe trains a few steps of full-context rows on random tokens
+ * with the pretraining's optimizer: a step of the rows training will take, since a step's fixed
+ * costs (the optimizer, launches) weigh less per token in a larger one (a probe of 2 rows
+ * measured 10-15% under one of 4 on lavapipe, 2026-12-03).
  */
 export async function probeThroughput(
   gpu: Gpu,
@@ -57,25 +73,27 @@ export async function probeThroughput(
 ): Promise<ThroughputSample[]> {
   const shapes = candidateShapes(vocabSize, contextLength);
   const samples: ThroughputSample[] = [];
-  const measure = async (config: GPT2Config) => {
-    // About 2,048 tokens a step keep a CPU busy (fewer measure launch overhead, not training);
-    // a GPU needs the rows a real step has.
-    const batchSize = gpu.adapter.isCpu ? Math.max(1, Math.ceil(2048 / contextLength)) : 8;
-    const { tokensPerSecond } = await measureTrainThroughput(gpu, config, { batchSize, steps: 2 });
-    samples.push({ config, tokensPerSecond });
+  const measure = async (config: GPT2Config, rows: number) => {
+    const { tokensPerSecond } = await measureTrainThroughput(gpu, config, {
+      batchSize: rows,
+      steps: 2,
+      optimizer: PRETRAINING_OPTIMIZER,
+    });
+    samples.push({ config, tokensPerSecond, rows });
     log(
       `probe: ${(gpt2ParameterCount(config).total / 1e6).toFixed(2)}M parameters ` +
-        `(n_layer=${config.nLayer} n_embd=${config.nEmbd}): ${
-          Math.round(tokensPerSecond)
-        } tokens/s`,
+        `(n_layer=${config.nLayer} n_embd=${config.nEmbd}), ${rows} x ${contextLength} tokens ` +
+        `a step: ${Math.round(tokensPerSecond)} tokens/s`,
     );
   };
-  // A small model near the bottom of the ladder, but with a few layers of real width.
-  await measure(shapes.find((s) => s.nEmbd >= 128 && s.nLayer >= 2) ?? shapes[0]);
+  // A small model near the bottom of the ladder, but with a few layers of real width, at the
+  // rows a short run on this adapter takes (a 30-minute plan on lavapipe steps 4 x 1024).
+  const firstRows = gpu.adapter.isCpu ? Math.max(1, Math.ceil(4096 / contextLength)) : 8;
+  await measure(shapes.find((s) => s.nEmbd >= 128 && s.nLayer >= 2) ?? shapes[0], firstRows);
   while (samples.length < maxProbes) {
-    const choice = plan(samples).config;
-    if (samples.some((s) => sameShape(s.config, choice))) break;
-    await measure(choice);
+    const { config, batchSize } = plan(samples);
+    if (samples.some((s) => sameShape(s.config, config) && s.rows === batchSize)) break;
+    await measure(config, batchSize);
   }
   return samples;
 }
@@ -127,6 +145,7 @@ export function planMainJob(
     stages: mainJobStages(options),
     finetuneShare: options.finetuneShare,
     shape: options.shape,
+    seqWarmup: pretrainingSeqWarmup(options.contextLength),
   });
 }
 

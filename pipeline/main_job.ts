@@ -26,6 +26,8 @@ import {
   type MeasuredPlan,
   planForBudget,
   planMainJob,
+  PRETRAINING_OPTIMIZER,
+  pretrainingSeqWarmup,
   STAGE_ESTIMATES,
 } from "./budget.ts";
 import { BUNDLED_INSTRUCT_DIR } from "./bundled_data.ts";
@@ -289,10 +291,9 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
         // underrated the speed leaves no time unused, and wsd decays before the limit either way.
         steps: Math.ceil(plan.steps * 1.25),
         lr: pretrainingLearningRate(plan.parameters),
-        // Muon reached a held-out loss 0.1 nats lower than AdamW in the same time (docs/recipe.md).
-        optimizer: "muon",
+        optimizer: PRETRAINING_OPTIMIZER,
         schedule: "wsd",
-        seqWarmup: { startLength: Math.min(128, context), untilFraction: 0.5 },
+        seqWarmup: pretrainingSeqWarmup(context),
         maxSeconds: secondsLeftFor("train_model"),
         signal: options.signal,
       }),

@@ -20,6 +20,7 @@
  */
 
 import { type GPT2Config, gpt2ParameterCount, MAX_PARAMETERS } from "../nn/config.ts";
+import { meanSequenceLength, type SequenceWarmup } from "../nn/schedule.ts";
 
 /** Chinchilla's compute-optimal ratio of training tokens to parameters. */
 export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
@@ -36,6 +37,8 @@ export interface ThroughputSample {
   config: GPT2Config;
   /** Trained tokens per second (forward, backward and optimizer). */
   tokensPerSecond: number;
+  /** Rows of the context per step it was measured at, when known. */
+  rows?: number;
 }
 
 /** Seconds to train one token of a shape, fitted from samples. */
@@ -184,6 +187,11 @@ export interface BudgetPlanOptions {
   maxMicroBatch?: number;
   /** The model's shape, pinned; the plan then sizes only its tokens and batch. Default: chosen. */
   shape?: ModelShape;
+  /**
+   * The pretraining's sequence-length warmup, if any: its shorter sequences make the
+   * attention's cost per token lower than the throughput (measured at the full context) says.
+   */
+  seqWarmup?: SequenceWarmup;
 }
 
 /** What the main job will do, and how long each stage takes. */
@@ -208,7 +216,7 @@ export interface BudgetPlan {
   gradAccum: number;
   /** Pretraining optimizer steps. */
   steps: number;
-  /** Predicted pretraining throughput of the chosen shape. */
+  /** Predicted pretraining throughput of the chosen shape (its mean, sequence warmup included). */
   tokensPerSecond: number;
   /** Seconds of pretraining. */
   pretrainSeconds: number;
@@ -264,7 +272,11 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
   const shapes = options.shape
     ? [shapeConfig(options.shape, vocabSize, contextLength)]
     : candidateShapes(vocabSize, contextLength);
-  const tokensIn = (c: GPT2Config) => pretrainSeconds / throughput.secondsPerToken(c);
+  // The attention term of the cost follows the run's mean sequence length.
+  const meanLength = meanSequenceLength(contextLength, options.seqWarmup);
+  const secondsPerToken = (c: GPT2Config) =>
+    throughput.secondsPerToken({ ...c, contextLength: meanLength });
+  const tokensIn = (c: GPT2Config) => pretrainSeconds / secondsPerToken(c);
   const nonEmbedding = nonEmbeddingParameters;
   // The shape whose tokens per parameter come nearest the target (in ratio: IsoFLOP curves are
   // flat in log N near the optimum), or, when the data is the limit, the largest that can read
@@ -330,7 +342,7 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
     batchSize,
     gradAccum,
     steps,
-    tokensPerSecond: 1 / throughput.secondsPerToken(config),
+    tokensPerSecond: 1 / secondsPerToken(config),
     pretrainSeconds,
     finetuneSeconds,
     stages,

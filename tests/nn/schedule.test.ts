@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { learningRate, sequenceLength, sequenceStages, stepsThatFit } from "../../nn/schedule.ts";
+import {
+  learningRate,
+  meanSequenceLength,
+  sequenceLength,
+  sequenceStages,
+  stepsThatFit,
+} from "../../nn/schedule.ts";
 
 function assertNear(actual: number, expected: number): void {
   assert.ok(Math.abs(actual - expected) < 1e-12, `${actual} is not ${expected}`);
@@ -66,4 +72,12 @@ Deno.test("sequenceStages() doubles the length from the start up to the context 
     () => sequenceStages(100, 1024, { startLength: 128, untilFraction: 1.5 }),
     /fraction must be from 0 to 1/,
   );
+});
+
+Deno.test("meanSequenceLength() weights each stage's length by its share of the steps", () => {
+  // 15% at 256, 15% at 512, 70% at 1024.
+  const mean = meanSequenceLength(1024, { startLength: 256, untilFraction: 0.3 });
+  assert.ok(Math.abs(mean - (0.15 * 256 + 0.15 * 512 + 0.7 * 1024)) < 1e-3, `got ${mean}`);
+  assert.equal(meanSequenceLength(1024), 1024);
+  assert.equal(meanSequenceLength(16, { startLength: 16, untilFraction: 0.5 }), 16);
 });

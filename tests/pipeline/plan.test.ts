@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import type { GPT2Config } from "../../nn/config.ts";
+import type { SequenceWarmup } from "../../nn/schedule.ts";
 import {
   candidateShapes,
   expectedQuality,
@@ -150,6 +151,28 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
   for (const bad of ["3", "3x100", "0x96", "three by 96"]) {
     assert.throws(() => parseShape(bad), /layers x width/);
   }
+});
+
+Deno.test("planBudget() prices a sequence warmup's shorter sequences into the speed", () => {
+  const pinned = (seqWarmup?: SequenceWarmup) =>
+    planBudget({
+      budgetSeconds: 1800,
+      throughput: LAVAPIPE,
+      vocabSize: VOCAB,
+      contextLength: CONTEXT,
+      dataTokens: 20e6,
+      stages: stages(),
+      shape: { nLayer: 2, nEmbd: 96 },
+      seqWarmup,
+    });
+  const full = pinned(), warmed = pinned({ startLength: 128, untilFraction: 0.5 });
+  // Half the steps at 128, 256 and 512 tokens a sequence (a sixth each), half at 1024.
+  const meanLength = (128 + 256 + 512) / 6 + 1024 / 2;
+  const expected = 1 / LAVAPIPE.secondsPerToken({ ...full.config, contextLength: meanLength });
+  assert.ok(Math.abs(warmed.tokensPerSecond / expected - 1) < 1e-4);
+  assert.ok(warmed.tokensPerSecond > full.tokensPerSecond);
+  assert.equal(full.tokensPerSecond, 1 / LAVAPIPE.secondsPerToken(full.config));
+  assert.ok(warmed.tokens > full.tokens);
 });
 
 Deno.test("expectedQuality() quotes the measured runs nearest the planned tokens", () => {

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { probeThroughput } from "../../pipeline/budget.ts";
+import { type BudgetPlan, candidateShapes, type ThroughputSample } from "../../pipeline/plan.ts";
 import { measureTrainThroughput } from "../../pipeline/throughput_probe.ts";
 import { testGpu } from "../_gpu.ts";
 
@@ -23,4 +25,22 @@ Deno.test("measureTrainThroughput() times training steps of a shape on random id
     measureTrainThroughput(gpu, config, { batchSize: 2, seqLength: 5 }),
     /A sequence length of 5 does not divide the context of 16/,
   );
+});
+
+Deno.test("probeThroughput() measures the plan's choice at the plan's micro-batch until it holds", async () => {
+  const gpu = await testGpu();
+  const [smallest] = candidateShapes(64, 64);
+  const asked: number[] = [];
+  // A plan that always picks the smallest shape, stepping 2 rows.
+  const plan = (samples: ThroughputSample[]) => {
+    asked.push(samples.length);
+    return { config: smallest, batchSize: 2 } as BudgetPlan;
+  };
+  const samples = await probeThroughput(gpu, plan, { vocabSize: 64, contextLength: 64 });
+  // First a shape of real width at this adapter's first rows, then the choice, which then holds.
+  assert.equal(samples.length, 2);
+  assert.ok(samples[0].config.nEmbd >= 128 && samples[0].rows! >= 1);
+  assert.deepEqual([samples[1].config, samples[1].rows], [smallest, 2]);
+  assert.deepEqual(asked, [1, 2]);
+  for (const { tokensPerSecond } of samples) assert.ok(tokensPerSecond > 0);
 });
