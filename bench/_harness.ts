@@ -24,8 +24,9 @@ export interface BenchCase {
   /** Runs to average over in one trial; slow cases on a CPU adapter want few. Default 5. */
   reps?: number;
   /**
-   * An FMA-ceiling case (bench/fma_ceiling.ts): every later case with `flops` in the same run
-   * also reports its rate over the best ceiling measured so far.
+   * A ceiling case: with `flops` the FMA ceiling (bench/fma_ceiling.ts), with `bytes` the copy
+   * ceiling (bench/copy_ceiling.ts). Every later case with the same kind of rate in the same
+   * run also reports its rate over the best ceiling of that kind measured so far.
    */
   ceiling?: boolean;
 }
@@ -49,6 +50,8 @@ export interface BenchRecord {
   tokensPerSecond?: number;
   /** `gflops` over the best FMA ceiling measured earlier in the same run. */
   ofCeiling?: number;
+  /** `gbps` over the best copy ceiling measured earlier in the same run. */
+  ofCopyCeiling?: number;
   /** Trials taken; `ms` is their median. */
   trials: number;
   adapter: string;
@@ -69,8 +72,28 @@ export function median(xs: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
-/** The best FMA-ceiling rate measured so far in this run, per device. */
-const bestCeiling = new WeakMap<Gpu, number>();
+/** The best ceiling rates measured so far in this run, per device: FMA (GFLOP/s), copy (GB/s). */
+const bestCeilings = new WeakMap<Gpu, { flops?: number; bytes?: number }>();
+
+/**
+ * With `ceiling`, keeps `rate` if it is the best of its kind so far; else returns `rate` over
+ * that best, if one was measured.
+ */
+function overCeiling(
+  gpu: Gpu,
+  kind: "flops" | "bytes",
+  rate: number | undefined,
+  ceiling: boolean,
+): number | undefined {
+  if (rate === undefined) return undefined;
+  const best = bestCeilings.get(gpu) ?? {};
+  bestCeilings.set(gpu, best);
+  if (ceiling) {
+    best[kind] = Math.max(best[kind] ?? 0, rate);
+    return undefined;
+  }
+  return best[kind] ? round(rate / best[kind], 2) : undefined;
+}
 
 /** Runs one case and returns its measurement. */
 export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> {
@@ -92,11 +115,11 @@ export async function measure(gpu: Gpu, bench: BenchCase): Promise<BenchRecord> 
     if (bench.flops) record.gflops = round(bench.flops / ms / 1e6, 2);
     if (bench.bytes) record.gbps = round(bench.bytes / ms / 1e6, 2);
     if (bench.tokens) record.tokensPerSecond = round(bench.tokens / ms * 1e3, 1);
-    if (record.gflops !== undefined && bench.ceiling) {
-      bestCeiling.set(gpu, Math.max(bestCeiling.get(gpu) ?? 0, record.gflops));
-    } else if (record.gflops !== undefined && bestCeiling.has(gpu)) {
-      record.ofCeiling = round(record.gflops / bestCeiling.get(gpu)!, 2);
-    }
+    const ceiling = bench.ceiling ?? false;
+    const ofCeiling = overCeiling(gpu, "flops", record.gflops, ceiling);
+    if (ofCeiling !== undefined) record.ofCeiling = ofCeiling;
+    const ofCopyCeiling = overCeiling(gpu, "bytes", record.gbps, ceiling);
+    if (ofCopyCeiling !== undefined) record.ofCopyCeiling = ofCopyCeiling;
     return record;
   } finally {
     dispose();
@@ -118,7 +141,11 @@ export function formatRow(r: BenchRecord): string {
     : r.tokensPerSecond !== undefined
     ? `${r.tokensPerSecond.toFixed(1)} tokens/s`
     : "";
-  const ofCeiling = r.ofCeiling !== undefined ? `  ${r.ofCeiling.toFixed(2)} of FMA ceiling` : "";
+  const ofCeiling = r.ofCeiling !== undefined
+    ? `  ${r.ofCeiling.toFixed(2)} of FMA ceiling`
+    : r.ofCopyCeiling !== undefined
+    ? `  ${r.ofCopyCeiling.toFixed(2)} of copy ceiling`
+    : "";
   return `${r.kernel.padEnd(28)} ${r.shape.padEnd(34)} ${r.ms.toFixed(3).padStart(10)} ms ` +
     rate.padStart(16) + ofCeiling;
 }

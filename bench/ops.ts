@@ -4,7 +4,8 @@
  * same run. All are memory-bound, so each case reports GB/s: the bytes the op must move at
  * least (every input read once, every output written once), over its time. A kernel that reads
  * a tensor twice (the layernorm backward's two passes, cross-entropy's two sweeps) is charged
- * only once, so its rate is an effective bandwidth.
+ * only once, so its rate is an effective bandwidth. The copy-ceiling cases come first
+ * (bench/copy_ceiling.ts), and every later line gives its ratio to the best of them.
  *
  * `opsCases` is meant for `bench/main.ts`'s list; alone:
  *
@@ -32,6 +33,7 @@ import { residualBackward, residualForward } from "../kernels/residual.ts";
 import { alignUp } from "../nn/arena.ts";
 import { gpt2ArenaOrder, gpt2ParameterSpecs } from "../nn/gpt2.ts";
 import { type BenchCase, runBenchCli } from "./_harness.ts";
+import { copyCeilingCases } from "./copy_ceiling.ts";
 
 const N = 1024, C = 768, V = 50257, MAX_T = 1024;
 
@@ -381,6 +383,7 @@ function optimizerCases(): BenchCase[] {
 
 /** The smaller training kernels at GPT-2 small shapes, with naive baselines. */
 export const opsCases: BenchCase[] = [
+  ...copyCeilingCases,
   ...layernormCases(),
   ...geluCases(),
   ...residualCases(),
