@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { GPT2Config } from "../../nn/config.ts";
 import type { SequenceWarmup } from "../../nn/schedule.ts";
 import {
+  type BudgetPlanOptions,
   candidateShapes,
   expectedQuality,
   fitThroughput,
@@ -39,7 +40,12 @@ function stages(seconds = 20): StageTime[] {
     }));
 }
 
-function plan(budgetSeconds: number, throughput: ThroughputModel, dataTokens = 20e6) {
+function plan(
+  budgetSeconds: number,
+  throughput: ThroughputModel,
+  dataTokens = 20e6,
+  more: Partial<BudgetPlanOptions> = {},
+) {
   return planBudget({
     budgetSeconds,
     throughput,
@@ -47,6 +53,7 @@ function plan(budgetSeconds: number, throughput: ThroughputModel, dataTokens = 2
     contextLength: CONTEXT,
     dataTokens,
     stages: stages(),
+    ...more,
   });
 }
 
@@ -126,16 +133,7 @@ Deno.test("planBudget() refuses a budget that leaves no time to train", () => {
 
 Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed", () => {
   assert.deepEqual(parseShape("3x96"), { nLayer: 3, nEmbd: 96 });
-  const pinnedPlan = (shape: string) =>
-    planBudget({
-      budgetSeconds: 1800,
-      throughput: LAVAPIPE,
-      vocabSize: VOCAB,
-      contextLength: CONTEXT,
-      dataTokens: 20e6,
-      stages: stages(),
-      shape: parseShape(shape),
-    });
+  const pinnedPlan = (shape: string) => plan(1800, LAVAPIPE, 20e6, { shape: parseShape(shape) });
   const chosen = plan(1800, LAVAPIPE), pinned = pinnedPlan("6x384");
   assert.deepEqual(
     [pinned.config.nLayer, pinned.config.nEmbd, pinned.config.nHead],
@@ -155,16 +153,7 @@ Deno.test("planBudget() keeps a pinned shape and sizes its tokens from its speed
 
 Deno.test("planBudget() prices a sequence warmup's shorter sequences into the speed", () => {
   const pinned = (seqWarmup?: SequenceWarmup) =>
-    planBudget({
-      budgetSeconds: 1800,
-      throughput: LAVAPIPE,
-      vocabSize: VOCAB,
-      contextLength: CONTEXT,
-      dataTokens: 20e6,
-      stages: stages(),
-      shape: { nLayer: 2, nEmbd: 96 },
-      seqWarmup,
-    });
+    plan(1800, LAVAPIPE, 20e6, { shape: { nLayer: 2, nEmbd: 96 }, seqWarmup });
   const full = pinned(), warmed = pinned({ startLength: 128, untilFraction: 0.5 });
   // Half the steps at 128, 256 and 512 tokens a sequence (a sixth each), half at 1024.
   const meanLength = (128 + 256 + 512) / 6 + 1024 / 2;
