@@ -26,6 +26,7 @@ import {
   type Kernel,
   uniforms,
 } from "./device.ts";
+import { elementwiseShape } from "./_parts.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Scratch operand textures
@@ -112,16 +113,29 @@ export interface MatrixBlock {
 export interface PackConstants extends Record<string, number> {
   /** Invocations per workgroup. */
   workgroupSize: number;
+  /** Texels each invocation writes, `workgroupSize` apart. */
+  perInvocation: number;
+  /**
+   * Floats per source load: 4 (a texel's four floats as one `vec4f`) when the block's columns,
+   * row length, layer stride and start are all multiples of 4; else 1.
+   */
+  width: number;
 }
 
 /**
  * Writes a block of a row-major matrix into a texture, four columns per texel, with zeros past
- * the block's last column and row. Each invocation writes one texel; `wid.z` is the layer.
+ * the block's last column and row; `wid.z` is the layer. The uniform's counts are in floats.
+ *
+ * On lavapipe every storage load is a scalar load per lane with a bounds check, per float, and a
+ * workgroup's start costs a division per lane, so the source is read as `vec4f`s where it is
+ * aligned (a load per texel rather than four) and an invocation writes several texels (the
+ * elementwise kernels' shape, `elementwiseShape`). The matmuls of width-96 models (the main job's,
+ * whose rows of 96, 288 and 8192 x 96 are not whole 256-byte copies) stage most operands here.
  */
 export const packKernel: Kernel<PackConstants> = {
   name: "matmul_pack",
   bindings: () => ["read", "storage-texture", "uniform"],
-  wgsl: ({ workgroupSize }) => /* wgsl */ `
+  wgsl: ({ workgroupSize: wg, perInvocation, width }) => /* wgsl */ `
 struct Params {
   rows: u32,         // rows of the block with data
   cols: u32,         // columns of the block with data
@@ -134,34 +148,42 @@ struct Params {
   layer_base: u32,   // texture layer of block layer 0
 }
 
-@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(0) var<storage, read> src: array<${width === 4 ? "vec4f" : "f32"}>;
 @group(0) @binding(1) var dst: texture_storage_2d_array<rgba32float, write>;
 @group(0) @binding(2) var<uniform> p: Params;
 
-@compute @workgroup_size(${workgroupSize})
+@compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) groups: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let i = (wid.x + wid.y * groups.x) * ${workgroupSize}u + lid;
-  if (i >= p.width * p.height) {
-    return;
-  }
-  let x = i % p.width;
-  let y = i / p.width;
-  let base = p.offset + wid.z * p.batch_stride + y * p.ld + 4u * x;
-  var v = vec4f(0.0);
-  if (y < p.rows) {
-    for (var q = 0u; q < 4u; q++) {
-      if (4u * x + q < p.cols) {
-        v[q] = src[base + q];
-      }
+  let first = (wid.x + wid.y * groups.x) * ${wg * perInvocation}u + lid;
+  let layer = p.offset + wid.z * p.batch_stride;
+  for (var t = 0u; t < ${perInvocation}u; t++) {
+    let i = first + t * ${wg}u;
+    if (i >= p.width * p.height) {
+      return;
     }
+    let x = i % p.width;
+    let y = i / p.width;
+    var v = vec4f(0.0);
+    if (y < p.rows) {
+${
+    width === 4
+      ? `      if (4u * x < p.cols) {
+        v = src[(layer + y * p.ld) / 4u + x];
+      }`
+      : `      let base = layer + y * p.ld + 4u * x;
+      for (var q = 0u; q < 4u; q++) {
+        if (4u * x + q < p.cols) {
+          v[q] = src[base + q];
+        }
+      }`
   }
-  textureStore(dst, vec2u(x, p.row_base + y), p.layer_base + wid.z, v);
+    }
+    textureStore(dst, vec2u(x, p.row_base + y), p.layer_base + wid.z, v);
+  }
 }
 `,
 };
-
-const PACK_WORKGROUP = 64;
 
 /**
  * Records the staging of `block` into `texture` (rows at texture row 0, layers at layer 0). Rows
@@ -178,7 +200,7 @@ export async function stageBlock(
 ): Promise<void> {
   const { buffer, ld, batchStride, rows, cols, layers } = block;
   const first = block.offset + block.layer0 * batchStride + block.row0 * ld + block.col0;
-  const width = Math.ceil(cols / 4);
+  const texels = Math.ceil(cols / 4);
   const rowBytes = ld * 4;
   const imageRows = layers > 1 ? batchStride / ld : rows;
   const copyable = rowBytes % 256 === 0 && (first * 4) % 16 === 0 && cols % 4 === 0 &&
@@ -192,7 +214,7 @@ export async function stageBlock(
         rowsPerImage: imageRows,
       },
       { texture },
-      [width, rows, layers],
+      [texels, rows, layers],
     );
     return;
   }
@@ -212,28 +234,36 @@ export async function stageBlock(
       }
     }
   }
+  const { workgroupSize, perInvocation } = elementwiseShape(gpu);
+  const aligned = (n: number) => n % 4 === 0;
+  const vec4s = aligned(cols) && aligned(ld) && (layers === 1 || aligned(batchStride));
   for (const job of jobs) {
     const dataRows = Math.max(0, Math.min(job.rows, rows - job.row));
     // A chunk of only zero rows binds the block's start: any in-range window will do.
     const start = dataRows > 0 ? first + job.layer * batchStride + job.row * ld : first;
-    const window = bufferWindow(gpu, buffer, start, Math.max(1, span(job.layers, dataRows)));
+    const window = bufferWindow(
+      gpu,
+      buffer,
+      start,
+      Math.max(vec4s ? 4 : 1, span(job.layers, dataRows)),
+    );
+    const constants = {
+      workgroupSize,
+      perInvocation,
+      width: vec4s && aligned(window.elementOffset) ? 4 : 1,
+    };
     const params = gpu.uniform(uniforms({
       rows: ["u32", dataRows],
       cols: ["u32", cols],
       ld: ["u32", ld],
       offset: ["u32", window.elementOffset],
       batch_stride: ["u32", batchStride],
-      width: ["u32", width],
+      width: ["u32", texels],
       height: ["u32", job.rows],
       row_base: ["u32", job.row],
       layer_base: ["u32", job.layer],
     }));
-    const [x, y] = grid2d(Math.ceil(width * job.rows / PACK_WORKGROUP));
-    await gpu.run(
-      packKernel,
-      { workgroupSize: PACK_WORKGROUP },
-      [window.binding, texture, params],
-      [x, y, job.layers],
-    );
+    const [x, y] = grid2d(Math.ceil(texels * job.rows / (workgroupSize * perInvocation)));
+    await gpu.run(packKernel, constants, [window.binding, texture, params], [x, y, job.layers]);
   }
 }
