@@ -296,7 +296,8 @@ export async function linearGelu(
   const buffers = { inp: x.buffer, weight: weight.floats, bias: bias.floats, pre };
   await linearForward(tape.gpu, { out: out.buffer, ...buffers }, BT, C, OC, { gelu: true });
   tape.record("linear_gelu", [x, weight, bias], out, async () => {
-    await linearInputGrads(tape, x, weight, bias, out.grad, pre);
+    // The backward turns dout into the pre-activation's gradient in place.
+    await linearInputGrads(tape, x, weight, bias, out.gradForInPlace(), pre);
   });
   return out;
 }

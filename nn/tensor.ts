@@ -136,6 +136,16 @@ export class Tensor {
     return true;
   }
 
+  /**
+   * The gradient, this tensor's alone, for a backward that rewrites it in place (the GELU
+   * layer's turns it into the pre-activation's gradient): where the buffer is shared with other
+   * tensors ({@linkcode Tensor.shareGradOf}), this tensor first gets a copy, so they keep theirs.
+   */
+  gradForInPlace(): GPUBuffer {
+    if (this.#gradHolders) this.#ownSharedGrad();
+    return this.grad;
+  }
+
   /** Copy on write: a gradient buffer of this tensor's own, holding the shared one's values. */
   #ownSharedGrad(): void {
     const holders = this.#gradHolders!;

@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { crossEntropyCpu } from "../../kernels/cross_entropy.ts";
 import { geluForwardCpu } from "../../kernels/gelu.ts";
 import { layernormForwardCpu } from "../../kernels/layernorm.ts";
-import { add, crossEntropyLoss, gelu, layernorm, residualLayernorm } from "../../nn/ops.ts";
+import {
+  add,
+  crossEntropyLoss,
+  gelu,
+  layernorm,
+  linear,
+  linearGelu,
+  residualLayernorm,
+} from "../../nn/ops.ts";
 import { Tape } from "../../nn/tape.ts";
 import { Tensor } from "../../nn/tensor.ts";
 import { assertClose, randomArray, testGpu } from "../_gpu.ts";
@@ -96,6 +104,39 @@ Deno.test("gradients passed on by the residual add stay right where tensors shar
   // x still holds its gradient after the tape's tensors are gone.
   assertClose(await x.readGrad(), finiteDifferenceGradient(loss, x64), tolerance);
   for (const t of [x, weight, bias]) t.dispose();
+});
+
+// The GELU layer's backward rewrites its output's gradient in place; when the residual add shared
+// that buffer with its other input, that input must keep the add's gradient (here z, whose
+// backward runs after the GELU layer's).
+Deno.test("a shared gradient rewritten in place by the GELU layer stays right for its sharers", async () => {
+  const gpu = await testGpu();
+  const dims = 8;
+  const tensor = (seed: number, shape: number[]) =>
+    Tensor.from(gpu, randomArray(shape.reduce((a, b) => a * b), seed), shape);
+  const run = async (fused: boolean) => {
+    const [x, w1, b1, w2, b2] = [[N, dims], [dims, dims], [dims], [dims, dims], [dims]]
+      .map((shape, i) => tensor(41 + i, shape));
+    const tape = new Tape(gpu);
+    const z = await linear(tape, x, w1, b1);
+    const y = fused
+      ? await linearGelu(tape, x, w2, b2)
+      : await gelu(tape, await linear(tape, x, w2, b2));
+    const logits = await gelu(tape, await add(tape, z, y));
+    await tape.backward(
+      await crossEntropyLoss(tape, logits, {
+        targets: gpu.upload(targets),
+        mask: gpu.upload(mask),
+        counted: 2,
+      }),
+    );
+    const grads = await Promise.all([x, w1, b1, w2, b2].map((t) => t.readGrad()));
+    tape.dispose();
+    for (const t of [x, w1, b1, w2, b2]) t.dispose();
+    return grads;
+  };
+  const fused = await run(true), unfused = await run(false);
+  fused.forEach((grad, i) => assertClose(grad, unfused[i], { atol: 1e-5, rtol: 1e-4 }));
 });
 
 /** mean over counted positions of CE(gelu(ln(x + y)) + (x + y)). */
