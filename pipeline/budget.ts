@@ -30,9 +30,16 @@ export const DEFAULT_BUDGET = "30m";
  */
 export const PRETRAINING_OPTIMIZER: OptimizerKind = "muon";
 
-/** The main job's pretraining sequence-length warmup (128 tokens, doubling, over the first half). */
+/**
+ * The main job's pretraining sequence-length warmup: sequences of about 128 tokens, doubling up
+ * to the context over the first half of the steps. Every stage's length must divide the context
+ * (rows are cut into whole sequences), so the start is the context halved as often as that stays
+ * whole and not under 128: 128 for 1024, 192 for 768, the context itself (no warmup) for 200.
+ */
 export function pretrainingSeqWarmup(contextLength: number): SequenceWarmup {
-  return { startLength: Math.min(128, contextLength), untilFraction: 0.5 };
+  let startLength = contextLength;
+  while (startLength % 2 === 0 && startLength / 2 >= 128) startLength /= 2;
+  return { startLength, untilFraction: 0.5 };
 }
 
 /** The stages of the main job in order (`probe` is the throughput measurement). */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { planMainJob, STAGE_ESTIMATES } from "../../pipeline/budget.ts";
+import { sequenceStages } from "../../nn/schedule.ts";
+import { planMainJob, pretrainingSeqWarmup, STAGE_ESTIMATES } from "../../pipeline/budget.ts";
 import { trainingFlopsPerToken } from "../../pipeline/plan.ts";
 
 Deno.test("the main job's tuning share moves training time between tuning and pretraining", () => {
@@ -25,4 +26,17 @@ Deno.test("the main job's tuning share moves training time between tuning and pr
   // The training time itself is the same: only its split changed.
   const total = (plan: typeof usual) => pretraining(plan) + plan.finetuneSeconds;
   assert.ok(Math.abs(total(short) - total(usual)) < 1e-6 * total(usual));
+});
+
+Deno.test("the main job's sequence warmup suits every context it accepts", () => {
+  assert.deepEqual(pretrainingSeqWarmup(1024), { startLength: 128, untilFraction: 0.5 });
+  assert.equal(pretrainingSeqWarmup(768).startLength, 192);
+  assert.equal(pretrainingSeqWarmup(200).startLength, 200);
+  assert.equal(pretrainingSeqWarmup(64).startLength, 64);
+  for (let context = 2; context <= 1024; context++) {
+    const warmup = pretrainingSeqWarmup(context);
+    // Every stage's length divides the context (sequenceStages throws otherwise).
+    const stages = sequenceStages(100, context, warmup);
+    assert.ok(stages.every((s) => context % s.length === 0), `context ${context}`);
+  }
 });
