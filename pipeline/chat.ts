@@ -34,7 +34,7 @@ import {
 import { linesOf } from "./text_source.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { runCli } from "../util/cli.ts";
-import { HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
+import { HELP_FLAG, intFlag, nonNegativeFlag, parseFlags } from "../util/flags.ts";
 import { stdoutWriter, warn } from "./_terminal.ts";
 
 export type { ChatTurn } from "./chatml.ts";
@@ -165,10 +165,10 @@ if (import.meta.main) {
     if (!values) return;
     const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
-      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      temperature: nonNegativeFlag("temperature", values.temperature),
       topK: intFlag("top-k", values["top-k"]),
       seed: intFlag("seed", values.seed, 0),
-      guidance: numberFlag("guidance", values.guidance, -1e-9),
+      guidance: nonNegativeFlag("guidance", values.guidance),
       allowSpecialTokens: values["allow-special-tokens"],
     };
     validateSampling(sampling);

@@ -41,7 +41,7 @@ import { validationLosses } from "./validation_loss.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { ProgressBar } from "./_progress.ts";
 import { runCli } from "../util/cli.ts";
-import { fractionFlag, HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
+import { fractionFlag, HELP_FLAG, intFlag, nonNegativeFlag, parseFlags } from "../util/flags.ts";
 
 export {
   grammarScore,
@@ -515,9 +515,9 @@ if (import.meta.main) {
       out: values.out ?? `${work}/eval`,
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
       maxAnswerTokens: intFlag("max-answer-tokens", values["max-answer-tokens"]),
-      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      temperature: nonNegativeFlag("temperature", values.temperature),
       topK: intFlag("top-k", values["top-k"]),
-      guidance: numberFlag("guidance", values.guidance, -1e-9),
+      guidance: nonNegativeFlag("guidance", values.guidance),
       seed: intFlag("seed", values.seed, 0),
       samples: intFlag("samples", values.samples),
       grammar: !values["skip-grammar"],

@@ -19,7 +19,7 @@ import { chatMarkerIds, chatPromptIds, IM_END } from "./chatml.ts";
 import { type CompleteOptions, completePrompt } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { runCli } from "../util/cli.ts";
-import { HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
+import { HELP_FLAG, intFlag, nonNegativeFlag, parseFlags } from "../util/flags.ts";
 import { escapeControlCharacters } from "./_terminal.ts";
 
 /** Options of {@linkcode testInstruct}. */
@@ -143,7 +143,7 @@ if (import.meta.main) {
       tunedTokenizer: values["tuned-tokenizer"],
       questions: values.question ?? DEFAULT_QUESTIONS,
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
-      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      temperature: nonNegativeFlag("temperature", values.temperature),
       topK: intFlag("top-k", values["top-k"]),
       seed: intFlag("seed", values.seed, 0),
     });

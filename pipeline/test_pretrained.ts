@@ -20,7 +20,7 @@ import { type SamplingOptions, validateSampling } from "../nn/sampling.ts";
 import type { BpeTokenizer } from "../tokenizer/bpe.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { runCli } from "../util/cli.ts";
-import { HELP_FLAG, intFlag, numberFlag, parseFlags } from "../util/flags.ts";
+import { HELP_FLAG, intFlag, nonNegativeFlag, numberFlag, parseFlags } from "../util/flags.ts";
 import { stdoutWriter, warn } from "./_terminal.ts";
 
 /** Options of {@linkcode testPretrained}. */
@@ -230,7 +230,7 @@ if (import.meta.main) {
     if (!values) return;
     const sampling = {
       maxNewTokens: intFlag("max-new-tokens", values["max-new-tokens"]),
-      temperature: numberFlag("temperature", values.temperature, -1e-9),
+      temperature: nonNegativeFlag("temperature", values.temperature),
       topK: intFlag("top-k", values["top-k"]),
       topP: numberFlag("top-p", values["top-p"]),
       seed: intFlag("seed", values.seed, 0),

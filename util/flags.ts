@@ -92,7 +92,14 @@ export function parseFlags<const F extends Record<string, Flag> & typeof HELP_FL
   flags: F,
   args: readonly string[] = Deno.args,
 ): ParsedFlags<F> | undefined {
-  const { values } = parseArgs({ args: [...args], options: flags, strict: true });
+  let values;
+  try {
+    ({ values } = parseArgs({ args: [...args], options: flags, strict: true }));
+  } catch (error) {
+    // parseArgs names the bad flag or argument; say where the right ones are listed.
+    const command = usage.replace(/\s*\[options\].*$/, "");
+    throw new Error(`${(error as Error).message} Run \`${command} --help\` for the options.`);
+  }
   // parseArgs' type of `values` cannot be read while F is still generic.
   if ((values as { help?: boolean }).help) {
     console.log(helpText(usage, flags));
@@ -123,6 +130,15 @@ export function numberFlag(name: string, value: string, above = 0): number {
   const parsed = Number(value);
   if (!Number.isFinite(parsed) || parsed <= above) {
     throw new Error(`--${name} must be a number above ${above}, got "${value}".`);
+  }
+  return parsed;
+}
+
+/** A number flag that must be finite and 0 or more (a temperature, a guidance scale). */
+export function nonNegativeFlag(name: string, value: string): number {
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0) {
+    throw new Error(`--${name} must be a number of 0 or more, got "${value}".`);
   }
   return parsed;
 }

@@ -4,6 +4,7 @@ import {
   HELP_FLAG,
   helpText,
   intFlag,
+  nonNegativeFlag,
   numberFlag,
   parseFlags,
 } from "../../util/flags.ts";
@@ -19,7 +20,7 @@ Deno.test("intFlag() accepts whole numbers at or above the minimum, naming the f
   assert.throws(() => intFlag("steps", "ten"), /got "ten"/);
 });
 
-Deno.test("numberFlag() and fractionFlag() check their ranges", () => {
+Deno.test("numberFlag(), nonNegativeFlag() and fractionFlag() check their ranges", () => {
   assert.equal(numberFlag("lr", "3e-4"), 3e-4);
   assert.throws(() => numberFlag("lr", "0"), /--lr must be a number above 0, got "0"/);
   assert.throws(() => numberFlag("lr", "Infinity"), /--lr must be a number above 0/);
@@ -27,6 +28,12 @@ Deno.test("numberFlag() and fractionFlag() check their ranges", () => {
   assert.equal(fractionFlag("val-fraction", "0.05"), 0.05);
   assert.throws(() => fractionFlag("val-fraction", "1"), /from 0 up to \(not including\) 1/);
   assert.throws(() => fractionFlag("val-fraction", "-0.1"), /got "-0.1"/);
+  assert.equal(nonNegativeFlag("temperature", "0"), 0);
+  assert.throws(
+    () => nonNegativeFlag("temperature", "-1"),
+    /--temperature must be a number of 0 or more, got "-1"/,
+  );
+  assert.throws(() => nonNegativeFlag("guidance", "1e400"), /--guidance must be a number/);
 });
 
 Deno.test("helpText() gives the usage line, then every flag with its help and its default", () => {
@@ -109,8 +116,8 @@ Deno.test("parseFlags() accepts exactly the flags its help names", () => {
     if (name !== "help") assert.ok(result, `--${name} was refused`);
   }
   assert.throws(
-    () => parseFlags("deno task example", FLAGS, ["--row", "5"]),
-    /Unknown option '--row'/,
+    () => parseFlags("deno task example [options]", FLAGS, ["--row", "5"]),
+    /Unknown option '--row'.*Run `deno task example --help` for the options\./,
   );
 });
 
