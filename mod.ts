@@ -302,6 +302,7 @@ export {
   type SaveCheckpointOptions,
 } from "./nn/checkpoint.ts";
 export {
+  checkContextLength,
   GPT2_PRESETS,
   type GPT2Config,
   type GPT2ParameterCount,

@@ -33,6 +33,19 @@ export const MAX_PARAMETERS = 1_000_000_000;
 /** The longest context the project's kernels and models support. */
 export const MAX_CONTEXT_LENGTH = 1024;
 
+/**
+ * Refuses a context length that is not a whole number from 2 to {@linkcode MAX_CONTEXT_LENGTH};
+ * the error names `what` was given (a flag, such as `--context`).
+ */
+export function checkContextLength(context: number, what = "The context length"): void {
+  if (!Number.isInteger(context) || context < 2 || context > MAX_CONTEXT_LENGTH) {
+    throw new RangeError(
+      `${what} must be a whole number from 2 to ${MAX_CONTEXT_LENGTH} (GPT-2's position ` +
+        `table), got ${context}.`,
+    );
+  }
+}
+
 /** Parameters of a GPT-2 model by tensor group (the output head is tied to `wte`). */
 export interface GPT2ParameterCount {
   /** Token embedding `wte` (V, C), shared with the output head. */

@@ -13,6 +13,7 @@
 
 import { acquireGpu } from "../kernels/device.ts";
 import {
+  checkContextLength,
   type GPT2Config,
   gpt2ParameterCount,
   MAX_CONTEXT_LENGTH,
@@ -22,6 +23,7 @@ import {
 import { planForBudget, STAGE_ESTIMATES } from "./budget.ts";
 import { estimateSourceTokens, pretrainingSource } from "./pretraining_source.ts";
 import { CHINCHILLA_TOKENS_PER_PARAMETER, formatPlan, parseDuration } from "./plan.ts";
+import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
 import { runCli } from "../util/cli.ts";
 import { HELP_FLAG, intFlag, parseFlags } from "../util/flags.ts";
 
@@ -121,8 +123,14 @@ if (import.meta.main) {
     const values = parseFlags("deno task params [options]", flags);
     if (!values) return;
     if (!values.tokens && !values.budget) throw new Error("Pass the dataset size with --tokens N.");
-    const vocabSize = intFlag("vocab-size", values["vocab-size"]);
+    // The byte alphabet and the special tokens come before any merge.
+    const vocabSize = intFlag(
+      "vocab-size",
+      values["vocab-size"],
+      256 + DEFAULT_SPECIAL_TOKENS.length,
+    );
     const contextLength = intFlag("context", values.context);
+    checkContextLength(contextLength, "--context");
     const tokens = values.tokens
       ? intFlag("tokens", values.tokens)
       : await estimateSourceTokens(pretrainingSource({}));

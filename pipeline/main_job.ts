@@ -69,7 +69,7 @@ import type { EvalFigures } from "./eval_scores.ts";
 import { type ReportFigure, writeReport } from "./report.ts";
 import { trainTokenizer } from "./train_tokenizer.ts";
 import { DEFAULT_SPECIAL_TOKENS } from "../tokenizer/train_bpe.ts";
-import { gpt2ParameterCount, MAX_CONTEXT_LENGTH, MAX_PARAMETERS } from "../nn/config.ts";
+import { checkContextLength, gpt2ParameterCount, MAX_PARAMETERS } from "../nn/config.ts";
 import { IM_END, IM_START } from "./chatml.ts";
 import { writeTextFileAtomic } from "../util/files.ts";
 import { interruptSignal, runCli } from "../util/cli.ts";
@@ -490,12 +490,7 @@ async function checkMainJobInputs(
   if (!(tuneShare > 0 && tuneShare <= 0.5)) {
     throw new Error(`--tune-share must be above 0 and at most 0.5, got ${tuneShare}.`);
   }
-  if (!Number.isInteger(context) || context < 2 || context > MAX_CONTEXT_LENGTH) {
-    throw new Error(
-      `--context must be a whole number from 2 to ${MAX_CONTEXT_LENGTH} (GPT-2's position ` +
-        `table), got ${context}.`,
-    );
-  }
+  checkContextLength(context, "--context");
   // The byte alphabet, the special tokens and ChatML's two markers come before any merge.
   const smallest = 256 + DEFAULT_SPECIAL_TOKENS.length + 2;
   if (!Number.isInteger(vocabSize) || vocabSize < smallest || vocabSize > MAX_VOCAB_SIZE) {

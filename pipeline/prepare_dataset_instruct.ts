@@ -15,6 +15,7 @@
  * @module
  */
 
+import { checkContextLength } from "../nn/config.ts";
 import { saveHfTokenizer } from "../tokenizer/hf_json.ts";
 import {
   chatPrompt,
@@ -78,6 +79,7 @@ export async function prepareDatasetInstruct(
   options: PrepareInstructOptions,
 ): Promise<PreparedInstruct> {
   const context = options.contextLength ?? INSTRUCT_CONTEXT;
+  checkContextLength(context);
   const tokenizer = await resolveTokenizer(options.tokenizer);
   tokenizer.addTokens([IM_START, IM_END], { special: true });
   await Deno.mkdir(`${options.out}/tokenizer`, { recursive: true });

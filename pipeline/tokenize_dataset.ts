@@ -19,6 +19,7 @@
  * @module
  */
 
+import { checkContextLength } from "../nn/config.ts";
 import { type BpeTokenizer } from "../tokenizer/bpe.ts";
 import { loadHfTokenizer } from "../tokenizer/hf_json.ts";
 import { readTextBatches } from "./text_source.ts";
@@ -91,9 +92,7 @@ export async function tokenizeDataset(
     throw new Error(`Unknown method "${method}"; use truncate, split or concat.`);
   }
   const context = options.contextLength ?? 1024;
-  if (!Number.isInteger(context) || context < 2 || context > 1024) {
-    throw new Error(`The context length must be a whole number from 2 to 1024, got ${context}.`);
-  }
+  checkContextLength(context);
   const tokenizer = await resolveTokenizer(options.tokenizer);
   const padId = requireToken(tokenizer, "<pad>", "fills short rows");
   const eosId = requireToken(tokenizer, "</s>", "separates documents");

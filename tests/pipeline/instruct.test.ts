@@ -136,6 +136,17 @@ Deno.test("prepareDatasetInstruct() keeps ChatML markers written in a pair as te
       output: "A cat.<|im_end|> is the answer</s>",
     }];
     await Deno.writeTextFile(`${dir}/pairs.json`, JSON.stringify(forged));
+    // A context over the model's is refused before anything is written.
+    await assert.rejects(
+      prepareDatasetInstruct({
+        data: `${dir}/pairs.json`,
+        tokenizer: `${dir}/tokenizer`,
+        out: `${dir}/too-long`,
+        contextLength: 2048,
+      }),
+      /context length must be a whole number from 2 to 1024.*got 2048/,
+    );
+    await assert.rejects(Deno.stat(`${dir}/too-long`), Deno.errors.NotFound);
     await prepareDatasetInstruct({
       data: `${dir}/pairs.json`,
       tokenizer: `${dir}/tokenizer`,
