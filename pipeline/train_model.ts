@@ -332,11 +332,18 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
 }
 
 /**
- * Refuses, before the run folder is made, an `out` that is a file and a new model's shape that
- * cannot be built (so a refused run leaves nothing behind).
+ * Refuses, before the run folder is made, an `out` that is a file or the dataset itself, and a
+ * new model's shape that cannot be built (so a refused run leaves nothing behind).
  */
 async function checkRunFolder(options: TrainModelOptions, T: number, vocabSize: number) {
   const existing = await Deno.stat(options.out).catch(() => null);
+  const real = (path: string) => Deno.realPath(path).catch(() => null);
+  if (existing && await real(options.out) === await real(options.data)) {
+    throw new Error(
+      `--out ${options.out} is the dataset the run reads (--data); a training run never writes ` +
+        "into its input: pass another --out.",
+    );
+  }
   if (existing && !existing.isDirectory) {
     throw new Error(
       `--out ${options.out} is a file; a training run writes a folder (checkpoint, log). ` +

@@ -148,7 +148,7 @@ Deno.test("trainModel() drops a torn last log line with a warning and resumes; -
   }
 });
 
-Deno.test("trainModel() refuses an --out that is a file, and a shape it cannot build, before making a folder", async () => {
+Deno.test("trainModel() refuses an --out that is a file or its dataset, and a shape it cannot build, before making a folder", async () => {
   const gpu = await testGpu();
   const dir = await fixture();
   try {
@@ -159,6 +159,12 @@ Deno.test("trainModel() refuses an --out that is a file, and a shape it cannot b
       /--out .*notes\.txt is a file; a training run writes a folder/,
     );
     assert.equal(await Deno.readTextFile(`${dir}/notes.txt`), "keep me");
+    const dataset = [...Deno.readDirSync(`${dir}/tokenized`)].map((e) => e.name).sort();
+    await assert.rejects(
+      trainModel({ ...run, out: `${dir}/tokenized/` }),
+      /--out .*tokenized\/ is the dataset the run reads \(--data\)/,
+    );
+    assert.deepEqual([...Deno.readDirSync(`${dir}/tokenized`)].map((e) => e.name).sort(), dataset);
     await assert.rejects(trainModel({ ...run, nHead: 3, out: `${dir}/run` }), /[Hh]ead/);
     assert.equal(await Deno.stat(`${dir}/run`).catch(() => null), null);
   } finally {
