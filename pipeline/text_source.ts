@@ -29,7 +29,10 @@ export interface AsyncBuffer {
 export interface RecordSourceOptions {
   /** Records per batch. Default 1000. */
   batchSize?: number;
-  /** Fields every record must have as strings (the first is a plain-text line's field). */
+  /**
+   * Fields every record must have as strings. Plain text gives one, a line: with more, a plain
+   * text file is refused.
+   */
   fields: readonly string[];
   /** Fields read when present; a missing one becomes "". */
   optionalFields?: readonly string[];
@@ -292,6 +295,13 @@ async function* plainTextBatches(
   path: string,
   { batchSize = 1000, keepLineEndings = false, fields }: RecordSourceOptions,
 ): AsyncGenerator<TextRecord[]> {
+  if (fields.length > 1) {
+    // A line of text is one field; records of several (instruction pairs) need structure.
+    throw new Error(
+      `${path} is read as plain text, but each record needs the fields ${fields.join(", ")}; ` +
+        "pass JSON Lines (.jsonl), JSON (.json) or Parquet (.parquet) records with them.",
+    );
+  }
   let batch: TextRecord[] = [];
   for await (const line of readLines(path, keepLineEndings)) {
     if (!keepLineEndings && line.trim() === "") continue;

@@ -75,6 +75,12 @@ Deno.test("readRecordBatches() reads instruction pairs from a .jsonl.gz as from 
     const plain = await read(`${dir}/pairs.jsonl`);
     assert.equal(plain.length, 2);
     assert.deepEqual(await read(`${dir}/pairs.jsonl.gz`), plain);
+    // Plain text has lines, not pairs.
+    await Deno.writeTextFile(`${dir}/pairs.txt`, "Name a colour. Blue.\n");
+    await assert.rejects(
+      read(`${dir}/pairs.txt`),
+      /pairs\.txt is read as plain text, but each record needs the fields instruction, output; pass JSON Lines/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
