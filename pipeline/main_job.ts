@@ -41,6 +41,7 @@ import {
 } from "./pretraining_source.ts";
 import {
   type BudgetPlan,
+  checkTrainingTime,
   expectedQuality,
   formatDuration,
   formatPlan,
@@ -149,7 +150,7 @@ export async function runMainJob(options: MainJobOptions = {}): Promise<MainJobR
   const vocabSize = options.vocabSize ?? d.vocabSize;
   const context = options.context ?? d.context;
   const tuneShare = options.tuneShare ?? d.tuneShare;
-  await checkMainJobInputs({ ...options, vocabSize, context, tuneShare });
+  await checkMainJobInputs({ ...options, vocabSize, context, tuneShare, budgetSeconds });
   const paths = {
     job: `${work}/job.json`,
     plan: `${work}/plan.json`,
@@ -484,9 +485,17 @@ const MAX_VOCAB_SIZE = 65_536;
  * fails after minutes of work for a flag it could have checked at once wastes the user's time.
  */
 async function checkMainJobInputs(
-  options: MainJobOptions & { vocabSize: number; context: number; tuneShare: number },
+  options: MainJobOptions & {
+    vocabSize: number;
+    context: number;
+    tuneShare: number;
+    budgetSeconds: number;
+  },
 ): Promise<void> {
-  const { vocabSize, context, tuneShare } = options;
+  const { vocabSize, context, tuneShare, budgetSeconds } = options;
+  // Before the probe and the work folder: a budget with no time to train fails at once.
+  const estimated = Object.values(STAGE_ESTIMATES).reduce((sum, s) => sum + (s ?? 0), 0);
+  checkTrainingTime(budgetSeconds, estimated);
   if (!(tuneShare > 0 && tuneShare <= 0.5)) {
     throw new Error(`--tune-share must be above 0 and at most 0.5, got ${tuneShare}.`);
   }

@@ -231,6 +231,23 @@ export interface BudgetPlan {
 }
 
 /**
+ * The seconds a budget leaves for training after the other stages' `otherSeconds`.
+ *
+ * @throws when that is under a minute, saying what budget would do.
+ */
+export function checkTrainingTime(budgetSeconds: number, otherSeconds: number): number {
+  const trainSeconds = budgetSeconds - otherSeconds;
+  if (trainSeconds < 60) {
+    throw new Error(
+      `A budget of ${formatDuration(budgetSeconds)} leaves ${Math.round(trainSeconds)} s for ` +
+        `training after the other stages (${Math.round(otherSeconds)} s); give at least ` +
+        `${formatDuration(otherSeconds + 120)} (--budget).`,
+    );
+  }
+  return trainSeconds;
+}
+
+/**
  * Plans the main job for a budget; see the module documentation.
  *
  * @throws when the budget does not leave a minute of training after the other stages.
@@ -256,14 +273,7 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
   const otherSeconds = options.stages
     .filter((s) => !trained.has(s.stage))
     .reduce((sum, s) => sum + s.seconds, 0);
-  const trainSeconds = budgetSeconds - otherSeconds;
-  if (trainSeconds < 60) {
-    throw new Error(
-      `A budget of ${formatDuration(budgetSeconds)} leaves ${Math.round(trainSeconds)} s for ` +
-        `training after the other stages (${Math.round(otherSeconds)} s); give at least ` +
-        `${formatDuration(otherSeconds + 120)} (--budget).`,
-    );
-  }
+  const trainSeconds = checkTrainingTime(budgetSeconds, otherSeconds);
   const pretrainSeconds = trainSeconds * (1 - finetuneShare);
   const finetuneSeconds = trainSeconds - pretrainSeconds;
 

@@ -11,6 +11,10 @@ Deno.test("the main job refuses bad flags before its first stage, and leaves no 
       [{ data: `${dir}/missing.txt` }, /--data .*missing\.txt: no such file or folder/],
       [{ instructData: `${dir}/missing.json` }, /--instruct-data .*missing\.json: no such/],
       [{ budget: "soon" }, /budget|duration/i],
+      [
+        { budget: "1s" },
+        /A budget of 1s leaves .* for training .*; give at least \d+m\d+s \(--budget\)/,
+      ],
       [{ tuneShare: 0.9 }, /--tune-share must be above 0 and at most 0\.5, got 0\.9/],
     ];
     for (const [options, message] of cases) {
