@@ -161,6 +161,13 @@ export async function loadTokenizedDataset(folder: string): Promise<TokenizedDat
     `${folder}/meta.json`,
     "tokenize the dataset again.",
   ).catch((error) => {
+    // A file given for the folder reads as "not a directory" at its meta.json.
+    if (error instanceof Deno.errors.NotADirectory) {
+      throw new Error(
+        `${folder} is a file; a tokenized dataset is the folder tokenize writes (meta.json, ` +
+          "tokens.bin, lengths.bin): pass that folder.",
+      );
+    }
     if (!(error instanceof Deno.errors.NotFound)) throw error;
     throw new Error(`${folder} is not a tokenized dataset (no meta.json); run tokenize first.`);
   });

@@ -224,7 +224,7 @@ Deno.test("tokenizeDataset() refuses a corpus with no documents or no text, nami
   }
 });
 
-Deno.test("a broken meta.json or tokenizer.json is an error naming the file", async () => {
+Deno.test("a broken meta.json or tokenizer.json, or a file for the dataset folder, is an error naming it", async () => {
   const { dir, tokenizer } = await corpusFolder();
   try {
     await tokenizeDataset({
@@ -238,6 +238,14 @@ Deno.test("a broken meta.json or tokenizer.json is an error naming the file", as
     await assert.rejects(
       loadTokenizedDataset(`${dir}/rows`),
       /rows\/meta\.json is not valid JSON \(.*\); tokenize the dataset again/,
+    );
+    await assert.rejects(
+      loadTokenizedDataset(`${dir}/docs.jsonl`),
+      /docs\.jsonl is a file; a tokenized dataset is the folder tokenize writes/,
+    );
+    await assert.rejects(
+      loadTokenizedDataset(`${dir}/missing`),
+      /missing is not a tokenized dataset \(no meta\.json\); run tokenize first/,
     );
     await Deno.writeTextFile(`${dir}/tokenizer.json`, '{"model": {');
     await assert.rejects(
