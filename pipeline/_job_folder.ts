@@ -34,6 +34,10 @@ export class JobFolder {
    * @throws when the folder records a job made with other flags.
    */
   static async open(path: string, identity: JobIdentity, signal?: AbortSignal): Promise<JobFolder> {
+    const existing = await Deno.stat(path).catch(() => null);
+    if (existing && !existing.isDirectory) {
+      throw new Error(`--work ${path} is a file; the job needs a folder: pass another --work.`);
+    }
     await Deno.mkdir(path, { recursive: true });
     await checkJobIdentity(`${path}/job.json`, identity);
     return new JobFolder(path, await readJson(`${path}/stages.json`) ?? [], signal);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { checkJobIdentity, JobFolder } from "../../pipeline/_job_folder.ts";
 
-Deno.test("a work folder refuses a job with other data or shape flags", async () => {
+Deno.test("a work folder refuses a job with other data or shape flags, and a file is no work folder", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const identity = { data: "bundled", rows: null, vocabSize: 8192, context: 1024 };
@@ -24,6 +24,13 @@ Deno.test("a work folder refuses a job with other data or shape flags", async ()
       () => checkJobIdentity(`${dir}/pinned.json`, { ...identity, shape: null }),
       /shape 3x96 → null/,
     );
+    // A file is no work folder.
+    await Deno.writeTextFile(`${dir}/notes.txt`, "keep me");
+    await assert.rejects(
+      () => JobFolder.open(`${dir}/notes.txt`, identity),
+      /--work .*notes\.txt is a file; the job needs a folder: pass another --work/,
+    );
+    assert.equal(await Deno.readTextFile(`${dir}/notes.txt`), "keep me");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
