@@ -436,6 +436,14 @@ async function trainInRunFolder(
           `${vocabSize}; use another --out to start a new run.`,
       );
     }
+    if (model.config.contextLength < T) {
+      model.dispose();
+      throw new Error(
+        `${checkpoint} has a context of ${model.config.contextLength} but the data's rows are ` +
+          `${T} tokens; tokenize with --context ${model.config.contextLength} or less, or use ` +
+          "another --out to start a new run.",
+      );
+    }
     const asked = { nLayer: options.nLayer, nHead: options.nHead, nEmbd: options.nEmbd };
     for (const [key, value] of Object.entries(asked)) {
       if (value !== undefined && value !== model.config[key as keyof typeof asked]) {

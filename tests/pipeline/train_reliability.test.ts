@@ -171,3 +171,27 @@ Deno.test("trainModel() refuses an --out that is a file or its dataset, and a sh
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("trainModel() will not resume a checkpoint on rows longer than its context", async () => {
+  const gpu = await testGpu();
+  const dir = await fixture();
+  try {
+    await trainModel({ ...settings, gpu, data: `${dir}/tokenized`, out: `${dir}/run`, steps: 1 });
+    const documents = Array.from({ length: 40 }, () => story);
+    await tokenizeDataset({
+      data: `${dir}/docs.txt`,
+      tokenizer: BpeTokenizer.fromTrained(
+        trainBpe(await countWords([documents]), { vocabSize: 300 }),
+      ),
+      contextLength: 32,
+      out: `${dir}/longer`,
+      quiet: true,
+    });
+    await assert.rejects(
+      trainModel({ ...settings, gpu, data: `${dir}/longer`, out: `${dir}/run`, steps: 2 }),
+      /has a context of 16 but the data's rows are 32 tokens; tokenize with --context 16 or less/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
