@@ -302,6 +302,13 @@ async function measureValidation(
         `has ${model.config.vocabSize}; pass the validation set of the model's tokenizer.`,
     );
   }
+  if (dataset.meta.contextLength > model.config.contextLength) {
+    throw new Error(
+      `${options.validation} has rows of ${dataset.meta.contextLength} tokens, longer than the ` +
+        `model's context of ${model.config.contextLength}; pass a validation set tokenized with ` +
+        `--context ${model.config.contextLength} or less.`,
+    );
+  }
   const batchSize = options.batchSize ?? EVAL_DEFAULTS.batchSize;
   const valFraction = options.valFraction ?? EVAL_DEFAULTS.valFraction;
   const held = options.validationRows ??

@@ -333,6 +333,27 @@ Deno.test("evaluateModel() measures a checkpoint end to end and writes JSON Line
     assert.equal(summary.figures.endsByThemselves, 1);
     assert.equal(summary.figures.onTopic, 0);
 
+    // Rows longer than the model's context are refused, saying how to tokenize them.
+    await tokenizeDataset({
+      data: `${dir}/text.txt`,
+      tokenizer,
+      contextLength: 64,
+      out: `${dir}/tokenized64`,
+      quiet: true,
+    });
+    await assert.rejects(
+      evaluateModel({
+        gpu,
+        pretrained: `${dir}/pretrained.safetensors`,
+        tokenizer: `${dir}/tokenizer`,
+        validation: `${dir}/tokenized64`,
+        batchSize: 2,
+        prompts: [],
+        quiet: true,
+      }),
+      /rows of 64 tokens, longer than the model's context of 32; pass a validation set tokenized with --context 32 or less/,
+    );
+
     const lines = async (name: string) =>
       (await Deno.readTextFile(`${dir}/eval/${name}`)).trim().split("\n").map((l) => JSON.parse(l));
     assert.deepEqual(await lines("completions.jsonl"), summary.completions);
