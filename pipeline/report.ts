@@ -562,12 +562,22 @@ if (import.meta.main) {
     const values = parseFlags("deno task report [options]", FLAGS);
     if (!values) return;
     const work = values.work;
+    const folder = await Deno.stat(work).catch(() => null);
+    if (!folder?.isDirectory) {
+      throw new Error(
+        `--work ${work} is ${folder ? "a file" : "not there"}; pass the work folder of a job ` +
+          "(deno task train --work ...) or of a training run.",
+      );
+    }
     let recorded: Partial<ReportOptions> & { date?: string } = {};
     try {
       recorded = JSON.parse(await Deno.readTextFile(`${work}/report.json`));
     } catch (error) {
       if (!(error instanceof Deno.errors.NotFound)) {
-        throw new Error(`Could not read ${work}/report.json (${error}); remove it to start over.`);
+        throw new Error(
+          `Could not read ${work}/report.json (${error}); it is damaged: move it away to ` +
+            "rebuild the report from the training logs alone.",
+        );
       }
       console.error(
         `note: no ${work}/report.json, so the report has the loss curves only; ` +

@@ -164,6 +164,7 @@ if (import.meta.main) {
     const values = parseFlags("deno task serve [options]", FLAGS);
     if (!values) return;
     const port = intFlag("port", values.port, 1);
+    if (port > 65535) throw new Error(`--port must be from 1 to 65535, got ${port}.`);
     const server = await serveChat({
       checkpoint: values.checkpoint,
       tokenizer: values.tokenizer,

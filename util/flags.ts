@@ -97,8 +97,9 @@ export function parseFlags<const F extends Record<string, Flag> & typeof HELP_FL
     ({ values } = parseArgs({ args: [...args], options: flags, strict: true }));
   } catch (error) {
     // parseArgs names the bad flag or argument; say where the right ones are listed.
-    const command = usage.replace(/\s*\[options\].*$/, "");
-    throw new Error(`${(error as Error).message} Run \`${command} --help\` for the options.`);
+    const command = usage.split(/ (?:--|\[)/)[0];
+    const message = (error as Error).message.replace(/\.?$/, ".");
+    throw new Error(`${message} Run \`${command} --help\` for the options.`);
   }
   // parseArgs' type of `values` cannot be read while F is still generic.
   if ((values as { help?: boolean }).help) {

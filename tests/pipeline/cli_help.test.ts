@@ -32,11 +32,14 @@ async function commandTasks(): Promise<[string, string][]> {
     .filter(([name]) => !NOT_COMMANDS.has(name));
 }
 
-/** `--help` of one task: its exit code and what it printed. */
-async function runHelp(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/** One task run with `args` (default `--help`): its exit code and what it printed. */
+async function runHelp(
+  command: string,
+  args = ["--help"],
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const { flags, script } = taskScript(command);
   const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
-    args: ["run", ...flags, script, "--help"],
+    args: ["run", ...flags, script, ...args],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
@@ -46,7 +49,7 @@ async function runHelp(command: string): Promise<{ code: number; stdout: string;
   return { code, stdout: decoder.decode(stdout), stderr: decoder.decode(stderr) };
 }
 
-Deno.test("every deno task answers --help with exit code 0 and a usage line", async () => {
+Deno.test("every deno task answers --help with exit code 0 and a usage line, and an unknown flag with a pointer to it", async () => {
   const tasks = await commandTasks();
   assert.ok(tasks.length >= 10, `deno.json lists only ${tasks.length} command tasks`);
   // A few at a time: each is a Deno process that loads its module graph.
@@ -63,6 +66,12 @@ Deno.test("every deno task answers --help with exit code 0 and a usage line", as
           failures.push(
             `${name}: its help is not helpText's (no "Options:" and "--help"):\n${stdout}`,
           );
+        }
+        // An unknown flag is an error that points to the help.
+        const unknown = await runHelp(command, ["--no-such-flag"]);
+        const pointer = `Run \`deno task ${name} --help\` for the options.`;
+        if (unknown.code === 0 || !unknown.stderr.includes(pointer)) {
+          failures.push(`${name} --no-such-flag: exit code ${unknown.code}\n${unknown.stderr}`);
         }
       }),
     );

@@ -400,6 +400,12 @@ Deno.test("deno task report rebuilds the report from the work folder's report.js
     const help = await run("--help");
     assert.equal(help.code, 0);
     assert.match(new TextDecoder().decode(help.stdout), /Usage: deno task report/);
+
+    // A work folder that is not there is refused, and not made.
+    const missing = await run("--work", `${work}/missing`);
+    assert.equal(missing.code, 1);
+    assert.match(new TextDecoder().decode(missing.stderr), /--work .*missing is not there/);
+    await assert.rejects(Deno.stat(`${work}/missing`), Deno.errors.NotFound);
   } finally {
     await Deno.remove(work, { recursive: true });
   }
