@@ -320,6 +320,14 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
   const T = dataset.meta.contextLength;
   // Checked before anything is loaded: a warmup whose lengths do not divide the context throws.
   const stages = sequenceStages(options.steps, T, options.seqWarmup);
+  if (options.seqWarmup && options.seqWarmup.startLength > T) {
+    throw new Error(
+      `--seq-start ${options.seqWarmup.startLength} is longer than the data's rows of ${T} ` +
+        `tokens, so there would be no warmup; give a shorter start (such as ${
+          Math.max(1, T / 8)
+        }), or leave --seq-start out.`,
+    );
+  }
   const mix = options.finalMix ? await loadMix(options.finalMix, T) : null;
   await checkRunFolder(options, T, dataset.meta.vocabSize);
   await Deno.mkdir(options.out, { recursive: true });

@@ -233,6 +233,16 @@ Deno.test("trainModel() warms the sequence length up to the context and resumes 
       trainModel({ ...crashing, steps: 20, seqWarmup: undefined }),
       /--grad-accum 1 --val-fraction 0.05 --seq-start 4 --seq-warmup 0.5; pass the same/,
     );
+    // A start past the context would be no warmup at all.
+    await assert.rejects(
+      trainModel({
+        ...run,
+        out: `${dir}/long-start`,
+        seqWarmup: { startLength: 64, untilFraction: 0.5 },
+      }),
+      /--seq-start 64 is longer than the data's rows of 16 tokens, so there would be no warmup/,
+    );
+    await assert.rejects(Deno.stat(`${dir}/long-start`), Deno.errors.NotFound);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
