@@ -32,6 +32,7 @@ import {
   completePrompts,
 } from "./test_pretrained.ts";
 import { linesOf } from "./text_source.ts";
+import { checkTokenizerMatches } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { runCli } from "../util/cli.ts";
 import { HELP_FLAG, intFlag, nonNegativeFlag, parseFlags } from "../util/flags.ts";
@@ -175,6 +176,7 @@ if (import.meta.main) {
     const tokenizer = await resolveTokenizer(values.tokenizer);
     chatMarkerIds(tokenizer); // a tokenizer without the ChatML tokens fails before the model loads
     const { model } = await loadCheckpoint(await acquireGpu(), values.checkpoint);
+    checkTokenizerMatches(model, tokenizer, values.checkpoint);
     const turns: ChatTurn[] = [];
     console.log("Type a message and press Enter; an empty line or Ctrl-D ends the chat.");
     const write = stdoutWriter();
