@@ -95,7 +95,8 @@ export async function probeThroughput(
   };
   // A small model near the bottom of the ladder, but with a few layers of real width, at the
   // rows a short run on this adapter takes (a 30-minute plan on lavapipe steps 4 x 1024).
-  const firstRows = gpu.adapter.isCpu ? Math.max(1, Math.ceil(4096 / contextLength)) : 8;
+  // At most the 8 rows a plan's micro-batch holds, so that a later probe can match it.
+  const firstRows = gpu.adapter.isCpu ? Math.min(8, Math.ceil(4096 / contextLength)) : 8;
   await measure(shapes.find((s) => s.nEmbd >= 128 && s.nLayer >= 2) ?? shapes[0], firstRows);
   while (samples.length < maxProbes) {
     const { config, batchSize } = plan(samples);

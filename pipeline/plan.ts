@@ -25,10 +25,17 @@ import { meanSequenceLength, type SequenceWarmup } from "../nn/schedule.ts";
 /** Chinchilla's compute-optimal ratio of training tokens to parameters. */
 export const CHINCHILLA_TOKENS_PER_PARAMETER = 20;
 
-/** Model FLOPs per trained token: 6·N for the matmuls plus 12·L·C·T for attention (PaLM's count). */
-export function trainingFlopsPerToken(config: GPT2Config): number {
-  const { nLayer: L, nEmbd: C, contextLength: T } = config;
-  return 6 * gpt2ParameterCount(config).total + 12 * L * C * T;
+/**
+ * Model FLOPs per trained token: 6·N for the matmuls plus 12·L·C·T for attention (PaLM's count),
+ * T the sequence length trained (default the context; shorter during a sequence warmup, while N
+ * keeps the whole position table).
+ */
+export function trainingFlopsPerToken(
+  config: GPT2Config,
+  sequenceLength = config.contextLength,
+): number {
+  const { nLayer: L, nEmbd: C } = config;
+  return 6 * gpt2ParameterCount(config).total + 12 * L * C * sequenceLength;
 }
 
 /** One measured training throughput. */
@@ -43,8 +50,8 @@ export interface ThroughputSample {
 
 /** Seconds to train one token of a shape, fitted from samples. */
 export interface ThroughputModel {
-  /** Predicted seconds per trained token. */
-  secondsPerToken(config: GPT2Config): number;
+  /** Predicted seconds per trained token, on sequences of `sequenceLength` (default the context). */
+  secondsPerToken(config: GPT2Config, sequenceLength?: number): number;
   /** The fit: seconds per token = `overhead + flopsPerToken / flopRate`. */
   overhead: number;
   /** The fitted rate of model FLOPs per second. */
@@ -78,7 +85,8 @@ export function fitThroughput(samples: readonly ThroughputSample[]): ThroughputM
   return {
     overhead,
     flopRate: 1 / slope,
-    secondsPerToken: (config) => overhead + trainingFlopsPerToken(config) * slope,
+    secondsPerToken: (config, sequenceLength) =>
+      overhead + trainingFlopsPerToken(config, sequenceLength) * slope,
   };
 }
 
@@ -284,8 +292,7 @@ export function planBudget(options: BudgetPlanOptions): BudgetPlan {
     : candidateShapes(vocabSize, contextLength);
   // The attention term of the cost follows the run's mean sequence length.
   const meanLength = meanSequenceLength(contextLength, options.seqWarmup);
-  const secondsPerToken = (c: GPT2Config) =>
-    throughput.secondsPerToken({ ...c, contextLength: meanLength });
+  const secondsPerToken = (c: GPT2Config) => throughput.secondsPerToken(c, meanLength);
   const tokensIn = (c: GPT2Config) => pretrainSeconds / secondsPerToken(c);
   const nonEmbedding = nonEmbeddingParameters;
   // The shape whose tokens per parameter come nearest the target (in ratio: IsoFLOP curves are

@@ -157,7 +157,11 @@ Deno.test("planBudget() prices a sequence warmup's shorter sequences into the sp
   const full = pinned(), warmed = pinned({ startLength: 128, untilFraction: 0.5 });
   // Half the steps at 128, 256 and 512 tokens a sequence (a sixth each), half at 1024.
   const meanLength = (128 + 256 + 512) / 6 + 1024 / 2;
-  const expected = 1 / LAVAPIPE.secondsPerToken({ ...full.config, contextLength: meanLength });
+  // The attention term at the mean length; the parameters keep the whole position table.
+  const expected = 1 / LAVAPIPE.secondsPerToken(full.config, meanLength);
+  const flops = trainingFlopsPerToken(full.config, meanLength);
+  const attentionSaved = trainingFlopsPerToken(full.config) - flops;
+  assert.ok(Math.abs(attentionSaved - 12 * 2 * 96 * (1024 - meanLength)) < 1e-6);
   assert.ok(Math.abs(warmed.tokensPerSecond / expected - 1) < 1e-4);
   assert.ok(warmed.tokensPerSecond > full.tokensPerSecond);
   assert.equal(full.tokensPerSecond, 1 / LAVAPIPE.secondsPerToken(full.config));
