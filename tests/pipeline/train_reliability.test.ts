@@ -9,22 +9,25 @@ import { acquireRunLock, LOCK_FILE } from "../../util/run_lock.ts";
 import { testGpu } from "../_gpu.ts";
 
 const story = "the cat sat on the mat. the dog ran to the cat. the cat ran away.";
+const STORIES = Array.from({ length: 40 }, () => story);
 
 /** A tokenized dataset of one story repeated, in a temporary folder. */
 async function fixture(): Promise<string> {
   const dir = await Deno.makeTempDir();
-  const documents = Array.from({ length: 40 }, () => story);
-  await Deno.writeTextFile(`${dir}/docs.txt`, documents.join("\n"));
+  await Deno.writeTextFile(`${dir}/docs.txt`, STORIES.join("\n"));
+  await tokenizeStories(dir, "tokenized", 16);
+  return dir;
+}
+
+/** The fixture's stories tokenized into `dir/name` in rows of `contextLength`. */
+async function tokenizeStories(dir: string, name: string, contextLength: number) {
   await tokenizeDataset({
     data: `${dir}/docs.txt`,
-    tokenizer: BpeTokenizer.fromTrained(
-      trainBpe(await countWords([documents]), { vocabSize: 300 }),
-    ),
-    contextLength: 16,
-    out: `${dir}/tokenized`,
+    tokenizer: BpeTokenizer.fromTrained(trainBpe(await countWords([STORIES]), { vocabSize: 300 })),
+    contextLength,
+    out: `${dir}/${name}`,
     quiet: true,
   });
-  return dir;
 }
 
 const settings = { nLayer: 1, nHead: 2, nEmbd: 16, batchSize: 4, lr: 1e-2, quiet: true };
@@ -177,16 +180,7 @@ Deno.test("trainModel() will not resume a checkpoint on rows longer than its con
   const dir = await fixture();
   try {
     await trainModel({ ...settings, gpu, data: `${dir}/tokenized`, out: `${dir}/run`, steps: 1 });
-    const documents = Array.from({ length: 40 }, () => story);
-    await tokenizeDataset({
-      data: `${dir}/docs.txt`,
-      tokenizer: BpeTokenizer.fromTrained(
-        trainBpe(await countWords([documents]), { vocabSize: 300 }),
-      ),
-      contextLength: 32,
-      out: `${dir}/longer`,
-      quiet: true,
-    });
+    await tokenizeStories(dir, "longer", 32);
     await assert.rejects(
       trainModel({ ...settings, gpu, data: `${dir}/longer`, out: `${dir}/run`, steps: 2 }),
       /has a context of 16 but the data's rows are 32 tokens; tokenize with --context 16 or less/,
