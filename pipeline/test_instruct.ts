@@ -136,6 +136,9 @@ if (import.meta.main) {
   await runCli(async () => {
     const values = parseFlags("deno task test-instruct [options]", FLAGS);
     if (!values) return;
+    if (values.question?.some((question) => question.trim() === "")) {
+      throw new Error("--question needs some text: an empty question has nothing to answer.");
+    }
     const results = await testInstruct({
       pretrained: values.pretrained,
       tokenizer: values.tokenizer,

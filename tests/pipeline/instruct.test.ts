@@ -215,3 +215,20 @@ Deno.test("prepareDatasetInstruct({pack}) fills rows with whole conversations, a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno task test-instruct refuses an empty --question, naming the flag", async () => {
+  const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      new URL("../../pipeline/test_instruct.ts", import.meta.url).pathname,
+      ...["--pretrained", "a", "--tokenizer", "b", "--tuned", "c", "--tuned-tokenizer", "d"],
+      ...["--question", "Why is the sky blue?", "--question", " "],
+    ],
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).output();
+  assert.equal(code, 1);
+  assert.match(new TextDecoder().decode(stderr), /--question needs some text/);
+});
