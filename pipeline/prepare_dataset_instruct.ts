@@ -82,8 +82,6 @@ export async function prepareDatasetInstruct(
   checkContextLength(context);
   const tokenizer = await resolveTokenizer(options.tokenizer);
   tokenizer.addTokens([IM_START, IM_END], { special: true });
-  await Deno.mkdir(`${options.out}/tokenizer`, { recursive: true });
-  await saveHfTokenizer(tokenizer, `${options.out}/tokenizer/tokenizer.json`);
 
   const writer = await TokenRowWriter.create(`${options.out}/tokenized`, {
     method: "chat",
@@ -153,6 +151,9 @@ export async function prepareDatasetInstruct(
   }
   progress.finish();
   const meta = await writer.finish();
+  // Written last: pairs that cannot be read leave no tokenizer behind.
+  await Deno.mkdir(`${options.out}/tokenizer`, { recursive: true });
+  await saveHfTokenizer(tokenizer, `${options.out}/tokenizer/tokenizer.json`);
   return { meta, skipped, truncated, conversations: meta.documents - skipped };
 }
 

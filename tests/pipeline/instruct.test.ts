@@ -147,6 +147,18 @@ Deno.test("prepareDatasetInstruct() keeps ChatML markers written in a pair as te
       /context length must be a whole number from 2 to 1024.*got 2048/,
     );
     await assert.rejects(Deno.stat(`${dir}/too-long`), Deno.errors.NotFound);
+    // Pairs that cannot be read leave no tokenizer behind.
+    await Deno.writeTextFile(`${dir}/pairs.txt`, "Name an animal. A cat.\n");
+    await assert.rejects(
+      prepareDatasetInstruct({
+        data: `${dir}/pairs.txt`,
+        tokenizer: `${dir}/tokenizer`,
+        out: `${dir}/from-text`,
+        quiet: true,
+      }),
+      /pairs\.txt is read as plain text/,
+    );
+    await assert.rejects(Deno.stat(`${dir}/from-text/tokenizer`), Deno.errors.NotFound);
     await prepareDatasetInstruct({
       data: `${dir}/pairs.json`,
       tokenizer: `${dir}/tokenizer`,
