@@ -26,13 +26,13 @@ import {
   IM_END,
 } from "./chatml.ts";
 import {
+  checkTokenizerMatches,
   type CompleteManyOptions,
   type CompleteOptions,
   completePrompt,
   completePrompts,
 } from "./test_pretrained.ts";
 import { linesOf } from "./text_source.ts";
-import { checkTokenizerMatches } from "./test_pretrained.ts";
 import { resolveTokenizer } from "./tokenize_dataset.ts";
 import { runCli } from "../util/cli.ts";
 import { HELP_FLAG, intFlag, nonNegativeFlag, parseFlags } from "../util/flags.ts";

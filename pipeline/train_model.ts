@@ -24,7 +24,7 @@ import {
   saveCheckpoint,
 } from "../nn/checkpoint.ts";
 import { GPT2, growVocabulary } from "../nn/gpt2.ts";
-import { writeAll, writeTextFileAtomic } from "../util/files.ts";
+import { realPathOrNull, writeAll, writeTextFileAtomic } from "../util/files.ts";
 import { acquireRunLock } from "../util/run_lock.ts";
 import { AdamW, GPT_ADAMW } from "../nn/optimizer.ts";
 import { MuonAdamW, type OptimizerKind } from "../nn/muon_adamw.ts";
@@ -345,8 +345,7 @@ export async function trainModel(options: TrainModelOptions): Promise<TrainResul
  */
 async function checkRunFolder(options: TrainModelOptions, T: number, vocabSize: number) {
   const existing = await Deno.stat(options.out).catch(() => null);
-  const real = (path: string) => Deno.realPath(path).catch(() => null);
-  if (existing && await real(options.out) === await real(options.data)) {
+  if (existing && await realPathOrNull(options.out) === await realPathOrNull(options.data)) {
     throw new Error(
       `--out ${options.out} is the dataset the run reads (--data); a training run never writes ` +
         "into its input: pass another --out.",
@@ -446,10 +445,11 @@ async function trainInRunFolder(
     }
     if (model.config.contextLength < T) {
       model.dispose();
-      throw new Error(
-        `${checkpoint} has a context of ${model.config.contextLength} but the data's rows are ` +
-          `${T} tokens; tokenize with --context ${model.config.contextLength} or less, or use ` +
-          "another --out to start a new run.",
+      refuseLongerRows(
+        checkpoint,
+        model.config.contextLength,
+        T,
+        "use another --out to start a new run",
       );
     }
     const asked = { nLayer: options.nLayer, nHead: options.nHead, nEmbd: options.nEmbd };
@@ -738,14 +738,25 @@ async function trainInRunFolder(
  */
 async function modelFrom(gpu: Gpu, path: string, T: number, dataVocab: number): Promise<GPT2> {
   const { config, tensors } = await readCheckpoint(path);
-  if (T > config.contextLength) {
-    throw new Error(
-      `The data's rows of ${T} tokens are longer than the model's context of ` +
-        `${config.contextLength}; tokenize with --context ${config.contextLength} or less.`,
-    );
-  }
+  if (T > config.contextLength) refuseLongerRows(path, config.contextLength, T);
   const vocabSize = Math.max(config.vocabSize, dataVocab);
   return GPT2.fromWeights(gpu, { ...config, vocabSize }, growVocabulary(tensors, vocabSize));
+}
+
+/**
+ * Refuses data rows of `T` tokens for the model of `checkpoint`, whose context is shorter:
+ * says how to tokenize the data, or `otherwise` what else to do.
+ */
+function refuseLongerRows(
+  checkpoint: string,
+  context: number,
+  T: number,
+  otherwise?: string,
+): never {
+  throw new Error(
+    `${checkpoint} has a context of ${context} but the data's rows are ${T} tokens; tokenize ` +
+      `with --context ${context} or less${otherwise ? `, or ${otherwise}` : ""}.`,
+  );
 }
 
 /** Loads a final-phase mix's rows, which must have the main data's context length. */

@@ -92,7 +92,8 @@ async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
   }
 }
 
-async function realPathOrNull(path: string): Promise<string | null> {
+/** The path with links resolved, or null where nothing is there. */
+export async function realPathOrNull(path: string): Promise<string | null> {
   return await Deno.realPath(path).catch(() => null);
 }
 
