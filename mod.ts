@@ -527,6 +527,7 @@ export {
   type BudgetPlan,
   type BudgetPlanOptions,
   candidateShapes,
+  checkTrainingTime,
   CHINCHILLA_TOKENS_PER_PARAMETER,
   expectedQuality,
   fitThroughput,
